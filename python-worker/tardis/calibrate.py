@@ -1,0 +1,345 @@
+"""calibrate(): stream calibration text through a dense HF model and fold every FFN.
+
+Three passes over the calibration batches collect bounded-memory statistics for every FFN at once
+(tardis.core.stats); then, layer by layer: ranges, lines, margins, hot neurons, folding, a
+checkpoint and a progress event. Held-out batches measure fallback rate and predictor recall.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tardis.arch.base import FFNSite
+from tardis.arch.registry import adapter_for
+from tardis.config import FoldConfig
+from tardis.core.activations import activation
+from tardis.core.fit import fit_lines
+from tardis.core.fold import fold
+from tardis.core.layer import FoldedLayer
+from tardis.core.predictor import QuantizedW1, flag_thresholds, quantize_rtn
+from tardis.core.ranges import shortest_interval, snap_to_exact_pieces
+from tardis.core.stats import FitSums, FlagCounts, HistogramStats, MarginStats, MomentStats
+from tardis.data import token_batches
+from tardis.errors import CalibrationCancelled, ConfigError
+from tardis.variant import Variant, base_reference
+
+EventSink = Callable[[dict[str, Any]], None]
+BatchFn = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+@contextmanager
+def _ffn_taps(sites: list[FFNSite], w1q: dict[int, torch.Tensor], fn: BatchFn) -> Iterator[None]:
+    """Forward pre-hooks that hand (layer, z, ẑ) [N, f] float32 to `fn` for every FFN input."""
+
+    def make(site: FFNSite) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            x = args[0] if args else kwargs["hidden_states"]
+            x2 = x.reshape(-1, x.shape[-1])
+            z = (x2 @ site.w1.T + site.b1).float()
+            zhat = (x2 @ w1q[site.index].T + site.b1).float()
+            fn(site.index, z, zhat)
+
+        return hook
+
+    handles = [s.input_module.register_forward_pre_hook(make(s), with_kwargs=True) for s in sites]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class _Run:
+    """One calibration run: model, batches, event sink and cancellation check."""
+
+    def __init__(self, model: nn.Module, on_event: EventSink | None, should_cancel: Callable[[], bool] | None):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.on_event = on_event or (lambda _e: None)
+        self.should_cancel = should_cancel or (lambda: False)
+
+    def check_cancel(self) -> None:
+        if self.should_cancel():
+            raise CalibrationCancelled("calibration cancelled by request")
+
+    @torch.no_grad()
+    def stream(
+        self, name: str, batches: list[torch.Tensor], sites: list[FFNSite], w1q: dict[int, torch.Tensor], fn: BatchFn
+    ) -> None:
+        """Run every batch through the model with taps on `sites`."""
+        with _ffn_taps(sites, w1q, fn):
+            for k, batch in enumerate(batches):
+                self.check_cancel()
+                self.model(input_ids=batch.to(self.device))
+                self.on_event({"kind": "pass", "pass": name, "batch": k + 1, "batches": len(batches)})
+
+
+def _fingerprint(
+    config: FoldConfig, batches: list[torch.Tensor], held: list[torch.Tensor], base: dict[str, Any]
+) -> str:
+    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for b in (*batches, *held):
+        h.update(b.numpy().tobytes())
+    h.update(json.dumps(base, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class _Checkpoints:
+    """Per-layer checkpoints in a job directory; a fingerprint guards against resuming a different job."""
+
+    def __init__(self, root: Path | None, fingerprint: str):
+        self.root = root
+        if root is None:
+            return
+        root.mkdir(parents=True, exist_ok=True)
+        fp = root / "fingerprint.txt"
+        if fp.exists() and fp.read_text().strip() != fingerprint:
+            raise ConfigError(
+                f"checkpoint directory {root} belongs to a different calibration (model, data or config differ); "
+                "use a fresh directory or delete it"
+            )
+        _write_atomic(fp, lambda p: p.write_text(fingerprint))
+
+    def load(
+        self, index: int, *, act: str, bits: int, group_size: int, d: int
+    ) -> tuple[FoldedLayer, dict[str, Any]] | None:
+        if self.root is None:
+            return None
+        t, s = self.root / f"layer_{index:04d}.safetensors", self.root / f"layer_{index:04d}.json"
+        if not (t.exists() and s.exists()):
+            return None
+        layer = FoldedLayer.from_tensors(
+            load_file(str(t)), "", act=act, bits=bits, group_size=group_size, in_features=d
+        )
+        return layer, json.loads(s.read_text())
+
+    def save(self, index: int, layer: FoldedLayer, stats: dict[str, Any]) -> None:
+        if self.root is None:
+            return
+        _write_atomic(self.root / f"layer_{index:04d}.safetensors", lambda p: save_file(layer.to_tensors(""), str(p)))
+        _write_atomic(
+            self.root / f"layer_{index:04d}.json",
+            lambda p: p.write_text(json.dumps(stats, sort_keys=True)),
+        )
+
+
+def _rate(num: float, den: float) -> float | None:
+    return None if den == 0 else num / den
+
+
+def _finish_layer(
+    site: FFNSite,
+    config: FoldConfig,
+    predictor: QuantizedW1,
+    moments: MomentStats,
+    fit_sums: FitSums,
+    calib: FlagCounts,
+    held: FlagCounts,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    margin: torch.Tensor,
+    snapped: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[FoldedLayer, dict[str, Any]]:
+    """Lines, hot neurons and the fold for one layer, plus its report row."""
+    f = site.w1.shape[0]
+    slope, intercept, sse = fit_lines(fit_sums)
+    if snapped is not None:  # exact linear pieces (ReLU): no misfit
+        slope, intercept = snapped
+        sse = torch.zeros_like(sse)
+    n_hot = round((1.0 - config.fold_fraction) * f)
+    hot = torch.zeros(f, dtype=torch.bool)
+    if n_hot > 0:
+        # Leave unfolded the neurons whose in-range misfit costs the most output energy per token.
+        w2_norm2 = site.w2.detach().double().cpu().pow(2).sum(0)
+        score = sse.cpu() / max(moments.count, 1) * w2_norm2
+        hot[score.topk(n_hot).indices] = True
+    slope = torch.where(hot, 0.0, slope.cpu())
+    intercept = torch.where(hot, 0.0, intercept.cpu())
+    wf, bf = fold(site.w1, site.b1, site.w2, site.b2, slope, intercept)
+    dtype = site.w1.dtype
+    layer = FoldedLayer(
+        wf=wf.to(dtype),
+        bf=bf.to(dtype),
+        predictor=predictor,
+        lo=lo.float().cpu(),
+        hi=hi.float().cpu(),
+        margin=margin.float().cpu(),
+        slope=slope.float(),
+        intercept=intercept.float(),
+        hot=hot,
+        act=site.act,
+    )
+    folded = ~hot
+    nf = int(folded.sum())
+    fc = lambda t: float(t.cpu()[folded].sum())  # noqa: E731
+    n_in = fit_sums.n.cpu()
+    stats = {
+        "layer": site.index,
+        "neurons": f,
+        "hot_neurons": n_hot,
+        "coverage_target": config.coverage,
+        "coverage_calib": float((n_in[folded] / max(moments.count, 1)).mean()) if nf else None,
+        "fit_rmse": math.sqrt(fc(sse) / fc(n_in)) if nf and fc(n_in) > 0 else 0.0,
+        "margin_mean": float(margin.cpu()[folded].mean()) if nf else 0.0,
+        "expected_fallback_rate": _rate(fc(calib.flagged) + n_hot * calib.tokens, calib.tokens * f),
+        "measured_fallback_rate": _rate(fc(held.flagged) + n_hot * held.tokens, held.tokens * f),
+        "flag_rate": _rate(fc(held.flagged), held.tokens * nf),
+        "true_outlier_rate": _rate(fc(held.outside), held.tokens * nf),
+        "predictor_recall": _rate(fc(held.outside) - fc(held.missed), fc(held.outside)),
+        "predictor_recall_calib": _rate(fc(calib.outside) - fc(calib.missed), fc(calib.outside)),
+        "calib_tokens": calib.tokens,
+        "heldout_tokens": held.tokens,
+        "exact_pieces": snapped is not None,
+    }
+    return layer, stats
+
+
+def calibrate(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    config: FoldConfig | None = None,
+    *,
+    on_event: EventSink | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> Variant:
+    """Fold every FFN of a non-gated HF model on calibration `texts`; returns the Variant.
+
+    `on_event` receives progress dicts (`kind` = "pass" per batch, "layer" per folded layer);
+    `should_cancel` is polled between batches and layers (CalibrationCancelled is raised);
+    with `checkpoint_dir`, each finished layer is checkpointed and a rerun resumes after it,
+    producing tensors identical to an uninterrupted run.
+    """
+    config = config or FoldConfig()
+    adapter = adapter_for(model)
+    model.eval()
+    run = _Run(model, on_event, should_cancel)
+    sites = adapter.sites(model)
+    calib_batches, held_batches = token_batches(tokenizer, texts, config)
+    base = base_reference(model)
+    ckpt = _Checkpoints(
+        Path(checkpoint_dir) if checkpoint_dir else None,
+        _fingerprint(config, calib_batches, held_batches, {k: base[k] for k in ("architecture", "files")}),
+    )
+    layers: dict[int, FoldedLayer] = {}
+    layer_stats: dict[int, dict[str, Any]] = {}
+    for s in sites:
+        found = ckpt.load(
+            s.index,
+            act=s.act,
+            bits=config.predictor_bits,
+            group_size=min(config.group_size, s.w1.shape[1]),
+            d=s.w1.shape[1],
+        )
+        if found:
+            layers[s.index], layer_stats[s.index] = found
+            run.on_event({"kind": "layer", "layer": s.index, "layers": len(sites), "resumed": True, "stats": found[1]})
+    todo = [s for s in sites if s.index not in layers]
+    if todo:
+        _fold_layers(run, config, todo, len(sites), calib_batches, held_batches, ckpt, layers, layer_stats)
+    return Variant(
+        config=config,
+        family=str(model.config.model_type),
+        base=base,
+        layers=[layers[s.index] for s in sites],
+        layer_stats=[layer_stats[s.index] for s in sites],
+        tokenizer=tokenizer,
+    )
+
+
+def _fold_layers(
+    run: _Run,
+    config: FoldConfig,
+    todo: list[FFNSite],
+    n_layers: int,
+    calib_batches: list[torch.Tensor],
+    held_batches: list[torch.Tensor],
+    ckpt: _Checkpoints,
+    layers: dict[int, FoldedLayer],
+    layer_stats: dict[int, dict[str, Any]],
+) -> None:
+    dev = run.device
+    predictors = {
+        s.index: quantize_rtn(s.w1, config.predictor_bits, config.group_size, config.clip_search) for s in todo
+    }
+    w1q = {i: p.dequantize(torch.float32).to(device=dev, dtype=todo[0].w1.dtype) for i, p in predictors.items()}
+    f_of = {s.index: s.w1.shape[0] for s in todo}
+
+    moments = {i: MomentStats.empty(f, dev) for i, f in f_of.items()}
+    run.stream("moments", calib_batches, todo, w1q, lambda i, z, zh: moments[i].update(z, zh))
+    hists = {i: HistogramStats.from_moments(m, config.histogram_bins) for i, m in moments.items()}
+    run.stream("histograms", calib_batches, todo, w1q, lambda i, z, zh: hists[i].update(z, zh))
+
+    ranges: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    snapped: dict[int, tuple[torch.Tensor, torch.Tensor] | None] = {}
+    for s in todo:
+        h = hists[s.index]
+        lo, hi = shortest_interval(h.counts, h.edges, config.coverage)
+        nonpos = moments[s.index].nonpos.double() / moments[s.index].count
+        lo, hi, a, c = snap_to_exact_pieces(s.act, nonpos, lo, hi)
+        snapped[s.index] = None if a is None or c is None else (a.cpu(), c.cpu())
+        ranges[s.index] = (lo, hi)
+
+    acts = {s.index: activation(s.act) for s in todo}
+    fit_sums = {i: FitSums.empty(f, dev) for i, f in f_of.items()}
+    depth = {i: MarginStats.from_moments(m, config.histogram_bins) for i, m in moments.items()}
+
+    def fit_pass(i: int, z: torch.Tensor, zh: torch.Tensor) -> None:
+        lo, hi = ranges[i]
+        fit_sums[i].update(z, acts[i](z), lo, hi)
+        depth[i].update(z, zh, lo, hi)
+
+    run.stream("fit", calib_batches, todo, w1q, fit_pass)
+
+    margins: dict[int, torch.Tensor] = {}
+    thresholds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for s in todo:
+        i = s.index
+        if config.margin_policy == "recall":
+            margins[i] = depth[i].margin_for_recall(config.target_recall)
+        else:
+            margins[i] = depth[i].snap_up(hists[i].residual_quantile(config.margin_quantile))
+        thresholds[i] = flag_thresholds(*ranges[i], margins[i], torch.zeros(f_of[i], dtype=torch.bool, device=dev))
+    held_flags = {i: FlagCounts.empty(f, dev) for i, f in f_of.items()}
+
+    def held_pass(i: int, z: torch.Tensor, zh: torch.Tensor) -> None:
+        held_flags[i].update(z, zh, *ranges[i], *thresholds[i])
+
+    run.stream("heldout", held_batches, todo, w1q, held_pass)
+
+    for s in todo:
+        run.check_cancel()
+        i = s.index
+        layer, stats = _finish_layer(
+            s,
+            config,
+            predictors[i],
+            moments[i],
+            fit_sums[i],
+            depth[i].counts_at(margins[i]),
+            held_flags[i],
+            *ranges[i],
+            margins[i],
+            snapped[i],
+        )
+        ckpt.save(i, layer, stats)
+        layers[i], layer_stats[i] = layer, stats
+        run.on_event({"kind": "layer", "layer": i, "layers": n_layers, "resumed": False, "stats": stats})

@@ -1,0 +1,1 @@
+"""Serving engines: HuggingFace transformers (hf.py); vLLM plugin later."""

@@ -1,0 +1,105 @@
+"""HuggingFace transformers engine: install TARDIS modules into a model, load a variant, read counters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+from tardis.arch.bert import BertAdapter
+from tardis.arch.registry import adapter_for
+from tardis.core.artifact import read_variant
+from tardis.errors import ArtifactError
+from tardis.runtime.ffn import Mode, TardisFFN
+from tardis.runtime.reference import FlagMode
+from tardis.variant import Variant
+
+ENCODER_ADAPTERS = (BertAdapter,)
+
+
+def tardis_modules(model: nn.Module) -> list[TardisFFN]:
+    """The TardisFFN modules of a model, in layer order."""
+    return [m for m in model.modules() if isinstance(m, TardisFFN)]
+
+
+def _mark_prefill(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    ids = kwargs.get("input_ids")
+    if ids is None:
+        ids = kwargs.get("inputs_embeds")
+    if ids is None and args:
+        ids = args[0]
+    prefill = ids is not None and ids.dim() >= 2 and ids.shape[1] > 1
+    for m in tardis_modules(model):
+        m.is_prefill = prefill
+
+
+def install(model: Any, variant: Variant, *, prefill: str | None = None) -> list[TardisFFN]:
+    """Replace every FFN of `model` with a TardisFFN built from `variant`; returns the modules.
+
+    Decoders get a pre-forward hook that marks multi-token steps as prefill (run dense unless
+    `prefill="tardis"`); encoders run TARDIS on every token.
+    """
+    adapter = adapter_for(model)
+    if variant.family != model.config.model_type:
+        raise ArtifactError(f"variant was made for model_type {variant.family!r}, not {model.config.model_type!r}")
+    sites = adapter.sites(model)
+    if len(sites) != len(variant.layers):
+        raise ArtifactError(f"model has {len(sites)} FFNs but the variant has {len(variant.layers)} folded layers")
+    policy = prefill or variant.config.prefill
+    modules = []
+    for site, layer in zip(sites, variant.layers, strict=True):
+        if tuple(layer.wf.shape) != (site.w1.shape[1], site.w1.shape[1]) or layer.lo.shape[0] != site.w1.shape[0]:
+            raise ArtifactError(f"layer {site.index}: folded shapes do not match the model's FFN (wrong base model?)")
+        modules.append(TardisFFN(w1=site.w1, b1=site.b1, w2t=site.w2t, b2=site.b2, folded=layer, prefill=policy))
+    adapter.install_all(model, modules)
+    if not isinstance(adapter, ENCODER_ADAPTERS):
+        model.register_forward_pre_hook(_mark_prefill, with_kwargs=True)
+    return modules
+
+
+def load(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> tuple[nn.Module, Any]:
+    """Load a variant directory as (model, tokenizer): a transformers model whose FFNs are TARDIS modules.
+
+    Every file is checked against the manifest's hashes first; a bad file is an ArtifactError naming
+    it (never a silent fallback to the dense model).
+    """
+    root = Path(path)
+    variant = read_variant(root)
+    arch = variant.base["architecture"]
+    cls = getattr(transformers, arch, None)
+    if cls is None:
+        raise ArtifactError(f"{root}: base architecture {arch!r} is not in this transformers version")
+    model = cls.from_pretrained(str(root), dtype=dtype or "auto").to(device).eval()
+    install(model, variant)
+    tokenizer = None
+    if (root / "tokenizer_config.json").exists() or (root / "tokenizer.json").exists():
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(root))
+    return model, tokenizer
+
+
+def set_mode(model: nn.Module, mode: Mode) -> None:
+    """Run every TardisFFN as "tardis" or as the original "dense" FFN."""
+    for m in tardis_modules(model):
+        m.mode = mode
+
+
+def set_flag_mode(model: nn.Module, flag_mode: FlagMode) -> None:
+    """Choose flags: "predict" (the predictor), "oracle" (exact z), "all" (every neuron: exact FFN)."""
+    for m in tardis_modules(model):
+        m.flag_mode = flag_mode
+
+
+def set_prefill(model: nn.Module, prefill: str) -> None:
+    """Run multi-token steps "dense" or "tardis"."""
+    for m in tardis_modules(model):
+        m.prefill = prefill
+
+
+def counters(model: nn.Module) -> list[dict[str, int]]:
+    """Per-layer live counters (flagged pairs, tokens, unions, steps, neurons)."""
+    return [m.counters() for m in tardis_modules(model)]

@@ -1,0 +1,1 @@
+"""Evaluation: perplexity on held-out text (more metrics and baselines land here)."""

@@ -1,0 +1,1 @@
+"""Running folded FFNs: the reference PyTorch path and the module installed into models."""

@@ -1,0 +1,63 @@
+"""The reference TARDIS FFN in plain PyTorch: the ground truth for every kernel and engine."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from tardis.core.activations import activation
+
+FlagMode = Literal["predict", "oracle", "all"]
+
+
+def dense_ffn(
+    x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2t: torch.Tensor, b2: torch.Tensor, act: str
+) -> torch.Tensor:
+    """The original FFN W2·act(W1·x + b1) + b2 for x [N, d] (w1 and w2t are both [f, d])."""
+    return activation(act)(x @ w1.T + b1) @ w2t + b2
+
+
+def tardis_ffn(
+    x: torch.Tensor,
+    *,
+    w1: torch.Tensor,
+    b1: torch.Tensor,
+    w2t: torch.Tensor,
+    wf: torch.Tensor,
+    bf: torch.Tensor,
+    w1q: torch.Tensor,
+    lo_in: torch.Tensor,
+    hi_in: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    slope: torch.Tensor,
+    intercept: torch.Tensor,
+    act: str,
+    mode: FlagMode = "predict",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = Wf·x + bf + Σ_{i flagged} W2[:, i]·(act(z_i) − a_i·z_i − c_i), and the flag mask.
+
+    x [N, d]; w1, w2t, w1q [f, d]; thresholds and lines [f]. `mode` picks the flags: "predict" uses
+    ẑ = w1q·x + b1 against [lo_in, hi_in]; "oracle" uses the exact z against [lo, hi]; "all" flags
+    every neuron (then y equals the dense FFN up to rounding). The correction is computed only for
+    the union of flagged neurons over the rows (exact for every row), as the GPU path does.
+    Returns (y [N, d] in x's dtype, flags [N, f] bool).
+    """
+    y = x @ wf.T + bf
+    if mode == "all":
+        flags = torch.ones(x.shape[0], w1.shape[0], dtype=torch.bool, device=x.device)
+    elif mode == "oracle":
+        z_all = (x @ w1.T + b1).float()
+        flags = (z_all < lo) | (z_all > hi)
+    else:
+        zhat = (x @ w1q.T + b1).float()
+        flags = (zhat < lo_in) | (zhat > hi_in)
+    cols = flags.any(0).nonzero().squeeze(1)
+    if cols.numel() > 0:
+        acc = torch.promote_types(x.dtype, torch.float32)  # corrections in fp32 (fp64 for fp64 inputs)
+        z = (x @ w1.index_select(0, cols).T + b1.index_select(0, cols)).to(acc)
+        line = slope.index_select(0, cols).to(acc) * z + intercept.index_select(0, cols).to(acc)
+        corr = (activation(act)(z) - line) * flags.index_select(1, cols)
+        y = y + corr.to(x.dtype) @ w2t.index_select(0, cols)
+    return y, flags

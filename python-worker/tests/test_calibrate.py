@@ -1,0 +1,103 @@
+"""calibrate(): defaults, recall on held-out text, reporting, events, cancellation and resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import build_model
+
+import tardis
+from tardis.core.predictor import quantize_rtn
+from tardis.core.reduction import LayerBytes, ffn_reductions
+
+
+def test_default_config_gives_at_least_80_percent_paper_reduction() -> None:
+    cfg = tardis.FoldConfig()
+    d, f = 4544, 18176
+    q = quantize_rtn(torch.zeros(8, d), cfg.predictor_bits, cfg.group_size)
+    pred_bytes = q.nbytes() * f // 8
+    r = ffn_reductions([LayerBytes(d=d, f=f, predictor_bytes=pred_bytes, hot=0, fallback_rate=0.05)])
+    assert 0.80 <= r["ffn_reduction_paper"] < 0.82
+    assert r["ffn_reduction_resident"] < 0
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(tardis.ConfigError, match=r"FoldConfig\.predictor_bits=5 is invalid: expected 2, 3 or 4"):
+        tardis.FoldConfig(predictor_bits=5)
+    with pytest.raises(tardis.ConfigError, match=r"unknown FoldConfig field\(s\) \['covrage'\]"):
+        tardis.FoldConfig.from_dict({"covrage": 0.9})
+
+
+def test_predictor_recall_on_held_out_text_at_the_default_margin(tokenizer: Any, texts: list[str]) -> None:
+    model = build_model("gpt2", len(tokenizer), seed=3)
+    cfg = tardis.FoldConfig(calib_tokens=8192, heldout_tokens=4096, seq_len=64, group_size=64)
+    report = tardis.calibrate(model, tokenizer, texts, cfg).report()
+    for row in report["layers"]:
+        print(
+            f"layer {row['layer']}: recall {row['predictor_recall']:.4f} flag rate {row['flag_rate']:.3f} "
+            f"true outliers {row['true_outlier_rate']:.3f} fallback {row['measured_fallback_rate']:.3f}"
+        )
+        assert row["predictor_recall"] >= 0.99
+        assert row["coverage_calib"] >= cfg.coverage
+        assert row["true_outlier_rate"] <= row["flag_rate"]
+
+
+def test_fold_fraction_leaves_the_worst_fitting_neurons_hot(tokenizer: Any, texts: list[str]) -> None:
+    model = build_model("gpt_neox", len(tokenizer))
+    cfg = tardis.FoldConfig(calib_tokens=2048, heldout_tokens=512, seq_len=64, group_size=32, fold_fraction=0.75)
+    variant = tardis.calibrate(model, tokenizer, texts, cfg)
+    for layer, row in zip(variant.layers, variant.layer_stats, strict=True):
+        assert int(layer.hot.sum()) == row["hot_neurons"] == 64
+        assert bool((layer.slope[layer.hot] == 0).all())
+        assert row["measured_fallback_rate"] >= 0.25
+    report = variant.report()
+    assert report["hot_neurons"] == 128
+
+
+def test_progress_events_cancellation_and_resume_give_identical_tensors(
+    tokenizer: Any, texts: list[str], tmp_path: Path
+) -> None:
+    cfg = tardis.FoldConfig(calib_tokens=2048, heldout_tokens=512, seq_len=64, group_size=32, histogram_bins=128)
+    model = build_model("falcon", len(tokenizer))
+    reference = tardis.calibrate(model, tokenizer, texts, cfg)
+
+    events: list[dict[str, Any]] = []
+    layers_done = lambda: sum(e["kind"] == "layer" for e in events)  # noqa: E731
+    with pytest.raises(tardis.CalibrationCancelled):
+        tardis.calibrate(
+            model,
+            tokenizer,
+            texts,
+            cfg,
+            on_event=events.append,
+            should_cancel=lambda: layers_done() >= 1,
+            checkpoint_dir=tmp_path,
+        )
+    assert layers_done() == 1 and {e["pass"] for e in events if e["kind"] == "pass"} == {
+        "moments",
+        "histograms",
+        "fit",
+        "heldout",
+    }
+
+    resumed_events: list[dict[str, Any]] = []
+    resumed = tardis.calibrate(model, tokenizer, texts, cfg, on_event=resumed_events.append, checkpoint_dir=tmp_path)
+    assert [e["resumed"] for e in resumed_events if e["kind"] == "layer"] == [True, False]
+    for a, b in zip(reference.layers, resumed.layers, strict=True):
+        for (ka, ta), (kb, tb) in zip(a.to_tensors("").items(), b.to_tensors("").items(), strict=True):
+            assert ka == kb and torch.equal(ta, tb), ka
+
+    other = tardis.FoldConfig(calib_tokens=2048, heldout_tokens=512, seq_len=64, group_size=32, coverage=0.8)
+    with pytest.raises(tardis.ConfigError, match="belongs to a different calibration"):
+        tardis.calibrate(model, tokenizer, texts, other, checkpoint_dir=tmp_path)
+
+
+def test_too_little_text_says_how_much_is_needed(tokenizer: Any) -> None:
+    model = build_model("gpt2", len(tokenizer))
+    with pytest.raises(tardis.ConfigError, match=r"give \d+ tokens but calib_tokens \+ heldout_tokens need 4096"):
+        tardis.calibrate(
+            model, tokenizer, ["a short text"], tardis.FoldConfig(calib_tokens=2048, heldout_tokens=2048, seq_len=64)
+        )
