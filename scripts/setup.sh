@@ -23,6 +23,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# Python code generated from protos/ (never committed, never edited by hand).
+if [ -f scripts/gen_protos.sh ]; then
+  PATH="$ROOT/.venv/bin:$PATH" bash scripts/gen_protos.sh
+fi
+
 mkdir -p .cache/corpora
 if ! ls .cache/corpora/gensim-*.whl >/dev/null 2>&1; then
   echo "setup: fetching the gensim wheel for its bundled English text (not installed)"

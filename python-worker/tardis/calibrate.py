@@ -7,6 +7,7 @@ checkpoint and a progress event. Held-out batches measure fallback rate and pred
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -14,9 +15,10 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -35,6 +37,7 @@ from tardis.errors import CalibrationCancelled, ConfigError
 from tardis.variant import Variant, base_reference
 
 EventSink = Callable[[dict[str, Any]], None]
+S = TypeVar("S")
 BatchFn = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
@@ -130,6 +133,43 @@ class _Checkpoints:
         )
         return layer, json.loads(s.read_text())
 
+    def load_pass(self, name: str, cls: type[S], indices: list[int]) -> dict[int, S] | None:
+        """Statistics of a finished pass for `indices`, if this run already checkpointed them."""
+        if self.root is None or not (self.root / f"pass_{name}.safetensors").exists():
+            return None
+        path = self.root / f"pass_{name}.safetensors"
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            keys = set(fh.keys())
+            out: dict[int, S] = {}
+            for i in indices:
+                kwargs: dict[str, Any] = {}
+                for fld in dataclasses.fields(cls):  # type: ignore[arg-type]
+                    key = f"{i}.{fld.name}"
+                    if key in keys:
+                        kwargs[fld.name] = fh.get_tensor(key)
+                    elif key in meta:
+                        kwargs[fld.name] = int(meta[key])
+                    else:
+                        return None
+                out[i] = cls(**kwargs)
+        return out
+
+    def save_pass(self, name: str, stats: dict[int, Any]) -> None:
+        """Checkpoint the statistics of a finished pass (bounded: O(f·bins) per layer)."""
+        if self.root is None:
+            return
+        tensors: dict[str, torch.Tensor] = {}
+        meta: dict[str, str] = {}
+        for i, obj in stats.items():
+            for fld in dataclasses.fields(obj):
+                value = getattr(obj, fld.name)
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{i}.{fld.name}"] = value.detach().cpu().contiguous()
+                else:
+                    meta[f"{i}.{fld.name}"] = str(int(value))
+        _write_atomic(self.root / f"pass_{name}.safetensors", lambda p: save_file(tensors, str(p), metadata=meta))
+
     def save(self, index: int, layer: FoldedLayer, stats: dict[str, Any]) -> None:
         if self.root is None:
             return
@@ -138,6 +178,16 @@ class _Checkpoints:
             self.root / f"layer_{index:04d}.json",
             lambda p: p.write_text(json.dumps(stats, sort_keys=True)),
         )
+
+
+def _to_device(obj: S, device: torch.device) -> S:
+    """The same statistics dataclass with its tensors on `device`."""
+    changes = {
+        f.name: getattr(obj, f.name).to(device)
+        for f in dataclasses.fields(obj)  # type: ignore[arg-type]
+        if isinstance(getattr(obj, f.name), torch.Tensor)
+    }
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
 def _rate(num: float, den: float) -> float | None:
@@ -283,10 +333,19 @@ def _fold_layers(
     w1q = {i: p.dequantize(torch.float32).to(device=dev, dtype=todo[0].w1.dtype) for i, p in predictors.items()}
     f_of = {s.index: s.w1.shape[0] for s in todo}
 
-    moments = {i: MomentStats.empty(f, dev) for i, f in f_of.items()}
-    run.stream("moments", calib_batches, todo, w1q, lambda i, z, zh: moments[i].update(z, zh))
-    hists = {i: HistogramStats.from_moments(m, config.histogram_bins) for i, m in moments.items()}
-    run.stream("histograms", calib_batches, todo, w1q, lambda i, z, zh: hists[i].update(z, zh))
+    idx = list(f_of)
+    moments = ckpt.load_pass("moments", MomentStats, idx)
+    if moments is None:
+        moments = {i: MomentStats.empty(f, dev) for i, f in f_of.items()}
+        run.stream("moments", calib_batches, todo, w1q, lambda i, z, zh: moments[i].update(z, zh))  # type: ignore[index]
+        ckpt.save_pass("moments", moments)
+    moments = {i: _to_device(m, dev) for i, m in moments.items()}
+    hists = ckpt.load_pass("histograms", HistogramStats, idx)
+    if hists is None:
+        hists = {i: HistogramStats.from_moments(m, config.histogram_bins) for i, m in moments.items()}
+        run.stream("histograms", calib_batches, todo, w1q, lambda i, z, zh: hists[i].update(z, zh))  # type: ignore[index]
+        ckpt.save_pass("histograms", hists)
+    hists = {i: _to_device(h, dev) for i, h in hists.items()}
 
     ranges: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     snapped: dict[int, tuple[torch.Tensor, torch.Tensor] | None] = {}
@@ -299,15 +358,23 @@ def _fold_layers(
         ranges[s.index] = (lo, hi)
 
     acts = {s.index: activation(s.act) for s in todo}
-    fit_sums = {i: FitSums.empty(f, dev) for i, f in f_of.items()}
-    depth = {i: MarginStats.from_moments(m, config.histogram_bins) for i, m in moments.items()}
+    loaded_fit = ckpt.load_pass("fit", FitSums, idx)
+    loaded_depth = ckpt.load_pass("depth", MarginStats, idx)
+    if loaded_fit is None or loaded_depth is None:
+        fit_sums = {i: FitSums.empty(f, dev) for i, f in f_of.items()}
+        depth = {i: MarginStats.from_moments(m, config.histogram_bins) for i, m in moments.items()}
 
-    def fit_pass(i: int, z: torch.Tensor, zh: torch.Tensor) -> None:
-        lo, hi = ranges[i]
-        fit_sums[i].update(z, acts[i](z), lo, hi)
-        depth[i].update(z, zh, lo, hi)
+        def fit_pass(i: int, z: torch.Tensor, zh: torch.Tensor) -> None:
+            lo, hi = ranges[i]
+            fit_sums[i].update(z, acts[i](z), lo, hi)
+            depth[i].update(z, zh, lo, hi)
 
-    run.stream("fit", calib_batches, todo, w1q, fit_pass)
+        run.stream("fit", calib_batches, todo, w1q, fit_pass)
+        ckpt.save_pass("depth", depth)
+        ckpt.save_pass("fit", fit_sums)
+    else:
+        fit_sums = {i: _to_device(v, dev) for i, v in loaded_fit.items()}
+        depth = {i: _to_device(v, dev) for i, v in loaded_depth.items()}
 
     margins: dict[int, torch.Tensor] = {}
     thresholds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -318,12 +385,17 @@ def _fold_layers(
         else:
             margins[i] = depth[i].snap_up(hists[i].residual_quantile(config.margin_quantile))
         thresholds[i] = flag_thresholds(*ranges[i], margins[i], torch.zeros(f_of[i], dtype=torch.bool, device=dev))
-    held_flags = {i: FlagCounts.empty(f, dev) for i, f in f_of.items()}
+    loaded_held = ckpt.load_pass("heldout", FlagCounts, idx)
+    if loaded_held is None:
+        held_flags = {i: FlagCounts.empty(f, dev) for i, f in f_of.items()}
 
-    def held_pass(i: int, z: torch.Tensor, zh: torch.Tensor) -> None:
-        held_flags[i].update(z, zh, *ranges[i], *thresholds[i])
+        def held_pass(i: int, z: torch.Tensor, zh: torch.Tensor) -> None:
+            held_flags[i].update(z, zh, *ranges[i], *thresholds[i])
 
-    run.stream("heldout", held_batches, todo, w1q, held_pass)
+        run.stream("heldout", held_batches, todo, w1q, held_pass)
+        ckpt.save_pass("heldout", held_flags)
+    else:
+        held_flags = {i: _to_device(v, dev) for i, v in loaded_held.items()}
 
     for s in todo:
         run.check_cancel()

@@ -13,6 +13,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -25,7 +26,7 @@ from tardis.eval.perplexity import perplexity
 PROMPT = "The government said on Tuesday that"
 
 
-def _generate(model: torch.nn.Module, tok: transformers.PreTrainedTokenizerBase, n: int = 24) -> str:
+def _generate(model: Any, tok: Any, n: int = 24) -> str:
     ids = tok(PROMPT, return_tensors="pt")["input_ids"]
     out = model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.eos_token_id)
     return str(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)).replace("\n", " ")

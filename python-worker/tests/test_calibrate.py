@@ -101,3 +101,26 @@ def test_too_little_text_says_how_much_is_needed(tokenizer: Any) -> None:
         tardis.calibrate(
             model, tokenizer, ["a short text"], tardis.FoldConfig(calib_tokens=2048, heldout_tokens=2048, seq_len=64)
         )
+
+
+def test_resume_after_a_cancel_mid_pass_skips_the_finished_passes(
+    tokenizer: Any, texts: list[str], tmp_path: Path
+) -> None:
+    cfg = tardis.FoldConfig(calib_tokens=2048, heldout_tokens=512, seq_len=64, group_size=32, histogram_bins=128)
+    model = build_model("bloom", len(tokenizer))
+    reference = tardis.calibrate(model, tokenizer, texts, cfg)
+    events: list[dict[str, Any]] = []
+    in_fit = lambda: any(e.get("pass") == "fit" for e in events)  # noqa: E731
+    with pytest.raises(tardis.CalibrationCancelled):
+        tardis.calibrate(
+            model, tokenizer, texts, cfg, on_event=events.append, should_cancel=in_fit, checkpoint_dir=tmp_path
+        )
+    assert sorted(p.name for p in tmp_path.glob("pass_*")) == [
+        "pass_histograms.safetensors",
+        "pass_moments.safetensors",
+    ]
+    resumed_events: list[dict[str, Any]] = []
+    resumed = tardis.calibrate(model, tokenizer, texts, cfg, on_event=resumed_events.append, checkpoint_dir=tmp_path)
+    assert {e["pass"] for e in resumed_events if e["kind"] == "pass"} == {"fit", "heldout"}
+    for a, b in zip(reference.layers, resumed.layers, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a.to_tensors("").values(), b.to_tensors("").values(), strict=True))
