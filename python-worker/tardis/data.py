@@ -10,6 +10,22 @@ from tardis.config import FoldConfig
 from tardis.errors import ConfigError
 
 
+def join_tokens(tokenizer: Any, texts: list[str], limit: int | None = None) -> list[int]:
+    """Token ids of the texts in order, each followed by the tokenizer's EOS token if it has one.
+
+    Stops once `limit` ids are collected (the result may run past it by one text).
+    """
+    eos = getattr(tokenizer, "eos_token_id", None)
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(int(eos))
+        if limit is not None and len(ids) >= limit:
+            break
+    return ids
+
+
 def token_batches(
     tokenizer: Any, texts: list[str], config: FoldConfig
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -23,14 +39,7 @@ def token_batches(
     n_calib = max(1, config.calib_tokens // seq)
     n_held = config.heldout_tokens // seq
     need = (n_calib + n_held) * seq
-    eos = getattr(tokenizer, "eos_token_id", None)
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            ids.append(int(eos))
-        if len(ids) >= need:
-            break
+    ids = join_tokens(tokenizer, texts, need)
     if len(ids) < need:
         raise ConfigError(
             f"the calibration texts give {len(ids)} tokens but calib_tokens + heldout_tokens need {need} "

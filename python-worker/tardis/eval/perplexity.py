@@ -7,21 +7,19 @@ from typing import Any
 
 import torch
 
+from tardis.data import join_tokens
+
 
 @torch.no_grad()
-def perplexity(model: Any, tokenizer: Any, texts: list[str], *, context: int = 256, stride: int = 128) -> dict[str, float]:
+def perplexity(
+    model: Any, tokenizer: Any, texts: list[str], *, context: int = 256, stride: int = 128
+) -> dict[str, float]:
     """exp(mean NLL) over the joined texts, scoring each token once with up to `context` tokens of history.
 
     Windows of `context` tokens advance by `stride`; only the tokens new to each window are scored
     (the first window scores all but its first token). Returns {"ppl", "nll", "tokens"}.
     """
-    eos = getattr(tokenizer, "eos_token_id", None)
-    ids: list[int] = []
-    for t in texts:
-        ids.extend(tokenizer(t, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            ids.append(int(eos))
-    tokens = torch.tensor(ids, dtype=torch.long)
+    tokens = torch.tensor(join_tokens(tokenizer, texts), dtype=torch.long)
     device = next(model.parameters()).device
     total_nll, scored, prev_end = 0.0, 0, 0
     for start in range(0, max(len(tokens) - 1, 1), stride):
