@@ -92,6 +92,18 @@ class TardisFFN(nn.Module):
         x2 = x.reshape(-1, shape[-1])
         if self.mode == "dense" or (self.is_prefill and self.prefill == "dense"):
             y = dense_ffn(x2, self.w1, self.b1, self.w2t, self.b2, self.act)
+        elif x2.is_cuda and self.flag_mode == "predict" and (pack := getattr(self, "kernel_pack", None)) is not None:
+            # Triton decode kernels (set up by tardis.kernels.attach); counters stay on the device.
+            from tardis.kernels.op import ffn_decode
+
+            y = ffn_decode(
+                x2, pack, wf=self.wf, bf=self.bf, b1=self.b1, lo_in=self.lo_in, hi_in=self.hi_in,
+                w1=self.w1, w2t=self.w2t, slope=self.slope, intercept=self.intercept, act=self.act,
+                flag_count=self.flag_count, union_count=self.union_count,
+            )  # fmt: skip
+            with torch.no_grad():
+                self.token_count += x2.shape[0]
+                self.step_count += 1
         else:
             y, flags = tardis_ffn(
                 x2,

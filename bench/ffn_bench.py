@@ -1,0 +1,270 @@
+"""FFN decode benchmark on one GPU: checks TARDIS against a float64 reference, then times it.
+
+Dense baseline as vLLM runs it (cuBLAS bf16 `W2·gelu(W1·x + b1) + b2`), TARDIS through
+`tardis::ffn_decode`, each over ≥ 8 distinct layers in one CUDA graph (so no layer's weights stay in
+L2). Thresholds are set per neuron from quantiles of ẑ on random x so the predictor flags the wanted
+fraction of (token, neuron) pairs; tokens are independent, so the union over a batch is the
+pessimistic 1 − (1 − p)^B. Prints a table last; writes JSON to $OUT (or --out).
+
+    cd python-worker && python ../bench/ffn_bench.py --shapes falcon7b --out /tmp/ffn.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-worker"))
+
+from tardis.kernels.blocks import workspace_size
+from tardis.kernels.layout import TiledPredictor
+from tardis.kernels.op import KernelPack, ffn_decode
+from tardis.kernels.policy import fit_policy
+
+SHAPES = {"falcon7b": (4544, 18176), "bloom7b1": (4096, 16384), "falcon40b": (8192, 32768)}
+BATCHES = (1, 2, 4, 8, 16, 32, 64)
+RATES = (0.01, 0.05, 0.10, 0.20)
+DT = torch.bfloat16
+
+
+def random_predictor(f: int, d: int, bits: int, gs: int, w1: torch.Tensor) -> TiledPredictor:
+    """An RTN-like predictor of w1 built on the GPU (codes from the per-group min/max), tiled layout."""
+    from tardis.kernels.layout import BLOCK_ROWS, _next_pow2
+
+    per_word = 32 // bits
+    n_groups = -(-d // gs)
+    wpg = _next_pow2(-(-gs // per_word))
+    f_pad = -(-f // BLOCK_ROWS) * BLOCK_ROWS
+    w = torch.zeros(f_pad, n_groups * gs, device=w1.device)
+    w[:f, :d] = w1.float()
+    g = w.view(f_pad, n_groups, gs)
+    lo, hi = g.amin(-1), g.amax(-1)
+    qmax = (1 << bits) - 1
+    scale = ((hi - lo) / qmax).half().float().clamp_min(1e-8)
+    off = lo.half().float()
+    codes = torch.clamp(torch.round((g - off[..., None]) / scale[..., None]), 0, qmax).to(torch.int32)
+    slots = torch.zeros(f_pad, n_groups, wpg * per_word, dtype=torch.int32, device=w1.device)
+    slots[..., :gs] = codes
+    shifts = torch.arange(per_word, device=w1.device, dtype=torch.int32) * bits
+    words = (slots.view(f_pad, n_groups, wpg, per_word) << shifts).sum(-1, dtype=torch.int64)
+    words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+    words = words.view(f_pad // BLOCK_ROWS, BLOCK_ROWS, n_groups, wpg).permute(0, 2, 1, 3).contiguous()
+    return TiledPredictor(words, scale.half().T.contiguous(), off.half().T.contiguous(), bits, gs, d, f, BLOCK_ROWS)
+
+
+def make_layer(d: int, f: int, bits: int, gs: int, gen: torch.Generator) -> dict:
+    """Random bf16 layer weights, folded stand-ins and a predictor (all on the GPU)."""
+    dev = "cuda"
+    w1 = (torch.randn(f, d, device=dev, generator=gen) / d**0.5).to(DT)
+    w2t = (torch.randn(f, d, device=dev, generator=gen) / f**0.5).to(DT)
+    return {
+        "w1": w1,
+        "b1": (0.1 * torch.randn(f, device=dev, generator=gen)).to(DT),
+        "w2t": w2t,
+        "w2": w2t.T.contiguous(),
+        "b2": (0.1 * torch.randn(d, device=dev, generator=gen)).to(DT),
+        "wf": (torch.randn(d, d, device=dev, generator=gen) / d**0.5).to(DT),
+        "bf": (0.1 * torch.randn(d, device=dev, generator=gen)).to(DT),
+        "slope": torch.rand(f, device=dev, generator=gen),
+        "intercept": 0.05 * torch.randn(f, device=dev, generator=gen),
+        "pred": random_predictor(f, d, bits, gs, w1),
+        "ws": torch.zeros(workspace_size(d), dtype=torch.int32, device=dev),
+        "fc": torch.zeros((), dtype=torch.int64, device=dev),
+        "uc": torch.zeros((), dtype=torch.int64, device=dev),
+    }
+
+
+def set_thresholds(layer: dict, rate: float, gen: torch.Generator) -> None:
+    """lo_in/hi_in from quantiles of ẑ on random x so each (token, neuron) is flagged with prob. rate."""
+    d = layer["w1"].shape[1]
+    xs = torch.randn(512, d, device="cuda", generator=gen).to(DT).float()
+    zhat = xs @ layer["pred"].dequantize(torch.float32).T + layer["b1"].float()
+    qs = torch.tensor([rate / 2, 1 - rate / 2], device="cuda")
+    lo, hi = torch.quantile(zhat, qs, dim=0)
+    layer["lo_in"], layer["hi_in"] = lo.contiguous(), hi.contiguous()
+
+
+def run_tardis(layer: dict, x: torch.Tensor) -> torch.Tensor:
+    """One TARDIS layer through the custom op."""
+    return ffn_decode(
+        x, KernelPack(layer["pred"], layer["ws"]), wf=layer["wf"], bf=layer["bf"], b1=layer["b1"],
+        lo_in=layer["lo_in"], hi_in=layer["hi_in"], w1=layer["w1"], w2t=layer["w2t"], slope=layer["slope"],
+        intercept=layer["intercept"], act="gelu", flag_count=layer["fc"], union_count=layer["uc"],
+    )  # fmt: skip
+
+
+def run_dense(layer: dict, x: torch.Tensor) -> torch.Tensor:
+    """The dense FFN as vLLM runs it: cuBLAS GEMMs and a GELU."""
+    return F.linear(F.gelu(F.linear(x, layer["w1"], layer["b1"])), layer["w2"], layer["b2"])
+
+
+def reference(layer: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float64 TARDIS output, its flags and ẑ (for flags near a threshold)."""
+    d64 = torch.float64
+    x64 = x.to(d64)
+    zhat = x64 @ layer["pred"].dequantize(torch.float64).T + layer["b1"].to(d64)
+    flags = (zhat < layer["lo_in"].to(d64)) | (zhat > layer["hi_in"].to(d64))
+    z = x64 @ layer["w1"].to(d64).T + layer["b1"].to(d64)
+    corr = (F.gelu(z) - layer["slope"].to(d64) * z - layer["intercept"].to(d64)) * flags
+    y = x64 @ layer["wf"].to(d64).T + layer["bf"].to(d64) + corr @ layer["w2t"].to(d64)
+    return y, flags, zhat
+
+
+def check(layer: dict, n: int, gen: torch.Generator) -> dict:
+    """Relative error vs float64 on fresh x; flags that differ must sit at a threshold (within 1e-3)."""
+    x = torch.randn(n, layer["w1"].shape[1], device="cuda", generator=gen).to(DT)
+    torch.cuda.empty_cache()
+    y = run_tardis(layer, x)
+    y_ref, flags, zhat = reference(layer, x)
+    # The kernel's flags are not returned by the op: judge agreement by the count, and the error.
+    margin = torch.minimum((zhat - layer["lo_in"].double()).abs(), (zhat - layer["hi_in"].double()).abs())
+    near = int((margin < 1e-3 * zhat.abs().mean()).sum())
+    err = float((y.double() - y_ref).norm() / y_ref.norm())
+    ok = bool(torch.isfinite(y).all()) and err < 1e-2
+    return {"rel_err": err, "ok": ok, "ref_flags": int(flags.sum()), "near_threshold": near}
+
+
+def graph_time(fns: list, reps: int = 30) -> float:
+    """Median µs of one replay of a CUDA graph that calls every fn once, divided by len(fns)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):
+            for fn in fns:
+                fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for fn in fns:
+            fn()
+    for _ in range(3):
+        g.replay()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1000 / len(fns))
+    return sorted(times)[len(times) // 2]
+
+
+def copy_ceiling() -> float:
+    """TB/s of a 4 GB device copy (bytes read + written)."""
+    a = torch.empty(2**30, dtype=torch.float32, device="cuda").normal_()
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(10):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        b.copy_(a)
+        e1.record()
+        e1.synchronize()
+        ts.append(e0.elapsed_time(e1) / 1000)
+    del a, b
+    return 2 * 4 * 2**30 / sorted(ts)[5] / 1e12
+
+
+def bench_shape(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
+    """All batches and rates for one shape."""
+    layers = [make_layer(d, f, args.bits, args.group_size, gen) for _ in range(args.layers)]
+    pred_bytes = sum(t.numel() * t.element_size() for t in (layers[0]["pred"].words, layers[0]["pred"].scales))
+    pred_bytes += layers[0]["pred"].offsets.numel() * 2
+    dense_bytes = 2 * f * d * 2
+    rows = []
+    for n in args.batches:
+        xs = [torch.randn(n, d, device="cuda", generator=gen).to(DT) for _ in layers]
+        t_dense = graph_time([lambda lay=lay, x=x: run_dense(lay, x) for lay, x in zip(layers, xs, strict=True)])
+        for rate in args.rates:
+            for lay in layers:
+                set_thresholds(lay, rate, gen)
+            chk = check(layers[0], n, gen)
+            fns = [lambda lay=lay, x=x: run_tardis(lay, x) for lay, x in zip(layers, xs, strict=True)]
+            for lay in layers:
+                lay["uc"].zero_()
+                lay["fc"].zero_()
+            t0 = graph_time(fns, reps=args.reps)
+            calls = 2 + 1 + 3 + args.reps  # warm-ups, capture does not run, 3 + reps replays
+            union = sum(int(lay["uc"]) for lay in layers) / (calls * len(layers))
+            flagged = sum(int(lay["fc"]) for lay in layers) / (calls * len(layers) * n)
+            t_bytes = d * d * 2 + pred_bytes + union * 2 * d * 2
+            rows.append({
+                "shape": name, "d": d, "f": f, "batch": n, "rate": rate, "bits": args.bits,
+                "dense_us": t_dense, "tardis_us": t0, "speedup": t_dense / t0,
+                "union_frac": union / f, "flag_frac": flagged / f,
+                "tardis_TBps": t_bytes / t0 / 1e6, "dense_TBps": dense_bytes / t_dense / 1e6,
+                "byte_ideal_speedup": dense_bytes / t_bytes, **chk,
+            })  # fmt: skip
+            r = rows[-1]
+            print(f"{name} B={n} p={rate:.2f} dense {t_dense:.1f} tardis {t0:.1f} x{r['speedup']:.2f} "
+                  f"union {r['union_frac']:.3f} err {r['rel_err']:.1e}", flush=True)  # fmt: skip
+    del layers
+    torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> None:
+    """Parse arguments, run, print the table, write JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shapes", default="falcon7b", help="comma list of " + ",".join(SHAPES))
+    ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    ap.add_argument("--rates", default=",".join(map(str, RATES)))
+    ap.add_argument("--bits", type=int, default=2)
+    ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "ffn_bench.json"))
+    args = ap.parse_args()
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.rates = [float(r) for r in args.rates.split(",")]
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    t_start = time.time()
+    ceiling = copy_ceiling()
+    print(f"copy ceiling {ceiling:.2f} TB/s", flush=True)
+    rows: list[dict] = []
+    for name in args.shapes.split(","):
+        d, f = SHAPES[name]
+        rows += bench_shape(name, d, f, args, gen)
+    policies = {}
+    for name in args.shapes.split(","):
+        for rate in args.rates:
+            sel = [r for r in rows if r["shape"] == name and r["rate"] == rate]
+            pol = fit_policy({r["batch"]: r["union_frac"] for r in sel},
+                             {r["batch"]: (r["tardis_us"], r["dense_us"]) for r in sel})  # fmt: skip
+            policies[f"{name}@{rate}"] = pol.max_union
+            for r in sel:
+                use = pol.use_tardis(r["union_frac"])
+                r["policy"] = "tardis" if use else "dense"
+                r["policy_us"] = r["tardis_us"] if use else r["dense_us"]
+                r["policy_vs_dense"] = r["policy_us"] / r["dense_us"]
+    out = {
+        "date": datetime.date.today().isoformat(), "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__, "triton": __import__("triton").__version__, "copy_ceiling_TBps": ceiling,
+        "layers_per_graph": args.layers, "policies_max_union": policies, "rows": rows,
+        "wall_s": time.time() - t_start,
+    }  # fmt: skip
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(out, fh, indent=1)
+    print(f"\ncopy ceiling {ceiling:.2f} TB/s; {torch.cuda.get_device_name()}; int{args.bits} g{args.group_size}")
+    print(f"{'shape':10} {'B':>3} {'p':>5} {'union':>6} {'dense':>7} {'tardis':>7} {'x':>5} {'TB/s':>5} "
+          f"{'ideal':>5} {'pol/d':>5} {'err':>7}")  # fmt: skip
+    for r in rows:
+        print(f"{r['shape']:10} {r['batch']:>3} {r['rate']:>5.2f} {r['union_frac']:>6.3f} {r['dense_us']:>7.1f} "
+              f"{r['tardis_us']:>7.1f} {r['speedup']:>5.2f} {r['tardis_TBps']:>5.2f} {r['byte_ideal_speedup']:>5.2f} "
+              f"{r['policy_vs_dense']:>5.2f} {r['rel_err']:>7.1e}{'' if r['ok'] else ' FAIL'}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""GPU decode kernels for the TARDIS FFN (Triton on CUDA) and the one custom op that wraps them.
+
+`layout` repacks the canonical predictor into the kernels' tiled layout, `decode` holds the Triton
+kernels and their launcher, `op` registers `tardis::ffn_decode` (CPU: the reference path), and
+`policy` picks TARDIS or dense per batch size from a measured union curve.
+"""
+
+from tardis.kernels.layout import TiledPredictor, tile_predictor, untile_predictor
+from tardis.kernels.op import KernelPack, attach, ffn_decode
+
+__all__ = ["KernelPack", "TiledPredictor", "attach", "ffn_decode", "tile_predictor", "untile_predictor"]

@@ -1,0 +1,148 @@
+"""The decode kernels and `tardis::ffn_decode`: layout round trip, CPU op, fake impl, GPU vs float64."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+from tardis.core.predictor import quantize_rtn
+from tardis.kernels.layout import tile_predictor, untile_predictor
+from tardis.kernels.op import ffn_decode, make_pack
+from tardis.kernels.policy import fit_policy
+from tardis.runtime.reference import tardis_ffn
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def _layer(n: int, d: int, f: int, bits: int, gs: int, rate: float, dtype: torch.dtype, device: str, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(f, d, generator=g) / d**0.5
+    q = quantize_rtn(w1, bits, gs, clip_search=False)
+    x = torch.randn(n, d, generator=g)
+    zhat = torch.randn(256, d, generator=g) @ q.dequantize().T
+    lo_in, hi_in = torch.quantile(zhat, torch.tensor([rate / 2, 1 - rate / 2]), dim=0)
+    lay = {
+        "wf": torch.randn(d, d, generator=g) / d**0.5,
+        "bf": 0.1 * torch.randn(d, generator=g),
+        "b1": 0.1 * torch.randn(f, generator=g),
+        "w1": w1,
+        "w2t": torch.randn(f, d, generator=g) / f**0.5,
+    }
+    lay = {k: v.to(device=device, dtype=dtype) for k, v in lay.items()}
+    lay |= {
+        "lo_in": lo_in.contiguous().to(device),
+        "hi_in": hi_in.contiguous().to(device),
+        "slope": torch.rand(f, generator=g).to(device),
+        "intercept": (0.05 * torch.randn(f, generator=g)).to(device),
+    }
+    return x.to(device=device, dtype=dtype), q, lay
+
+
+def _reference64(x: torch.Tensor, q, lay: dict, act: str, flags: torch.Tensor | None = None) -> tuple:
+    d64 = torch.float64
+    kw = {k: v.to(d64) if k in ("wf", "bf", "b1", "w1", "w2t") else v for k, v in lay.items()}
+    y, fl = tardis_ffn(
+        x.to(d64), w1q=q.dequantize(d64).to(x.device), lo=kw["lo_in"], hi=kw["hi_in"], act=act, mode="predict", **kw
+    )
+    return y, fl
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize(("f", "d", "gs"), [(150, 200, 64), (70, 300, 128), (64, 128, 128)])
+def test_tiled_layout_round_trips_to_the_canonical_format(bits: int, f: int, d: int, gs: int) -> None:
+    q = quantize_rtn(torch.randn(f, d, generator=torch.Generator().manual_seed(bits + f)), bits, gs)
+    t = tile_predictor(q)
+    back = untile_predictor(t)
+    assert torch.equal(back.packed, q.packed)
+    assert torch.equal(back.scales, q.scales) and torch.equal(back.offsets, q.offsets)
+    assert torch.equal(t.dequantize(), q.dequantize())
+
+
+def test_cpu_op_matches_the_reference_and_counts_on_device() -> None:
+    x, q, lay = _layer(3, 96, 80, 2, 32, 0.1, torch.float32, "cpu", seed=1)
+    fc, uc = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
+    y = ffn_decode(x, make_pack(q, "cpu"), act="gelu", flag_count=fc, union_count=uc, **lay)
+    y_ref, flags = _reference64(x, q, lay, "gelu")
+    assert float((y.double() - y_ref).norm() / y_ref.norm()) < 1e-5
+    assert int(fc) == int(flags.sum()) > 0
+    assert int(uc) == int(flags.any(0).sum())
+
+
+def test_fake_impl_gives_the_output_shape_without_computing() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, q, lay = _layer(2, 64, 48, 2, 32, 0.1, torch.float32, "cpu", seed=2)
+    pack = make_pack(q, "cpu")
+    fc, uc = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fx = mode.from_tensor(x)
+        y = ffn_decode(fx, pack, act="gelu", flag_count=fc, union_count=uc, **lay)
+    assert y.shape == x.shape and y.dtype == x.dtype
+
+
+def test_policy_switches_to_dense_past_the_break_even_union() -> None:
+    curve = {1: 0.05, 8: 0.34, 16: 0.56, 64: 0.96}
+    pol = fit_policy(curve, {1: (30.0, 90.0), 8: (70.0, 92.0), 16: (110.0, 95.0), 64: (200.0, 120.0)})
+    assert pol.choose(curve) == {1: "tardis", 8: "tardis", 16: "dense", 64: "dense"}
+
+
+def _kernel_case(device: str, n: int, d: int, f: int, bits: int, gs: int, dtype: torch.dtype, act: str, seed: int):
+    from tardis.kernels.decode import ffn_decode_triton
+
+    x, q, lay = _layer(n, d, f, bits, gs, 0.1, dtype, device, seed)
+    pack = make_pack(q, device)
+    fc = torch.zeros((), dtype=torch.int64, device=device)
+    uc = torch.zeros((), dtype=torch.int64, device=device)
+    torch.full((n * d * 4,), float("nan"), device=device)  # poison freed memory the outputs may reuse
+    y, flags = ffn_decode_triton(
+        x, pred=pack.pred, act=act, workspace=pack.workspace, flag_count=fc, union_count=uc, **lay
+    )
+    y_ref, ref_flags = _reference64(x, q, lay, act)
+    zhat = x.double() @ q.dequantize(torch.float64).to(device).T + lay["b1"].double()
+    edge = torch.minimum((zhat - lay["lo_in"].double()).abs(), (zhat - lay["hi_in"].double()).abs())
+    differ = flags.bool() != ref_flags
+    assert bool((edge[differ] < 1e-2 * zhat.abs().mean()).all()), "a flag differs away from its threshold"
+    if differ.any():  # recompute the reference with the kernel's flags at the edge cases
+        y_ref = _reference_with_flags(x, lay, act, flags.bool())
+    assert bool(torch.isfinite(y).all())
+    err = float((y.double() - y_ref).norm() / y_ref.norm())
+    assert err < (1e-2 if dtype == torch.bfloat16 else 1e-3), err
+    assert int(fc) == int(flags.sum()) and int(uc) == int(flags.bool().any(0).sum())
+    assert int(pack.workspace.abs().sum()) == 0, "the kernels must leave their workspace zeroed"
+
+
+def _reference_with_flags(x: torch.Tensor, lay: dict, act: str, flags: torch.Tensor) -> torch.Tensor:
+    from tardis.core.activations import activation
+
+    d64 = torch.float64
+    z = x.double() @ lay["w1"].double().T + lay["b1"].double()
+    corr = (activation(act)(z) - lay["slope"].double() * z - lay["intercept"].double()) * flags
+    return x.double() @ lay["wf"].double().T + lay["bf"].double() + corr.to(d64) @ lay["w2t"].double()
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    ("n", "d", "f", "bits", "gs", "act"),
+    [
+        (1, 4544, 18176, 2, 128, "gelu"),
+        (3, 1000, 3000, 2, 128, "gelu_tanh"),
+        (16, 777, 2050, 3, 128, "quick_gelu"),
+        (33, 512, 1500, 4, 64, "relu"),
+        (64, 4096, 16384, 2, 128, "gelu"),
+    ],
+)
+def test_kernels_match_float64_reference_on_gpu(n: int, d: int, f: int, bits: int, gs: int, act: str) -> None:
+    _kernel_case("cuda", n, d, f, bits, gs, torch.bfloat16, act, seed=n + d)
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize(("n", "d", "f", "bits"), [(1, 200, 150, 2), (3, 130, 70, 3), (5, 96, 64, 4)])
+def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int) -> None:
+    # The interpreter has no bf16 arithmetic: float32 checks the kernels' logic.
+    _kernel_case("cpu", n, d, f, bits, 64, torch.float32, "gelu", seed=n)
