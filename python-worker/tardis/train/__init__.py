@@ -1,0 +1,1 @@
+"""Training the project's own small decoder LMs: corpus, tokenizer, training loop."""
