@@ -135,7 +135,9 @@ class EngineRegistry:
         loaded = LoadedVariant(variant_id, engine, dev, root, model, tokenizer, manifest)
         with self._lock:
             self._loaded.setdefault(variant_id, loaded)
-        self.publisher.publish(engine_topic(variant_id), "loaded", variant_id=variant_id, engine=engine, device=dev)
+        self.publisher.publish(
+            engine_topic(variant_id), "loaded", {"variant_id": variant_id, "engine": engine, "device": dev}
+        )
         return self._loaded[variant_id], False
 
     def unload(self, variant_id: str) -> None:
@@ -148,7 +150,7 @@ class EngineRegistry:
             del loaded.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        self.publisher.publish(engine_topic(variant_id), "unloaded", variant_id=variant_id)
+        self.publisher.publish(engine_topic(variant_id), "unloaded", {"variant_id": variant_id})
 
     def get(self, variant_id: str) -> LoadedVariant:
         """A loaded variant, or NOT_FOUND naming the loaded ones."""
@@ -232,7 +234,7 @@ class EngineRegistry:
             "time_to_first_token": ttft,
             "fallback_rate": flagged / pairs if pairs else None,
         }
-        self.publisher.publish(engine_topic(v.variant_id), "generate", variant_id=v.variant_id, **usage)
+        self.publisher.publish(engine_topic(v.variant_id), "generate", {"variant_id": v.variant_id, **usage})
         yield {"index": len(out), "finish_reason": finish, "usage": usage}
 
 

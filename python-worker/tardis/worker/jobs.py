@@ -88,7 +88,7 @@ class JobContext:
         small = {k: v for k, v in event.items() if k not in ("type", "manifest")}
         if "manifest" in event:
             small["variant_id"] = event["manifest"]["variant_id"]
-        self._publisher.publish(job_topic(job.job_id), type_, **small)
+        self._publisher.publish(job_topic(job.job_id), type_, small)
 
 
 Work = Callable[[JobContext], dict[str, Any]]
@@ -129,7 +129,7 @@ class JobRunner:
                     f"job {job_id!r} already has a directory ({job_dir}); pass resume=true to continue it "
                     "from its checkpoints, or use a new job_id",
                 )
-            resumed = resume and job_dir.exists() and any(job_dir.rglob("*.safetensors"))
+            resumed = resume and job_dir.exists()  # an earlier attempt left its checkpoints there
             job_dir.mkdir(parents=True, exist_ok=True)
             self._running = Job(job_id=job_id, kind=kind, job_dir=job_dir, resumed=resumed)
             return self._running
@@ -145,28 +145,33 @@ class JobRunner:
     def launch(self, job: Job, work: Work) -> None:
         """Run `work` on a thread; its result or error becomes the terminal event."""
         ctx = JobContext(job, self.publisher)
-        ctx.emit("started", kind=job.kind, resumed=job.resumed, job_dir=str(job.job_dir))
-        threading.Thread(target=self._run, args=(ctx, work), name=f"job-{job.job_id}", daemon=True).start()
+        try:
+            ctx.emit("started", job_kind=job.kind, resumed=job.resumed, job_dir=str(job.job_dir))
+            threading.Thread(target=self._run, args=(ctx, work), name=f"job-{job.job_id}", daemon=True).start()
+        except BaseException:
+            self.release(job)
+            raise
 
     def _run(self, ctx: JobContext, work: Work) -> None:
         job = ctx.job
         try:
-            result = work(ctx)
-            ctx.emit("completed", seconds=time.time() - job.started_at, **result)
+            terminal: tuple[str, dict[str, Any]] = ("completed", work(ctx))
+            terminal[1]["seconds"] = time.time() - job.started_at
         except CalibrationCancelled:
-            ctx.emit("cancelled", reason=job.cancel_reason or "cancelled", layers_done=job.layers_done)
+            terminal = ("cancelled", {"reason": job.cancel_reason or "cancelled", "layers_done": job.layers_done})
         except BaseException as e:  # every failure must end the stream with a terminal event
             code, message = classify(e)
             if code == "INTERNAL":
                 log.exception("job %s failed", job.job_id)
             else:
                 log.warning("job %s failed: %s %s", job.job_id, code, message)
-            ctx.emit("failed", code=code, message=message, error_type=type(e).__name__)
-        finally:
-            with self._lock:
-                if self._running is job:
-                    self._running = None
-            job.done.set()
+            terminal = ("failed", {"code": code, "message": message, "error_type": type(e).__name__})
+        # Free the slot before the terminal event, so a client that saw it can start the next job at once.
+        with self._lock:
+            if self._running is job:
+                self._running = None
+        ctx.emit(terminal[0], **terminal[1])
+        job.done.set()
 
     def cancel(self, job_id: str, reason: str) -> bool:
         """Ask the job to stop; False when `job_id` is not running."""

@@ -89,7 +89,7 @@ def job_event_to_proto(event: dict[str, Any]) -> pb.JobEvent:
     msg = pb.JobEvent(job_id=event["job_id"], seq=event["seq"], time=timestamp(event["ts"]))
     kind = event["type"]
     if kind == "started":
-        msg.started.CopyFrom(pb.JobStarted(kind=event["kind"], resumed=event["resumed"], job_dir=event["job_dir"]))
+        msg.started.CopyFrom(pb.JobStarted(kind=event["job_kind"], resumed=event["resumed"], job_dir=event["job_dir"]))
     elif kind == "progress":
         msg.progress.CopyFrom(
             pb.JobProgress(

@@ -41,11 +41,11 @@ class Publisher:
                 raise OSError(f"cannot bind the telemetry socket to {endpoint!r}: {e}") from e
             self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
-    def publish(self, topic: str, kind: str, **fields: Any) -> None:
+    def publish(self, topic: str, kind: str, fields: dict[str, Any]) -> None:
         """Send one message on `topic`; never raises, never blocks."""
         if self._sock is None:
             return
-        payload = json.dumps({"topic": topic, "kind": kind, "ts": time.time(), **fields}, default=str)
+        payload = json.dumps({**fields, "topic": topic, "kind": kind, "ts": fields.get("ts", time.time())}, default=str)
         with self._lock:
             try:
                 self._sock.send_multipart([topic.encode(), payload.encode()], flags=zmq.NOBLOCK)
