@@ -2,11 +2,18 @@
 # Generate the Python gRPC code for protos/tardis/v1/*.proto into python-worker/tardis/worker/gen/.
 # Idempotent: the folder is rebuilt from scratch each run. Generated code is never committed or edited;
 # imports are rewritten to be package-relative so they do not collide with the `tardis` package.
-#   usage: scripts/gen_protos.sh   (uses $PYTHON, else python from the active environment)
+#   usage: scripts/gen_protos.sh   (uses $PYTHON, else <repo>/.venv/bin/python, else python3)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-}"
+if [[ -z "$PY" ]]; then
+  if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY=python3; fi
+fi
+if ! "$PY" -c 'import grpc_tools' 2>/dev/null; then
+  echo "gen_protos.sh: $PY has no grpc_tools; install grpcio-tools (pip install -e 'python-worker[dev]') or set PYTHON" >&2
+  exit 1
+fi
 PROTOS="$ROOT/protos"
 OUT="$ROOT/python-worker/tardis/worker/gen"
 TMP="$(mktemp -d)"

@@ -303,6 +303,10 @@ def test_bad_requests_get_the_right_status_code_and_an_actionable_message(
     assert code == grpc.StatusCode.ALREADY_EXISTS and "resume=true" in msg
     code, msg = status(calibrate_request(assets, "../escape", QUICK))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "job_id" in msg
+    # A problem found once the job runs ends its stream with a `failed` event carrying the code.
+    events = run_to_end(worker.stub, calibrate_request(assets, "short", common_pb2.FoldConfig(calib_tokens=10**6)))
+    failed = events[-1].failed
+    assert failed.code == "INVALID_ARGUMENT" and "lower calib_tokens" in failed.message, events[-1]
     # A refused request leaves no job directory behind, so the same id can be retried.
     assert not (Path(worker_jobs_dir(worker)) / "gated").exists()
 

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import torch
 
-from tardis.worker.server import Worker, WorkerOptions
+try:
+    from tardis.worker.server import Worker, WorkerOptions
+except ModuleNotFoundError as e:  # the generated protobuf code is built, not committed
+    if "tardis.worker.gen" not in str(e):
+        raise
+    raise SystemExit("tardis.worker.gen is missing: run scripts/gen_protos.sh (scripts/setup.sh does)") from e
 
 
 def main(argv: list[str] | None = None) -> int:
