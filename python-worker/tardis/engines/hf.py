@@ -53,7 +53,12 @@ def install(model: Any, variant: Variant, *, prefill: str | None = None) -> list
     for site, layer in zip(sites, variant.layers, strict=True):
         if tuple(layer.wf.shape) != (site.w1.shape[1], site.w1.shape[1]) or layer.lo.shape[0] != site.w1.shape[0]:
             raise ArtifactError(f"layer {site.index}: folded shapes do not match the model's FFN (wrong base model?)")
-        modules.append(TardisFFN(w1=site.w1, b1=site.b1, w2t=site.w2t, b2=site.b2, folded=layer, prefill=policy))
+        ffn = TardisFFN(w1=site.w1, b1=site.b1, w2t=site.w2t, b2=site.b2, folded=layer, prefill=policy)
+        if ffn.w1.is_cuda:  # decode steps run the Triton op, which reads the packed predictor
+            from tardis.kernels import attach
+
+            attach(ffn, layer.predictor)
+        modules.append(ffn)
     adapter.install_all(model, modules)
     if not isinstance(adapter, ENCODER_ADAPTERS):
         model.register_forward_pre_hook(_mark_prefill, with_kwargs=True)
