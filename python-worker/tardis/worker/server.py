@@ -107,7 +107,8 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
     ) -> worker_pb2.DescribeResponse:
         """What this worker is and can do."""
         job = self.runner.running
-        gpu = torch.cuda.get_device_name(0) if self.options.device.startswith("cuda") else ""
+        device = torch.device(self.options.device)
+        gpu = torch.cuda.get_device_name(device.index or 0) if device.type == "cuda" else ""
         versions = {
             "python": sys.version.split()[0],
             "torch": torch.__version__,
