@@ -103,7 +103,8 @@ def write_variant(variant: Variant, path: Path, *, base_weights: str, model: Any
         tensors: dict[str, torch.Tensor] = {}
         for i, layer in enumerate(variant.layers):
             tensors.update(layer.to_tensors(f"layers.{i}."))
-        save_file(tensors, str(tmp / SIDECAR), metadata={"format": "tardis", "schema_version": str(SCHEMA_VERSION)})
+        # One metadata key: the header's key order is not stable across processes, and the id hashes this file.
+        save_file(tensors, str(tmp / SIDECAR), metadata={"format": f"tardis-v{SCHEMA_VERSION}"})
         base_files = _write_base_weights(variant, tmp, base_weights, model)
         (tmp / "config.json").write_text(json.dumps(_model_config(variant), indent=2, sort_keys=True, default=str))
         if variant.tokenizer is not None:
