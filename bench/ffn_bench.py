@@ -28,7 +28,11 @@ from tardis.kernels.layout import TiledPredictor
 from tardis.kernels.op import KernelPack, ffn_decode
 from tardis.kernels.policy import fit_policy
 
-SHAPES = {"falcon7b": (4544, 18176), "bloom7b1": (4096, 16384), "falcon40b": (8192, 32768)}
+SHAPES = {
+    "falcon7b": (4544, 18176),
+    "bloom7b1": (4096, 16384),
+    "falcon40b": (8192, 32768),
+}
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
 DT = torch.bfloat16
@@ -56,7 +60,16 @@ def random_predictor(f: int, d: int, bits: int, gs: int, w1: torch.Tensor) -> Ti
     words = (slots.view(f_pad, n_groups, wpg, per_word) << shifts).sum(-1, dtype=torch.int64)
     words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
     words = words.view(f_pad // BLOCK_ROWS, BLOCK_ROWS, n_groups, wpg).permute(0, 2, 1, 3).contiguous()
-    return TiledPredictor(words, scale.half().T.contiguous(), off.half().T.contiguous(), bits, gs, d, f, BLOCK_ROWS)
+    return TiledPredictor(
+        words,
+        scale.half().T.contiguous(),
+        off.half().T.contiguous(),
+        bits,
+        gs,
+        d,
+        f,
+        BLOCK_ROWS,
+    )
 
 
 def make_layer(d: int, f: int, bits: int, gs: int, gen: torch.Generator) -> dict:
@@ -128,7 +141,12 @@ def check(layer: dict, n: int, gen: torch.Generator) -> dict:
     near = int((margin < 1e-3 * zhat.abs().mean()).sum())
     err = float((y.double() - y_ref).norm() / y_ref.norm())
     ok = bool(torch.isfinite(y).all()) and err < 1e-2
-    return {"rel_err": err, "ok": ok, "ref_flags": int(flags.sum()), "near_threshold": near}
+    return {
+        "rel_err": err,
+        "ok": ok,
+        "ref_flags": int(flags.sum()),
+        "near_threshold": near,
+    }
 
 
 def graph_time(fns: list, reps: int = 30) -> float:
@@ -148,7 +166,10 @@ def graph_time(fns: list, reps: int = 30) -> float:
         g.replay()
     times = []
     for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a, b = (
+            torch.cuda.Event(enable_timing=True),
+            torch.cuda.Event(enable_timing=True),
+        )
         a.record()
         g.replay()
         b.record()
@@ -166,7 +187,10 @@ def copy_ceiling() -> float:
     torch.cuda.synchronize()
     ts = []
     for _ in range(10):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0, e1 = (
+            torch.cuda.Event(enable_timing=True),
+            torch.cuda.Event(enable_timing=True),
+        )
         e0.record()
         b.copy_(a)
         e1.record()
@@ -214,6 +238,102 @@ def bench_shape(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.
     return rows
 
 
+def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
+    """Each kernel alone (graph of `args.layers` layers, one launch each), v1 (tl.dot) vs small-batch.
+
+    Kernel 1 is timed with a workspace memset before it (the list count must restart), kernel 3 with
+    a 4-byte copy restoring the count; both are timed alone and subtracted.
+    """
+    from tardis.kernels.decode import DecodeLaunch
+
+    rate = 0.05
+    layers = [make_layer(d, f, args.bits, args.group_size, gen) for _ in range(args.layers)]
+    for lay in layers:
+        set_thresholds(lay, rate, gen)
+    pred_bytes = sum(t.numel() * t.element_size() for t in (layers[0]["pred"].words, layers[0]["pred"].scales))
+    pred_bytes += layers[0]["pred"].offsets.numel() * 2
+    t_zero = graph_time([lambda lay=lay: lay["ws"].zero_() for lay in layers])
+    saved = [torch.zeros(1, dtype=torch.int32, device="cuda") for _ in layers]
+    t_copy = graph_time([lambda lay=lay, s=s: lay["ws"][:1].copy_(s) for lay, s in zip(layers, saved, strict=True)])
+    out = []
+    for n in [b for b in args.batches if b <= 4]:
+        xs = [torch.randn(n, d, device="cuda", generator=gen).to(DT) for _ in layers]
+        for small in (False, True):
+            ls = [
+                DecodeLaunch(
+                    x,
+                    wf=lay["wf"],
+                    bf=lay["bf"],
+                    pred=lay["pred"],
+                    b1=lay["b1"],
+                    lo_in=lay["lo_in"],
+                    hi_in=lay["hi_in"],
+                    w1=lay["w1"],
+                    w2t=lay["w2t"],
+                    slope=lay["slope"],
+                    intercept=lay["intercept"],
+                    act="gelu",
+                    workspace=lay["ws"],
+                    flag_count=lay["fc"],
+                    union_count=lay["uc"],
+                    small=small,
+                )
+                for lay, x in zip(layers, xs, strict=True)
+            ]
+            row = {
+                "shape": name,
+                "batch": n,
+                "rate": rate,
+                "kernels": "small" if small else "v1",
+            }
+            row["all_us"] = graph_time([lc.run for lc in ls])
+            for part in ("all", "wf", "pred"):
+                fns = [lambda lc=lc, p=part: (lc.ws.zero_(), lc.stacked(p)) for lc in ls]
+                row[f"k1_{part}_us"] = graph_time(fns) - t_zero
+            for lc, s in zip(ls, saved, strict=True):  # the count left by the last kernel-1 replay
+                s.copy_(lc.ws[:1])
+            union = sum(int(s) for s in saved) / len(saved)
+            row["k2_up_us"] = graph_time([lc.up for lc in ls])
+            fns = [lambda lc=lc, s=s: (lc.ws[:1].copy_(s), lc.down()) for lc, s in zip(ls, saved, strict=True)]
+            row["k3_down_us"] = graph_time(fns) - t_copy
+            row["union_frac"] = union / f
+            row["k1_wf_TBps"] = d * d * 2 / row["k1_wf_us"] / 1e6
+            row["k1_pred_TBps"] = pred_bytes / row["k1_pred_us"] / 1e6
+            row["k1_all_TBps"] = (d * d * 2 + pred_bytes) / row["k1_all_us"] / 1e6
+            row["k2_TBps"] = union * d * 2 / row["k2_up_us"] / 1e6
+            row["k3_TBps"] = union * d * 2 / row["k3_down_us"] / 1e6
+            if small:  # a few kernel-1 configurations around the default
+                sweep = {}
+                for gu, nw, bkf, bmf in (
+                    (4, 4, 256, 16),
+                    (8, 8, 256, 16),
+                    (2, 4, 512, 8),
+                    (4, 8, 512, 32),
+                ):
+                    for lc in ls:
+                        lc.k1_cfg = {"GU": gu, "num_warps": nw, "BKF": bkf, "BMF": bmf}
+                    fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("all")) for lc in ls]
+                    sweep[f"GU{gu}_w{nw}_K{bkf}_M{bmf}"] = graph_time(fns) - t_zero
+                row["k1_sweep_us"] = sweep
+                print(
+                    f"  k1 sweep B={n}: " + " ".join(f"{k} {v:.1f}" for k, v in sweep.items()),
+                    flush=True,
+                )
+                for lc in ls:
+                    lc.ws.zero_()
+            out.append(row)
+            print(
+                f"kernels {name} B={n} {row['kernels']:5}: all {row['all_us']:6.1f} | k1 {row['k1_all_us']:6.1f} "
+                f"(wf {row['k1_wf_us']:5.1f} pred {row['k1_pred_us']:5.1f}) {row['k1_all_TBps']:.2f} TB/s | "
+                f"up {row['k2_up_us']:5.1f} down {row['k3_down_us']:5.1f} | union {row['union_frac']:.3f} "
+                f"(memset {t_zero:.1f}, copy {t_copy:.1f} subtracted)",
+                flush=True,
+            )
+    del layers
+    torch.cuda.empty_cache()
+    return out
+
+
 def main() -> None:
     """Parse arguments, run, print the table, write JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -224,6 +344,11 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument(
+        "--kernel-times",
+        action="store_true",
+        help="also time each kernel alone (batch <= 4, 5%%)",
+    )
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "ffn_bench.json"))
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
@@ -232,6 +357,10 @@ def main() -> None:
     t_start = time.time()
     ceiling = copy_ceiling()
     print(f"copy ceiling {ceiling:.2f} TB/s", flush=True)
+    ktimes: list[dict] = []
+    if args.kernel_times:
+        for name in args.shapes.split(","):
+            ktimes += kernel_times(name, *SHAPES[name], args, gen)
     rows: list[dict] = []
     for name in args.shapes.split(","):
         d, f = SHAPES[name]
@@ -251,7 +380,7 @@ def main() -> None:
     out = {
         "date": datetime.date.today().isoformat(), "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__, "triton": __import__("triton").__version__, "copy_ceiling_TBps": ceiling,
-        "layers_per_graph": args.layers, "policies_max_union": policies, "rows": rows,
+        "layers_per_graph": args.layers, "policies_max_union": policies, "rows": rows, "kernel_times": ktimes,
         "wall_s": time.time() - t_start,
     }  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
