@@ -29,7 +29,7 @@ from tardis.core.activations import activation
 from tardis.core.fit import fit_lines
 from tardis.core.fold import fold
 from tardis.core.layer import FoldedLayer
-from tardis.core.predictor import QuantizedW1, flag_thresholds, quantize_rtn
+from tardis.core.predictor import QuantizedW1, flag_thresholds, quantize_gptq, quantize_rtn
 from tardis.core.ranges import shortest_interval, snap_to_exact_pieces
 from tardis.core.stats import FitSums, FlagCounts, HistogramStats, MarginStats, MomentStats
 from tardis.data import token_batches
@@ -42,16 +42,13 @@ BatchFn = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 @contextmanager
-def _ffn_taps(sites: list[FFNSite], w1q: dict[int, torch.Tensor], fn: BatchFn) -> Iterator[None]:
-    """Forward pre-hooks that hand (layer, z, ẑ) [N, f] float32 to `fn` for every FFN input."""
+def _input_taps(sites: list[FFNSite], fn: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
+    """Forward pre-hooks that hand (layer, x [N, d]) to `fn` for every FFN input."""
 
     def make(site: FFNSite) -> Callable[..., None]:
         def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             x = args[0] if args else kwargs["hidden_states"]
-            x2 = x.reshape(-1, x.shape[-1])
-            z = (x2 @ site.w1.T + site.b1).float()
-            zhat = (x2 @ w1q[site.index].T + site.b1).float()
-            fn(site.index, z, zhat)
+            fn(site.index, x.reshape(-1, x.shape[-1]))
 
         return hook
 
@@ -61,6 +58,19 @@ def _ffn_taps(sites: list[FFNSite], w1q: dict[int, torch.Tensor], fn: BatchFn) -
     finally:
         for h in handles:
             h.remove()
+
+
+def _ffn_taps(sites: list[FFNSite], w1q: dict[int, torch.Tensor], fn: BatchFn) -> Any:
+    """Input taps that hand (layer, z, ẑ) [N, f] float32 to `fn`."""
+    by_index = {s.index: s for s in sites}
+
+    def tap(i: int, x2: torch.Tensor) -> None:
+        site = by_index[i]
+        z = (x2 @ site.w1.T + site.b1).float()
+        zhat = (x2 @ w1q[i].T + site.b1).float()
+        fn(i, z, zhat)
+
+    return _input_taps(sites, tap)
 
 
 class _Run:
@@ -75,6 +85,17 @@ class _Run:
     def check_cancel(self) -> None:
         if self.should_cancel():
             raise CalibrationCancelled("calibration cancelled by request")
+
+    @torch.no_grad()
+    def stream_inputs(
+        self, name: str, batches: list[torch.Tensor], sites: list[FFNSite], fn: Callable[[int, torch.Tensor], None]
+    ) -> None:
+        """Run every batch through the model, handing each FFN input x [N, d] to `fn`."""
+        with _input_taps(sites, fn):
+            for k, batch in enumerate(batches):
+                self.check_cancel()
+                self.model(input_ids=batch.to(self.device))
+                self.on_event({"kind": "pass", "pass": name, "batch": k + 1, "batches": len(batches)})
 
     @torch.no_grad()
     def stream(
@@ -315,6 +336,40 @@ def calibrate(
     )
 
 
+def _build_predictors(
+    run: _Run, config: FoldConfig, todo: list[FFNSite], calib_batches: list[torch.Tensor], ckpt: _Checkpoints
+) -> dict[int, QuantizedW1]:
+    """Quantize each W1: round to nearest, or GPTQ with H = Σ x·xᵀ from an extra pass over the calibration batches."""
+    if config.predictor_method == "rtn":
+        return {s.index: quantize_rtn(s.w1, config.predictor_bits, config.group_size, config.clip_search) for s in todo}
+    idx = [s.index for s in todo]
+    loaded = ckpt.load_pass("hessian", _Hessian, idx)
+    if loaded is None:
+        hess = {
+            s.index: _Hessian(torch.zeros(s.w1.shape[1], s.w1.shape[1], dtype=torch.float64, device=run.device))
+            for s in todo
+        }
+
+        def add(i: int, x2: torch.Tensor) -> None:
+            xd = x2.double()
+            hess[i].h += xd.T @ xd
+
+        run.stream_inputs("hessian", calib_batches, todo, add)
+        ckpt.save_pass("hessian", hess)
+        loaded = hess
+    return {
+        s.index: quantize_gptq(s.w1, loaded[s.index].h, config.predictor_bits, config.group_size, config.clip_search)
+        for s in todo
+    }
+
+
+@dataclasses.dataclass
+class _Hessian:
+    """Σ x·xᵀ of one FFN's inputs over the calibration tokens (d×d: bounded)."""
+
+    h: torch.Tensor
+
+
 def _fold_layers(
     run: _Run,
     config: FoldConfig,
@@ -327,9 +382,7 @@ def _fold_layers(
     layer_stats: dict[int, dict[str, Any]],
 ) -> None:
     dev = run.device
-    predictors = {
-        s.index: quantize_rtn(s.w1, config.predictor_bits, config.group_size, config.clip_search) for s in todo
-    }
+    predictors = _build_predictors(run, config, todo, calib_batches, ckpt)
     w1q = {i: p.dequantize(torch.float32).to(device=dev, dtype=todo[0].w1.dtype) for i, p in predictors.items()}
     f_of = {s.index: s.w1.shape[0] for s in todo}
 

@@ -10,6 +10,7 @@ from tardis.errors import ConfigError
 
 Prefill = Literal["dense", "tardis"]
 MarginPolicy = Literal["recall", "quantile"]
+PredictorMethod = Literal["rtn", "gptq"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class FoldConfig:
     """Fraction of each neuron's calibration inputs its range must hold (shortest such interval)."""
     predictor_bits: int = 2
     """Bits per weight of the predictor's quantized copy of W1 (2, 3 or 4)."""
+    predictor_method: PredictorMethod = "gptq"
+    """How W1 is quantized: "rtn" (round to nearest, no data) or "gptq" (error feedback through the
+    calibration Hessian of the FFN inputs: lower ẑ error, so smaller margins and fewer fallbacks)."""
     group_size: int = 128
     """Weights of one W1 row that share a scale and an offset."""
     margin_policy: MarginPolicy = "recall"
@@ -56,6 +60,7 @@ class FoldConfig:
         checks: list[tuple[str, bool, str]] = [
             ("coverage", 0.0 < self.coverage < 1.0, "a fraction in (0, 1), e.g. 0.9"),
             ("predictor_bits", self.predictor_bits in (2, 3, 4), "2, 3 or 4"),
+            ("predictor_method", self.predictor_method in ("rtn", "gptq"), "'rtn' or 'gptq'"),
             ("group_size", self.group_size >= 8, "an integer ≥ 8, e.g. 128"),
             ("margin_policy", self.margin_policy in ("recall", "quantile"), "'recall' or 'quantile'"),
             ("target_recall", 0.5 <= self.target_recall < 1.0, "a fraction in [0.5, 1), e.g. 0.997"),

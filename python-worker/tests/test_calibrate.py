@@ -77,6 +77,7 @@ def test_progress_events_cancellation_and_resume_give_identical_tensors(
             checkpoint_dir=tmp_path,
         )
     assert layers_done() == 1 and {e["pass"] for e in events if e["kind"] == "pass"} == {
+        "hessian",
         "moments",
         "histograms",
         "fit",
@@ -116,6 +117,7 @@ def test_resume_after_a_cancel_mid_pass_skips_the_finished_passes(
             model, tokenizer, texts, cfg, on_event=events.append, should_cancel=in_fit, checkpoint_dir=tmp_path
         )
     assert sorted(p.name for p in tmp_path.glob("pass_*")) == [
+        "pass_hessian.safetensors",
         "pass_histograms.safetensors",
         "pass_moments.safetensors",
     ]

@@ -197,3 +197,19 @@ def test_recall_margin_is_the_smallest_bin_edge_meeting_the_target() -> None:
         assert int(counts.missed[k]) == misses(float(delta[k]))
         flagged = (zhat[:, k] < lo[k] + delta[k]) | (zhat[:, k] > hi[k] - delta[k])
         assert int(counts.flagged[k]) == int(flagged.sum())
+
+
+def test_gptq_equals_rtn_for_a_diagonal_hessian_and_beats_it_on_correlated_inputs() -> None:
+    from tardis.core.predictor import quantize_gptq
+
+    gen = torch.Generator().manual_seed(12)
+    w = torch.randn(48, 96, generator=gen)
+    eye = quantize_gptq(w, torch.eye(96) * 3.0, 2, 32)
+    rtn = quantize_rtn(w, 2, 32)
+    assert torch.equal(eye.packed, rtn.packed) and torch.equal(eye.scales, rtn.scales)
+    mix = torch.randn(96, 96, generator=gen)
+    x = torch.randn(4000, 96, generator=gen) @ mix * 0.2 + torch.randn(4000, 96, generator=gen) * 0.05
+    h = (x.double().T @ x.double()).float()
+    held = torch.randn(1000, 96, generator=gen) @ mix * 0.2
+    err = lambda q: float(((held @ (q.dequantize() - w).T) ** 2).mean())  # noqa: E731
+    assert err(quantize_gptq(w, h, 2, 32)) < 0.8 * err(rtn)

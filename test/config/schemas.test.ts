@@ -41,6 +41,7 @@ describe("CalibrationJob method parameters", () => {
     expect(result.documents[0].config.spec.method).toEqual({
       coverage: 0.9,
       predictorBits: 2,
+      predictorMethod: "gptq",
       groupSize: 128,
       marginPolicy: "recall",
       targetRecall: 0.997,

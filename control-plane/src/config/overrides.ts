@@ -50,6 +50,7 @@ export const OVERRIDES: readonly Override[] = [
   },
   method("coverage", "TARDIS_COVERAGE", "number"),
   method("predictorBits", "TARDIS_PREDICTOR_BITS", "number"),
+  method("predictorMethod", "TARDIS_PREDICTOR_METHOD", "string"),
   method("groupSize", "TARDIS_GROUP_SIZE", "number"),
   method("marginPolicy", "TARDIS_MARGIN_POLICY", "string"),
   method("targetRecall", "TARDIS_TARGET_RECALL", "number"),

@@ -75,46 +75,95 @@ def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
     return codes.view(packed.shape[0], -1)[:, :n]
 
 
-def quantize_rtn(w1: torch.Tensor, bits: int, group_size: int, clip_search: bool = True) -> QuantizedW1:
-    """Round-to-nearest group-wise asymmetric quantization of W1 [f, d].
-
-    With `clip_search`, each group's [min, max] is shrunk by the ratio in CLIP_RATIOS that gives the
-    lowest squared weight error (computed with the fp16-rounded scale and offset actually stored).
-    """
+def _pad_groups(w1: torch.Tensor, group_size: int) -> tuple[torch.Tensor, int]:
+    """W1 as float32 [f, n_groups·g] (zero-padded along d) and the effective group size g."""
     f, d = w1.shape
     g = min(group_size, d)
     n_groups = -(-d // g)
-    w = torch.zeros(f, n_groups * g, dtype=torch.float32)
-    w[:, :d] = w1.detach().to(torch.float32).cpu()
-    groups = w.view(f, n_groups, g)
-    gmin = groups.amin(-1)
-    gmax = groups.amax(-1)
+    w = torch.zeros(f, n_groups * g, dtype=torch.float32, device=w1.device)
+    w[:, :d] = w1.detach().to(torch.float32)
+    return w, g
+
+
+def group_params(groups: torch.Tensor, bits: int, clip_search: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp16-representable (scale, offset) [...] for weight groups [..., g], min-max with an optional clip search.
+
+    With `clip_search`, each group's [min, max] is shrunk by the ratio in CLIP_RATIOS that gives the
+    lowest squared weight error (computed with the rounded scale and offset actually stored).
+    """
+    gmin, gmax = groups.amin(-1), groups.amax(-1)
     qmax = (1 << bits) - 1
-    best_err = torch.full((f, n_groups), float("inf"))
-    best_scale = torch.zeros(f, n_groups)
-    best_offset = torch.zeros(f, n_groups)
+    best_err = torch.full_like(gmin, float("inf"))
+    best_scale, best_offset = torch.zeros_like(gmin), torch.zeros_like(gmin)
     for ratio in CLIP_RATIOS if clip_search else (1.0,):
-        lo, hi = gmin * ratio, gmax * ratio
-        scale = ((hi - lo) / qmax).half().float()
+        scale = ((gmax - gmin) * ratio / qmax).half().float()
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        offset = lo.half().float()
+        offset = (gmin * ratio).half().float()
         q = torch.clamp(torch.round((groups - offset.unsqueeze(-1)) / scale.unsqueeze(-1)), 0, qmax)
         err = ((q * scale.unsqueeze(-1) + offset.unsqueeze(-1) - groups) ** 2).sum(-1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_scale = torch.where(better, scale, best_scale)
         best_offset = torch.where(better, offset, best_offset)
-    codes = torch.clamp(torch.round((groups - best_offset.unsqueeze(-1)) / best_scale.unsqueeze(-1)), 0, qmax).to(
-        torch.int64
-    )
+    return best_scale, best_offset
+
+
+def _codes(w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int) -> torch.Tensor:
+    return torch.clamp(torch.round((w - offset.unsqueeze(-1)) / scale.unsqueeze(-1)), 0, (1 << bits) - 1)
+
+
+def _result(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int, g: int, d: int) -> QuantizedW1:
+    f = codes.shape[0]
     return QuantizedW1(
-        packed=pack_codes(codes.view(f, -1), bits),
-        scales=best_scale.half(),
-        offsets=best_offset.half(),
+        packed=pack_codes(codes.reshape(f, -1).to(torch.int64).cpu(), bits),
+        scales=scale.half().cpu(),
+        offsets=offset.half().cpu(),
         bits=bits,
         group_size=g,
         in_features=d,
     )
+
+
+def quantize_rtn(w1: torch.Tensor, bits: int, group_size: int, clip_search: bool = True) -> QuantizedW1:
+    """Round-to-nearest group-wise asymmetric quantization of W1 [f, d] (see group_params)."""
+    f, d = w1.shape
+    w, g = _pad_groups(w1.cpu(), group_size)
+    groups = w.view(f, -1, g)
+    scale, offset = group_params(groups, bits, clip_search)
+    return _result(_codes(groups, scale, offset, bits), scale, offset, bits, g, d)
+
+
+def quantize_gptq(
+    w1: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, clip_search: bool = True, damp: float = 0.01
+) -> QuantizedW1:
+    """GPTQ: quantize W1 [f, d] column by column, pushing each column's error onto the columns not yet
+    quantized through the inverse of the calibration Hessian H = Σ x·xᵀ [d, d], so that ‖(W1 − Q)·x‖ —
+    the predictor's error on ẑ — is small on inputs like the calibration ones. Each group's scale and
+    offset are chosen (as in RTN) when its first column is reached. Loops over columns, vectorized over rows.
+    """
+    f, d = w1.shape
+    w, g = _pad_groups(w1, group_size)
+    dp = w.shape[1]
+    h = torch.zeros(dp, dp, dtype=torch.float64, device=w.device)
+    h[:d, :d] = hessian.to(device=w.device, dtype=torch.float64)
+    diag = torch.diagonal(h)
+    dead = diag <= 0
+    diag[dead] = 1.0  # padded / never-active inputs: any value quantizes them (they meet zeros)
+    diag += damp * float(diag[~dead].mean()) if bool((~dead).any()) else damp
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
+    n_groups = dp // g
+    codes = torch.zeros(f, dp, device=w.device)
+    scale = torch.zeros(f, n_groups, device=w.device)
+    offset = torch.zeros(f, n_groups, device=w.device)
+    for j in range(dp):
+        k = j // g
+        if j % g == 0:
+            scale[:, k], offset[:, k] = group_params(w[:, j : j + g], bits, clip_search)
+        q = _codes(w[:, j : j + 1], scale[:, k], offset[:, k], bits).squeeze(1)
+        codes[:, j] = q
+        err = (w[:, j] - (q * scale[:, k] + offset[:, k])) / u[j, j]
+        w[:, j + 1 :] -= err.unsqueeze(1) * u[j, j + 1 :].unsqueeze(0)
+    return _result(codes, scale, offset, bits, g, d)
 
 
 def flag_thresholds(

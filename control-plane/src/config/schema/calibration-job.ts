@@ -24,6 +24,12 @@ export const foldMethod = z
       .literal([2, 3, 4])
       .default(2)
       .describe("Bits per weight of the predictor's quantized copy of W1: 2, 3 or 4."),
+    predictorMethod: z
+      .enum(["rtn", "gptq"])
+      .default("gptq")
+      .describe(
+        'How W1 is quantized for the predictor: "rtn" (round to nearest) or "gptq" (error feedback through the calibration Hessian; fewer fallbacks).',
+      ),
     groupSize: z
       .int()
       .min(8)
