@@ -1,0 +1,193 @@
+"""TardisVllmFFN: the module that takes the place of one FFN inside a vLLM model, with live counters.
+
+It reads the base W1/W2 straight from vLLM's own (tensor-parallel) linear layers, so the base weights
+load through vLLM's loaders unchanged and stay resident once. Which tokens run TARDIS follows the
+variant's prefill policy per token: with "dense", tokens of requests still in prefill (query length
+> 1 in this step's attention metadata) run the original FFN and decode tokens run TARDIS, as the HF
+engine does per forward. Steps without attention metadata (vLLM's profiling and warm-up runs) run dense
+and are not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from tardis.core.layer import FoldedLayer
+from tardis.engines.vllm.sharding import FFNShard, dense_partial, make_shard, tardis_partial
+
+Output = Literal["tensor", "pair"]
+COUNTERS = ("flag_count", "token_count", "union_count", "step_count", "dense_token_count")
+
+
+def decode_token_mask(n: int, device: torch.device) -> torch.Tensor | None:
+    """Bool [n]: which of this step's n tokens are decode tokens; None when the step has no attention metadata."""
+    from vllm.forward_context import get_forward_context, is_forward_context_available
+
+    if not is_forward_context_available():
+        return None
+    metadata: Any = get_forward_context().attn_metadata
+    if isinstance(metadata, list):  # dual-batch overlap: one dict per micro-batch; not split per token here
+        return None
+    if not metadata:
+        return None
+    first = next(iter(metadata.values()))
+    qsl = getattr(first, "query_start_loc", None)
+    if qsl is None:
+        return None
+    lens = (qsl[1:] - qsl[:-1]).to(device)
+    mask = torch.repeat_interleave(lens == 1, lens)
+    if mask.shape[0] < n:  # padded batch (CUDA graphs): padding rows run dense, uncounted
+        mask = torch.cat([mask, mask.new_zeros(n - mask.shape[0])])
+    return mask[:n]
+
+
+class TardisVllmFFN(nn.Module):
+    """y = Wf·x + bf + exact corrections of flagged neurons, over vLLM's sharded base FFN.
+
+    `up` (ColumnParallelLinear, W1 block [f_r, d]) and `down` (RowParallelLinear, W2 block [d, f_r])
+    are read, never called. `output="pair"` returns (y, None) for callers that expect (out, bias);
+    `reduce=False` leaves the all-reduce to the caller (Falcon's parallel-attention blocks).
+    """
+
+    flag_count: torch.Tensor
+    token_count: torch.Tensor
+    union_count: torch.Tensor
+    step_count: torch.Tensor
+    dense_token_count: torch.Tensor
+
+    def __init__(self, up: Any, down: Any, *, output: Output = "tensor", reduce: bool = True) -> None:
+        super().__init__()
+        self._base: tuple[Any, Any] = (up, down)  # a tuple: not registered twice as submodules
+        self.output = output
+        self.reduce = reduce
+        self.prefill = "dense"
+        self.shard: FFNShard | None = None
+        self.kernel_pack: Any = None
+        self._w2t: torch.Tensor | None = None
+        self._weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        device = up.weight.device
+        for name in COUNTERS:
+            self.register_buffer(name, torch.zeros((), dtype=torch.int64, device=device), persistent=False)
+
+    def attach(self, layer: FoldedLayer, *, prefill: str) -> None:
+        """Take this rank's shard of the folded layer (called from the model's load_weights)."""
+        from vllm.distributed import get_tensor_model_parallel_rank, get_tensor_model_parallel_world_size
+
+        up: Any = self._base[0]
+        w1: torch.Tensor = up.weight
+        rank, world = get_tensor_model_parallel_rank(), get_tensor_model_parallel_world_size()
+        f, d = int(layer.lo.shape[0]), int(layer.wf.shape[0])
+        if tuple(w1.shape) != (f // world, d):
+            raise ValueError(
+                f"the folded layer (f={f}, d={d}) does not match the model's FFN block {tuple(w1.shape)} at "
+                f"tensor-parallel size {world}: the variant was made for another base model"
+            )
+        self.shard = make_shard(layer, rank, world, dtype=w1.dtype, device=w1.device)
+        self.prefill = prefill
+        # Keep the base tensors themselves: after load_weights, vLLM's CPU backend repacks each linear
+        # for oneDNN and replaces its `weight` with an empty tensor (our reference keeps the original).
+        _, down = self._base
+        b1 = up.bias.data if up.bias is not None else w1.new_zeros(w1.shape[0])
+        b2 = down.bias.data if (down.bias is not None and rank == 0) else None
+        self._weights = (w1.data, b1, down.weight.data.T, b2)
+        if w1.is_cuda and world == 1:  # decode steps run the Triton op `tardis::ffn_decode`
+            from tardis.kernels.op import make_pack
+
+            self.kernel_pack = make_pack(layer.predictor, w1.device)
+            self._w2t = self._base[1].weight.data.T.contiguous()
+
+    def forward(self, x: torch.Tensor) -> Any:
+        """Apply the FFN to x [..., d]; a tensor, or (tensor, None) when output == "pair"."""
+        if self.shard is None:
+            raise RuntimeError("TARDIS layer used before load_weights attached its folded tensors")
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        n = x2.shape[0]
+        decode = decode_token_mask(n, x2.device)
+        if decode is not None and self.prefill == "tardis":
+            decode = torch.ones_like(decode)
+        if decode is None or not bool(decode.any()):
+            y = self._dense(x2)
+            if decode is not None:
+                with torch.no_grad():
+                    self.dense_token_count += n
+        elif bool(decode.all()):
+            y = self._tardis(x2)
+        else:  # a mixed step: prefill tokens dense, decode tokens TARDIS
+            rows_t, rows_d = decode.nonzero().squeeze(1), (~decode).nonzero().squeeze(1)
+            y = x2.new_empty(n, x2.shape[1])
+            y.index_copy_(0, rows_t, self._tardis(x2.index_select(0, rows_t)))
+            y.index_copy_(0, rows_d, self._dense(x2.index_select(0, rows_d)))
+            with torch.no_grad():
+                self.dense_token_count += rows_d.numel()
+        if self.shard.world > 1 and self.reduce:
+            from vllm.distributed import tensor_model_parallel_all_reduce
+
+            y = tensor_model_parallel_all_reduce(y)
+        y = y.reshape(*shape[:-1], y.shape[-1])
+        return (y, None) if self.output == "pair" else y
+
+    def _base_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if self._weights is None:
+            raise RuntimeError("TARDIS layer used before load_weights attached its folded tensors")
+        return self._weights
+
+    def _dense(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.shard is not None
+        w1, b1, w2t, b2 = self._base_tensors()
+        return dense_partial(x, w1=w1, b1=b1, w2t=w2t, b2=b2, act=self.shard.act)
+
+    def _tardis(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.shard is not None
+        s = self.shard
+        w1, b1, w2t, _ = self._base_tensors()
+        if self.kernel_pack is not None and x.is_cuda:
+            from tardis.kernels.op import ffn_decode
+
+            y = ffn_decode(
+                x, self.kernel_pack, wf=s.wf, bf=s.bf, b1=b1, lo_in=s.lo_in, hi_in=s.hi_in, w1=w1,
+                w2t=self._w2t if self._w2t is not None else w2t.contiguous(), slope=s.slope,
+                intercept=s.intercept, act=s.act, flag_count=self.flag_count, union_count=self.union_count,
+            )  # fmt: skip
+        else:
+            y, flags = tardis_partial(x, s, w1=w1, b1=b1, w2t=w2t)
+            with torch.no_grad():
+                self.flag_count += flags.sum()
+                self.union_count += flags.any(0).sum()
+        with torch.no_grad():
+            self.token_count += x.shape[0]
+            self.step_count += 1
+        return y
+
+    def counters(self) -> dict[str, int]:
+        """This rank's counters: flagged (token, neuron) pairs and union sizes over its neuron block."""
+        out = {
+            "flagged": int(self.flag_count),
+            "tokens": int(self.token_count),
+            "union": int(self.union_count),
+            "steps": int(self.step_count),
+            "dense_tokens": int(self.dense_token_count),
+            "neurons": 0 if self.shard is None else self.shard.neurons.stop - self.shard.neurons.start,
+        }
+        return out
+
+    def reset_counters(self) -> None:
+        """Zero the live counters."""
+        for name in COUNTERS:
+            getattr(self, name).zero_()
+
+
+class PassThrough(nn.Module):
+    """Holds a replaced linear layer's parameters under their names (so vLLM loads them) and returns (x, None)."""
+
+    def __init__(self, linear: nn.Module) -> None:
+        super().__init__()
+        for name, p in linear.named_parameters(recurse=False):
+            self.register_parameter(name, p)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """(x, None): the FFN already ran in the layer before."""
+        return x, None
