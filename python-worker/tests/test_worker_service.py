@@ -263,6 +263,48 @@ def test_evaluate_reports_base_and_variant_perplexity(
     assert 0 < m.live_fallback_rate < 1 and m.eval_tokens >= 256
 
 
+def test_evaluate_compares_dense_tardis_and_wanda_at_the_same_ffn_reduction_with_samples(
+    worker: WorkerProcess, assets: dict[str, Path], calibrated: dict[str, Any]
+) -> None:
+    completed = calibrated["events"][-1].completed
+    texts = common_pb2.DatasetRef(path=str(assets["texts"]))
+    req = worker_pb2.EvaluateRequest(
+        job_id="eval-baselines",
+        variant_path=completed.manifest.path,
+        dataset=texts,
+        max_tokens=512,
+        context=64,
+        stride=32,
+        baselines=["wanda", "magnitude"],
+        calibration=texts,
+        calibration_tokens=256,
+        sample_prompt="The",
+        sample_tokens=5,
+    )
+    events = list(worker.stub.Evaluate(req, timeout=120))
+    done = events[-1].completed
+    rows = {r.name: r for r in done.comparison}
+    assert [r.name for r in done.comparison] == ["dense", "tardis", "wanda", "magnitude"]
+    assert rows["dense"].perplexity == pytest.approx(done.metrics.perplexity_base)
+    assert rows["tardis"].perplexity == pytest.approx(done.metrics.perplexity_variant)
+    reduction = completed.metrics.ffn_reduction_paper
+    assert rows["tardis"].ffn_reduction == pytest.approx(reduction)
+    for name in ("wanda", "magnitude"):
+        assert rows[name].ffn_reduction == pytest.approx(reduction, abs=1e-3)
+        assert rows[name].perplexity_ratio == pytest.approx(rows[name].perplexity / rows["dense"].perplexity)
+    assert all(r.sample for r in done.comparison) and all(r.seconds > 0 for r in done.comparison)
+    with pytest.raises(grpc.RpcError) as e:
+        list(
+            worker.stub.Evaluate(
+                worker_pb2.EvaluateRequest(
+                    job_id="eval-bad", variant_path=completed.manifest.path, dataset=texts, baselines=["sparsegpt"]
+                ),
+                timeout=30,
+            )
+        )
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sparsegpt" in e.value.details()
+
+
 def test_cancel_job_stops_within_one_layer_and_a_busy_worker_refuses_a_second_job(
     worker: WorkerProcess, assets: dict[str, Path]
 ) -> None:

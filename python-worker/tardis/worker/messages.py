@@ -25,7 +25,11 @@ def timestamp(seconds: float) -> Timestamp:
 
 def fold_config_from_proto(msg: pb.FoldConfig) -> FoldConfig:
     """FoldConfig from the message: set fields override the defaults (validated by FoldConfig)."""
-    values = {f.name: getattr(msg, f.name) for f in dataclasses.fields(FoldConfig) if msg.HasField(f.name)}
+    # Only fields both sides know: a FoldConfig field not (yet) in the proto keeps its Python default.
+    known = {f.name for f in pb.FoldConfig.DESCRIPTOR.fields}
+    values = {
+        f.name: getattr(msg, f.name) for f in dataclasses.fields(FoldConfig) if f.name in known and msg.HasField(f.name)
+    }
     return FoldConfig.from_dict(values)
 
 
@@ -109,6 +113,8 @@ def job_event_to_proto(event: dict[str, Any]) -> pb.JobEvent:
         done = pb.JobCompleted(metrics=metrics_to_proto({**event.get("metrics", {}), "seconds": event["seconds"]}))
         if event.get("manifest"):
             done.manifest.CopyFrom(manifest_to_proto(event["manifest"], event["path"]))
+        for row in event.get("comparison", []):
+            done.comparison.append(pb.ModelComparison(**{k: v for k, v in row.items() if v is not None}))
         msg.completed.CopyFrom(done)
     elif kind == "failed":
         msg.failed.CopyFrom(pb.JobFailed(code=event["code"], message=event["message"], error_type=event["error_type"]))

@@ -29,7 +29,13 @@ from grpc_reflection.v1alpha import reflection
 import tardis
 from tardis.arch.registry import ADAPTERS
 from tardis.worker import messages
-from tardis.worker.calibration import CalibrationSpec, EvaluationSpec, run_calibration, run_evaluation
+from tardis.worker.calibration import (
+    CalibrationSpec,
+    EvaluationSpec,
+    check_comparison,
+    run_calibration,
+    run_evaluation,
+)
 from tardis.worker.engines import EngineRegistry, GenerateParams, available_engines
 from tardis.worker.errors import WorkerError, classify, invalid
 from tardis.worker.gen import common_pb2, worker_pb2, worker_pb2_grpc
@@ -224,12 +230,24 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):
                 stride=_opt(request, "stride", 128),
                 max_tokens=_opt(request, "max_tokens"),
                 prefill=prefill,
+                baselines=tuple(request.baselines),
+                calibration_texts=calibration_texts(request),
+                calibration_tokens=_opt(request, "calibration_tokens", 4096),
+                sample_prompt=_opt(request, "sample_prompt"),
+                sample_tokens=_opt(request, "sample_tokens", 24),
             )
+            check_comparison(spec)
             if spec.context < 2 or not 1 <= spec.stride <= spec.context:
                 raise invalid(
                     f"context={spec.context}, stride={spec.stride}: expected context ≥ 2 and 1 ≤ stride ≤ context"
                 )
             return lambda ctx: run_evaluation(spec, ctx)
+
+        def calibration_texts(request: worker_pb2.EvaluateRequest) -> list[str]:
+            if not request.baselines:
+                return []
+            ref = _opt(request, "calibration")
+            return read_texts(ref.path, ref.builtin, heldout=False) if ref else read_texts("", "lee", heldout=False)
 
         job = self._start(request, "evaluate", True, prepare, context)
         yield from self._stream_job(job, context)

@@ -1,0 +1,74 @@
+/** `tardis generate VARIANT --prompt TEXT`: load the variant on a worker and stream its tokens. */
+
+import type { Command } from "commander";
+import { acquireWorker, type GlobalOptions, openContext } from "./context.js";
+import { badInput, EXIT } from "./exit-codes.js";
+import { num, pct } from "./output.js";
+import { mustGetVariant } from "./variants.js";
+
+/** Register `tardis generate`. */
+export function registerGenerate(
+  program: Command,
+  run: (action: () => Promise<number>) => Promise<void>,
+): void {
+  program
+    .command("generate <variant>")
+    .description("generate text from a registered variant (streams tokens to stdout)")
+    .requiredOption("-p, --prompt <text>", "the prompt")
+    .option("-n, --max-new-tokens <n>", "tokens to generate (1..4096)", "32")
+    .option("--temperature <t>", "0 = greedy", "0")
+    .option("--seed <n>", "sampling seed", "0")
+    .action(
+      (
+        ref: string,
+        opts: { prompt: string; maxNewTokens: string; temperature: string; seed: string },
+      ) =>
+        run(async () => {
+          const maxNewTokens = Number(opts.maxNewTokens);
+          if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1 || maxNewTokens > 4096) {
+            throw badInput(`--max-new-tokens ${opts.maxNewTokens}: expected an integer in 1..4096`);
+          }
+          const ctx = openContext(program.opts<GlobalOptions>());
+          try {
+            const variant = mustGetVariant(ctx, ref);
+            const worker = await acquireWorker(ctx, program.opts<GlobalOptions>());
+            const controller = new AbortController();
+            const onSigint = (): void => controller.abort();
+            process.on("SIGINT", onSigint);
+            try {
+              const client = await worker.connect();
+              await client.loadVariant({ variantPath: variant.path });
+              process.stdout.write(opts.prompt);
+              for await (const chunk of client.generate(
+                {
+                  variantId: variant.id,
+                  prompt: opts.prompt,
+                  maxNewTokens,
+                  temperature: Number(opts.temperature),
+                  seed: opts.seed,
+                },
+                { signal: controller.signal },
+              )) {
+                process.stdout.write(chunk.text);
+                if (chunk.finishReason) {
+                  const u = chunk.usage;
+                  process.stdout.write("\n");
+                  process.stderr.write(
+                    `finish: ${chunk.finishReason}; ${u?.completionTokens ?? 0} tokens, ${num(u?.tokensPerSecond, 1)} tokens/s, fallback ${pct(u?.fallbackRate, 2)}\n`,
+                  );
+                }
+              }
+              return EXIT.OK;
+            } catch (error) {
+              if (controller.signal.aborted) return EXIT.INTERRUPTED;
+              throw error;
+            } finally {
+              process.off("SIGINT", onSigint);
+              await worker.close();
+            }
+          } finally {
+            ctx.close();
+          }
+        }),
+    );
+}
