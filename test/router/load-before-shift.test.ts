@@ -1,0 +1,98 @@
+import { describe, expect, it } from "vitest";
+import { RolloutEngine, SqliteRolloutStore } from "../../control-plane/src/rollouts/index.js";
+import { Router, StaticWorkerPool } from "../../control-plane/src/router/index.js";
+import {
+  ALL_GATES,
+  BASELINE,
+  CANDIDATE,
+  ManualClock,
+  rolloutDoc,
+  ScriptedMeasurements,
+  tempDb,
+} from "../rollouts/harness.js";
+
+describe("load before shift", () => {
+  it("routes no request to the candidate until its load has finished on a worker", async () => {
+    const pool = new StaticWorkerPool([
+      { id: "w1", healthy: true, variants: [BASELINE] },
+      { id: "w2", healthy: true, variants: [BASELINE] },
+    ]);
+    const router = new Router(pool);
+    const events: string[] = [];
+    let finishLoad: () => void = () => {};
+    const store = SqliteRolloutStore.open(tempDb());
+    const engine = new RolloutEngine({
+      store,
+      clock: new ManualClock(),
+      measurements: new ScriptedMeasurements(),
+      traffic: {
+        applySplit(rollout, split) {
+          router.applySplit(rollout, split);
+          events.push(`split ${split.weights.map((w) => w.weight).join("/")}`);
+        },
+      },
+      loader: {
+        load(variant) {
+          events.push(`load ${variant} started`);
+          if (variant === BASELINE) return Promise.resolve();
+          return new Promise<void>((resolve) => {
+            finishLoad = () => {
+              pool.markLoaded("w2", variant);
+              events.push(`load ${variant} done`);
+              resolve();
+            };
+          });
+        },
+      },
+    });
+    await engine.apply(rolloutDoc({ steps: [{ setWeight: 30 }, { pause: {} }], gates: ALL_GATES }));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+
+    // The candidate is loading: every request still reaches the baseline.
+    expect(engine.status("tiny-gpt2-tardis")).toMatchObject({
+      phase: "PROGRESSING",
+      weight: 30,
+      appliedWeight: 0,
+      waitingFor: `load ${CANDIDATE}`,
+    });
+    for (let i = 0; i < 500; i++)
+      expect(router.route({ sessionId: `s${i}` }).variant).toBe(BASELINE);
+
+    finishLoad();
+    await engine.idle();
+    expect(events).toEqual([
+      `load ${BASELINE} started`,
+      "split 100/0",
+      `load ${CANDIDATE} started`,
+      `load ${CANDIDATE} done`,
+      "split 70/30",
+    ]);
+    const routes = Array.from({ length: 500 }, (_, i) => router.route({ sessionId: `s${i}` }));
+    expect(routes.filter((r) => r.variant === CANDIDATE).every((r) => r.worker.id === "w2")).toBe(
+      true,
+    );
+    expect(routes.some((r) => r.variant === CANDIDATE)).toBe(true);
+    store.close();
+  });
+
+  it("aborts without shifting when the router refuses the split because no worker has the candidate", async () => {
+    const pool = new StaticWorkerPool([{ id: "w1", healthy: true, variants: [BASELINE] }]);
+    const router = new Router(pool);
+    const store = SqliteRolloutStore.open(tempDb());
+    const engine = new RolloutEngine({
+      store,
+      clock: new ManualClock(),
+      measurements: new ScriptedMeasurements(),
+      traffic: router,
+      // A loader that claims success without loading anything anywhere.
+      loader: { load: async () => {} },
+    });
+    await engine.apply(rolloutDoc({ steps: [{ setWeight: 30 }, { pause: {} }], gates: ALL_GATES }));
+    await engine.idle();
+    const status = engine.status("tiny-gpt2-tardis");
+    expect(status).toMatchObject({ phase: "ABORTED", reason: "LoadFailed", weight: 0 });
+    expect(status.message).toContain("router refused the split");
+    expect(router.split("tiny-gpt2-tardis")?.weights.map((w) => w.weight)).toEqual([100, 0]);
+    store.close();
+  });
+});
