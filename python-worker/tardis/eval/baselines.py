@@ -115,8 +115,8 @@ def _norm_taps(sites: list[FFNSite], norms: list[InputNorms]) -> Iterator[None]:
             x = args[0] if args else kwargs["hidden_states"]
             x2 = x.detach().reshape(-1, x.shape[-1]).float()
             h = act(x2 @ site.w1.float().T + site.b1.float())
-            acc.x_sq += x2.double().pow(2).sum(0).to(acc.x_sq.device)
-            acc.h_sq += h.double().pow(2).sum(0).to(acc.h_sq.device)
+            acc.x_sq += x2.double().pow(2).sum(0)
+            acc.h_sq += h.double().pow(2).sum(0)
             acc.tokens += x2.shape[0]
 
         return hook
@@ -138,7 +138,8 @@ def collect_input_norms(model: nn.Module, batches: list[torch.Tensor]) -> list[I
     sites = adapter_for(model).sites(model)
     norms = [
         InputNorms(
-            x_sq=torch.zeros(s.w1.shape[1], dtype=torch.float64), h_sq=torch.zeros(s.w1.shape[0], dtype=torch.float64)
+            x_sq=torch.zeros(s.w1.shape[1], dtype=torch.float64, device=s.w1.device),
+            h_sq=torch.zeros(s.w1.shape[0], dtype=torch.float64, device=s.w1.device),
         )
         for s in sites
     ]
