@@ -158,3 +158,28 @@ describe("rollout engine restart", () => {
     observer.close();
   });
 });
+
+describe("rollout engine timers", () => {
+  it("runs timed pauses on its own once started, with the real clock", async () => {
+    const store = SqliteRolloutStore.open(tempDb());
+    const pool = new StaticWorkerPool([{ id: "w", healthy: true, variants: [] }]);
+    const engine = new RolloutEngine({
+      store,
+      loader: new PoolLoader(pool),
+      traffic: new Router(pool),
+      measurements: new ScriptedMeasurements(),
+    });
+    engine.start();
+    await engine.apply(
+      rolloutDoc({
+        steps: [{ setWeight: 10 }, { pause: { duration: "100ms" } }, { setWeight: 100 }],
+        gates: ALL_GATES,
+        watchWindow: "0s",
+      }),
+    );
+    await vi.waitFor(() => expect(engine.status(NAME).phase).toBe("PAUSED"));
+    await vi.waitFor(() => expect(engine.status(NAME).phase).toBe("PROMOTED"), { timeout: 3000 });
+    await engine.stop();
+    store.close();
+  });
+});

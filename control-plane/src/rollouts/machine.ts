@@ -205,6 +205,8 @@ export function onLoadFailed(
   now: number,
 ): Transition {
   const tx = new Tx(state, spec, now);
+  // A late failure of an earlier revision's variant says nothing about this one.
+  if (variant !== spec.baseline && variant !== spec.candidate) return run(tx);
   tx.set({
     failedLoads: [...state.failedLoads, variant],
     awaiting: isLoadOf(state.awaiting, variant) ? null : state.awaiting,
