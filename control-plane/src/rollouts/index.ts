@@ -19,6 +19,12 @@ export {
   thresholdsOf,
 } from "./gates.js";
 export {
+  fallbackSampleFromCounters,
+  LiveMeasurements,
+  type LiveSources,
+  type WorkerLayerCounters,
+} from "./live-measurements.js";
+export {
   type Action,
   type Decision,
   type HistoryEntry,

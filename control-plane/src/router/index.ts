@@ -1,5 +1,6 @@
 /** Traffic routing: weighted sticky splits over pools of workers. */
 
+export { type RequestResult, RequestStats, type WindowStats } from "./request-stats.js";
 export {
   NoRouteError,
   type Route,

@@ -4,6 +4,7 @@
  * split that would send traffic to a variant no healthy worker has loaded (load before shift).
  */
 
+import type { RequestResult, RequestStats } from "./request-stats.js";
 import { type TrafficSplit, validateSplit, variantForBucket } from "./split.js";
 import { stickyBucket } from "./sticky-hash.js";
 import {
@@ -22,7 +23,7 @@ export interface RouteRequest {
   readonly requestId?: string;
 }
 
-/** Where one request goes; call `release` when it finishes. */
+/** Where one request goes; call `release` when it finishes (with its outcome, to feed the gates). */
 export interface Route {
   readonly rollout: string;
   readonly revision: string;
@@ -30,7 +31,8 @@ export interface Route {
   readonly worker: PoolWorker;
   /** The request's sticky point in [0, 100). */
   readonly bucket: number;
-  release(): void;
+  /** The request finished; `result` (when given) is recorded for the variant's live gates. */
+  release(result?: RequestResult): void;
 }
 
 /** A split names a variant that no healthy worker has loaded. */
@@ -49,7 +51,11 @@ export class Router {
   private readonly picker = new LeastLoadedPicker();
   private anonymous = 0;
 
-  constructor(private readonly pool: WorkerPool) {}
+  /** `stats`, when given, collects the outcomes passed to {@link Route.release}. */
+  constructor(
+    private readonly pool: WorkerPool,
+    private readonly stats?: RequestStats,
+  ) {}
 
   /**
    * Use `split` for `rollout` from now on. Throws {@link VariantNotLoadedError} (and keeps the old
@@ -99,10 +105,11 @@ export class Router {
       variant,
       worker,
       bucket,
-      release: () => {
+      release: (result?: RequestResult) => {
         if (released) return;
         released = true;
         this.picker.release(worker.id);
+        if (result !== undefined) this.stats?.record(variant, result);
       },
     };
   }
