@@ -1,4 +1,6 @@
+import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
+import { documentsOfKind, loadConfigFile } from "../../control-plane/src/config/index.js";
 import {
   ALL_GATES,
   BASELINE,
@@ -461,5 +463,34 @@ describe("rollout engine", () => {
       weight: 100,
     });
     expect(h.applied).toEqual([0, 10, 100]);
+  });
+
+  it("runs the example configs/rollout.yaml to PROMOTED and through its 15m watch window", async () => {
+    const file = fileURLToPath(new URL("../../configs/rollout.yaml", import.meta.url));
+    const loaded = documentsOfKind(await loadConfigFile(file), "Rollout");
+    if (!loaded.ok) throw new Error(loaded.errors.map(String).join("\n"));
+    const doc = loaded.documents[0]?.config;
+    if (doc === undefined) throw new Error("no Rollout in configs/rollout.yaml");
+    const h = harness();
+    await h.engine.apply(doc);
+    await h.engine.idle();
+    await run(h, MINUTE, 2);
+    await run(h, 30 * SECOND, 2);
+    expect(h.engine.status(doc.metadata.name)).toMatchObject({
+      phase: "PAUSED",
+      step: 5,
+      weight: 50,
+    });
+    await h.engine.resume(doc.metadata.name);
+    await h.engine.idle();
+    expect(h.engine.status(doc.metadata.name)).toMatchObject({ phase: "PROMOTED", weight: 100 });
+    await run(h, 30 * SECOND, 30);
+    expect(h.engine.status(doc.metadata.name)).toMatchObject({
+      phase: "PROMOTED",
+      reason: "WatchWindowPassed",
+    });
+    const watch = h.engine.decisions(doc.metadata.name).filter((d) => d.context === "watch");
+    expect(watch.length).toBe(14 * 4); // every 1m (the last analysis step's interval) for 15m
+    expect(h.loader.calls).toEqual([doc.spec.baseline, doc.spec.candidate]);
   });
 });
