@@ -35,12 +35,15 @@ SHAPES = {
 }
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
+# plane kernel-1 configurations swept by --kernel-times (T row tiles per program, warps); every one is
+# also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
+PLANE_CONFIGS = ((1, 4), (2, 8), (1, 8), (4, 16))
 DT = torch.bfloat16
 
 
 def random_predictor(f: int, d: int, bits: int, gs: int, w1: torch.Tensor) -> TiledPredictor:
     """An RTN-like predictor of w1 built on the GPU (codes from the per-group min/max), tiled layout."""
-    from tardis.kernels.layout import BLOCK_ROWS, _next_pow2
+    from tardis.kernels.layout import BLOCK_ROWS, _next_pow2, pack_plane_tiles
 
     per_word = 32 // bits
     n_groups = -(-d // gs)
@@ -53,15 +56,9 @@ def random_predictor(f: int, d: int, bits: int, gs: int, w1: torch.Tensor) -> Ti
     qmax = (1 << bits) - 1
     scale = ((hi - lo) / qmax).half().float().clamp_min(1e-8)
     off = lo.half().float()
-    codes = torch.clamp(torch.round((g - off[..., None]) / scale[..., None]), 0, qmax).to(torch.int32)
-    slots = torch.zeros(f_pad, n_groups, wpg * per_word, dtype=torch.int32, device=w1.device)
-    slots[..., :gs] = codes
-    shifts = torch.arange(per_word, device=w1.device, dtype=torch.int32) * bits
-    words = (slots.view(f_pad, n_groups, wpg, per_word) << shifts).sum(-1, dtype=torch.int64)
-    words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
-    words = words.view(f_pad // BLOCK_ROWS, BLOCK_ROWS, n_groups, wpg).permute(0, 2, 1, 3).contiguous()
+    codes = torch.clamp(torch.round((g - off[..., None]) / scale[..., None]), 0, qmax).to(torch.int64)
     return TiledPredictor(
-        words,
+        pack_plane_tiles(codes, bits, wpg, BLOCK_ROWS),
         scale.half().T.contiguous(),
         off.half().T.contiguous(),
         bits,
@@ -239,7 +236,7 @@ def bench_shape(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.
 
 
 def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
-    """Each kernel alone (graph of `args.layers` layers, one launch each), v1 (tl.dot) vs small-batch.
+    """Each kernel alone (graph of `args.layers` layers, one launch each): v1 (tl.dot), small, plane.
 
     Kernel 1 is timed with a workspace memset before it (the list count must restart), kernel 3 with
     a 4-byte copy restoring the count; both are timed alone and subtracted.
@@ -258,7 +255,7 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
     out = []
     for n in [b for b in args.batches if b <= 4]:
         xs = [torch.randn(n, d, device="cuda", generator=gen).to(DT) for _ in layers]
-        for small in (False, True):
+        for kset in ("v1", "small", "plane"):
             ls = [
                 DecodeLaunch(
                     x,
@@ -276,7 +273,7 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
                     workspace=lay["ws"],
                     flag_count=lay["fc"],
                     union_count=lay["uc"],
-                    small=small,
+                    kernels=kset,
                 )
                 for lay, x in zip(layers, xs, strict=True)
             ]
@@ -284,7 +281,7 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
                 "shape": name,
                 "batch": n,
                 "rate": rate,
-                "kernels": "small" if small else "v1",
+                "kernels": kset,
             }
             row["all_us"] = graph_time([lc.run for lc in ls])
             for part in ("all", "wf", "pred"):
@@ -302,21 +299,18 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
             row["k1_all_TBps"] = (d * d * 2 + pred_bytes) / row["k1_all_us"] / 1e6
             row["k2_TBps"] = union * d * 2 / row["k2_up_us"] / 1e6
             row["k3_TBps"] = union * d * 2 / row["k3_down_us"] / 1e6
-            if small:  # a few kernel-1 configurations around the default
+            if kset == "plane":  # kernel-1 configurations (T row tiles per program, warps)
                 sweep = {}
-                for gu, nw, bkf, bmf in (
-                    (4, 4, 256, 16),
-                    (8, 8, 256, 16),
-                    (2, 4, 512, 8),
-                    (4, 8, 512, 32),
-                ):
+                for t, nw in PLANE_CONFIGS:
                     for lc in ls:
-                        lc.k1_cfg = {"GU": gu, "num_warps": nw, "BKF": bkf, "BMF": bmf}
+                        lc.plane_cfg |= {"T": t, "num_warps": nw}
                     fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("all")) for lc in ls]
-                    sweep[f"GU{gu}_w{nw}_K{bkf}_M{bmf}"] = graph_time(fns) - t_zero
+                    sweep[f"T{t}_w{nw}"] = graph_time(fns) - t_zero
+                    fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("pred")) for lc in ls]
+                    sweep[f"T{t}_w{nw}_pred"] = graph_time(fns) - t_zero
                 row["k1_sweep_us"] = sweep
                 print(
-                    f"  k1 sweep B={n}: " + " ".join(f"{k} {v:.1f}" for k, v in sweep.items()),
+                    f"  plane k1 sweep B={n} (all / pred only): " + " ".join(f"{k} {v:.1f}" for k, v in sweep.items()),
                     flush=True,
                 )
                 for lc in ls:

@@ -91,18 +91,22 @@ def test_policy_switches_to_dense_past_the_break_even_union() -> None:
 
 
 def _kernel_case(
-    device: str, n: int, d: int, f: int, bits: int, gs: int, dtype: torch.dtype, act: str, seed: int, small=None
-):
-    from tardis.kernels.decode import ffn_decode_triton
+    device: str, n: int, d: int, f: int, bits: int, gs: int, dtype: torch.dtype, act: str, seed: int,
+    kernels: str | None = None, plane_cfg: dict | None = None,
+):  # fmt: skip
+    from tardis.kernels.decode import DecodeLaunch
 
     x, q, lay = _layer(n, d, f, bits, gs, 0.1, dtype, device, seed)
     pack = make_pack(q, device)
     fc = torch.zeros((), dtype=torch.int64, device=device)
     uc = torch.zeros((), dtype=torch.int64, device=device)
     torch.full((n * d * 4,), float("nan"), device=device)  # poison freed memory the outputs may reuse
-    y, flags = ffn_decode_triton(
-        x, pred=pack.pred, act=act, workspace=pack.workspace, flag_count=fc, union_count=uc, small=small, **lay
+    launch = DecodeLaunch(
+        x, pred=pack.pred, act=act, workspace=pack.workspace, flag_count=fc, union_count=uc, kernels=kernels, **lay
     )
+    if plane_cfg is not None:
+        launch.plane_cfg |= plane_cfg
+    y, flags = launch.run()
     y_ref, ref_flags = _reference64(x, q, lay, act)
     zhat = x.double() @ q.dequantize(torch.float64).to(device).T + lay["b1"].double()
     edge = torch.minimum((zhat - lay["lo_in"].double()).abs(), (zhat - lay["hi_in"].double()).abs())
@@ -128,44 +132,73 @@ def _reference_with_flags(x: torch.Tensor, lay: dict, act: str, flags: torch.Ten
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize(
-    ("n", "d", "f", "bits", "gs", "act", "small"),
+    ("n", "d", "f", "bits", "gs", "act", "kernels"),
     [
-        (1, 4544, 18176, 2, 128, "gelu", True),
-        (2, 4544, 18176, 2, 128, "gelu", True),
-        (4, 4096, 16384, 2, 128, "gelu", True),
-        (3, 1000, 3000, 2, 128, "gelu_tanh", True),
-        (1, 777, 2050, 3, 128, "quick_gelu", True),
-        (4, 512, 1500, 4, 64, "relu", True),
-        (8, 4544, 18176, 2, 128, "gelu", False),
-        (16, 777, 2050, 3, 128, "quick_gelu", False),
-        (33, 512, 1500, 4, 64, "relu", False),
-        (64, 4096, 16384, 2, 128, "gelu", False),
-        (1, 4544, 18176, 2, 128, "gelu", False),
-        (4, 4544, 18176, 2, 128, "gelu", False),
+        (1, 4544, 18176, 2, 128, "gelu", "plane"),
+        (2, 4544, 18176, 2, 128, "gelu", "plane"),
+        (3, 4544, 18176, 2, 128, "gelu", "plane"),
+        (4, 4096, 16384, 2, 128, "gelu", "plane"),
+        (3, 1000, 3000, 2, 128, "gelu_tanh", "plane"),
+        (1, 777, 2050, 3, 128, "quick_gelu", "plane"),
+        (2, 777, 2050, 4, 128, "gelu", "plane"),
+        (4, 512, 1500, 4, 64, "relu", "plane"),
+        (1, 4544, 18176, 2, 128, "gelu", "small"),
+        (3, 1000, 3000, 2, 128, "gelu_tanh", "small"),
+        (1, 777, 2050, 3, 128, "quick_gelu", "small"),
+        (8, 4544, 18176, 2, 128, "gelu", "v1"),
+        (16, 777, 2050, 3, 128, "quick_gelu", "v1"),
+        (33, 512, 1500, 4, 64, "relu", "v1"),
+        (64, 4096, 16384, 2, 128, "gelu", "v1"),
+        (1, 4544, 18176, 2, 128, "gelu", "v1"),
+        (4, 4544, 18176, 2, 128, "gelu", "v1"),
     ],
 )
 def test_kernels_match_float64_reference_on_gpu(
-    n: int, d: int, f: int, bits: int, gs: int, act: str, small: bool
+    n: int, d: int, f: int, bits: int, gs: int, act: str, kernels: str | None
 ) -> None:
-    # small: the batch-1..4 kernels without tl.dot; otherwise the tensor-core (v1) kernels
-    seed = n + d if small or n > 4 else 7 + n  # the seeds of the device run in bench/NOTES.md
-    _kernel_case("cuda", n, d, f, bits, gs, torch.bfloat16, act, seed=seed, small=small)
+    # "plane": plane-order predictor kernel + v1 up/down; "small": the v2 batch-1..4 kernels without
+    # tl.dot; "v1": the tensor-core kernels
+    seed = n + d if kernels != "v1" or n > 4 else 7 + n  # the seeds of the device runs in bench/NOTES.md
+    _kernel_case("cuda", n, d, f, bits, gs, torch.bfloat16, act, seed=seed, kernels=kernels)
+
+
+# the plane kernel's launch configurations that the benchmark sweeps (T row tiles per program, warps)
+# the plane kernel's launch configurations that the benchmark sweeps: (T row tiles per program, warps)
+PLANE_CONFIGS = [(1, 4), (2, 8), (1, 8), (4, 16)]
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("t", "warps"), PLANE_CONFIGS)
+@pytest.mark.parametrize("n", [1, 2])
+def test_plane_kernel_configurations_on_gpu(t: int, warps: int, n: int) -> None:
+    cfg = {"T": t, "num_warps": warps}
+    _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=11 + n, kernels="plane", plane_cfg=cfg)
 
 
 @pytest.mark.skipif(
     not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
 )
 @pytest.mark.parametrize(
-    ("n", "d", "f", "bits", "small"),
+    ("n", "d", "f", "bits", "kernels", "t"),
     [
-        (1, 200, 150, 2, None),
-        (2, 200, 150, 2, True),
-        (3, 130, 70, 3, True),
-        (4, 96, 64, 4, True),
-        (5, 96, 64, 4, None),
-        (1, 200, 150, 2, False),
+        (1, 200, 150, 2, None, None),
+        (4, 200, 150, 3, None, None),
+        (2, 200, 150, 2, "small", None),
+        (3, 130, 70, 3, "small", None),
+        (4, 96, 64, 4, "small", None),
+        (5, 96, 64, 4, None, None),
+        (1, 200, 150, 2, "v1", None),
+        (1, 200, 150, 2, "plane", 1),
+        (2, 200, 330, 2, "plane", 2),
+        (3, 130, 70, 3, "plane", 4),
+        (4, 96, 64, 4, "plane", 2),
+        (2, 256, 200, 3, "plane", 1),
+        (1, 50, 70, 2, "plane", 1),
+        (2, 450, 130, 2, "plane", 1),
     ],
 )
-def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, small) -> None:
-    # The interpreter has no bf16 arithmetic: float32 checks the kernels' logic (small=None: the default choice).
-    _kernel_case("cpu", n, d, f, bits, 64, torch.float32, "gelu", seed=n, small=small)
+def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, kernels, t) -> None:
+    # The interpreter has no bf16 arithmetic: float32 checks the kernels' logic (None: the default choice;
+    # t: the plane kernel's row tiles per program).
+    plane_cfg = None if t is None else {"T": t}
+    _kernel_case("cpu", n, d, f, bits, 64, torch.float32, "gelu", seed=n, kernels=kernels, plane_cfg=plane_cfg)

@@ -9,8 +9,11 @@ UP_BLOCK_K = 128  # up-gather step along d
 UP_SPLITS = 8  # d is split in about this many chunks per neuron block
 DOWN_BLOCK_NEURONS = 32  # listed neurons per down-scatter item
 DOWN_BLOCK_COLS = 256  # output columns per down-scatter item
-SMALL_BATCH = 1  # batches up to this many tokens run the kernels without tl.dot by default (they take 1..4;
-# measured on the H200: better at 1 token, worse at 2 and 4, see bench/NOTES.md)
+SMALL_BATCH = 0  # batches up to this many tokens run the v2 "small" kernels by default (they take 1..4;
+# superseded by the plane kernel, see bench/NOTES.md)
+PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor kernel by default (1..4)
+PLANE_TILES = 1  # 64-row predictor tiles per program of the plane kernel
+PLANE_WARPS = 4  # warps per program of the plane kernel
 SMALL_MAX_BATCH = 4  # the most tokens the small-batch kernels take (small=True)
 SMALL_GROUPS_PER_STEP = 4  # predictor groups loaded per loop step in the small-batch stacked kernel
 SMALL_WARPS = 8  # warps per program of the small-batch stacked kernel

@@ -22,6 +22,9 @@ import triton.language as tl
 from tardis.kernels.blocks import (
     DOWN_BLOCK_COLS,
     DOWN_BLOCK_NEURONS,
+    PLANE_BATCH,
+    PLANE_TILES,
+    PLANE_WARPS,
     PROGRAMS_PER_SM,
     SMALL_BATCH,
     SMALL_GROUPS_PER_STEP,
@@ -85,13 +88,13 @@ def _stacked_kernel(
         rmask = rows < F
         wj = tl.arange(0, WPG)
         cc = tl.arange(0, PWP)
-        kin = wj[:, None] * PW + cc[None, :]  # [WPG, PWP] position inside the group
+        kin = cc[None, :] * WPG + wj[:, None]  # [WPG, PWP] position inside the group (plane order)
         kvalid = (cc[None, :] < PW) & (kin < GS)
         shifts = cc * BITS
         acc = tl.zeros((BM, BN), dtype=tl.float32)
         for g in range(0, N_GROUPS):
             tile = qw_ptr + (rb * N_GROUPS + g) * (BM * WPG)
-            wv = tl.load(tile + tl.arange(0, BM)[:, None] * WPG + wj[None, :])  # [BM, WPG] int32
+            wv = tl.load(tile + tl.arange(0, BM)[:, None] + wj[None, :] * BM)  # [BM, WPG] int32
             q = (wv[:, :, None] >> shifts[None, None, :]) & ((1 << BITS) - 1)
             v = ((q << (23 - BITS)) | 0x3F800000).to(tl.float32, bitcast=True).to(x_ptr.dtype.element_ty)
             v = tl.reshape(v, (BM, WPG * PWP))
@@ -196,6 +199,77 @@ def _down_kernel(
 
 
 @triton.jit
+def _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, D, NT: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr):
+    # Folded rows y32[:, rows] = Wf[rows]·x + bf without tl.dot: [BMF, BKF] fp32 FMA tiles per token.
+    rows_f = pid * BMF + tl.arange(0, BMF)
+    rmask_f = rows_f < D
+    fa0 = tl.zeros((BMF, BKF), dtype=tl.float32)
+    fa1 = tl.zeros((BMF, BKF), dtype=tl.float32)
+    fa2 = tl.zeros((BMF, BKF), dtype=tl.float32)
+    fa3 = tl.zeros((BMF, BKF), dtype=tl.float32)
+    for k0_f in range(0, D, BKF):
+        ks_f = k0_f + tl.arange(0, BKF)
+        kmask_f = ks_f < D
+        w_f = tl.load(wf_ptr + rows_f[:, None] * D + ks_f[None, :], mask=rmask_f[:, None] & kmask_f[None, :], other=0.0)
+        w_f = w_f.to(tl.float32)
+        fa0 += w_f * tl.load(x_ptr + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
+        if NT > 1:
+            fa1 += w_f * tl.load(x_ptr + D + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
+        if NT > 2:
+            fa2 += w_f * tl.load(x_ptr + 2 * D + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
+        if NT > 3:
+            fa3 += w_f * tl.load(x_ptr + 3 * D + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
+    bias_f = tl.load(bf_ptr + rows_f, mask=rmask_f, other=0.0).to(tl.float32)
+    tl.store(y32_ptr + rows_f, tl.sum(fa0, axis=1) + bias_f, mask=rmask_f)
+    if NT > 1:
+        tl.store(y32_ptr + D + rows_f, tl.sum(fa1, axis=1) + bias_f, mask=rmask_f)
+    if NT > 2:
+        tl.store(y32_ptr + 2 * D + rows_f, tl.sum(fa2, axis=1) + bias_f, mask=rmask_f)
+    if NT > 3:
+        tl.store(y32_ptr + 3 * D + rows_f, tl.sum(fa3, axis=1) + bias_f, mask=rmask_f)
+
+
+@triton.jit
+def _flags_epilogue(
+    s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr, F,
+    NT: tl.constexpr,
+):  # fmt: skip
+    # ẑ = s + b1 per token (rows [BM]): flags, the union's indices appended to the list, the counts.
+    b1 = tl.load(b1_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+    lo = tl.load(lo_ptr + rows, mask=rmask, other=0.0)
+    hi = tl.load(hi_ptr + rows, mask=rmask, other=0.0)
+    z0 = s0 + b1
+    f0 = ((z0 < lo) | (z0 > hi)) & rmask
+    tl.store(flags_ptr + rows, f0.to(tl.int8), mask=rmask)
+    union = f0.to(tl.int32)
+    nfl = union
+    if NT > 1:
+        z1 = s1 + b1
+        f1 = ((z1 < lo) | (z1 > hi)) & rmask
+        tl.store(flags_ptr + F + rows, f1.to(tl.int8), mask=rmask)
+        union = union | f1.to(tl.int32)
+        nfl += f1.to(tl.int32)
+    if NT > 2:
+        z2 = s2 + b1
+        f2 = ((z2 < lo) | (z2 > hi)) & rmask
+        tl.store(flags_ptr + 2 * F + rows, f2.to(tl.int8), mask=rmask)
+        union = union | f2.to(tl.int32)
+        nfl += f2.to(tl.int32)
+    if NT > 3:
+        z3 = s3 + b1
+        f3 = ((z3 < lo) | (z3 > hi)) & rmask
+        tl.store(flags_ptr + 3 * F + rows, f3.to(tl.int8), mask=rmask)
+        union = union | f3.to(tl.int32)
+        nfl += f3.to(tl.int32)
+    cnt = tl.sum(union, axis=0)
+    base = tl.atomic_add(ws_ptr, cnt)
+    pos = base + tl.cumsum(union, axis=0) - 1
+    tl.store(idx_ptr + pos, rows, mask=union > 0)
+    tl.atomic_add(nflag_ptr, tl.sum(nfl, axis=0).to(tl.int64))
+    tl.atomic_add(nunion_ptr, cnt.to(tl.int64))
+
+
+@triton.jit
 def _stacked_small_kernel(
     x_ptr, wf_ptr, bf_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr,
     y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
@@ -207,34 +281,7 @@ def _stacked_small_kernel(
     # per-thread accumulator tile, reduced once at the end of the program.
     pid = tl.program_id(0)
     if pid < n_wf_programs:
-        rows_f = pid * BMF + tl.arange(0, BMF)
-        rmask_f = rows_f < D
-        fa0 = tl.zeros((BMF, BKF), dtype=tl.float32)
-        fa1 = tl.zeros((BMF, BKF), dtype=tl.float32)
-        fa2 = tl.zeros((BMF, BKF), dtype=tl.float32)
-        fa3 = tl.zeros((BMF, BKF), dtype=tl.float32)
-        for k0_f in range(0, D, BKF):
-            ks_f = k0_f + tl.arange(0, BKF)
-            kmask_f = ks_f < D
-            w_f = tl.load(
-                wf_ptr + rows_f[:, None] * D + ks_f[None, :], mask=rmask_f[:, None] & kmask_f[None, :], other=0.0
-            )
-            w_f = w_f.to(tl.float32)
-            fa0 += w_f * tl.load(x_ptr + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
-            if NT > 1:
-                fa1 += w_f * tl.load(x_ptr + D + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
-            if NT > 2:
-                fa2 += w_f * tl.load(x_ptr + 2 * D + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
-            if NT > 3:
-                fa3 += w_f * tl.load(x_ptr + 3 * D + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
-        bias_f = tl.load(bf_ptr + rows_f, mask=rmask_f, other=0.0).to(tl.float32)
-        tl.store(y32_ptr + rows_f, tl.sum(fa0, axis=1) + bias_f, mask=rmask_f)
-        if NT > 1:
-            tl.store(y32_ptr + D + rows_f, tl.sum(fa1, axis=1) + bias_f, mask=rmask_f)
-        if NT > 2:
-            tl.store(y32_ptr + 2 * D + rows_f, tl.sum(fa2, axis=1) + bias_f, mask=rmask_f)
-        if NT > 3:
-            tl.store(y32_ptr + 3 * D + rows_f, tl.sum(fa3, axis=1) + bias_f, mask=rmask_f)
+        _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, D, NT, BMF, BKF)
     else:
         rb = pid - n_wf_programs
         rows = rb * BM + tl.arange(0, BM)
@@ -242,7 +289,7 @@ def _stacked_small_kernel(
         uu = tl.arange(0, GU)[:, None, None]
         mm = tl.arange(0, BM)[None, :, None]
         jj = tl.arange(0, WPG)[None, None, :]
-        woff = uu * (BM * WPG) + mm * WPG + jj  # GU consecutive (row block, group) tiles: contiguous
+        woff = uu * (BM * WPG) + jj * BM + mm  # GU consecutive (row block, group) tiles: contiguous
         tile0 = qw_ptr + rb * N_GROUPS * (BM * WPG)
         MANT: tl.constexpr = ((1 << BITS) - 1) << (23 - BITS)
         a0 = tl.zeros((GU, BM, WPG), dtype=tl.float32)
@@ -256,7 +303,7 @@ def _stacked_small_kernel(
             soff = gv[:, None] * F_PAD + rows[None, :]
             s = tl.load(qs_ptr + soff, mask=gmask[:, None], other=0.0).to(tl.float32) * (1 << BITS)
             o = tl.load(qo_ptr + soff, mask=gmask[:, None], other=0.0).to(tl.float32) - s  # [GU, BM]
-            kbase = gv[:, None, None] * GS + jj * PW  # [GU, 1, WPG]
+            kbase = gv[:, None, None] * GS + jj  # [GU, 1, WPG]
             p0 = tl.zeros((GU, BM, WPG), dtype=tl.float32)
             p1 = tl.zeros((GU, BM, WPG), dtype=tl.float32)
             p2 = tl.zeros((GU, BM, WPG), dtype=tl.float32)
@@ -266,8 +313,8 @@ def _stacked_small_kernel(
             xs2 = tl.zeros((GU, 1, WPG), dtype=tl.float32)
             xs3 = tl.zeros((GU, 1, WPG), dtype=tl.float32)
             for c in tl.static_range(PW):
-                k = kbase + c
-                km = (k < D) & (jj * PW + c < GS) & gmask[:, None, None]
+                k = kbase + c * WPG  # code c of word j is column c·WPG + j of the group (plane order)
+                km = (k < D) & (jj + c * WPG < GS) & gmask[:, None, None]
                 # code c of each word into the mantissa of 1.0: one shift and one and-or (lop3)
                 if 23 - BITS - c * BITS >= 0:  # noqa: SIM108 (a constexpr branch)
                     t = wv << (23 - BITS - c * BITS)
@@ -297,38 +344,143 @@ def _stacked_small_kernel(
                 a2 += s[:, :, None] * p2 + o[:, :, None] * xs2
             if NT > 3:
                 a3 += s[:, :, None] * p3 + o[:, :, None] * xs3
-        b1 = tl.load(b1_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-        lo = tl.load(lo_ptr + rows, mask=rmask, other=0.0)
-        hi = tl.load(hi_ptr + rows, mask=rmask, other=0.0)
-        z0 = tl.sum(tl.sum(a0, axis=2), axis=0) + b1
-        f0 = ((z0 < lo) | (z0 > hi)) & rmask
-        tl.store(flags_ptr + rows, f0.to(tl.int8), mask=rmask)
-        union = f0.to(tl.int32)
-        nfl = union
+        s0 = tl.sum(tl.sum(a0, axis=2), axis=0)
+        s1 = tl.sum(tl.sum(a1, axis=2), axis=0)
+        s2 = tl.sum(tl.sum(a2, axis=2), axis=0)
+        s3 = tl.sum(tl.sum(a3, axis=2), axis=0)
+        _flags_epilogue(
+            s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
+            F, NT,
+        )  # fmt: skip
+
+
+@triton.jit
+def _x_plane(ptrs, km, MASKED: tl.constexpr, PL: tl.constexpr, WPG: tl.constexpr, GS: tl.constexpr):
+    # x values of code plane PL: masked in the tail group, and where the plane runs past the group
+    if MASKED or (PL + 1) * WPG > GS:  # noqa: SIM108 (a constexpr branch)
+        xv = tl.load(ptrs, mask=km, other=0.0)
+    else:
+        xv = tl.load(ptrs)
+    return xv.to(tl.float32)[None, :, None]
+
+
+@triton.jit
+def _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, N_GROUPS, F_PAD, WPG: tl.constexpr, BR: tl.constexpr):
+    # one group's words [T, WPG, BR] and fp16 scales/offsets [T, 1, BR] (zero past the last group)
+    m = tmask & (g < N_GROUPS)
+    wv = tl.load(qw_ptr + woff + g * (WPG * BR), mask=m, other=0)
+    sc = tl.load(qs_ptr + g * F_PAD + soff, mask=m, other=0.0)
+    oc = tl.load(qo_ptr + g * F_PAD + soff, mask=m, other=0.0)
+    return wv, sc, oc
+
+
+@triton.jit
+def _plane_group(
+    a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS,
+    NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
+    MASKED: tl.constexpr,
+):  # fmt: skip
+    # One group of a program's [T, WPG, BR] word tile (row tile t, word position j, row m). Code plane
+    # p of word j is column p·WPG + j of the group, so plane p multiplies the contiguous slice
+    # x[g·GS + p·WPG + j]; a thread holds the same j of several rows, so one x value (a load, a
+    # convert) serves them all. Per weight: one shift, one and-or into 1.0's mantissa (a single lop3:
+    # ONE_BITS = 1.0's bits is a kernel argument, so it sits in a register), one FMA per token.
+    sc = sc.to(tl.float32) * (1 << BITS)
+    oc = oc.to(tl.float32) - sc
+    jj = tl.arange(0, WPG)
+    kg = g * GS + jj  # [WPG]
+    MANT: tl.constexpr = ((1 << BITS) - 1) << (23 - BITS)
+    p0 = tl.zeros(wv.shape, dtype=tl.float32)
+    p1 = tl.zeros(wv.shape, dtype=tl.float32)
+    p2 = tl.zeros(wv.shape, dtype=tl.float32)
+    p3 = tl.zeros(wv.shape, dtype=tl.float32)
+    xs0 = tl.zeros((1, WPG, 1), dtype=tl.float32)
+    xs1 = tl.zeros((1, WPG, 1), dtype=tl.float32)
+    xs2 = tl.zeros((1, WPG, 1), dtype=tl.float32)
+    xs3 = tl.zeros((1, WPG, 1), dtype=tl.float32)
+    for pl in tl.static_range(NPL):
+        k = kg + pl * WPG
+        km = k < D  # only used where a mask is needed
+        if (pl + 1) * WPG > GS:
+            km = km & (pl * WPG + jj < GS)
+        if 23 - BITS - pl * BITS >= 0:  # noqa: SIM108 (a constexpr branch)
+            t = wv << (23 - BITS - pl * BITS)
+        else:
+            t = wv >> (pl * BITS - 23 + BITS)
+        v = ((t & MANT) | ONE_BITS).to(tl.float32, bitcast=True)  # 1 + q / 2^BITS
+        xv0 = _x_plane(x_ptr + k, km, MASKED, pl, WPG, GS)
+        p0 += v * xv0
+        xs0 += xv0
         if NT > 1:
-            z1 = tl.sum(tl.sum(a1, axis=2), axis=0) + b1
-            f1 = ((z1 < lo) | (z1 > hi)) & rmask
-            tl.store(flags_ptr + F + rows, f1.to(tl.int8), mask=rmask)
-            union = union | f1.to(tl.int32)
-            nfl += f1.to(tl.int32)
+            xv1 = _x_plane(x_ptr + D + k, km, MASKED, pl, WPG, GS)
+            p1 += v * xv1
+            xs1 += xv1
         if NT > 2:
-            z2 = tl.sum(tl.sum(a2, axis=2), axis=0) + b1
-            f2 = ((z2 < lo) | (z2 > hi)) & rmask
-            tl.store(flags_ptr + 2 * F + rows, f2.to(tl.int8), mask=rmask)
-            union = union | f2.to(tl.int32)
-            nfl += f2.to(tl.int32)
+            xv2 = _x_plane(x_ptr + 2 * D + k, km, MASKED, pl, WPG, GS)
+            p2 += v * xv2
+            xs2 += xv2
         if NT > 3:
-            z3 = tl.sum(tl.sum(a3, axis=2), axis=0) + b1
-            f3 = ((z3 < lo) | (z3 > hi)) & rmask
-            tl.store(flags_ptr + 3 * F + rows, f3.to(tl.int8), mask=rmask)
-            union = union | f3.to(tl.int32)
-            nfl += f3.to(tl.int32)
-        cnt = tl.sum(union, axis=0)
-        base = tl.atomic_add(ws_ptr, cnt)
-        pos = base + tl.cumsum(union, axis=0) - 1
-        tl.store(idx_ptr + pos, rows, mask=union > 0)
-        tl.atomic_add(nflag_ptr, tl.sum(nfl, axis=0).to(tl.int64))
-        tl.atomic_add(nunion_ptr, cnt.to(tl.int64))
+            xv3 = _x_plane(x_ptr + 3 * D + k, km, MASKED, pl, WPG, GS)
+            p3 += v * xv3
+            xs3 += xv3
+    # per word: s'·Σ v·x + (o − s')·Σ x; words are summed once, after the last group
+    a0 += sc * p0 + oc * xs0
+    if NT > 1:
+        a1 += sc * p1 + oc * xs1
+    if NT > 2:
+        a2 += sc * p2 + oc * xs2
+    if NT > 3:
+        a3 += sc * p3 + oc * xs3
+    return a0, a1, a2, a3
+
+
+@triton.jit
+def _stacked_plane_kernel(
+    x_ptr, wf_ptr, bf_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr,
+    y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
+    D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, n_wf_programs, ONE_BITS,
+    NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
+    BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
+):  # fmt: skip
+    # Batch 1..4 (NT tokens exactly), plane-order predictor: each program owns T row tiles of BR rows
+    # and streams them group after group (N_FULL groups without x masks, then the partial last group),
+    # loading group g + 1's words while it computes group g.
+    pid = tl.program_id(0)
+    if pid < n_wf_programs:
+        _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, D, NT, BMF, BKF)
+    else:
+        t0 = (pid - n_wf_programs) * T
+        tt = t0 + tl.arange(0, T)[:, None, None]
+        jj = tl.arange(0, WPG)[None, :, None]
+        mm = tl.arange(0, BR)[None, None, :]
+        tmask = tt < n_tiles  # [T, 1, 1]
+        woff = tt * (N_GROUPS * WPG * BR) + jj * BR + mm  # [T, WPG, BR]; + g·WPG·BR per group
+        soff = tt * BR + mm  # [T, 1, BR] rows; + g·F_PAD per group
+        a0 = tl.zeros((T, WPG, BR), dtype=tl.float32)
+        a1 = tl.zeros((T, WPG, BR), dtype=tl.float32)
+        a2 = tl.zeros((T, WPG, BR), dtype=tl.float32)
+        a3 = tl.zeros((T, WPG, BR), dtype=tl.float32)
+        wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, 0, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
+        for g in range(0, N_FULL):
+            wv, sc, oc = wn, sn, on
+            wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 1, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
+            a0, a1, a2, a3 = _plane_group(
+                a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False
+            )
+        for g in range(N_FULL, N_GROUPS):  # the partial last group (at most one)
+            a0, a1, a2, a3 = _plane_group(
+                a0, a1, a2, a3, wn, sn, on, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, True
+            )
+        rows = t0 * BR + tl.arange(0, T * BR)
+        rmask = rows < F
+        s0 = tl.reshape(tl.sum(a0, axis=1), (T * BR,))
+        s1 = tl.reshape(tl.sum(a1, axis=1), (T * BR,))
+        s2 = tl.reshape(tl.sum(a2, axis=1), (T * BR,))
+        s3 = tl.reshape(tl.sum(a3, axis=1), (T * BR,))
+        _flags_epilogue(
+            s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
+            F, NT,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -446,11 +598,24 @@ def _check(name: str, t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtyp
         raise ValueError(f"{name}: must be contiguous")
 
 
+KERNEL_SETS = ("v1", "small", "plane")
+
+
+def default_kernels(n: int) -> str:
+    """The kernel set a batch of n tokens runs by default (measured on the H200, see bench/NOTES.md)."""
+    if n <= PLANE_BATCH:
+        return "plane"
+    if n <= SMALL_BATCH:
+        return "small"
+    return "v1"
+
+
 class DecodeLaunch:
     """Buffers and the three launches of one decode call, each callable alone (for per-kernel timing).
 
-    `small` picks the batch-1..4 kernels without tl.dot (default: n ≤ SMALL_BATCH, i.e. batch 1 only);
-    `run()` launches all three in order.
+    `kernels` picks the kernel set: "v1" (tensor cores, any batch), "small" (batch 1..4, no tl.dot),
+    "plane" (batch 1..4: the plane-order predictor kernel without tl.dot, then v1's up/down); default
+    `default_kernels(n)`. `run()` launches all three in order.
     """
 
     def __init__(
@@ -471,7 +636,7 @@ class DecodeLaunch:
         workspace: torch.Tensor,
         flag_count: torch.Tensor,
         union_count: torch.Tensor,
-        small: bool | None = None,
+        kernels: str | None = None,
     ) -> None:
         n, d = x.shape
         f = w1.shape[0]
@@ -487,9 +652,12 @@ class DecodeLaunch:
             raise ValueError(f"predictor is {pred.out_features}×{pred.in_features}, layer is {f}×{d}")
         if act not in ACT_IDS:
             raise ValueError(f"activation {act!r} has no kernel; expected one of {sorted(ACT_IDS)}")
-        self.small = (n <= SMALL_BATCH) if small is None else small
-        if self.small and not 1 <= n <= SMALL_MAX_BATCH:
-            raise ValueError(f"the small-batch kernels take 1..{SMALL_MAX_BATCH} tokens, got {n}")
+        self.kernels = default_kernels(n) if kernels is None else kernels
+        if self.kernels not in KERNEL_SETS:
+            raise ValueError(f"kernels must be one of {KERNEL_SETS}, got {self.kernels!r}")
+        if self.kernels != "v1" and not 1 <= n <= SMALL_MAX_BATCH:
+            raise ValueError(f"the {self.kernels!r} kernels take 1..{SMALL_MAX_BATCH} tokens, got {n}")
+        self.small = self.kernels == "small"  # small up/down kernels (plane uses v1's up/down)
         self.x, self.wf, self.bf, self.pred, self.b1, self.lo_in, self.hi_in = x, wf, bf, pred, b1, lo_in, hi_in
         self.w1, self.w2t, self.slope, self.intercept, self.act = w1, w2t, slope, intercept, ACT_IDS[act]
         self.ws, self.fc, self.uc = workspace, flag_count, union_count
@@ -503,31 +671,48 @@ class DecodeLaunch:
         self.n_splits = triton.cdiv(d, self.chunk)
         self.zp = torch.empty(self.n_splits, f, self.bn, device=x.device, dtype=torch.float32)
         self.sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 2
-        # small-batch kernel 1 launch configuration (the benchmark sweeps it)
+        # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
+        self.plane_cfg = {
+            "T": PLANE_TILES, "num_warps": PLANE_WARPS, "BKF": WF_BLOCK_K,
+            "BMF": WF_BLOCK_ROWS,
+        }  # fmt: skip
 
     def stacked(self, part: str = "all") -> None:
         """Kernel 1 over [Wf ; Q(W1)]; part 'wf' or 'pred' launches only those programs (timing only)."""
         p, n, d, f = self.pred, self.n, self.d, self.f
-        n_wf = triton.cdiv(d, self.k1_cfg["BMF"] if self.small else WF_BLOCK_ROWS)
-        n_pred = p.words.shape[0]
-        grid = {"all": n_wf + n_pred, "wf": n_wf, "pred": n_pred}[part]
-        n_wf_arg = 0 if part == "pred" else n_wf
         per_word = 32 // p.bits
         args = (
             self.x, self.wf, self.bf, p.words, p.scales, p.offsets, self.b1, self.lo_in, self.hi_in,
             self.y32, self.flags, self.idx, self.ws, self.fc, self.uc,
         )  # fmt: skip
-        if self.small:
+        n_tiles = p.words.shape[0]
+        if self.kernels == "plane":
+            cfg = self.plane_cfg
+            n_wf = triton.cdiv(d, cfg["BMF"])
+            n_pred = triton.cdiv(n_tiles, cfg["T"])
+        else:
+            cfg = self.k1_cfg
+            n_wf = triton.cdiv(d, cfg["BMF"] if self.small else WF_BLOCK_ROWS)
+            n_pred = n_tiles
+        grid = {"all": n_wf + n_pred, "wf": n_wf, "pred": n_pred}[part]
+        n_wf_arg = 0 if part == "pred" else n_wf
+        wpg = p.words_per_group
+        if self.kernels == "plane":
+            _stacked_plane_kernel[(grid,)](
+                *args, d, f, p.scales.shape[1], p.n_groups, d // p.group_size, n_tiles, n_wf_arg, 0x3F800000,
+                NT=n, BITS=p.bits, GS=p.group_size, WPG=wpg, NPL=min(per_word, triton.cdiv(p.group_size, wpg)),
+                BR=p.block_rows, **cfg,
+            )  # fmt: skip
+        elif self.small:
             _stacked_small_kernel[(grid,)](
                 *args, d, f, p.scales.shape[1], p.n_groups, n_wf_arg,
-                NT=n, BITS=p.bits, GS=p.group_size, WPG=p.words_per_group, PW=per_word, BM=p.block_rows,
-                **self.k1_cfg,
+                NT=n, BITS=p.bits, GS=p.group_size, WPG=wpg, PW=per_word, BM=p.block_rows, **cfg,
             )  # fmt: skip
         else:
             _stacked_kernel[(grid,)](
                 *args, n, d, f, p.scales.shape[1], p.n_groups, n_wf_arg,
-                BN=self.bn, BITS=p.bits, GS=p.group_size, WPG=p.words_per_group, PW=per_word,
+                BN=self.bn, BITS=p.bits, GS=p.group_size, WPG=wpg, PW=per_word,
                 PWP=triton.next_power_of_2(per_word), BM=p.block_rows, BMF=WF_BLOCK_ROWS, BKF=WF_BLOCK_K,
             )  # fmt: skip
 
@@ -597,11 +782,11 @@ def ffn_decode_triton(
     workspace: torch.Tensor,
     flag_count: torch.Tensor,
     union_count: torch.Tensor,
-    small: bool | None = None,
+    kernels: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the three kernels: returns (y [N, d] in x's dtype, flags [N, f] int8)."""
     return DecodeLaunch(
         x, wf=wf, bf=bf, pred=pred, b1=b1, lo_in=lo_in, hi_in=hi_in, w1=w1, w2t=w2t, slope=slope,
         intercept=intercept, act=act, workspace=workspace, flag_count=flag_count, union_count=union_count,
-        small=small,
+        kernels=kernels,
     ).run()  # fmt: skip

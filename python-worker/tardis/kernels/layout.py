@@ -1,10 +1,12 @@
-"""The predictor's tiled layout for the decode kernels, and its exact conversion from `QuantizedW1`.
+"""The predictor's tiled "plane" layout for the decode kernels, and its exact conversion from `QuantizedW1`.
 
 Canonical (`QuantizedW1`): codes packed little-endian along d, `32 // bits` a word, words running
-across group boundaries. Tiled: each group of `group_size` codes starts a fresh word, padded to
-`words_per_group` words (a power of two); rows are cut into blocks of `block_rows`, and each
-(row block, group) tile of `block_rows × words_per_group` words is contiguous, so one program
-streams its rows group after group. Scales and offsets are group-major [n_groups, f_pad] so a
+across group boundaries. Tiled: each group of `group_size` codes fills `words_per_group` words (a
+power of two, wpg); inside a group, code s of word j is column s·wpg + j ("plane order"), so code
+plane s of a row's wpg words multiplies the contiguous slice x[g·gs + s·wpg : g·gs + (s+1)·wpg].
+Rows are cut into blocks of `block_rows`; each (row block, group) tile is contiguous and stored word
+position-major, [wpg, block_rows], so a thread's vector load holds the same word position of several
+rows (one x value serves all of them). Scales and offsets are group-major [n_groups, f_pad] so a
 tile's scales are one contiguous load. Padding rows and codes are zero and read x = 0.
 """
 
@@ -16,7 +18,7 @@ import torch
 
 from tardis.core.predictor import QuantizedW1, codes_per_word, pack_codes, unpack_codes
 
-BLOCK_ROWS = 64  # predictor rows per program in the stacked kernel
+BLOCK_ROWS = 64  # predictor rows per tile (the kernels' programs take one or several tiles)
 
 
 def _next_pow2(n: int) -> int:
@@ -25,7 +27,7 @@ def _next_pow2(n: int) -> int:
 
 @dataclass
 class TiledPredictor:
-    """A predictor in the kernels' layout: words [f_pad // block_rows, n_groups, block_rows, wpg]."""
+    """A predictor in the kernels' layout: words [f_pad // block_rows, n_groups, wpg, block_rows]."""
 
     words: torch.Tensor  # int32
     scales: torch.Tensor  # float16 [n_groups, f_pad]
@@ -39,7 +41,7 @@ class TiledPredictor:
     @property
     def words_per_group(self) -> int:
         """Words per (row, group), a power of two."""
-        return int(self.words.shape[-1])
+        return int(self.words.shape[2])
 
     @property
     def n_groups(self) -> int:
@@ -59,16 +61,34 @@ class TiledPredictor:
             self.block_rows,
         )
 
+    def codes(self) -> torch.Tensor:
+        """int32 codes [f_pad, n_groups, wpg · per_word] in column order inside each group."""
+        per_word = codes_per_word(self.bits)
+        rb, g, wpg, br = self.words.shape
+        shifts = torch.arange(per_word, device=self.words.device, dtype=torch.int32) * self.bits
+        codes = (self.words.unsqueeze(-1) >> shifts) & ((1 << self.bits) - 1)  # [rb, g, wpg, br, s]
+        # column s·wpg + j ← code s of word j
+        return codes.permute(0, 3, 1, 4, 2).reshape(rb * br, g, per_word * wpg)
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The dense [f, d] matrix these codes stand for, on the codes' device (= QuantizedW1's)."""
-        per_word = codes_per_word(self.bits)
-        rb, g, br, wpg = self.words.shape
-        shifts = torch.arange(per_word, device=self.words.device, dtype=torch.int32) * self.bits
-        codes = (self.words.unsqueeze(-1) >> shifts) & ((1 << self.bits) - 1)
-        codes = codes.reshape(rb, g, br, wpg * per_word)[..., : self.group_size].permute(0, 2, 1, 3)
-        w = codes.to(torch.float32) * self.scales.T.float().reshape(rb, br, g, 1)
-        w = w + self.offsets.T.float().reshape(rb, br, g, 1)
-        return w.reshape(rb * br, g * self.group_size)[: self.out_features, : self.in_features].to(dtype)
+        codes = self.codes()[:, :, : self.group_size]
+        w = codes.to(torch.float32) * self.scales.T.float()[:, :, None] + self.offsets.T.float()[:, :, None]
+        return w.reshape(w.shape[0], -1)[: self.out_features, : self.in_features].to(dtype)
+
+
+def pack_plane_tiles(codes: torch.Tensor, bits: int, wpg: int, block_rows: int) -> torch.Tensor:
+    """int codes [f_pad, n_groups, ≤ wpg · per_word] (column order) → words [f_pad // br, n_groups, wpg, br]."""
+    per_word = codes_per_word(bits)
+    f_pad, n_groups, gs = codes.shape
+    slots = torch.zeros(f_pad, n_groups, per_word * wpg, dtype=torch.int64, device=codes.device)
+    slots[:, :, :gs] = codes
+    # word j holds columns {s·wpg + j}: [f_pad, g, s, j] → [f_pad, g, j, s], packed along s
+    slots = slots.view(f_pad, n_groups, per_word, wpg).transpose(2, 3)
+    shifts = torch.arange(per_word, dtype=torch.int64, device=codes.device) * bits
+    words = (slots << shifts).sum(-1)
+    words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)  # [f_pad, g, wpg]
+    return words.view(f_pad // block_rows, block_rows, n_groups, wpg).permute(0, 2, 3, 1).contiguous()
 
 
 def tile_predictor(q: QuantizedW1, block_rows: int = BLOCK_ROWS) -> TiledPredictor:
@@ -77,16 +97,14 @@ def tile_predictor(q: QuantizedW1, block_rows: int = BLOCK_ROWS) -> TiledPredict
     gs, n_groups, f = q.group_size, q.n_groups, q.packed.shape[0]
     wpg = _next_pow2(-(-gs // per_word))
     f_pad = -(-f // block_rows) * block_rows
-    codes = unpack_codes(q.packed.cpu(), q.bits, n_groups * gs).view(f, n_groups, gs)
-    slots = torch.zeros(f_pad, n_groups, wpg * per_word, dtype=torch.int64)
-    slots[:f, :, :gs] = codes
-    words = pack_codes(slots.view(f_pad * n_groups, -1), q.bits).view(f_pad // block_rows, block_rows, n_groups, wpg)
+    codes = torch.zeros(f_pad, n_groups, gs, dtype=torch.int64)
+    codes[:f] = unpack_codes(q.packed.cpu(), q.bits, n_groups * gs).view(f, n_groups, gs)
     scales = torch.zeros(n_groups, f_pad, dtype=torch.float16)
     offsets = torch.zeros(n_groups, f_pad, dtype=torch.float16)
     scales[:, :f] = q.scales.cpu().T
     offsets[:, :f] = q.offsets.cpu().T
     return TiledPredictor(
-        words=words.permute(0, 2, 1, 3).contiguous(),
+        words=pack_plane_tiles(codes, q.bits, wpg, block_rows),
         scales=scales,
         offsets=offsets,
         bits=q.bits,
@@ -99,11 +117,8 @@ def tile_predictor(q: QuantizedW1, block_rows: int = BLOCK_ROWS) -> TiledPredict
 
 def untile_predictor(t: TiledPredictor) -> QuantizedW1:
     """Inverse of tile_predictor: back to the canonical packed format (CPU)."""
-    per_word = codes_per_word(t.bits)
-    f, gs, n_groups, wpg = t.out_features, t.group_size, t.n_groups, t.words_per_group
-    words = t.words.cpu().permute(0, 2, 1, 3).reshape(-1, wpg)  # [(f_pad · n_groups), wpg]
-    slots = unpack_codes(words, t.bits, wpg * per_word).view(-1, n_groups, wpg * per_word)
-    codes = slots[:f, :, :gs].reshape(f, n_groups * gs)
+    f, gs = t.out_features, t.group_size
+    codes = t.to("cpu").codes()[:f, :, :gs].reshape(f, -1)
     return QuantizedW1(
         packed=pack_codes(codes, t.bits),
         scales=t.scales.cpu()[:, :f].T.contiguous(),

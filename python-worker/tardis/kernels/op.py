@@ -67,7 +67,7 @@ def _(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
 def _tiled(
     words: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor, bits: int, gs: int, d: int, f: int
 ) -> TiledPredictor:
-    return TiledPredictor(words, scales, offsets, bits, gs, d, f, int(words.shape[2]))
+    return TiledPredictor(words, scales, offsets, bits, gs, d, f, int(words.shape[3]))
 
 
 @dataclass
