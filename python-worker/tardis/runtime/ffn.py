@@ -12,6 +12,10 @@ from tardis.runtime.reference import FlagMode, dense_ffn, tardis_ffn
 
 Mode = Literal["tardis", "dense"]
 
+# The Triton decode kernels are built and tested for up to this many tokens per step (batch × new
+# tokens); larger steps (a prefill run through TARDIS) take the reference path.
+DECODE_MAX_TOKENS = 64
+
 
 class TardisFFN(nn.Module):
     """y = Wf·x + bf + exact corrections for flagged neurons; input and output [..., d].
@@ -92,7 +96,12 @@ class TardisFFN(nn.Module):
         x2 = x.reshape(-1, shape[-1])
         if self.mode == "dense" or (self.is_prefill and self.prefill == "dense"):
             y = dense_ffn(x2, self.w1, self.b1, self.w2t, self.b2, self.act)
-        elif x2.is_cuda and self.flag_mode == "predict" and (pack := getattr(self, "kernel_pack", None)) is not None:
+        elif (
+            x2.is_cuda
+            and x2.shape[0] <= DECODE_MAX_TOKENS
+            and self.flag_mode == "predict"
+            and (pack := getattr(self, "kernel_pack", None)) is not None
+        ):
             # Triton decode kernels (set up by tardis.kernels.attach); counters stay on the device.
             from tardis.kernels.op import ffn_decode
 
