@@ -31,6 +31,7 @@ export interface CliProcess {
 /** A temporary TARDIS_HOME with helpers to run the CLI against it. */
 export class Sandbox {
   readonly home: string;
+  private readonly children: ChildProcess[] = [];
 
   constructor() {
     this.home = mkdtempSync(join(tmpdir(), "tardis-cli-"));
@@ -43,6 +44,7 @@ export class Sandbox {
       env: { ...process.env, TARDIS_HOME: this.home, TARDIS_WORKER: "", FORCE_COLOR: "0" },
       stdio: ["ignore", "pipe", "pipe"],
     });
+    this.children.push(child);
     let stdout = "";
     let stderr = "";
     child.stdout?.on("data", (d: Buffer) => {
@@ -96,8 +98,11 @@ export class Sandbox {
     );
   }
 
-  /** SIGKILL every worker process group the store still records, then delete the folder. */
+  /** SIGKILL CLI processes still running and every worker group the store records; delete the folder. */
   cleanup(): void {
+    for (const child of this.children) {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    }
     try {
       for (const { pid } of this.query<{ pid: number }>("SELECT pid FROM workers")) {
         try {

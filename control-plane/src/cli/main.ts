@@ -59,6 +59,12 @@ export function buildProgram(): Command {
   return program;
 }
 
+// `tardis jobs ls | head`: a closed stdout ends the command quietly.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(EXIT.OK);
+  throw error;
+});
+
 try {
   await buildProgram().parseAsync(process.argv);
 } catch (error) {

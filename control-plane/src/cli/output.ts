@@ -47,11 +47,7 @@ export function printObject(format: OutputFormat, value: Record<string, unknown>
     process.stdout.write(stringify(value));
   } else {
     const table = new Table({ style: { head: [], border: [] } });
-    for (const [key, v] of Object.entries(value)) {
-      table.push({
-        [key]: typeof v === "object" && v !== null ? JSON.stringify(v) : String(v ?? ""),
-      });
-    }
+    for (const [key, v] of flatten(value)) table.push({ [key]: v });
     process.stdout.write(`${table.toString()}\n`);
   }
 }
@@ -71,4 +67,20 @@ export function pct(value: unknown, digits = 1): string {
 /** A number with fixed digits, "-" when unset. */
 export function num(value: unknown, digits = 2): string {
   return typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "-";
+}
+
+/** `key.sub` → printable value rows of a nested object (arrays stay JSON; numbers to 4 digits). */
+function flatten(value: Record<string, unknown>, prefix = ""): [string, string][] {
+  const rows: [string, string][] = [];
+  for (const [key, v] of Object.entries(value)) {
+    const name = `${prefix}${key}`;
+    if (typeof v === "object" && v !== null && !Array.isArray(v)) {
+      rows.push(...flatten(v as Record<string, unknown>, `${name}.`));
+    } else if (typeof v === "number" && !Number.isInteger(v)) {
+      rows.push([name, v.toPrecision(4)]);
+    } else {
+      rows.push([name, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v ?? "")]);
+    }
+  }
+  return rows;
 }
