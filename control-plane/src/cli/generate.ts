@@ -1,6 +1,7 @@
 /** `tardis generate VARIANT --prompt TEXT`: load the variant on a worker and stream its tokens. */
 
 import type { Command } from "commander";
+import ora from "ora";
 import { acquireWorker, type GlobalOptions, openContext } from "./context.js";
 import { badInput, EXIT } from "./exit-codes.js";
 import { num, pct } from "./output.js";
@@ -37,7 +38,19 @@ export function registerGenerate(
             process.on("SIGINT", onSigint);
             try {
               const client = await worker.connect();
-              await client.loadVariant({ variantPath: variant.path });
+              const spinner = ora({
+                text: `loading variant ${variant.id.slice(0, 12)}`,
+                stream: process.stderr,
+              }).start();
+              try {
+                const loaded = await client.loadVariant({ variantPath: variant.path });
+                spinner.succeed(
+                  `variant ${variant.id.slice(0, 12)} loaded (${loaded.engine}, ${loaded.device})`,
+                );
+              } catch (error) {
+                spinner.fail();
+                throw error;
+              }
               process.stdout.write(opts.prompt);
               for await (const chunk of client.generate(
                 {
