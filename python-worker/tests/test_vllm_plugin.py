@@ -119,7 +119,8 @@ def test_vllm_generates_the_hf_engines_greedy_tokens_with_tardis_modules(
         margin = float(logits[k][want[k]] - logits[k][got[k]])  # ≥ 0: HF chose want[k]
         report.append(f"diverged at token {k}: HF {want[k]} vs vLLM {got[k]}, HF logit margin {margin:.2e}")
         assert margin < TIE_MARGIN, report[-1]
-    print(variant.parent.name, report)
+    rates = [round(c["flagged"] / (c["tokens"] * c["neurons"]), 4) for c in result["counters"]]
+    print(f"\n{variant.parent.name}: {report}; vLLM fallback rate per layer {rates}")
 
     vc = result["counters"]
     decode_tokens = len(outs) * (MAX_TOKENS - 1)  # the first token of each prompt comes from the (dense) prefill

@@ -67,6 +67,7 @@ class TardisVllmFFN(nn.Module):
         self.shard: FFNShard | None = None
         self.kernel_pack: Any = None
         self._w2t: torch.Tensor | None = None
+        self.op_name = ""  # set by register_op: the name `tardis::vllm_ffn` finds this module by
         self._weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         device = up.weight.device
         for name in COUNTERS:
@@ -100,7 +101,16 @@ class TardisVllmFFN(nn.Module):
             self._w2t = self._base[1].weight.data.T.contiguous()
 
     def forward(self, x: torch.Tensor) -> Any:
-        """Apply the FFN to x [..., d]; a tensor, or (tensor, None) when output == "pair"."""
+        """Apply the FFN to x [..., d]; a tensor, or (tensor, None) when output == "pair".
+
+        Inside vLLM the work goes through the opaque op `tardis::vllm_ffn`, so torch.compile neither
+        traces nor bakes in the per-step choice between the dense FFN and TARDIS.
+        """
+        y = torch.ops.tardis.vllm_ffn(x, self.op_name) if self.op_name else self.run(x)
+        return (y, None) if self.output == "pair" else y
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """The FFN of x [..., d], eagerly (the body of `tardis::vllm_ffn`)."""
         if self.shard is None:
             raise RuntimeError("TARDIS layer used before load_weights attached its folded tensors")
         shape = x.shape
@@ -127,8 +137,7 @@ class TardisVllmFFN(nn.Module):
             from vllm.distributed import tensor_model_parallel_all_reduce
 
             y = tensor_model_parallel_all_reduce(y)
-        y = y.reshape(*shape[:-1], y.shape[-1])
-        return (y, None) if self.output == "pair" else y
+        return y.reshape(*shape[:-1], y.shape[-1])
 
     def _base_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if self._weights is None:
@@ -178,6 +187,29 @@ class TardisVllmFFN(nn.Module):
         """Zero the live counters."""
         for name in COUNTERS:
             getattr(self, name).zero_()
+
+
+def register_op(ffn: TardisVllmFFN, name: str, vllm_config: Any) -> None:
+    """Make `ffn` reachable from `tardis::vllm_ffn` as `name` through this engine's forward context."""
+    layers = vllm_config.compilation_config.static_forward_context
+    if name in layers:
+        raise ValueError(f"duplicate TARDIS layer name {name!r}")
+    layers[name] = ffn
+    ffn.op_name = name
+
+
+@torch.library.custom_op("tardis::vllm_ffn", mutates_args=())
+def vllm_ffn(x: torch.Tensor, name: str) -> torch.Tensor:
+    """The TARDIS FFN registered as `name` in the current vLLM forward context, applied to x [..., d]."""
+    from vllm.forward_context import get_forward_context
+
+    ffn: TardisVllmFFN = get_forward_context().no_compile_layers[name]
+    return ffn.run(x)
+
+
+@vllm_ffn.register_fake
+def _(x: torch.Tensor, name: str) -> torch.Tensor:
+    return torch.empty_like(x)
 
 
 class PassThrough(nn.Module):

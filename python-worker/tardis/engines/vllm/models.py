@@ -23,8 +23,8 @@ from vllm.model_executor.models.gpt2 import GPT2LMHeadModel
 from vllm.model_executor.models.opt import OPTForCausalLM
 
 from tardis.core.artifact import SIDECAR, read_variant
-from tardis.engines.vllm.ffn import PassThrough, TardisVllmFFN
-from tardis.errors import ArtifactError
+from tardis.engines.vllm.ffn import PassThrough, TardisVllmFFN, register_op
+from tardis.errors import ArtifactError, TardisError
 
 Weights = Iterable[tuple[str, torch.Tensor]]
 
@@ -41,10 +41,20 @@ class TardisSites:
                 f"{root}: config.json has no TARDIS section for {base_architecture} (found {meta!r}); serve a "
                 "directory written by Variant.save()"
             )
+        graphs = getattr(vllm_config.compilation_config, "cudagraph_mode", None)
+        if graphs is not None and getattr(graphs, "name", "NONE") != "NONE":
+            raise TardisError(
+                f"TARDIS variants need CUDA graphs off in this plugin version (cudagraph_mode={graphs.name}): the "
+                "per-step choice between the dense FFN (prefill tokens) and TARDIS (decode tokens) is made on the "
+                "host, which a captured graph would freeze. Serve with --enforce-eager, or keep torch.compile "
+                "with -O.cudagraph_mode=NONE"
+            )
         if not (root / SIDECAR).is_file():
             raise ArtifactError(f"{root / SIDECAR} is missing: serve a TARDIS variant from its local directory")
         self.root = root
         self.ffns = ffns
+        for i, ffn in ffns.items():
+            register_op(ffn, f"tardis.ffn.{i}", vllm_config)
 
     def load(self, weights: Weights, base_load: Callable[[Weights], set[str]]) -> set[str]:
         """Load the base weights with vLLM's loader, then verify and attach the folded layers."""

@@ -22,7 +22,7 @@ def generate(
     logprobs: int = 2,
     dtype: str = "float32",
     max_model_len: int = 256,
-    enforce_eager: bool = True,
+    enforce_eager: bool = False,
 ) -> dict[str, Any]:
     """Start an engine on `variant`, generate greedily (EOS ignored) and read the counters."""
     import vllm
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--logprobs", type=int, default=2)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--max-model-len", type=int, default=256)
+    ap.add_argument("--enforce-eager", action="store_true", help="no torch.compile (vLLM's CPU default compiles)")
     ap.add_argument("--out", help="write the JSON here instead of stdout")
     args = ap.parse_args(argv)
     result = generate(
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         logprobs=args.logprobs,
         dtype=args.dtype,
         max_model_len=args.max_model_len,
+        enforce_eager=args.enforce_eager,
     )
     text = json.dumps(result)
     if args.out:
