@@ -2,6 +2,7 @@
 
 import type { Command } from "commander";
 import ora from "ora";
+import { followTelemetry } from "../workers/telemetry.js";
 import { acquireWorker, type GlobalOptions, openContext } from "./context.js";
 import { badInput, EXIT } from "./exit-codes.js";
 import { num, pct } from "./output.js";
@@ -51,6 +52,15 @@ export function registerGenerate(
                 spinner.fail();
                 throw error;
               }
+              // Per-layer fallback rates of this request arrive on the engine's telemetry topic.
+              let layers: { layer: number; fallback_rate: number }[] = [];
+              const endpoint = worker.telemetryEndpoint();
+              const stopTelemetry = endpoint
+                ? followTelemetry(endpoint, [`engine.${variant.id}`], (m) => {
+                    if (m.kind === "generate" && Array.isArray(m.layers))
+                      layers = m.layers as typeof layers;
+                  })
+                : () => {};
               process.stdout.write(opts.prompt);
               for await (const chunk of client.generate(
                 {
@@ -70,6 +80,12 @@ export function registerGenerate(
                     `finish: ${chunk.finishReason}; ${u?.completionTokens ?? 0} tokens, ${num(u?.tokensPerSecond, 1)} tokens/s, fallback ${pct(u?.fallbackRate, 2)}\n`,
                   );
                 }
+              }
+              await new Promise((r) => setTimeout(r, 300)); // the telemetry message trails the stream's end
+              stopTelemetry();
+              if (layers.length > 0) {
+                const rates = layers.map((l) => `${l.layer + 1}:${pct(l.fallback_rate, 1)}`);
+                process.stderr.write(`per-layer fallback: ${rates.join(" ")}\n`);
               }
               return EXIT.OK;
             } catch (error) {

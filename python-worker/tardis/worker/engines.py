@@ -234,7 +234,14 @@ class EngineRegistry:
             "time_to_first_token": ttft,
             "fallback_rate": flagged / pairs if pairs else None,
         }
-        self.publisher.publish(engine_topic(v.variant_id), "generate", {"variant_id": v.variant_id, **usage})
+        layers = [  # this request's per-layer fallback rates, for live dashboards (telemetry only)
+            {"layer": i, "fallback_rate": (a["flagged"] - b["flagged"]) / ((a["tokens"] - b["tokens"]) * a["neurons"])}
+            for i, (a, b) in enumerate(zip(after, before, strict=True))
+            if a["tokens"] > b["tokens"] and a["neurons"]
+        ]
+        self.publisher.publish(
+            engine_topic(v.variant_id), "generate", {"variant_id": v.variant_id, **usage, "layers": layers}
+        )
         yield {"index": len(out), "finish_reason": finish, "usage": usage}
 
 
