@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-worker"))
 
-from tardis.kernels.blocks import workspace_size
+from tardis.kernels.blocks import PLANE_LAUNCH, workspace_size
 from tardis.kernels.layout import TiledPredictor
 from tardis.kernels.op import KernelPack, ffn_decode
 from tardis.kernels.policy import fit_policy
@@ -35,9 +35,28 @@ SHAPES = {
 }
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
-# plane kernel-1 configurations swept by --kernel-times (T row tiles per program, warps); every one is
-# also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
-PLANE_CONFIGS = ((1, 4), (2, 8), (1, 8), (4, 16))
+# plane kernel-1 configurations swept by --kernel-times (T row tiles, warps, PRED_FIRST, XPF, PF2: see
+# tardis.kernels.blocks.PLANE_LAUNCH); every one is also run by
+# tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
+PLANE_CONFIGS = (
+    (1, 4, False, False, False),
+    (1, 4, True, False, False),
+    (1, 4, False, True, False),
+    (1, 4, True, True, False),
+    (1, 4, True, True, True),
+    (1, 4, True, False, True),
+    (1, 8, True, True, False),
+    (4, 16, True, True, False),
+)
+PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2")
+
+
+def plane_name(cfg: tuple) -> str:
+    """A short name of a plane launch configuration, e.g. T1_w4_pf_x_p2."""
+    t, nw, first, xpf, pf2 = cfg
+    return f"T{t}_w{nw}" + "_pf" * first + "_x" * xpf + "_p2" * pf2
+
+
 DT = torch.bfloat16
 
 
@@ -255,7 +274,7 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
     out = []
     for n in [b for b in args.batches if b <= 4]:
         xs = [torch.randn(n, d, device="cuda", generator=gen).to(DT) for _ in layers]
-        for kset in ("v1", "small", "plane"):
+        for kset in args.kernel_sets.split(","):
             ls = [
                 DecodeLaunch(
                     x,
@@ -299,18 +318,24 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
             row["k1_all_TBps"] = (d * d * 2 + pred_bytes) / row["k1_all_us"] / 1e6
             row["k2_TBps"] = union * d * 2 / row["k2_up_us"] / 1e6
             row["k3_TBps"] = union * d * 2 / row["k3_down_us"] / 1e6
-            if kset == "plane":  # kernel-1 configurations (T row tiles per program, warps)
+            if kset == "plane":  # kernel-1 configurations (PLANE_CONFIGS)
                 sweep = {}
-                for t, nw in PLANE_CONFIGS:
+                for cfg in PLANE_CONFIGS:
                     for lc in ls:
-                        lc.plane_cfg |= {"T": t, "num_warps": nw}
+                        lc.plane_cfg |= dict(zip(PLANE_KEYS, cfg, strict=True))
                     fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("all")) for lc in ls]
-                    sweep[f"T{t}_w{nw}"] = graph_time(fns) - t_zero
+                    sweep[plane_name(cfg)] = graph_time(fns) - t_zero
                     fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("pred")) for lc in ls]
-                    sweep[f"T{t}_w{nw}_pred"] = graph_time(fns) - t_zero
+                    sweep[plane_name(cfg) + "_pred"] = graph_time(fns) - t_zero
                 row["k1_sweep_us"] = sweep
+                best = min(PLANE_CONFIGS, key=lambda c: sweep[plane_name(c)])
+                row["k1_best"] = plane_name(best)
+                if args.plane_best:  # the whole-layer runs below use the fastest configuration
+                    PLANE_LAUNCH[n] = dict(zip(PLANE_KEYS, best, strict=True))
                 print(
-                    f"  plane k1 sweep B={n} (all / pred only): " + " ".join(f"{k} {v:.1f}" for k, v in sweep.items()),
+                    f"  plane k1 sweep B={n} (all / pred only): "
+                    + " ".join(f"{k} {v:.1f}" for k, v in sweep.items())
+                    + f"; best {row['k1_best']}",
                     flush=True,
                 )
                 for lc in ls:
@@ -342,6 +367,12 @@ def main() -> None:
         "--kernel-times",
         action="store_true",
         help="also time each kernel alone (batch <= 4, 5%%)",
+    )
+    ap.add_argument("--kernel-sets", default="v1,small,plane", help="kernel sets timed by --kernel-times")
+    ap.add_argument(
+        "--plane-best",
+        action="store_true",
+        help="with --kernel-times: run the whole-layer table with the fastest swept plane configuration per batch",
     )
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "ffn_bench.json"))
     args = ap.parse_args()
@@ -375,6 +406,7 @@ def main() -> None:
         "date": datetime.date.today().isoformat(), "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__, "triton": __import__("triton").__version__, "copy_ceiling_TBps": ceiling,
         "layers_per_graph": args.layers, "policies_max_union": policies, "rows": rows, "kernel_times": ktimes,
+        "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
         "wall_s": time.time() - t_start,
     }  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

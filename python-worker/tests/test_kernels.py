@@ -162,17 +162,26 @@ def test_kernels_match_float64_reference_on_gpu(
     _kernel_case("cuda", n, d, f, bits, gs, torch.bfloat16, act, seed=seed, kernels=kernels)
 
 
-# the plane kernel's launch configurations that the benchmark sweeps (T row tiles per program, warps)
-# the plane kernel's launch configurations that the benchmark sweeps: (T row tiles per program, warps)
-PLANE_CONFIGS = [(1, 4), (2, 8), (1, 8), (4, 16)]
+# the plane kernel's launch configurations that the benchmark sweeps: T row tiles per program, warps,
+# PRED_FIRST, XPF, PF2 (see blocks.PLANE_LAUNCH)
+PLANE_CONFIGS = [
+    (1, 4, False, False, False),
+    (1, 4, True, False, False),
+    (1, 4, False, True, False),
+    (1, 4, True, True, False),
+    (1, 4, True, True, True),
+    (1, 4, True, False, True),
+    (1, 8, True, True, False),
+    (4, 16, True, True, False),
+]
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-@pytest.mark.parametrize(("t", "warps"), PLANE_CONFIGS)
-@pytest.mark.parametrize("n", [1, 2])
-def test_plane_kernel_configurations_on_gpu(t: int, warps: int, n: int) -> None:
-    cfg = {"T": t, "num_warps": warps}
-    _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=11 + n, kernels="plane", plane_cfg=cfg)
+@pytest.mark.parametrize("cfg", PLANE_CONFIGS)
+@pytest.mark.parametrize(("n", "d", "f"), [(1, 4544, 2240), (2, 4544, 2240), (4, 4544, 2240)])
+def test_plane_kernel_configurations_on_gpu(cfg: tuple, n: int, d: int, f: int) -> None:
+    plane_cfg = dict(zip(("T", "num_warps", "PRED_FIRST", "XPF", "PF2"), cfg, strict=True))
+    _kernel_case("cuda", n, d, f, 2, 128, torch.bfloat16, "gelu", seed=11 + n, kernels="plane", plane_cfg=plane_cfg)
 
 
 @pytest.mark.skipif(
@@ -195,10 +204,13 @@ def test_plane_kernel_configurations_on_gpu(t: int, warps: int, n: int) -> None:
         (2, 256, 200, 3, "plane", 1),
         (1, 50, 70, 2, "plane", 1),
         (2, 450, 130, 2, "plane", 1),
+        (2, 450, 130, 2, "plane", {"T": 2, "PF2": True, "PRED_FIRST": True}),
+        (1, 200, 150, 3, "plane", {"T": 1, "PF2": True}),
+        (3, 300, 200, 4, "plane", {"T": 1, "PRED_FIRST": True}),
     ],
 )
 def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, kernels, t) -> None:
     # The interpreter has no bf16 arithmetic: float32 checks the kernels' logic (None: the default choice;
-    # t: the plane kernel's row tiles per program).
-    plane_cfg = None if t is None else {"T": t}
+    # t: the plane kernel's row tiles per program, or its launch options).
+    plane_cfg = None if t is None else t if isinstance(t, dict) else {"T": t}
     _kernel_case("cpu", n, d, f, bits, 64, torch.float32, "gelu", seed=n, kernels=kernels, plane_cfg=plane_cfg)

@@ -12,8 +12,18 @@ DOWN_BLOCK_COLS = 256  # output columns per down-scatter item
 SMALL_BATCH = 0  # batches up to this many tokens run the v2 "small" kernels by default (they take 1..4;
 # superseded by the plane kernel, see bench/NOTES.md)
 PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor kernel by default (1..4)
-PLANE_TILES = 1  # 64-row predictor tiles per program of the plane kernel
-PLANE_WARPS = 4  # warps per program of the plane kernel
+# plane kernel-1 launch per batch size: T 64-row predictor tiles per program, warps, PRED_FIRST (predictor
+# programs before the Wf programs in the grid), XPF (prefetch the next group's x into L1), PF2 (words two
+# groups ahead instead of one). Measured on the H200 (bench/NOTES.md, v4): PRED_FIRST saves 14–30 µs of
+# kernel 1 at B = 1, 2, 4 (the long predictor programs no longer start after the Wf programs), XPF costs
+# 4–18 µs, PF2 is within noise; B = 3 was neither measured nor GPU-tested with them, so it keeps v3's.
+_PLANE_V3 = {"T": 1, "num_warps": 4, "PRED_FIRST": False, "XPF": False, "PF2": False}
+PLANE_LAUNCH = {
+    1: _PLANE_V3 | {"PRED_FIRST": True, "PF2": True},
+    2: _PLANE_V3 | {"PRED_FIRST": True},
+    3: dict(_PLANE_V3),
+    4: _PLANE_V3 | {"PRED_FIRST": True, "PF2": True},
+}
 SMALL_MAX_BATCH = 4  # the most tokens the small-batch kernels take (small=True)
 SMALL_GROUPS_PER_STEP = 4  # predictor groups loaded per loop step in the small-batch stacked kernel
 SMALL_WARPS = 8  # warps per program of the small-batch stacked kernel

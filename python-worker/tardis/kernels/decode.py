@@ -9,6 +9,10 @@ Three launches, no host sync, static grids with early exit (CUDA-graph safe):
    add into y32; the last program of each column block casts it into y, and the very last program
    resets the list count, so the next call starts from zero without a memset.
 
+Kernel 1 comes in three sets (`DecodeLaunch(kernels=...)`): "v1" (tensor cores, any batch), "small"
+(batch 1..4, no tl.dot, v2) and "plane" (batch 1..4, the default there: `_stacked_plane_kernel` reads
+the plane-order layout of layout.py, so each x value a thread loads serves 4 rows; kernels 2–3 are v1's).
+
 Dequantization: a code q is OR-ed into the mantissa of 1.0 (1 + q/2^bits, exact in bf16); per group
 Σ w·x = s'·Σ v·x + (o − s')·Σx with s' = s·2^bits, so no int→float convert per weight.
 """
@@ -23,8 +27,7 @@ from tardis.kernels.blocks import (
     DOWN_BLOCK_COLS,
     DOWN_BLOCK_NEURONS,
     PLANE_BATCH,
-    PLANE_TILES,
-    PLANE_WARPS,
+    PLANE_LAUNCH,
     PROGRAMS_PER_SM,
     SMALL_BATCH,
     SMALL_GROUPS_PER_STEP,
@@ -435,52 +438,93 @@ def _plane_group(
 
 
 @triton.jit
+def _x_prefetch(ptrs):
+    # prefetch.global.L1 of each address (no result is used; not pure, so it is kept)
+    return tl.inline_asm_elementwise(
+        "prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+    )
+
+
+@triton.jit
+def _plane_pred_part(
+    x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
+    ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS,
+    NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
+    BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr,
+):  # fmt: skip
+    # T row tiles of BR rows streamed group after group (N_FULL groups without x masks, then the
+    # partial last group); the words of group g + 1 (PF2: g + 2) load while group g computes; XPF:
+    # the x slice of group g + 1 is prefetched into L1 meanwhile.
+    t0 = ppid * T
+    tt = t0 + tl.arange(0, T)[:, None, None]
+    jj = tl.arange(0, WPG)[None, :, None]
+    mm = tl.arange(0, BR)[None, None, :]
+    tmask = tt < n_tiles  # [T, 1, 1]
+    woff = tt * (N_GROUPS * WPG * BR) + jj * BR + mm  # [T, WPG, BR]; + g·WPG·BR per group
+    soff = tt * BR + mm  # [T, 1, BR] rows; + g·F_PAD per group
+    a0 = tl.zeros((T, WPG, BR), dtype=tl.float32)
+    a1 = tl.zeros((T, WPG, BR), dtype=tl.float32)
+    a2 = tl.zeros((T, WPG, BR), dtype=tl.float32)
+    a3 = tl.zeros((T, WPG, BR), dtype=tl.float32)
+    wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, 0, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
+    wn2, sn2, on2 = wn, sn, on
+    if PF2:
+        wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, 1, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
+    for g in range(0, N_FULL):
+        wv, sc, oc = wn, sn, on
+        if PF2:
+            wn, sn, on = wn2, sn2, on2
+            wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 2, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
+        else:
+            wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 1, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
+        if XPF:
+            kp = tl.minimum((g + 1) * GS + tl.arange(0, 8) * 32, D - 1)  # lines of GS ≤ 256 values
+            for t in tl.static_range(NT):
+                _x_prefetch(x_ptr + t * D + kp)
+        a0, a1, a2, a3 = _plane_group(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False)
+    for g in range(N_FULL, N_GROUPS):  # the partial last group (at most one)
+        a0, a1, a2, a3 = _plane_group(a0, a1, a2, a3, wn, sn, on, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, True)
+    rows = t0 * BR + tl.arange(0, T * BR)
+    rmask = rows < F
+    s0 = tl.reshape(tl.sum(a0, axis=1), (T * BR,))
+    s1 = tl.reshape(tl.sum(a1, axis=1), (T * BR,))
+    s2 = tl.reshape(tl.sum(a2, axis=1), (T * BR,))
+    s3 = tl.reshape(tl.sum(a3, axis=1), (T * BR,))
+    _flags_epilogue(
+        s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr, F, NT
+    )
+
+
+@triton.jit
 def _stacked_plane_kernel(
     x_ptr, wf_ptr, bf_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr,
     y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
-    D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, n_wf_programs, ONE_BITS,
+    D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, n_first, ONE_BITS,
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
+    PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr,
 ):  # fmt: skip
-    # Batch 1..4 (NT tokens exactly), plane-order predictor: each program owns T row tiles of BR rows
-    # and streams them group after group (N_FULL groups without x masks, then the partial last group),
-    # loading group g + 1's words while it computes group g.
+    # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
+    # (PRED_FIRST: the predictor part), the rest the other part.
     pid = tl.program_id(0)
-    if pid < n_wf_programs:
-        _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, D, NT, BMF, BKF)
+    if PRED_FIRST:
+        if pid < n_first:
+            _plane_pred_part(
+                x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
+                nunion_ptr, pid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS,
+                NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2,
+            )  # fmt: skip
+        else:
+            _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid - n_first, D, NT, BMF, BKF)
     else:
-        t0 = (pid - n_wf_programs) * T
-        tt = t0 + tl.arange(0, T)[:, None, None]
-        jj = tl.arange(0, WPG)[None, :, None]
-        mm = tl.arange(0, BR)[None, None, :]
-        tmask = tt < n_tiles  # [T, 1, 1]
-        woff = tt * (N_GROUPS * WPG * BR) + jj * BR + mm  # [T, WPG, BR]; + g·WPG·BR per group
-        soff = tt * BR + mm  # [T, 1, BR] rows; + g·F_PAD per group
-        a0 = tl.zeros((T, WPG, BR), dtype=tl.float32)
-        a1 = tl.zeros((T, WPG, BR), dtype=tl.float32)
-        a2 = tl.zeros((T, WPG, BR), dtype=tl.float32)
-        a3 = tl.zeros((T, WPG, BR), dtype=tl.float32)
-        wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, 0, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
-        for g in range(0, N_FULL):
-            wv, sc, oc = wn, sn, on
-            wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 1, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
-            a0, a1, a2, a3 = _plane_group(
-                a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False
-            )
-        for g in range(N_FULL, N_GROUPS):  # the partial last group (at most one)
-            a0, a1, a2, a3 = _plane_group(
-                a0, a1, a2, a3, wn, sn, on, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, True
-            )
-        rows = t0 * BR + tl.arange(0, T * BR)
-        rmask = rows < F
-        s0 = tl.reshape(tl.sum(a0, axis=1), (T * BR,))
-        s1 = tl.reshape(tl.sum(a1, axis=1), (T * BR,))
-        s2 = tl.reshape(tl.sum(a2, axis=1), (T * BR,))
-        s3 = tl.reshape(tl.sum(a3, axis=1), (T * BR,))
-        _flags_epilogue(
-            s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
-            F, NT,
-        )  # fmt: skip
+        if pid < n_first:
+            _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, D, NT, BMF, BKF)
+        else:
+            _plane_pred_part(
+                x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
+                nunion_ptr, pid - n_first, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS,
+                NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2,
+            )  # fmt: skip
 
 
 @triton.jit
@@ -673,10 +717,7 @@ class DecodeLaunch:
         self.sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 2
         # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
-        self.plane_cfg = {
-            "T": PLANE_TILES, "num_warps": PLANE_WARPS, "BKF": WF_BLOCK_K,
-            "BMF": WF_BLOCK_ROWS,
-        }  # fmt: skip
+        self.plane_cfg = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[min(n, SMALL_MAX_BATCH)]
 
     def stacked(self, part: str = "all") -> None:
         """Kernel 1 over [Wf ; Q(W1)]; part 'wf' or 'pred' launches only those programs (timing only)."""
@@ -699,8 +740,9 @@ class DecodeLaunch:
         n_wf_arg = 0 if part == "pred" else n_wf
         wpg = p.words_per_group
         if self.kernels == "plane":
+            n_first = (0 if part == "wf" else n_pred) if cfg["PRED_FIRST"] else n_wf_arg
             _stacked_plane_kernel[(grid,)](
-                *args, d, f, p.scales.shape[1], p.n_groups, d // p.group_size, n_tiles, n_wf_arg, 0x3F800000,
+                *args, d, f, p.scales.shape[1], p.n_groups, d // p.group_size, n_tiles, n_first, 0x3F800000,
                 NT=n, BITS=p.bits, GS=p.group_size, WPG=wpg, NPL=min(per_word, triton.cdiv(p.group_size, wpg)),
                 BR=p.block_rows, **cfg,
             )  # fmt: skip
