@@ -37,6 +37,7 @@ execFileSync(
     "-O",
     out,
     "tardis/v1/worker.proto",
+    "tardis/v1/control_plane.proto",
     "health/v1/health.proto",
   ],
   { stdio: "inherit", cwd: root },

@@ -10,6 +10,8 @@ import { CliError, EXIT } from "./exit-codes.js";
 import { registerGenerate } from "./generate.js";
 import { registerJobs } from "./jobs.js";
 import { registerQuickstart } from "./quickstart.js";
+import { registerRollout } from "./rollout.js";
+import { registerServe } from "./serve.js";
 import { registerVariants } from "./variants.js";
 import { registerWorker } from "./worker.js";
 
@@ -56,6 +58,8 @@ export function buildProgram(): Command {
   registerGenerate(program, run);
   registerWorker(program, run);
   registerQuickstart(program, run);
+  registerServe(program, run);
+  registerRollout(program, run);
   return program;
 }
 

@@ -9,6 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import type { ProtoGrpcType as ControlPlaneProto } from "../gen/control_plane.js";
 import type { ProtoGrpcType as HealthProto } from "../gen/health.js";
 import type { ProtoGrpcType as WorkerProto } from "../gen/worker.js";
 
@@ -30,6 +31,7 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 };
 
 let loaded: (WorkerProto & HealthProto) | undefined;
+let controlPlaneLoaded: ControlPlaneProto | undefined;
 
 /** The loaded packages (client constructors and message types), loaded once per process. */
 export function protos(): WorkerProto & HealthProto {
@@ -41,4 +43,26 @@ export function protos(): WorkerProto & HealthProto {
     loaded = grpc.loadPackageDefinition(definition) as unknown as WorkerProto & HealthProto;
   }
   return loaded;
+}
+
+/** The ControlPlane service (tardis/v1/control_plane.proto) and its messages, loaded once. */
+export function controlPlaneProtos(): ControlPlaneProto {
+  if (controlPlaneLoaded === undefined) {
+    controlPlaneDefinition_ = protoLoader.loadSync(
+      ["tardis/v1/control_plane.proto"],
+      LOADER_OPTIONS,
+    );
+    controlPlaneLoaded = grpc.loadPackageDefinition(
+      controlPlaneDefinition_,
+    ) as unknown as ControlPlaneProto;
+  }
+  return controlPlaneLoaded;
+}
+
+let controlPlaneDefinition_: protoLoader.PackageDefinition | undefined;
+
+/** The package definition of control_plane.proto (for server reflection). */
+export function controlPlaneDefinition(): protoLoader.PackageDefinition {
+  controlPlaneProtos();
+  return controlPlaneDefinition_ as protoLoader.PackageDefinition;
 }
