@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 
 from tardis.core.layer import FoldedLayer
 from tardis.core.predictor import quantize_rtn
+from tardis.engines.vllm import merge_ranks
 from tardis.engines.vllm.sharding import block, dense_partial, make_shard, predictor_rows, tardis_partial
 from tardis.runtime.reference import dense_ffn, tardis_ffn
 
@@ -72,19 +73,23 @@ def rank_outputs(
     return y, flags, dense
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str, act: str) -> None:
+ACTS = ("gelu_tanh", "relu")
+
+
+def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        layer, base = random_layer(0, act)
-        x = torch.randn(N, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        y, flags, dense = rank_outputs(layer, base, x, rank, world)
-        dist.all_reduce(y)  # the one all-reduce, as in vLLM's RowParallelLinear
-        dist.all_reduce(dense)
-        gathered = [torch.empty_like(flags) for _ in range(world)]
-        dist.all_gather(gathered, flags)
-        if rank == 0:
-            torch.save({"y": y, "dense": dense, "flags": torch.cat(gathered, 1)}, Path(out_dir) / "out.pt")
+        for act in ACTS:
+            layer, base = random_layer(0, act)
+            x = torch.randn(N, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+            y, flags, dense = rank_outputs(layer, base, x, rank, world)
+            dist.all_reduce(y)  # the one all-reduce, as in vLLM's RowParallelLinear
+            dist.all_reduce(dense)
+            gathered = [torch.empty_like(flags) for _ in range(world)]
+            dist.all_gather(gathered, flags)
+            if rank == 0:
+                torch.save({"y": y, "dense": dense, "flags": torch.cat(gathered, 1)}, Path(out_dir) / f"{act}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -95,18 +100,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("act", ["gelu_tanh", "relu"])
-def test_two_gloo_ranks_sum_to_the_unsharded_tardis_ffn(tmp_path: Path, act: str) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), act), nprocs=2, join=True)
-    got: dict[str, Any] = torch.load(tmp_path / "out.pt")
-    layer, base = random_layer(0, act)
-    x = torch.randn(N, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    y_ref, flags_ref = unsharded(layer, base, x)
-    assert torch.equal(got["flags"], flags_ref)
-    assert 0 < int(flags_ref.sum()) < flags_ref.numel()  # some neurons corrected, not all
-    torch.testing.assert_close(got["y"], y_ref, rtol=1e-12, atol=1e-12)
-    dense_ref = dense_ffn(x, base["w1"], base["b1"], base["w2t"], base["b2"], act)
-    torch.testing.assert_close(got["dense"], dense_ref, rtol=1e-12, atol=1e-12)
+def test_two_gloo_ranks_sum_to_the_unsharded_tardis_ffn(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for act in ACTS:
+        got: dict[str, Any] = torch.load(tmp_path / f"{act}.pt")
+        layer, base = random_layer(0, act)
+        x = torch.randn(N, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        y_ref, flags_ref = unsharded(layer, base, x)
+        assert torch.equal(got["flags"], flags_ref)
+        assert 0 < int(flags_ref.sum()) < flags_ref.numel()  # some neurons corrected, not all
+        torch.testing.assert_close(got["y"], y_ref, rtol=1e-12, atol=1e-12)
+        dense_ref = dense_ffn(x, base["w1"], base["b1"], base["w2t"], base["b2"], act)
+        torch.testing.assert_close(got["dense"], dense_ref, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("world", [1, 2, 4])
@@ -137,3 +142,12 @@ def test_predictor_rows_are_the_rows_of_the_dequantized_predictor() -> None:
 def test_an_indivisible_split_is_refused_with_the_sizes() -> None:
     with pytest.raises(ValueError, match="1022 is not divisible by the tensor-parallel size 4"):
         block(1022, 0, 4)
+
+
+def test_counters_of_tensor_parallel_ranks_merge_per_layer() -> None:
+    """Ranks hold disjoint neuron blocks: flagged pairs, unions and neurons add; tokens and steps are shared."""
+    rank0 = [{"layer": 0, "flagged": 5, "union": 4, "neurons": 64, "tokens": 3, "steps": 3, "dense_tokens": 7}]
+    rank1 = [{"layer": 0, "flagged": 2, "union": 2, "neurons": 64, "tokens": 3, "steps": 3, "dense_tokens": 7}]
+    assert merge_ranks([rank0, rank1]) == [
+        {"layer": 0, "flagged": 7, "union": 6, "neurons": 128, "tokens": 3, "steps": 3, "dense_tokens": 7}
+    ]
