@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ApiCallError, ApiClient } from "../../control-plane/src/api/client.js";
 import { remoteWorkerMember } from "../../control-plane/src/api/index.js";
 import { ControlPlaneServer } from "../../control-plane/src/api/server.js";
+import type { Job__Output } from "../../control-plane/src/gen/tardis/v1/Job.js";
+import type { JobUpdate__Output } from "../../control-plane/src/gen/tardis/v1/JobUpdate.js";
 import type { Rollout__Output } from "../../control-plane/src/gen/tardis/v1/Rollout.js";
 import type { RolloutHistory__Output } from "../../control-plane/src/gen/tardis/v1/RolloutHistory.js";
 import type { RoutedGenerateChunk__Output } from "../../control-plane/src/gen/tardis/v1/RoutedGenerateChunk.js";
@@ -431,6 +433,36 @@ describe("ControlPlane API", () => {
         expect(history.entries.filter((e) => e.reason === "Applied")).toHaveLength(1);
         const steps = history.entries.map((e) => e.step);
         expect(steps).toEqual([...steps].sort((a, b) => a - b));
+        // Operator commands through the CLI: promote, abort in the wrong phase, rollback.
+        const promote = await runCli(
+          ["rollout", "promote", "restart", "--server", secondAddress, "-o", "json"],
+          env,
+        );
+        expect(promote.code, promote.stderr).toBe(0);
+        await waitFor(
+          "PROMOTED",
+          async () => {
+            const r = await client2.call<Rollout__Output>("getRollout", { name: "restart" });
+            return phase(r) === "PROMOTED" && r.appliedWeight === 100 ? r : undefined;
+          },
+          30_000,
+        );
+        const abort = await runCli(["rollout", "abort", "restart", "--server", secondAddress], env);
+        expect(abort.code).toBe(1);
+        expect(abort.stderr).toContain("FAILED_PRECONDITION");
+        const rollback = await runCli(
+          ["rollout", "rollback", "restart", "--to", "r1", "--server", secondAddress, "-o", "json"],
+          env,
+        );
+        expect(rollback.code, rollback.stderr).toBe(0);
+        const missing = await runCli(
+          ["rollout", "rollback", "restart", "--to", "r9", "--server", secondAddress],
+          env,
+        );
+        expect(missing.code).toBe(2);
+        const log = await runCli(["rollout", "history", "restart", "--server", secondAddress], env);
+        expect(log.code, log.stderr).toBe(0);
+        expect(log.stdout).toContain("PROMOTED");
         const noToken = await runCli(["rollout", "status", "restart", "--server", secondAddress], {
           TARDIS_API_TOKEN: "",
         });
@@ -443,5 +475,55 @@ describe("ControlPlane API", () => {
       second.child.kill("SIGTERM");
       await second.exited;
     }
+  });
+  it("runs a calibration job submitted through the API, idempotent on request_id, watchable", async () => {
+    const yaml = [
+      "apiVersion: tardis/v1",
+      "kind: CalibrationJob",
+      "metadata: { name: api-job }",
+      "spec:",
+      `  model: { path: ${join(REPO_ROOT, "models", "tardis-tiny-gpt2")} }`,
+      "  dataset: { builtin: lee }",
+      "  method: { calibTokens: 256, heldoutTokens: 128, seqLen: 64, batchSize: 4, groupSize: 32, histogramBins: 32 }",
+      "",
+    ].join("\n");
+    const job = await api.call<Job__Output>("submitJob", {
+      requestId: "req-1",
+      calibrationYaml: yaml,
+    });
+    const again = await api.call<Job__Output>("submitJob", {
+      requestId: "req-1",
+      calibrationYaml: yaml,
+    });
+    expect(again.id).toBe(job.id);
+    const states = await new Promise<string[]>((resolve, reject) => {
+      const seen: string[] = [];
+      const call = api.raw.watchJobs({ jobId: job.id, sinceSeq: "0" }, api.metadata());
+      call.on("data", (u: JobUpdate__Output) => {
+        const state = String(u.job?.state);
+        if (seen.at(-1) !== state) seen.push(state);
+        if (["JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"].includes(state)) {
+          call.cancel();
+          resolve(seen);
+        }
+      });
+      call.on("error", (e: grpc.ServiceError) => {
+        if (e.code !== grpc.status.CANCELLED) reject(e);
+      });
+    });
+    expect(states.at(-1)).toBe("JOB_STATE_SUCCEEDED");
+    const done = await api.call<Job__Output>("getJob", { jobId: job.id });
+    expect(done.variantId).not.toBe("");
+    const cancel = (await api
+      .call("cancelJob", { jobId: job.id })
+      .catch((e: unknown) => e)) as ApiCallError;
+    expect(cancel.code).toBe("FAILED_PRECONDITION");
+    const malformed = (await api
+      .call("submitJob", {
+        requestId: "req-2",
+        calibrationYaml: "apiVersion: tardis/v1\nkind: CalibrationJob\n",
+      })
+      .catch((e: unknown) => e)) as ApiCallError;
+    expect(malformed.code).toBe("INVALID_ARGUMENT");
   });
 });
