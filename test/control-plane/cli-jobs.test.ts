@@ -133,10 +133,11 @@ describe("tardis calibrate against a real worker", () => {
   it("a control plane killed mid-job is resumed by the next one and finishes the job exactly once", async () => {
     const file = sandbox.write(
       "crash.yaml",
-      tinyJobYaml({ name: "crash", calibTokens: 2048, batchSize: 4 }),
+      tinyJobYaml({ name: "crash", calibTokens: 1536, batchSize: 2 }),
     );
     const cli = sandbox.spawn(["calibrate", "-f", file]);
-    // Kill once the first pass is checkpointed and the second is under way.
+    // Kill once the first passes are checkpointed. (Each job here calibrates on a different number
+    // of tokens: identical settings would give an identical artifact, hence the same variant id.)
     await sandbox.waitFor(
       "SELECT j.id FROM jobs j JOIN job_events e ON e.job_id = j.id WHERE j.name = ? AND e.type = 'progress' AND json_extract(e.data, '$.phase') = 'histograms'",
       ["crash"],
@@ -183,6 +184,35 @@ describe("tardis calibrate against a real worker", () => {
     );
     expect(variants).toEqual([{ id: job.variant_id }]);
     expect(workerPids()).toEqual([]); // the dead control plane's worker was shut down too
+  });
+
+  it("a worker killed mid-job is restarted by the supervisor and the job resumes from its checkpoints", async () => {
+    const file = sandbox.write(
+      "worker-crash.yaml",
+      tinyJobYaml({ name: "worker-crash", calibTokens: 1280, batchSize: 2 }),
+    );
+    const cli = sandbox.spawn(["calibrate", "-f", file, "-o", "json"]);
+    await sandbox.waitFor(
+      "SELECT j.id FROM jobs j JOIN job_events e ON e.job_id = j.id WHERE j.name = ? AND e.type = 'progress' AND json_extract(e.data, '$.phase') = 'histograms'",
+      ["worker-crash"],
+      180_000,
+    );
+    const [first] = workerPids();
+    expect(first).toBeDefined();
+    process.kill(-(first as number), "SIGKILL");
+    const r = await cli.done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain("worker exited");
+
+    const job = jobNamed("worker-crash");
+    expect(job).toMatchObject({ state: "SUCCEEDED", attempts: 2 });
+    const history = events(job.id);
+    const started = history.filter((e) => e.type === "started");
+    expect(started.map((e) => e.data.resumed)).toEqual([false, true]);
+    expect(history.filter((e) => e.type === "completed")).toHaveLength(1);
+    expect(sandbox.query("SELECT id FROM variants WHERE job_id = ?", job.id)).toHaveLength(1);
+    expect(isAlive(first as number)).toBe(false);
+    expect(workerPids()).toEqual([]);
   });
 });
 

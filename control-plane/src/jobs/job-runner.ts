@@ -102,6 +102,12 @@ export class JobRun {
       });
     } catch (error) {
       const job = jobs.get(this.jobId);
+      if (job?.state === "CANCELLING" && this.cancelReason !== undefined) {
+        // Cancelled while no call was running (e.g. during a worker restart): nothing left to stop.
+        const cancelled = jobs.transition(this.jobId, "CANCELLED", "Cancelled", this.cancelReason);
+        this.emitFrom(seen);
+        return cancelled;
+      }
       if (this.controller.signal.aborted || !job || isTerminal(job.state)) throw error;
       const code = error instanceof WorkerCallError ? error.code : "Error";
       const message = error instanceof WorkerCallError ? error.details : String(error);
