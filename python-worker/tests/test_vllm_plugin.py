@@ -32,6 +32,7 @@ MAX_TOKENS = 32
 # A divergence between the engines is explained when the HF engine's two candidates were this close
 # (logit units): vLLM's CPU kernels (oneDNN GEMMs, its own attention) round differently from PyTorch's.
 TIE_MARGIN = 2e-3
+LOGPROB_TOL = 1e-3
 CONFIG = tardis.FoldConfig(calib_tokens=4096, heldout_tokens=1024, seq_len=128)
 ENTRY_POINT = "tardis.engines.vllm:register"
 
@@ -97,6 +98,14 @@ def hf_greedy(variant: Path, prompt_ids: list[list[int]]) -> tuple[list[list[int
     return tokens, logits, hf_counters(model)
 
 
+def assert_logprobs_agree(output: dict[str, Any], hf_logits: torch.Tensor) -> None:
+    """vLLM's top-2 log-probabilities equal the HF engine's on the steps where both saw the same tokens."""
+    hf_lp = torch.log_softmax(hf_logits.double(), dim=-1)
+    for step, (lp, ref) in enumerate(zip(output["logprobs"], hf_lp, strict=False)):
+        for tok, value in lp:
+            assert abs(value - float(ref[tok])) < LOGPROB_TOL, (step, tok, value, float(ref[tok]))
+
+
 def test_vllm_generates_the_hf_engines_greedy_tokens_with_tardis_modules(
     variant: Path, plugin_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -113,6 +122,7 @@ def test_vllm_generates_the_hf_engines_greedy_tokens_with_tardis_modules(
         got = o["token_ids"]
         assert len(got) == MAX_TOKENS
         k = next((i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b), None)
+        assert_logprobs_agree(o, logits[: MAX_TOKENS if k is None else k])
         if k is None:
             report.append(f"identical for {MAX_TOKENS} tokens")
             continue
@@ -159,3 +169,47 @@ def test_a_modified_sidecar_is_refused_naming_the_file(
     assert proc.returncode != 0
     log = proc.stdout + proc.stderr  # vLLM logs a worker's exception on stdout
     assert f"{sidecar} does not match its recorded sha256" in log, log[-3000:]
+
+
+def random_base(family: str, root: Path, tokenizer: Any) -> Any:
+    """A random 2-layer Falcon or BLOOM, head size 64 (vLLM's CPU attention supports it), saved and reloaded."""
+    d, f, L, H = 128, 512, 2, 2
+    if family == "falcon":
+        config: Any = transformers.FalconConfig(
+            hidden_size=d, num_hidden_layers=L, num_attention_heads=H, ffn_hidden_size=f, bias=True
+        )
+    else:
+        config = transformers.BloomConfig(hidden_size=d, n_layer=L, n_head=H)
+    config.vocab_size = len(tokenizer)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # spread the FFN pre-activations over the nonlinear part, as conftest does
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "h_to_4h" in name:
+                p.mul_(8.0)
+    model.save_pretrained(root / family)
+    tokenizer.save_pretrained(root / family)
+    return transformers.AutoModelForCausalLM.from_pretrained(root / family, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("family", ["falcon", "bloom"])
+def test_random_falcon_and_bloom_variants_run_tardis_in_vllm_with_the_hf_engines_numbers(
+    family: str, plugin_env: dict[str, str], tokenizer: Any, texts: list[str], tmp_path: Path
+) -> None:
+    """No trained Falcon or BLOOM ships with the project: random weights check the plumbing (log-probs, counters)."""
+    base = random_base(family, tmp_path, tokenizer)
+    v = tardis.calibrate(base, tokenizer, texts, tardis.FoldConfig(calib_tokens=2048, heldout_tokens=256, seq_len=64))
+    v.tokenizer = tokenizer
+    variant = v.save(tmp_path / "variant")
+    proc, result = run_engine(variant, plugin_env, tmp_path / "out.json")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    outs = result["outputs"]
+    hf_tokens, hf_logits, hf_count = hf_greedy(variant, [o["prompt_token_ids"] for o in outs])
+    for o, want, logits in zip(outs, hf_tokens, hf_logits, strict=True):
+        k = next((i for i, (a, b) in enumerate(zip(o["token_ids"], want, strict=True)) if a != b), MAX_TOKENS)
+        assert_logprobs_agree(o, logits[:k])
+        if k < MAX_TOKENS:
+            assert float(logits[k][want[k]] - logits[k][o["token_ids"][k]]) < TIE_MARGIN
+    for c, h in zip(result["counters"], hf_count, strict=True):
+        assert c["tokens"] == len(outs) * (MAX_TOKENS - 1) == h["tokens"]
+        assert 0 < c["flagged"] < c["tokens"] * c["neurons"]
