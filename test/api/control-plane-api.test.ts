@@ -525,5 +525,28 @@ describe("ControlPlane API", () => {
       })
       .catch((e: unknown) => e)) as ApiCallError;
     expect(malformed.code).toBe("INVALID_ARGUMENT");
+    const reused = (await api
+      .call("submitJob", {
+        requestId: "req-1",
+        calibrationYaml: yaml.replace("calibTokens: 256", "calibTokens: 512"),
+      })
+      .catch((e: unknown) => e)) as ApiCallError;
+    expect(reused.code).toBe("ALREADY_EXISTS");
+
+    const evaluation = await api.call<Job__Output>("submitJob", {
+      requestId: "req-eval",
+      evaluate: { variantId: good.id, dataset: { builtin: "lee" }, maxTokens: "128" },
+    });
+    expect(evaluation.kind).toBe("evaluate");
+    const evaluated = await waitFor(
+      "the evaluate job",
+      async () => {
+        const j = await api.call<Job__Output>("getJob", { jobId: evaluation.id });
+        return j.state === "JOB_STATE_SUCCEEDED" || j.state === "JOB_STATE_FAILED" ? j : undefined;
+      },
+      120_000,
+    );
+    expect(evaluated.state, evaluated.message).toBe("JOB_STATE_SUCCEEDED");
+    expect(evaluated.metrics?.perplexityVariant).toBeGreaterThan(0);
   });
 });

@@ -7,6 +7,7 @@ import { calibrationSpec } from "../cli/calibration-spec.js";
 import { documentsOfKind, parseConfigText, type Rollout } from "../config/index.js";
 import type { ControlPlaneHandlers } from "../gen/tardis/v1/ControlPlane.js";
 import type { JobUpdate } from "../gen/tardis/v1/JobUpdate.js";
+import type { SubmitJobRequest__Output } from "../gen/tardis/v1/SubmitJobRequest.js";
 import { JobRun } from "../jobs/job-runner.js";
 import type { JobStore } from "../jobs/job-store.js";
 import { isTerminal } from "../jobs/state-machine.js";
@@ -71,6 +72,76 @@ export function parseRolloutYaml(text: string, label = "<spec_yaml>"): Rollout {
   return first.config;
 }
 
+const BASELINES = ["magnitude", "wanda", "ria"];
+
+/** A SubmitJob request as the job store's create() input (kind, name, spec); INVALID_ARGUMENT. */
+function jobSubmission(
+  req: SubmitJobRequest__Output,
+  deps: ServiceDeps,
+): {
+  kind: "calibrate" | "evaluate";
+  name: string;
+  spec: Record<string, unknown> | ((id: string) => Record<string, unknown>);
+} {
+  if (req.spec === "calibrationYaml") {
+    const loaded = documentsOfKind(
+      parseConfigText(req.calibrationYaml ?? "", "<calibration_yaml>"),
+      "CalibrationJob",
+    );
+    if (!loaded.ok) throw invalidConfig(loaded.errors);
+    const config = loaded.documents[0]?.config;
+    if (config === undefined || loaded.documents.length !== 1) {
+      throw invalidField("calibration_yaml", "expected exactly one CalibrationJob document");
+    }
+    return {
+      kind: "calibrate",
+      name: config.metadata.name,
+      spec: (id) => ({ ...calibrationSpec(config, id, deps.home, "<calibration_yaml>") }),
+    };
+  }
+  if (req.spec === "evaluate" && req.evaluate) {
+    const e = req.evaluate;
+    const variant = deps.variants.get(e.variantId);
+    if (variant === undefined) {
+      throw new ApiError(grpc.status.NOT_FOUND, `evaluate.variant_id: no variant ${e.variantId}`, [
+        { field: "evaluate.variant_id", description: `no registered variant ${e.variantId}` },
+      ]);
+    }
+    const unknown = e.baselines.filter((b) => !BASELINES.includes(b));
+    if (unknown.length > 0) {
+      throw invalidField(
+        "evaluate.baselines",
+        `unknown ${unknown.join(", ")}; expected ${BASELINES.join(", ")}`,
+      );
+    }
+    if (e.prefill != null && e.prefill !== "dense" && e.prefill !== "tardis") {
+      throw invalidField("evaluate.prefill", 'expected "dense" or "tardis"');
+    }
+    const dataset = e.dataset?.path
+      ? { path: e.dataset.path }
+      : { builtin: e.dataset?.builtin || "lee" };
+    return {
+      kind: "evaluate",
+      name: variant.name,
+      spec: {
+        variantId: variant.id,
+        request: {
+          variantPath: variant.path,
+          dataset,
+          baselines: [...e.baselines],
+          ...(e.maxTokens != null ? { maxTokens: Number(e.maxTokens) } : {}),
+          ...(e.context != null ? { context: e.context } : {}),
+          ...(e.stride != null ? { stride: e.stride } : {}),
+          ...(e.prefill != null ? { prefill: e.prefill } : {}),
+          ...(e.samplePrompt != null ? { samplePrompt: e.samplePrompt } : {}),
+          ...(e.sampleTokens != null ? { sampleTokens: e.sampleTokens } : {}),
+        },
+      },
+    };
+  }
+  throw invalidField("spec", "expected calibration_yaml or evaluate");
+}
+
 /** The handler table. */
 export function controlPlaneHandlers(deps: ServiceDeps): ControlPlaneHandlers {
   const { jobs, variants, engine, router, fleet } = deps;
@@ -129,26 +200,18 @@ export function controlPlaneHandlers(deps: ServiceDeps): ControlPlaneHandlers {
       if (!/^[A-Za-z0-9._:-]{1,128}$/.test(req.requestId)) {
         throw invalidField("request_id", "expected 1..128 characters of [A-Za-z0-9._:-]");
       }
-      if (req.spec !== "calibrationYaml") {
-        throw invalidField(
-          "spec",
-          "expected calibration_yaml (evaluate jobs: use `tardis eval` for now)",
-        );
-      }
-      const loaded = documentsOfKind(
-        parseConfigText(req.calibrationYaml ?? "", "<request>"),
-        "CalibrationJob",
-      );
-      if (!loaded.ok) throw invalidConfig(loaded.errors);
-      const config = loaded.documents[0]?.config;
-      if (config === undefined) throw invalidField("calibration_yaml", "expected one document");
-      const { job, created } = jobs.create({
-        kind: "calibrate",
-        name: config.metadata.name,
-        spec: (id) => ({ ...calibrationSpec(config, id, deps.home, "<request>") }),
-        requestId: req.requestId,
-      });
-      if (!created && job.name !== config.metadata.name) {
+      const submission = jobSubmission(req, deps);
+      const { job, created } = jobs.create({ ...submission, requestId: req.requestId });
+      // The same request_id must mean the same spec (compared as this job would have stored it).
+      const specFor =
+        typeof submission.spec === "function"
+          ? submission.spec
+          : () => submission.spec as Record<string, unknown>;
+      if (
+        !created &&
+        (job.kind !== submission.kind ||
+          JSON.stringify(job.spec) !== JSON.stringify(specFor(job.id)))
+      ) {
         throw new ApiError(
           grpc.status.ALREADY_EXISTS,
           `request_id ${req.requestId} was used for job ${job.id} with another spec`,
