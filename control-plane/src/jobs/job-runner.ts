@@ -147,7 +147,7 @@ export class JobRun {
             path: manifest.path,
             basePath: manifest.basePath,
             family: manifest.family,
-            method: { ...(manifest.method ?? {}) },
+            method: setFields(manifest.method),
             metrics,
           });
           variantId = manifest.variantId;

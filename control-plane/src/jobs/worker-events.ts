@@ -18,7 +18,9 @@ export function metricsOf(metrics: Metrics__Output | null | undefined): Record<s
 export function setFields(message: object | null | undefined): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(message ?? {})) {
-    if (!key.startsWith("_") && value !== undefined && value !== null) out[key] = value;
+    if (key.startsWith("_") || value === undefined || value === null) continue;
+    // int64 fields arrive as decimal strings (longs: String); they are counts, fine as numbers.
+    out[key] = typeof value === "string" && /^-?\d+$/.test(value) ? Number(value) : value;
   }
   return out;
 }
