@@ -299,14 +299,18 @@ describe("ControlPlane API", () => {
   });
 
   it("aborts a broken candidate by its accuracy and fallback gates: traffic back on the baseline, values logged", async () => {
+    // Referenced by name and id prefix: the API pins the full ids in the revision.
     const yaml = rolloutYaml(
       "bad",
-      base.id,
-      bad.id,
+      "base",
+      bad.id.slice(0, 12),
       ["setWeight: 50", "pause: {}", "analysis: { count: 1, interval: 1s }", "setWeight: 100"],
       GATES,
     );
-    await api.call("applyRollout", { specYaml: yaml });
+    const applied = await api.call<{ rollout: Rollout__Output }>("applyRollout", {
+      specYaml: yaml,
+    });
+    expect(applied.rollout).toMatchObject({ baseline: base.id, candidate: bad.id });
     await waitPhase("bad", "PAUSED", 1);
     for (const session of sessionsFor("bad", bad.id, 3)) {
       const chunks = await generate({
@@ -349,6 +353,29 @@ describe("ControlPlane API", () => {
     );
     expect(accuracy?.thresholds.maxPerplexityRatio).toBe(1.2);
     expect(history.entries.at(-1)?.reason).toBe("GateFailed");
+  });
+
+  it("a cancelled Generate cancels the worker call and frees its slot", async () => {
+    const started = Date.now();
+    const outcome = await new Promise<grpc.ServiceError>((resolve) => {
+      const call = api.raw.generate(
+        { rollout: "good", sessionId: "cancel-me", prompt: "The", maxNewTokens: 200 },
+        api.metadata(),
+      );
+      call.on("data", () => call.cancel());
+      call.on("error", resolve);
+    });
+    expect(outcome.code).toBe(grpc.status.CANCELLED);
+    await waitFor(
+      "the route to be released",
+      () => (server.router.inFlight("w0") === 0 ? true : undefined),
+      5_000,
+    );
+    expect(Date.now() - started).toBeLessThan(10_000);
+    const metrics = await (await fetch(`http://${server.metricsAddress}/metrics`)).text();
+    expect(metrics).toContain(
+      `tardis_generate_requests_total{variant="${good.id}",outcome="cancelled"} 1`,
+    );
   });
 
   it("`tardis serve` killed mid-rollout and restarted resumes in the right step", async () => {

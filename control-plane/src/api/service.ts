@@ -161,13 +161,14 @@ export function controlPlaneHandlers(deps: ServiceDeps): ControlPlaneHandlers {
     if (job === undefined) throw new ApiError(grpc.status.NOT_FOUND, `no job ${id}`);
     return job;
   };
-  const mustVariant = (id: string, field: string) => {
-    const v = variants.get(id);
-    if (v === undefined || v.id !== id) {
+  /** A registered variant by id, unique id prefix or name; NOT_FOUND naming the field. */
+  const mustVariant = (ref: string, field: string) => {
+    const v = variants.get(ref);
+    if (v === undefined) {
       throw new ApiError(
         grpc.status.NOT_FOUND,
-        `${field}: no registered variant ${id} (tardis variants ls lists them)`,
-        [{ field, description: `no registered variant ${id}` }],
+        `${field}: no registered variant ${ref} (tardis variants ls lists them)`,
+        [{ field, description: `no registered variant ${ref}` }],
       );
     }
     return v;
@@ -323,9 +324,19 @@ export function controlPlaneHandlers(deps: ServiceDeps): ControlPlaneHandlers {
 
     // ---- Rollouts ----
     ApplyRollout: unary(async (req) => {
-      const doc = parseRolloutYaml(req.specYaml);
-      mustVariant(doc.spec.baseline, "spec.baseline");
-      mustVariant(doc.spec.candidate, "spec.candidate");
+      const parsed = parseRolloutYaml(req.specYaml);
+      // Names and id prefixes become full ids: the revision pins exactly what is rolled out.
+      const doc = {
+        ...parsed,
+        spec: {
+          ...parsed.spec,
+          baseline: mustVariant(parsed.spec.baseline, "spec.baseline").id,
+          candidate: mustVariant(parsed.spec.candidate, "spec.candidate").id,
+        },
+      };
+      if (doc.spec.baseline === doc.spec.candidate) {
+        throw invalidField("spec.candidate", "expected a candidate different from the baseline");
+      }
       if (req.dryRun) return { newRevision: false };
       const name = doc.metadata.name;
       const revision = revisionOf(name, doc.spec);
