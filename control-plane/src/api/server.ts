@@ -21,7 +21,7 @@ import { authInterceptor } from "./auth.js";
 import { Fleet, type FleetMember } from "./fleet.js";
 import { type AccuracySettings, liveSources } from "./live-sources.js";
 import { ApiMetrics } from "./metrics.js";
-import { controlPlaneHandlers } from "./service.js";
+import { controlPlaneHandlers, JobRuns } from "./service.js";
 
 /** Everything `tardis serve` (or a test) decides. */
 export interface ControlPlaneOptions {
@@ -50,6 +50,7 @@ export class ControlPlaneServer {
   readonly router: Router;
   readonly engine: RolloutEngine;
   readonly metrics: ApiMetrics;
+  readonly runs: JobRuns;
   private readonly server: grpc.Server;
   private readonly health = new HealthImplementation({
     "": "NOT_SERVING",
@@ -80,6 +81,13 @@ export class ControlPlaneServer {
       onError,
     });
     this.metrics = new ApiMetrics(this.jobs, this.engine);
+    this.runs = new JobRuns({
+      db: options.db,
+      jobs: this.jobs,
+      variants: this.variants,
+      fleet: this.fleet,
+      log,
+    });
     this.server = new grpc.Server({
       interceptors: [authInterceptor(options.token)],
       "grpc.max_receive_message_length": 16 * 1024 * 1024,
@@ -97,6 +105,7 @@ export class ControlPlaneServer {
         engine: this.engine,
         metrics: this.metrics,
         draining: () => this.draining,
+        runs: this.runs,
         ...(log ? { log } : {}),
       }),
     );
@@ -104,11 +113,15 @@ export class ControlPlaneServer {
     new ReflectionService(controlPlaneDefinition()).addToServer(this.server);
   }
 
-  /** Poll the workers, recover rollouts, start timers, then listen (API, then metrics). */
+  /**
+   * Poll the workers, recover rollouts (and resume jobs a dead control plane left), start timers,
+   * then listen (API, then metrics).
+   */
   async start(): Promise<void> {
     await this.fleet.start();
     await this.engine.recover();
     this.engine.start();
+    this.runs.resumeOrphans();
     const o = this.options;
     const credentials =
       o.tls === undefined
@@ -156,6 +169,7 @@ export class ControlPlaneServer {
         resolve();
       });
     });
+    this.runs.detachAll();
     await this.engine.stop();
     await this.fleet.stop();
     await this.metrics.close();

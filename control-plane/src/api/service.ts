@@ -16,7 +16,6 @@ import { NoRouteError, type Route, type Router } from "../router/index.js";
 import type { Db } from "../store/database.js";
 import type { VariantRegistry } from "../variants/registry.js";
 import { WorkerCallError } from "../workers/worker-client.js";
-import type { WorkerHandle } from "../workers/worker-handle.js";
 import {
   decisionMessage,
   historyMessage,
@@ -41,7 +40,50 @@ export interface ServiceDeps {
   readonly engine: RolloutEngine;
   readonly metrics: ApiMetrics;
   readonly draining: () => boolean;
+  readonly runs: JobRuns;
   readonly log?: Logger;
+}
+
+/** Jobs this control plane runs on its workers (submitted through the API, or orphaned). */
+export class JobRuns {
+  private readonly runs = new Map<string, JobRun>();
+
+  constructor(
+    private readonly deps: {
+      readonly db: Db;
+      readonly jobs: JobStore;
+      readonly variants: VariantRegistry;
+      readonly fleet: Fleet;
+      readonly log?: Logger | undefined;
+    },
+  ) {}
+
+  /** Claim and run a job in the background on the first worker (no-op when owned elsewhere). */
+  start(jobId: string): void {
+    const { db, jobs, variants, fleet, log } = this.deps;
+    const member = fleet.list()[0]?.member;
+    if (member === undefined || this.runs.has(jobId) || !jobs.claim(jobId)) return;
+    const run = new JobRun({ db, jobs, variants, worker: member.handle }, jobId);
+    this.runs.set(jobId, run);
+    void run
+      .run()
+      .catch((error: unknown) => log?.warn({ err: error, job: jobId }, "job run failed"))
+      .finally(() => this.runs.delete(jobId));
+  }
+
+  /** Jobs left by a control plane that died: resumed here, once (each is claimed first). */
+  resumeOrphans(): void {
+    for (const job of this.deps.jobs.orphans()) this.start(job.id);
+  }
+
+  get(jobId: string): JobRun | undefined {
+    return this.runs.get(jobId);
+  }
+
+  /** Stop following running jobs (the workers finish or checkpoint them). */
+  detachAll(): void {
+    for (const run of this.runs.values()) run.detach();
+  }
 }
 
 type Callback<T> = grpc.sendUnaryData<T>;
@@ -145,7 +187,7 @@ function jobSubmission(
 /** The handler table. */
 export function controlPlaneHandlers(deps: ServiceDeps): ControlPlaneHandlers {
   const { jobs, variants, engine, router, fleet } = deps;
-  const runs = new Map<string, JobRun>();
+  const runs = deps.runs;
 
   const lastSeq = (jobId: string): number => {
     const row = deps.db
@@ -179,22 +221,6 @@ export function controlPlaneHandlers(deps: ServiceDeps): ControlPlaneHandlers {
       .filter((w) => w.loaded.has(variantId))
       .map((w) => w.member.id);
 
-  const firstWorker = (): WorkerHandle => {
-    const member = fleet.list()[0]?.member;
-    if (member === undefined) throw new ApiError(grpc.status.UNAVAILABLE, "no workers");
-    return member.handle;
-  };
-
-  const startRun = (jobId: string): void => {
-    if (runs.has(jobId) || !jobs.claim(jobId)) return;
-    const run = new JobRun({ db: deps.db, jobs, variants, worker: firstWorker() }, jobId);
-    runs.set(jobId, run);
-    void run
-      .run()
-      .catch((error: unknown) => deps.log?.warn({ err: error, job: jobId }, "job run failed"))
-      .finally(() => runs.delete(jobId));
-  };
-
   return {
     // ---- Jobs ----
     SubmitJob: unary((req) => {
@@ -218,7 +244,7 @@ export function controlPlaneHandlers(deps: ServiceDeps): ControlPlaneHandlers {
           `request_id ${req.requestId} was used for job ${job.id} with another spec`,
         );
       }
-      if (created) startRun(job.id);
+      if (created) runs.start(job.id);
       return jobMessage(job, lastSeq(job.id));
     }),
     GetJob: unary((req) => {
@@ -271,6 +297,11 @@ export function controlPlaneHandlers(deps: ServiceDeps): ControlPlaneHandlers {
       });
       const send = (): void => {
         if (closed) return;
+        if (deps.draining()) {
+          closed = true;
+          call.end();
+          return;
+        }
         try {
           const rows = jobId
             ? deps.db
