@@ -491,6 +491,37 @@ describe("ControlPlane API", () => {
         const log = await runCli(["rollout", "history", "restart", "--server", secondAddress], env);
         expect(log.code, log.stderr).toBe(0);
         expect(log.stdout).toContain("PROMOTED");
+        // apply --wait follows a rollout to PROMOTED (exit 0).
+        const quick = write(
+          root,
+          "quick.yaml",
+          rolloutYaml("quick", "base", "good", [
+            "setWeight: 50",
+            "pause: { duration: 1s }",
+            "setWeight: 100",
+          ]),
+        );
+        const waited = await runCli(
+          [
+            "rollout",
+            "apply",
+            "-f",
+            quick,
+            "--wait",
+            "--timeout",
+            "60",
+            "--server",
+            secondAddress,
+            "-o",
+            "json",
+          ],
+          env,
+        );
+        expect(waited.code, waited.stderr).toBe(0);
+        expect(JSON.parse(waited.stdout)).toMatchObject({
+          name: "quick",
+          phase: "ROLLOUT_PHASE_PROMOTED",
+        });
         const noToken = await runCli(["rollout", "status", "restart", "--server", secondAddress], {
           TARDIS_API_TOKEN: "",
         });
