@@ -123,8 +123,8 @@ export class Fleet implements WorkerPool {
   }
 
   /**
-   * Load `variantId` on every worker (VariantLoader): resolves once each has it, so the router can
-   * shift traffic onto it; rejects (the rollout aborts) when it is unknown or any load fails.
+   * Load `variantId` on every healthy worker (VariantLoader): resolves once each has it, so the
+   * router can shift traffic onto it; rejects (the rollout aborts) when it is unknown or a load fails.
    */
   async load(variantId: string): Promise<void> {
     const variant = this.variants.get(variantId);
@@ -132,7 +132,11 @@ export class Fleet implements WorkerPool {
       throw new ApiError(5, `variant ${variantId} is not registered (tardis variants ls)`);
     }
     this.wanted.set(variantId, variant.path);
-    await Promise.all(this.views.map((view) => this.loadOn(view, variantId, variant.path)));
+    // Healthy workers load it now; one that is down gets it from the poll once it is back (and
+    // is not routed to for this variant until then). With none healthy, wait for them to start.
+    const healthy = this.views.filter((v) => v.healthy);
+    const targets = healthy.length > 0 ? healthy : this.views;
+    await Promise.all(targets.map((view) => this.loadOn(view, variantId, variant.path)));
   }
 
   private loadOn(view: WorkerView, variantId: string, path: string): Promise<void> {
