@@ -38,6 +38,19 @@ export interface Context {
 }
 
 /** Open the state folder (TARDIS_HOME, default <repo>/.tardis) and its database. */
+/** Run `fn` with a context opened from `options`, closing it afterwards (also when `fn` throws). */
+export async function withContext<T>(
+  options: GlobalOptions,
+  fn: (ctx: Context) => Promise<T>,
+): Promise<T> {
+  const ctx = openContext(options);
+  try {
+    return await fn(ctx);
+  } finally {
+    ctx.close();
+  }
+}
+
 export function openContext(options: GlobalOptions): Context {
   const home = resolve(options.home ?? process.env.TARDIS_HOME ?? join(REPO_ROOT, ".tardis"));
   const db = openDatabase(join(home, "tardis.db"));

@@ -5,7 +5,7 @@ import { isAlive, type Job } from "../jobs/job-store.js";
 import { isTerminal } from "../jobs/state-machine.js";
 import { WorkerClient } from "../workers/worker-client.js";
 import { exitCodeOf, jobSummary } from "./calibrate.js";
-import { acquireWorker, type Context, type GlobalOptions, openContext } from "./context.js";
+import { acquireWorker, type Context, type GlobalOptions, withContext } from "./context.js";
 import { badInput, EXIT } from "./exit-codes.js";
 import { followJob } from "./follow.js";
 import { type Column, outputFormat, printNdjson, printObject, printRows } from "./output.js";
@@ -45,13 +45,10 @@ export function registerJobs(
     .action((opts: { output: string }) =>
       run(async () => {
         const format = outputFormat(opts.output);
-        const ctx = openContext(global());
-        try {
+        return withContext(global(), async (ctx) => {
           printRows(format, ctx.jobs.list(), JOB_COLUMNS);
           return EXIT.OK;
-        } finally {
-          ctx.close();
-        }
+        });
       }),
     );
 
@@ -62,8 +59,7 @@ export function registerJobs(
     .action((id: string, opts: { output: string }) =>
       run(async () => {
         const format = outputFormat(opts.output);
-        const ctx = openContext(global());
-        try {
+        return withContext(global(), async (ctx) => {
           const job = mustGetJob(ctx, id);
           const events = ctx.jobs.events(job.id);
           if (format === "table") {
@@ -80,9 +76,7 @@ export function registerJobs(
             printObject(format, { ...job, events });
           }
           return EXIT.OK;
-        } finally {
-          ctx.close();
-        }
+        });
       }),
     );
 
@@ -92,8 +86,7 @@ export function registerJobs(
     .option("--since <seq>", "print events after this seq", "0")
     .action((id: string, opts: { since: string }) =>
       run(async () => {
-        const ctx = openContext(global());
-        try {
+        return withContext(global(), async (ctx) => {
           let seq = Number(opts.since);
           let warned = false;
           for (;;) {
@@ -115,9 +108,7 @@ export function registerJobs(
             }
             await sleep(500);
           }
-        } finally {
-          ctx.close();
-        }
+        });
       }),
     );
 
@@ -127,8 +118,7 @@ export function registerJobs(
     .option("--reason <text>", "recorded with the job", "cancelled by tardis jobs cancel")
     .action((id: string, opts: { reason: string }) =>
       run(async () => {
-        const ctx = openContext(global());
-        try {
+        return withContext(global(), async (ctx) => {
           const job = mustGetJob(ctx, id);
           if (isTerminal(job.state)) throw badInput(`job ${job.id} is already ${job.state}`);
           const owned = job.ownerPid !== null && isAlive(job.ownerPid);
@@ -165,9 +155,7 @@ export function registerJobs(
           }
           process.stderr.write(`job ${job.id} is still CANCELLING after 60 s\n`);
           return EXIT.TIMEOUT;
-        } finally {
-          ctx.close();
-        }
+        });
       }),
     );
 
@@ -181,8 +169,7 @@ export function registerJobs(
     .action((ids: string[], opts: { watch?: boolean; output: string }) =>
       run(async () => {
         const format = outputFormat(opts.output);
-        const ctx = openContext(global());
-        try {
+        return withContext(global(), async (ctx) => {
           const targets =
             ids.length > 0 ? ids.map((id) => mustGetJob(ctx, id)) : ctx.jobs.orphans();
           const claimed = targets
@@ -215,9 +202,7 @@ export function registerJobs(
             await worker.close();
           }
           return code;
-        } finally {
-          ctx.close();
-        }
+        });
       }),
     );
 }

@@ -3,7 +3,7 @@
 import { rmSync } from "node:fs";
 import type { Command } from "commander";
 import type { Variant } from "../variants/registry.js";
-import { type Context, type GlobalOptions, openContext } from "./context.js";
+import { type Context, type GlobalOptions, withContext } from "./context.js";
 import { COMPARISON_COLUMNS } from "./evaluation.js";
 import { badInput, EXIT } from "./exit-codes.js";
 import { type Column, num, outputFormat, pct, printObject, printRows } from "./output.js";
@@ -42,13 +42,10 @@ export function registerVariants(
     .action((opts: { output: string }) =>
       run(async () => {
         const format = outputFormat(opts.output);
-        const ctx = openContext(global());
-        try {
+        return withContext(global(), async (ctx) => {
           printRows(format, ctx.variants.list(), VARIANT_COLUMNS);
           return EXIT.OK;
-        } finally {
-          ctx.close();
-        }
+        });
       }),
     );
   variants
@@ -58,8 +55,7 @@ export function registerVariants(
     .action((ref: string, opts: { output: string }) =>
       run(async () => {
         const format = outputFormat(opts.output);
-        const ctx = openContext(global());
-        try {
+        return withContext(global(), async (ctx) => {
           const v = mustGetVariant(ctx, ref);
           if (format === "table") {
             const { comparison, ...rest } = v;
@@ -69,9 +65,7 @@ export function registerVariants(
             printObject(format, { ...v });
           }
           return EXIT.OK;
-        } finally {
-          ctx.close();
-        }
+        });
       }),
     );
   variants
@@ -80,16 +74,13 @@ export function registerVariants(
     .option("--purge", "also delete the artifact folder")
     .action((ref: string, opts: { purge?: boolean }) =>
       run(async () => {
-        const ctx = openContext(global());
-        try {
+        return withContext(global(), async (ctx) => {
           const v = mustGetVariant(ctx, ref);
           ctx.variants.remove(v.id);
           if (opts.purge) rmSync(v.path, { recursive: true, force: true });
           process.stderr.write(`removed variant ${v.id}${opts.purge ? ` and ${v.path}` : ""}\n`);
           return EXIT.OK;
-        } finally {
-          ctx.close();
-        }
+        });
       }),
     );
 }
