@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-worker"))
 
+from tardis.kernels import decode
 from tardis.kernels.blocks import PLANE_LAUNCH, workspace_size
 from tardis.kernels.layout import TiledPredictor
 from tardis.kernels.op import KernelPack, ffn_decode
@@ -39,22 +40,27 @@ RATES = (0.01, 0.05, 0.10, 0.20)
 # tardis.kernels.blocks.PLANE_LAUNCH); every one is also run by
 # tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS = (
-    (1, 4, False, False, False),
-    (1, 4, True, False, False),
-    (1, 4, False, True, False),
-    (1, 4, True, True, False),
-    (1, 4, True, True, True),
-    (1, 4, True, False, True),
-    (1, 8, True, True, False),
-    (4, 16, True, True, False),
+    (1, 4, True, False, True, False, 1, None, False),  # v4 default at B = 1, 4
+    (1, 4, True, False, False, False, 1, None, False),  # v4 default at B = 2
+    (1, 4, True, False, True, False, 4, 128, False),  # v5: groups split in 4 programs
+    (1, 4, True, False, True, True, 1, None, False),  # v5: fp16x2 codes
+    (1, 4, True, False, True, True, 1, 128, False),
+    (1, 4, True, False, True, True, 2, 128, False),
+    (1, 4, True, False, True, True, 4, 128, False),
+    (1, 4, True, False, False, True, 4, 128, False),
+    (1, 4, True, False, True, True, 2, None, False),
+    (1, 4, True, False, True, True, 1, 128, True),  # v5: Wf tile prefetch
+    (1, 4, True, False, True, True, 4, 128, True),
+    (1, 4, True, False, True, True, 2, None, True),
 )
-PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2")
+PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF")
 
 
 def plane_name(cfg: tuple) -> str:
-    """A short name of a plane launch configuration, e.g. T1_w4_pf_x_p2."""
-    t, nw, first, xpf, pf2 = cfg
-    return f"T{t}_w{nw}" + "_pf" * first + "_x" * xpf + "_p2" * pf2
+    """A short name of a plane launch configuration, e.g. T1_w4_pf_p2_h2_wpf_s4_r128."""
+    t, nw, first, xpf, pf2, h2, split, maxnreg, wpf = cfg
+    name = f"T{t}_w{nw}" + "_pf" * first + "_x" * xpf + "_p2" * pf2 + "_h2" * h2 + "_wpf" * wpf
+    return name + (f"_s{split}" if split > 1 else "") + (f"_r{maxnreg}" if maxnreg else "")
 
 
 DT = torch.bfloat16
@@ -104,7 +110,7 @@ def make_layer(d: int, f: int, bits: int, gs: int, gen: torch.Generator) -> dict
         "slope": torch.rand(f, device=dev, generator=gen),
         "intercept": 0.05 * torch.randn(f, device=dev, generator=gen),
         "pred": random_predictor(f, d, bits, gs, w1),
-        "ws": torch.zeros(workspace_size(d), dtype=torch.int32, device=dev),
+        "ws": torch.zeros(workspace_size(d, f), dtype=torch.int32, device=dev),
         "fc": torch.zeros((), dtype=torch.int64, device=dev),
         "uc": torch.zeros((), dtype=torch.int64, device=dev),
     }
@@ -310,8 +316,26 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
                 s.copy_(lc.ws[:1])
             union = sum(int(s) for s in saved) / len(saved)
             row["k2_up_us"] = graph_time([lc.up for lc in ls])
+            if kset == "plane":  # the small up kernel (no tl.dot), while the list count is still set
+                for lc in ls:
+                    lc.small_updown = True
+                row["k2_up_small_us"] = graph_time([lc.up for lc in ls])
+                for lc in ls:
+                    lc.small_updown = lc.n <= decode.SMALL_UPDOWN_BATCH
             fns = [lambda lc=lc, s=s: (lc.ws[:1].copy_(s), lc.down()) for lc, s in zip(ls, saved, strict=True)]
             row["k3_down_us"] = graph_time(fns) - t_copy
+            if kset == "plane":  # the small down kernel (reads the small up's partials)
+                for lc, s in zip(ls, saved, strict=True):
+                    lc.small_updown = True
+                    lc.ws[:1].copy_(s)
+                    lc.up()
+                fns = [lambda lc=lc, s=s: (lc.ws[:1].copy_(s), lc.down()) for lc, s in zip(ls, saved, strict=True)]
+                row["k3_down_small_us"] = graph_time(fns) - t_copy
+                for lc in ls:
+                    lc.small_updown = lc.n <= decode.SMALL_UPDOWN_BATCH
+                small_better = row["k2_up_small_us"] + row["k3_down_small_us"] < row["k2_up_us"] + row["k3_down_us"]
+                if args.plane_best and small_better and n - 1 == decode.SMALL_UPDOWN_BATCH:
+                    decode.SMALL_UPDOWN_BATCH = n  # the whole-layer runs below use the small up/down here
             row["union_frac"] = union / f
             row["k1_wf_TBps"] = d * d * 2 / row["k1_wf_us"] / 1e6
             row["k1_pred_TBps"] = pred_bytes / row["k1_pred_us"] / 1e6
@@ -319,8 +343,12 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
             row["k2_TBps"] = union * d * 2 / row["k2_up_us"] / 1e6
             row["k3_TBps"] = union * d * 2 / row["k3_down_us"] / 1e6
             if kset == "plane":  # kernel-1 configurations (PLANE_CONFIGS)
-                sweep = {}
+                sweep, errs = {}, {}
+                default = dict(PLANE_LAUNCH[n])
                 for cfg in PLANE_CONFIGS:
+                    PLANE_LAUNCH[n] = dict(zip(PLANE_KEYS, cfg, strict=True))  # the op's configuration
+                    errs[plane_name(cfg)] = check(layers[0], n, gen)["rel_err"]
+                    PLANE_LAUNCH[n] = default
                     for lc in ls:
                         lc.plane_cfg |= dict(zip(PLANE_KEYS, cfg, strict=True))
                     fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("all")) for lc in ls]
@@ -328,13 +356,17 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
                     fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("pred")) for lc in ls]
                     sweep[plane_name(cfg) + "_pred"] = graph_time(fns) - t_zero
                 row["k1_sweep_us"] = sweep
-                best = min(PLANE_CONFIGS, key=lambda c: sweep[plane_name(c)])
+                row["k1_sweep_rel_err"] = errs
+                valid = [c for c in PLANE_CONFIGS if errs[plane_name(c)] < 1e-2]  # a wrong kernel is never "best"
+                best = min(valid, key=lambda c: sweep[plane_name(c)])
                 row["k1_best"] = plane_name(best)
                 if args.plane_best:  # the whole-layer runs below use the fastest configuration
                     PLANE_LAUNCH[n] = dict(zip(PLANE_KEYS, best, strict=True))
                 print(
                     f"  plane k1 sweep B={n} (all / pred only): "
                     + " ".join(f"{k} {v:.1f}" for k, v in sweep.items())
+                    + "; rel. err "
+                    + " ".join(f"{k} {v:.1e}" for k, v in errs.items())
                     + f"; best {row['k1_best']}",
                     flush=True,
                 )
@@ -344,7 +376,9 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
             print(
                 f"kernels {name} B={n} {row['kernels']:5}: all {row['all_us']:6.1f} | k1 {row['k1_all_us']:6.1f} "
                 f"(wf {row['k1_wf_us']:5.1f} pred {row['k1_pred_us']:5.1f}) {row['k1_all_TBps']:.2f} TB/s | "
-                f"up {row['k2_up_us']:5.1f} down {row['k3_down_us']:5.1f} | union {row['union_frac']:.3f} "
+                f"up {row['k2_up_us']:5.1f} down {row['k3_down_us']:5.1f} "
+                f"(small {row.get('k2_up_small_us', 0):5.1f} {row.get('k3_down_small_us', 0):5.1f}) "
+                f"| union {row['union_frac']:.3f} "
                 f"(memset {t_zero:.1f}, copy {t_copy:.1f} subtracted)",
                 flush=True,
             )
@@ -407,6 +441,7 @@ def main() -> None:
         "torch": torch.__version__, "triton": __import__("triton").__version__, "copy_ceiling_TBps": ceiling,
         "layers_per_graph": args.layers, "policies_max_union": policies, "rows": rows, "kernel_times": ktimes,
         "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
+        "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
         "wall_s": time.time() - t_start,
     }  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

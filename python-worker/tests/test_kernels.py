@@ -105,6 +105,8 @@ def _kernel_case(
         x, pred=pack.pred, act=act, workspace=pack.workspace, flag_count=fc, union_count=uc, kernels=kernels, **lay
     )
     if plane_cfg is not None:
+        plane_cfg = dict(plane_cfg)
+        launch.small_updown = plane_cfg.pop("small_updown", launch.small_updown)
         launch.plane_cfg |= plane_cfg
     y, flags = launch.run()
     y_ref, ref_flags = _reference64(x, q, lay, act)
@@ -163,16 +165,22 @@ def test_kernels_match_float64_reference_on_gpu(
 
 
 # the plane kernel's launch configurations that the benchmark sweeps: T row tiles per program, warps,
-# PRED_FIRST, XPF, PF2 (see blocks.PLANE_LAUNCH)
+# PRED_FIRST, XPF, PF2, H2 (fp16x2 int2 codes), SPLIT (programs per row tile), maxnreg, WPF (see
+# blocks.PLANE_LAUNCH and bench/ffn_bench.py's PLANE_CONFIGS)
+PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF")
 PLANE_CONFIGS = [
-    (1, 4, False, False, False),
-    (1, 4, True, False, False),
-    (1, 4, False, True, False),
-    (1, 4, True, True, False),
-    (1, 4, True, True, True),
-    (1, 4, True, False, True),
-    (1, 8, True, True, False),
-    (4, 16, True, True, False),
+    (1, 4, True, False, True, False, 1, None, False),
+    (1, 4, True, False, False, False, 1, None, False),
+    (1, 4, True, False, True, False, 4, 128, False),
+    (1, 4, True, False, True, True, 1, None, False),
+    (1, 4, True, False, True, True, 1, 128, False),
+    (1, 4, True, False, True, True, 2, 128, False),
+    (1, 4, True, False, True, True, 4, 128, False),
+    (1, 4, True, False, False, True, 4, 128, False),
+    (1, 4, True, False, True, True, 2, None, False),
+    (1, 4, True, False, True, True, 1, 128, True),
+    (1, 4, True, False, True, True, 4, 128, True),
+    (1, 4, True, False, True, True, 2, None, True),
 ]
 
 
@@ -180,8 +188,26 @@ PLANE_CONFIGS = [
 @pytest.mark.parametrize("cfg", PLANE_CONFIGS)
 @pytest.mark.parametrize(("n", "d", "f"), [(1, 4544, 2240), (2, 4544, 2240), (4, 4544, 2240)])
 def test_plane_kernel_configurations_on_gpu(cfg: tuple, n: int, d: int, f: int) -> None:
-    plane_cfg = dict(zip(("T", "num_warps", "PRED_FIRST", "XPF", "PF2"), cfg, strict=True))
+    plane_cfg = dict(zip(PLANE_KEYS, cfg, strict=True))
     _kernel_case("cuda", n, d, f, 2, 128, torch.bfloat16, "gelu", seed=11 + n, kernels="plane", plane_cfg=plane_cfg)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    ("n", "d", "f", "gs", "dtype", "split"),
+    [
+        (1, 777, 2050, 64, torch.bfloat16, 3),
+        (2, 1000, 3000, 64, torch.float16, 1),
+        (3, 4544, 18176, 128, torch.float16, 5),
+        (4, 300, 130, 128, torch.bfloat16, 2),
+        (1, 4544, 18176, 128, torch.bfloat16, 4),
+    ],
+)
+def test_fp16x2_predictor_path_on_gpu(n: int, d: int, f: int, gs: int, dtype: torch.dtype, split: int) -> None:
+    # H2 with both group sizes it takes (4 and 8 words per group), fp16 and bf16 x, a tail group of d,
+    # a split that does not divide the groups; the small up/down kernels at odd n
+    plane_cfg = {"H2": True, "SPLIT": split, "PRED_FIRST": True, "small_updown": n % 2 == 1}
+    _kernel_case("cuda", n, d, f, 2, gs, dtype, "gelu", seed=5 + n, kernels="plane", plane_cfg=plane_cfg)
 
 
 @pytest.mark.skipif(
@@ -207,6 +233,11 @@ def test_plane_kernel_configurations_on_gpu(cfg: tuple, n: int, d: int, f: int) 
         (2, 450, 130, 2, "plane", {"T": 2, "PF2": True, "PRED_FIRST": True}),
         (1, 200, 150, 3, "plane", {"T": 1, "PF2": True}),
         (3, 300, 200, 4, "plane", {"T": 1, "PRED_FIRST": True}),
+        (1, 450, 130, 2, "plane", {"SPLIT": 3, "PRED_FIRST": True}),
+        (4, 450, 330, 3, "plane", {"SPLIT": 2, "T": 2}),
+        (2, 200, 150, 2, "plane", {"SPLIT": 9}),
+        (1, 300, 200, 2, "plane", {"small_updown": True}),
+        (3, 450, 130, 4, "plane", {"small_updown": True, "SPLIT": 2}),
     ],
 )
 def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, kernels, t) -> None:

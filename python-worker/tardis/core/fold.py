@@ -15,10 +15,12 @@ def fold(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Wf = W2·diag(a)·W1 [d, d] and bf = W2·(a∘b1 + c) + b2 [d], both float64 on the CPU.
 
-    w1 [f, d], b1 [f], w2 [d, f], b2 [d], slope/intercept [f].
+    w1 [f, d], b1 [f], w2 [d, f], b2 [d], slope/intercept [f]. Computed on w1's device (at Falcon-7B
+    shape a layer is 0.75 TFLOP in float64: seconds on a CPU, milliseconds on an H200).
     """
-    w1_, w2_ = w1.detach().double().cpu(), w2.detach().double().cpu()
-    a, c = slope.double().cpu(), intercept.double().cpu()
+    dev = w1.device
+    w1_, w2_ = w1.detach().to(dev, torch.float64), w2.detach().to(dev, torch.float64)
+    a, c = slope.to(dev, torch.float64), intercept.to(dev, torch.float64)
     wf = (w2_ * a) @ w1_
-    bf = w2_ @ (a * b1.detach().double().cpu() + c) + b2.detach().double().cpu()
-    return wf, bf
+    bf = w2_ @ (a * b1.detach().to(dev, torch.float64) + c) + b2.detach().to(dev, torch.float64)
+    return wf.cpu(), bf.cpu()

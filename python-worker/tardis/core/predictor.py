@@ -10,6 +10,7 @@ of `group_size` weights of a row has an fp16 `scale` and fp16 `offset`: w â‰ˆ qÂ
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,12 @@ class QuantizedW1:
     bits: int
     group_size: int
     in_features: int  # d (unpadded)
+
+    def to(self, device: torch.device | str) -> QuantizedW1:
+        """The same predictor with its tensors on `device`."""
+        return dataclasses.replace(
+            self, packed=self.packed.to(device), scales=self.scales.to(device), offsets=self.offsets.to(device)
+        )
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The dense [f, d] matrix the packed codes stand for."""
@@ -58,9 +65,9 @@ def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     per_word = codes_per_word(bits)
     f, n = codes.shape
     n_words = -(-n // per_word)
-    padded = torch.zeros(f, n_words * per_word, dtype=torch.int64)
+    padded = torch.zeros(f, n_words * per_word, dtype=torch.int64, device=codes.device)
     padded[:, :n] = codes.to(torch.int64)
-    shifts = torch.arange(per_word, dtype=torch.int64) * bits
+    shifts = torch.arange(per_word, dtype=torch.int64, device=codes.device) * bits
     words = (padded.view(f, n_words, per_word) << shifts).sum(-1)
     words = torch.where(words >= 2**31, words - 2**32, words)
     return words.to(torch.int32)

@@ -105,6 +105,24 @@ def set_prefill(model: nn.Module, prefill: str) -> None:
         m.prefill = prefill
 
 
+def set_decode_policy(model: nn.Module, max_tokens: int) -> None:
+    """On CUDA, run decode steps with more than `max_tokens` tokens dense instead of the TARDIS op.
+
+    0 runs every step dense; DECODE_MAX_TOKENS (64) or more runs the op on every step it supports.
+    The CPU reference path ignores the policy.
+    """
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        raise ValueError(f"set_decode_policy: max_tokens must be an integer ≥ 0, got {max_tokens!r}")
+    for m in tardis_modules(model):
+        m.max_tardis_tokens = max_tokens
+
+
 def counters(model: nn.Module) -> list[dict[str, int]]:
-    """Per-layer live counters (flagged pairs, tokens, unions, steps, neurons)."""
+    """Per-layer live counters (flagged pairs, tokens, unions, steps, policy dense steps, neurons)."""
     return [m.counters() for m in tardis_modules(model)]
+
+
+def reset_counters(model: nn.Module) -> None:
+    """Zero every TardisFFN's live counters."""
+    for m in tardis_modules(model):
+        m.reset_counters()

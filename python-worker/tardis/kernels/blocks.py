@@ -17,7 +17,21 @@ PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor 
 # groups ahead instead of one). Measured on the H200 (bench/NOTES.md, v4): PRED_FIRST saves 14–30 µs of
 # kernel 1 at B = 1, 2, 4 (the long predictor programs no longer start after the Wf programs), XPF costs
 # 4–18 µs, PF2 is within noise; B = 3 was neither measured nor GPU-tested with them, so it keeps v3's.
-_PLANE_V3 = {"T": 1, "num_warps": 4, "PRED_FIRST": False, "XPF": False, "PF2": False}
+# H2 (int2 with 16 full code planes only): two codes per fp16x2 instruction; SPLIT: the groups of a row
+# tile cut into this many programs (fp32 atomics into a zero-at-rest buffer, the last one runs the epilogue).
+# WPF: the Wf programs load their next tile before the current one's FMAs.
+# maxnreg: a register cap (None: the compiler's choice; 128 lets 4 programs of 4 warps share an SM).
+_PLANE_V3 = {
+    "T": 1,
+    "num_warps": 4,
+    "PRED_FIRST": False,
+    "XPF": False,
+    "PF2": False,
+    "H2": False,
+    "SPLIT": 1,
+    "maxnreg": None,
+    "WPF": False,
+}
 PLANE_LAUNCH = {
     1: _PLANE_V3 | {"PRED_FIRST": True, "PF2": True},
     2: _PLANE_V3 | {"PRED_FIRST": True},
@@ -25,11 +39,35 @@ PLANE_LAUNCH = {
     4: _PLANE_V3 | {"PRED_FIRST": True, "PF2": True},
 }
 SMALL_MAX_BATCH = 4  # the most tokens the small-batch kernels take (small=True)
+SMALL_UPDOWN_BATCH = 0  # plane batches up to this many tokens use the small up/down kernels (else v1's)
 SMALL_GROUPS_PER_STEP = 4  # predictor groups loaded per loop step in the small-batch stacked kernel
 SMALL_WARPS = 8  # warps per program of the small-batch stacked kernel
 PROGRAMS_PER_SM = 4  # persistent grid size of the up-gather and down-scatter kernels
 
 
-def workspace_size(d: int) -> int:
-    """int32 words of persistent workspace: [list count, items done, one ticket per column block]."""
-    return 2 + -(-d // DOWN_BLOCK_COLS)
+PRED_ROWS = 64  # rows of a predictor tile (layout.BLOCK_ROWS)
+MAX_SPLIT_TOKENS = 4  # tokens the split predictor's partial-sum buffer holds
+
+
+def workspace_layout(d: int, f: int) -> dict[str, tuple[int, int]]:
+    """(offset, length) in int32 words of each workspace region, all zero at rest: the list count and
+    items done, one ticket per down-scatter column block, one ticket per predictor tile, and the split
+    predictor's fp32 partial sums [MAX_SPLIT_TOKENS, f_pad]."""
+    tiles = -(-f // PRED_ROWS)
+    sizes = {
+        "counts": 2,
+        "col_tickets": -(-d // DOWN_BLOCK_COLS),
+        "tile_tickets": tiles,
+        "zacc": MAX_SPLIT_TOKENS * tiles * PRED_ROWS,
+    }
+    out, off = {}, 0
+    for name, n in sizes.items():
+        out[name] = (off, n)
+        off += n
+    return out
+
+
+def workspace_size(d: int, f: int) -> int:
+    """int32 words of persistent workspace (see workspace_layout)."""
+    off, n = workspace_layout(d, f)["zacc"]
+    return off + n

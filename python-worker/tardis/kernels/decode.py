@@ -19,6 +19,8 @@ Dequantization: a code q is OR-ed into the mantissa of 1.0 (1 + q/2^bits, exact 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -28,16 +30,19 @@ from tardis.kernels.blocks import (
     DOWN_BLOCK_NEURONS,
     PLANE_BATCH,
     PLANE_LAUNCH,
+    PRED_ROWS,
     PROGRAMS_PER_SM,
     SMALL_BATCH,
     SMALL_GROUPS_PER_STEP,
     SMALL_MAX_BATCH,
+    SMALL_UPDOWN_BATCH,
     SMALL_WARPS,
     UP_BLOCK_K,
     UP_BLOCK_NEURONS,
     UP_SPLITS,
     WF_BLOCK_K,
     WF_BLOCK_ROWS,
+    workspace_layout,
     workspace_size,
 )
 from tardis.kernels.layout import TiledPredictor
@@ -151,7 +156,8 @@ def _up_kernel(
             w = tl.load(w1_ptr + neur[:, None].to(tl.int64) * D + ks[None, :], mask=wmask, other=0.0)
             xt = tl.load(x_ptr + toks[None, :] * D + ks[:, None], mask=kmask[:, None] & tmask[None, :], other=0.0)
             acc = tl.dot(w, xt, acc)
-        tl.store(zp_ptr + (sp * F + js[:, None]) * BN + toks[None, :], acc, mask=jmask[:, None])
+        # token-major partials [split, token, list position]: only the N real tokens are written and read
+        tl.store(zp_ptr + (sp * BN + toks[None, :]) * F + js[:, None], acc, mask=jmask[:, None] & tmask[None, :])
 
 
 @triton.jit
@@ -174,8 +180,9 @@ def _down_kernel(
         jmask = js < count
         neur = tl.load(idx_ptr + js, mask=jmask, other=0)
         z = tl.zeros((BJ, BN), dtype=tl.float32)
+        zmask = jmask[:, None] & tmask[None, :]
         for sp in range(0, n_splits):
-            z += tl.load(zp_ptr + (sp * F + js[:, None]) * BN + toks[None, :], mask=jmask[:, None], other=0.0)
+            z += tl.load(zp_ptr + (sp * BN + toks[None, :]) * F + js[:, None], mask=zmask, other=0.0)
         z += tl.load(b1_ptr + neur, mask=jmask, other=0.0).to(tl.float32)[:, None]
         a = tl.load(slope_ptr + neur, mask=jmask, other=0.0)
         c = tl.load(icpt_ptr + neur, mask=jmask, other=0.0)
@@ -202,18 +209,33 @@ def _down_kernel(
 
 
 @triton.jit
-def _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, D, NT: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr):
+def _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF: tl.constexpr):
+    ks_f = k0_f + tl.arange(0, BKF)
+    return tl.load(wf_ptr + rows_f[:, None] * D + ks_f[None, :], mask=rmask_f[:, None] & (ks_f < D)[None, :], other=0.0)
+
+
+@triton.jit
+def _wf_small_part(
+    x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, D, NT: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
+    WPF: tl.constexpr = False,
+):  # fmt: skip
     # Folded rows y32[:, rows] = Wf[rows]·x + bf without tl.dot: [BMF, BKF] fp32 FMA tiles per token.
+    # WPF: the next step's Wf tile is loaded before this step's FMAs (two tiles in flight per program).
     rows_f = pid * BMF + tl.arange(0, BMF)
     rmask_f = rows_f < D
     fa0 = tl.zeros((BMF, BKF), dtype=tl.float32)
     fa1 = tl.zeros((BMF, BKF), dtype=tl.float32)
     fa2 = tl.zeros((BMF, BKF), dtype=tl.float32)
     fa3 = tl.zeros((BMF, BKF), dtype=tl.float32)
+    w_next = _wf_tile(wf_ptr, rows_f, rmask_f, 0, D, BKF)
     for k0_f in range(0, D, BKF):
         ks_f = k0_f + tl.arange(0, BKF)
         kmask_f = ks_f < D
-        w_f = tl.load(wf_ptr + rows_f[:, None] * D + ks_f[None, :], mask=rmask_f[:, None] & kmask_f[None, :], other=0.0)
+        if WPF:
+            w_f = w_next
+            w_next = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f + BKF, D, BKF)
+        else:
+            w_f = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF)
         w_f = w_f.to(tl.float32)
         fa0 += w_f * tl.load(x_ptr + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
         if NT > 1:
@@ -437,6 +459,87 @@ def _plane_group(
     return a0, a1, a2, a3
 
 
+def _h2_group_asm(wpg: int, x_fp16: bool) -> str:
+    # One group of int2 codes for 4 words of a thread (pack = 4: 4 rows, one word position j), two codes
+    # per fp16x2 instruction. Operands: $0-$3 out (fp32 bits: s·Σ code·x + o·Σ x per word), $4-$7 the
+    # words, $8-$11 &x[g·GS + j] (only $8 is read: the 4 rows share j), $12 half2 (1024, 1024),
+    # $16-$19 scales, $20-$23 offsets (fp32 bits). Code plane s of a word sits at bits 2s and multiplies
+    # x[g·GS + s·wpg + j]; (w >> 2s) & 0x00030003 | 0x6400_6400 is the half2 (1024 + code_s,
+    # 1024 + code_{s+8}), minus 1024 the codes exactly; the paired FMA takes the half2 (x_s, x_{s+8}).
+    # Sums run in fp16 over one word's 16 codes, then in fp32. x is loaded once per thread and group.
+    lines = ["{", ".reg .b32 t, c, a, xs, p<8>;", ".reg .b16 l, h, xv<16>;", ".reg .f32 fl, fh, fx, r, xf<16>;"]
+    lines += [f"ld.global.nc.b16 xv{s}, [$8+{2 * s * wpg}];" for s in range(16)]
+    if x_fp16:
+        lines += [f"mov.b32 p{s}, {{xv{s}, xv{s + 8}}};" for s in range(8)]
+    else:  # bf16 → fp32 → half2 (round to nearest)
+        lines += [f"cvt.f32.bf16 xf{s}, xv{s};" for s in range(16)]
+        lines += [f"cvt.rn.f16x2.f32 p{s}, xf{s + 8}, xf{s};" for s in range(8)]
+    lines += ["add.rn.f16x2 xs, p0, p1;"] + [f"add.rn.f16x2 xs, xs, p{s};" for s in range(2, 8)]
+    lines += ["mov.b32 {l, h}, xs;", "cvt.f32.f16 fl, l;", "cvt.f32.f16 fh, h;", "add.f32 fx, fl, fh;"]
+    for e in range(4):
+        w = f"${4 + e}"
+        for s in range(8):
+            src = w
+            if s:
+                lines.append(f"shr.u32 t, {w}, {2 * s};")
+                src = "t"
+            lines.append(f"lop3.b32 c, {src}, 0x00030003, $12, 0xea;")
+            lines.append("sub.rn.f16x2 c, c, $12;")
+            lines.append(f"mul.rn.f16x2 a, c, p{s};" if s == 0 else f"fma.rn.f16x2 a, c, p{s}, a;")
+        lines += ["mov.b32 {l, h}, a;", "cvt.f32.f16 fl, l;", "cvt.f32.f16 fh, h;", "add.f32 r, fl, fh;"]
+        lines += [f"mul.f32 r, r, ${16 + e};", f"fma.rn.f32 r, ${20 + e}, fx, r;", f"mov.b32 ${e}, r;"]
+    lines.append("}")
+    return "\n\t".join(lines)
+
+
+H2_ASM_4_BF16: tl.constexpr = tl.constexpr(_h2_group_asm(4, False))
+H2_ASM_8_BF16: tl.constexpr = tl.constexpr(_h2_group_asm(8, False))
+H2_ASM_4_F16: tl.constexpr = tl.constexpr(_h2_group_asm(4, True))
+H2_ASM_8_F16: tl.constexpr = tl.constexpr(_h2_group_asm(8, True))
+H2_CONSTRAINTS: tl.constexpr = tl.constexpr(",".join(["=r"] * 4 + ["r"] * 4 + ["l"] * 4 + ["r"] * 12))
+H2_MAGIC = 0x64006400  # half2 (1024, 1024)
+H2_WPG = (4, 8)  # words per group the fp16x2 path takes (int2 groups of 64 or 128 codes)
+
+
+@triton.jit
+def _h2_group(wv, xptrs, magic, sc, oc, WPG: tl.constexpr, X_FP16: tl.constexpr):
+    # fp32 s·Σ code·x + o·Σ x of each int2 word [T, WPG, BR] (see _h2_group_asm); sc, oc fp32 [T, WPG, BR]
+    args = [wv, xptrs, magic, sc.to(tl.int32, bitcast=True), oc.to(tl.int32, bitcast=True)]
+    if WPG == 4:
+        if X_FP16:
+            r = tl.inline_asm_elementwise(H2_ASM_4_F16, H2_CONSTRAINTS, args, dtype=tl.int32, is_pure=True, pack=4)
+        else:
+            r = tl.inline_asm_elementwise(H2_ASM_4_BF16, H2_CONSTRAINTS, args, dtype=tl.int32, is_pure=True, pack=4)
+    else:
+        if X_FP16:
+            r = tl.inline_asm_elementwise(H2_ASM_8_F16, H2_CONSTRAINTS, args, dtype=tl.int32, is_pure=True, pack=4)
+        else:
+            r = tl.inline_asm_elementwise(H2_ASM_8_BF16, H2_CONSTRAINTS, args, dtype=tl.int32, is_pure=True, pack=4)
+    return r.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _plane_group_h2(
+    a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic,
+    NT: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, X_FP16: tl.constexpr,
+):  # fmt: skip
+    # _plane_group for a full int2 group of 16 code planes, two codes per fp16x2 instruction (H2)
+    zw = tl.zeros_like(wv)
+    zf = tl.zeros(wv.shape, dtype=tl.float32)
+    scb = zf + sc.to(tl.float32)
+    ocb = zf + oc.to(tl.float32)
+    mg = zw + magic
+    xp = x_ptr + (g * GS + tl.arange(0, WPG)[None, :, None] + zw)
+    a0 += _h2_group(wv, xp, mg, scb, ocb, WPG, X_FP16)
+    if NT > 1:
+        a1 += _h2_group(wv, xp + D, mg, scb, ocb, WPG, X_FP16)
+    if NT > 2:
+        a2 += _h2_group(wv, xp + 2 * D, mg, scb, ocb, WPG, X_FP16)
+    if NT > 3:
+        a3 += _h2_group(wv, xp + 3 * D, mg, scb, ocb, WPG, X_FP16)
+    return a0, a1, a2, a3
+
+
 @triton.jit
 def _x_prefetch(ptrs):
     # prefetch.global.L1 of each address (no result is used; not pure, so it is kept)
@@ -448,14 +551,21 @@ def _x_prefetch(ptrs):
 @triton.jit
 def _plane_pred_part(
     x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
-    ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS,
+    zacc_ptr, tick_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG, magic,
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
-    BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr,
+    BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr,
+    SPLIT: tl.constexpr, X_FP16: tl.constexpr,
 ):  # fmt: skip
-    # T row tiles of BR rows streamed group after group (N_FULL groups without x masks, then the
-    # partial last group); the words of group g + 1 (PF2: g + 2) load while group g computes; XPF:
-    # the x slice of group g + 1 is prefetched into L1 meanwhile.
-    t0 = ppid * T
+    # T row tiles of BR rows streamed group after group (full groups without x masks, then the partial
+    # last group); the words of group g + 1 (PF2: g + 2) load while group g computes; XPF: the x slice
+    # of group g + 1 is prefetched into L1 meanwhile. SPLIT > 1: the groups are cut into SPLIT chunks of
+    # CG, one program each; partial sums are added into zacc (fp32, zero at rest) and the last chunk
+    # of a tile set to finish (a ticket) runs the flags epilogue and zeroes zacc and its ticket again.
+    tg = ppid // SPLIT
+    g0 = (ppid % SPLIT) * CG
+    g1 = tl.minimum(g0 + CG, N_GROUPS)
+    gf = tl.minimum(g1, N_FULL)
+    t0 = tg * T
     tt = t0 + tl.arange(0, T)[:, None, None]
     jj = tl.arange(0, WPG)[None, :, None]
     mm = tl.arange(0, BR)[None, None, :]
@@ -466,23 +576,28 @@ def _plane_pred_part(
     a1 = tl.zeros((T, WPG, BR), dtype=tl.float32)
     a2 = tl.zeros((T, WPG, BR), dtype=tl.float32)
     a3 = tl.zeros((T, WPG, BR), dtype=tl.float32)
-    wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, 0, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
+    wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0, woff, soff, tmask, g1, F_PAD, WPG, BR)
     wn2, sn2, on2 = wn, sn, on
     if PF2:
-        wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, 1, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
-    for g in range(0, N_FULL):
+        wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 1, woff, soff, tmask, g1, F_PAD, WPG, BR)
+    for g in range(g0, gf):
         wv, sc, oc = wn, sn, on
         if PF2:
             wn, sn, on = wn2, sn2, on2
-            wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 2, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
+            wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 2, woff, soff, tmask, g1, F_PAD, WPG, BR)
         else:
-            wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 1, woff, soff, tmask, N_GROUPS, F_PAD, WPG, BR)
+            wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 1, woff, soff, tmask, g1, F_PAD, WPG, BR)
         if XPF:
             kp = tl.minimum((g + 1) * GS + tl.arange(0, 8) * 32, D - 1)  # lines of GS ≤ 256 values
             for t in tl.static_range(NT):
                 _x_prefetch(x_ptr + t * D + kp)
-        a0, a1, a2, a3 = _plane_group(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False)
-    for g in range(N_FULL, N_GROUPS):  # the partial last group (at most one)
+        if H2:
+            a0, a1, a2, a3 = _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
+        else:
+            a0, a1, a2, a3 = _plane_group(
+                a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False
+            )
+    for g in range(tl.maximum(g0, N_FULL), g1):  # the partial last group (at most one; fp32 path)
         a0, a1, a2, a3 = _plane_group(a0, a1, a2, a3, wn, sn, on, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, True)
     rows = t0 * BR + tl.arange(0, T * BR)
     rmask = rows < F
@@ -490,41 +605,71 @@ def _plane_pred_part(
     s1 = tl.reshape(tl.sum(a1, axis=1), (T * BR,))
     s2 = tl.reshape(tl.sum(a2, axis=1), (T * BR,))
     s3 = tl.reshape(tl.sum(a3, axis=1), (T * BR,))
-    _flags_epilogue(
-        s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr, F, NT
-    )
+    if SPLIT > 1:
+        pmask = rows < n_tiles * BR
+        tl.atomic_add(zacc_ptr + rows, s0, mask=pmask)
+        if NT > 1:
+            tl.atomic_add(zacc_ptr + F_PAD + rows, s1, mask=pmask)
+        if NT > 2:
+            tl.atomic_add(zacc_ptr + 2 * F_PAD + rows, s2, mask=pmask)
+        if NT > 3:
+            tl.atomic_add(zacc_ptr + 3 * F_PAD + rows, s3, mask=pmask)
+        tl.debug_barrier()  # every thread's adds issued before the ticket (released at gpu scope)
+        ticket = tl.atomic_add(tick_ptr + tg, 1)
+        if ticket == SPLIT - 1:  # the last chunk of these tiles: the sums are complete
+            zero = tl.zeros((T * BR,), dtype=tl.float32)
+            s0 = tl.load(zacc_ptr + rows, mask=pmask, other=0.0, cache_modifier=".cg")
+            tl.store(zacc_ptr + rows, zero, mask=pmask)
+            if NT > 1:
+                s1 = tl.load(zacc_ptr + F_PAD + rows, mask=pmask, other=0.0, cache_modifier=".cg")
+                tl.store(zacc_ptr + F_PAD + rows, zero, mask=pmask)
+            if NT > 2:
+                s2 = tl.load(zacc_ptr + 2 * F_PAD + rows, mask=pmask, other=0.0, cache_modifier=".cg")
+                tl.store(zacc_ptr + 2 * F_PAD + rows, zero, mask=pmask)
+            if NT > 3:
+                s3 = tl.load(zacc_ptr + 3 * F_PAD + rows, mask=pmask, other=0.0, cache_modifier=".cg")
+                tl.store(zacc_ptr + 3 * F_PAD + rows, zero, mask=pmask)
+            tl.store(tick_ptr + tg, 0)
+            _flags_epilogue(
+                s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
+                nunion_ptr, F, NT,
+            )  # fmt: skip
+    else:
+        _flags_epilogue(
+            s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
+            F, NT,
+        )  # fmt: skip
 
 
 @triton.jit
 def _stacked_plane_kernel(
     x_ptr, wf_ptr, bf_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr,
-    y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
-    D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, n_first, ONE_BITS,
+    y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr, zacc_ptr, tick_ptr,
+    D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, n_first, ONE_BITS, CG, magic,
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
-    PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr,
+    PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
+    WPF: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part.
     pid = tl.program_id(0)
     if PRED_FIRST:
-        if pid < n_first:
-            _plane_pred_part(
-                x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
-                nunion_ptr, pid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS,
-                NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2,
-            )  # fmt: skip
-        else:
-            _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid - n_first, D, NT, BMF, BKF)
+        is_pred = pid < n_first
+        ppid = pid
+        wpid = pid - n_first
     else:
-        if pid < n_first:
-            _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, D, NT, BMF, BKF)
-        else:
-            _plane_pred_part(
-                x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
-                nunion_ptr, pid - n_first, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS,
-                NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2,
-            )  # fmt: skip
+        is_pred = pid >= n_first
+        ppid = pid - n_first
+        wpid = pid
+    if is_pred:
+        _plane_pred_part(
+            x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
+            nunion_ptr, zacc_ptr, tick_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG, magic,
+            NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT, x_ptr.dtype.element_ty == tl.float16,
+        )  # fmt: skip
+    else:
+        _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF)
 
 
 @triton.jit
@@ -561,21 +706,25 @@ def _up_small_kernel(
                 a2 += w * tl.load(x_ptr + 2 * D + ks, mask=kmask, other=0.0).to(tl.float32)[None, :]
             if NT > 3:
                 a3 += w * tl.load(x_ptr + 3 * D + ks, mask=kmask, other=0.0).to(tl.float32)[None, :]
-        zrow = zp_ptr + (sp * F + js) * NT
+        zrow = zp_ptr + sp * NT * F + js  # token-major partials [split, token, list position]
         tl.store(zrow, tl.sum(a0, axis=1), mask=jmask)
         if NT > 1:
-            tl.store(zrow + 1, tl.sum(a1, axis=1), mask=jmask)
+            tl.store(zrow + F, tl.sum(a1, axis=1), mask=jmask)
         if NT > 2:
-            tl.store(zrow + 2, tl.sum(a2, axis=1), mask=jmask)
+            tl.store(zrow + 2 * F, tl.sum(a2, axis=1), mask=jmask)
         if NT > 3:
-            tl.store(zrow + 3, tl.sum(a3, axis=1), mask=jmask)
+            tl.store(zrow + 3 * F, tl.sum(a3, axis=1), mask=jmask)
 
 
 @triton.jit
-def _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, t, F, n_splits, NT: tl.constexpr, ACT: tl.constexpr):
-    z = b1v
-    for sp in range(0, n_splits):
-        z += tl.load(zp_ptr + (sp * F + js) * NT + t, mask=jmask, other=0.0)
+def _corr_token(
+    zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, t, F, n_splits,
+    NT: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
+):  # fmt: skip
+    # every split's partial in one load (no chain of L2 round trips)
+    sps = tl.arange(0, NSP)[:, None]
+    zs = tl.load(zp_ptr + (sps * NT + t) * F + js[None, :], mask=(sps < n_splits) & jmask[None, :], other=0.0)
+    z = b1v + tl.sum(zs, axis=0)
     fl = tl.load(flags_ptr + t * F + neur, mask=jmask, other=0)
     return tl.where(fl != 0, _activation(z, ACT) - a * z - c, 0.0)
 
@@ -584,7 +733,7 @@ def _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, t, F, n_splits, N
 def _down_small_kernel(
     w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
     D, F, n_splits, n_cols,
-    NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr,
+    NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 down-scatter without tl.dot: per token Σ_j corr_j · W2ᵀ[j, cols] (one reduction).
     pid = tl.program_id(0)
@@ -608,16 +757,16 @@ def _down_small_kernel(
         )
         w2 = w2.to(tl.float32)
         om = cmask & (count > 0)
-        corr0 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 0, F, n_splits, NT, ACT)
+        corr0 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 0, F, n_splits, NT, ACT, NSP)
         tl.atomic_add(y32_ptr + cols, tl.sum(corr0[:, None] * w2, axis=0), mask=om)
         if NT > 1:
-            corr1 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 1, F, n_splits, NT, ACT)
+            corr1 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 1, F, n_splits, NT, ACT, NSP)
             tl.atomic_add(y32_ptr + D + cols, tl.sum(corr1[:, None] * w2, axis=0), mask=om)
         if NT > 2:
-            corr2 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 2, F, n_splits, NT, ACT)
+            corr2 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 2, F, n_splits, NT, ACT, NSP)
             tl.atomic_add(y32_ptr + 2 * D + cols, tl.sum(corr2[:, None] * w2, axis=0), mask=om)
         if NT > 3:
-            corr3 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 3, F, n_splits, NT, ACT)
+            corr3 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 3, F, n_splits, NT, ACT, NSP)
             tl.atomic_add(y32_ptr + 3 * D + cols, tl.sum(corr3[:, None] * w2, axis=0), mask=om)
         tl.debug_barrier()  # every thread's atomics issued before the ticket (released at gpu scope)
         ticket = tl.atomic_add(ws_ptr + 2 + cb, 1)
@@ -691,7 +840,7 @@ class DecodeLaunch:
         for name, t in (("lo_in", lo_in), ("hi_in", hi_in), ("slope", slope), ("intercept", intercept)):
             _check(name, t, (f,), torch.float32)
         _check("x", x, (n, d), None)
-        _check("workspace", workspace, (workspace_size(d),), torch.int32)
+        _check("workspace", workspace, (workspace_size(d, f),), torch.int32)
         if pred.in_features != d or pred.out_features != f:
             raise ValueError(f"predictor is {pred.out_features}×{pred.in_features}, layer is {f}×{d}")
         if act not in ACT_IDS:
@@ -701,23 +850,30 @@ class DecodeLaunch:
             raise ValueError(f"kernels must be one of {KERNEL_SETS}, got {self.kernels!r}")
         if self.kernels != "v1" and not 1 <= n <= SMALL_MAX_BATCH:
             raise ValueError(f"the {self.kernels!r} kernels take 1..{SMALL_MAX_BATCH} tokens, got {n}")
-        self.small = self.kernels == "small"  # small up/down kernels (plane uses v1's up/down)
+        self.small = self.kernels == "small"  # the v2 small kernel 1
+        # up/down: the small kernels (no tl.dot, exact token count) or v1's (tensor cores, tokens padded to 16)
+        self.small_updown = self.small or (self.kernels == "plane" and n <= SMALL_UPDOWN_BATCH)
         self.x, self.wf, self.bf, self.pred, self.b1, self.lo_in, self.hi_in = x, wf, bf, pred, b1, lo_in, hi_in
         self.w1, self.w2t, self.slope, self.intercept, self.act = w1, w2t, slope, intercept, ACT_IDS[act]
         self.ws, self.fc, self.uc = workspace, flag_count, union_count
+        lay = workspace_layout(d, f)
+        self.tick = workspace[lay["tile_tickets"][0] :][: lay["tile_tickets"][1]]
+        self.zacc = workspace[lay["zacc"][0] :].view(torch.float32)
         self.n, self.d, self.f = n, d, f
-        self.bn = n if self.small else max(16, triton.next_power_of_2(n))
+        self.bn_dot = max(16, triton.next_power_of_2(n))
         self.y32 = torch.empty(n, d, device=x.device, dtype=torch.float32)
         self.y = torch.empty(n, d, device=x.device, dtype=dt)
         self.flags = torch.empty(n, f, device=x.device, dtype=torch.int8)
         self.idx = torch.empty(f, device=x.device, dtype=torch.int32)
         self.chunk = triton.cdiv(triton.cdiv(d, UP_SPLITS), UP_BLOCK_K) * UP_BLOCK_K
         self.n_splits = triton.cdiv(d, self.chunk)
-        self.zp = torch.empty(self.n_splits, f, self.bn, device=x.device, dtype=torch.float32)
+        self.zp = torch.empty(self.n_splits, self.bn_dot, f, device=x.device, dtype=torch.float32)
         self.sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 2
         # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
-        self.plane_cfg = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[min(n, SMALL_MAX_BATCH)]
+        self.plane_cfg: dict[str, Any] = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[
+            min(n, SMALL_MAX_BATCH)
+        ]
 
     def stacked(self, part: str = "all") -> None:
         """Kernel 1 over [Wf ; Q(W1)]; part 'wf' or 'pred' launches only those programs (timing only)."""
@@ -728,10 +884,18 @@ class DecodeLaunch:
             self.y32, self.flags, self.idx, self.ws, self.fc, self.uc,
         )  # fmt: skip
         n_tiles = p.words.shape[0]
+        cfg: dict[str, Any]
         if self.kernels == "plane":
             cfg = self.plane_cfg
+            h2_ok = p.bits == 2 and p.group_size == 16 * p.words_per_group and p.words_per_group in H2_WPG
+            if cfg["H2"] and not (h2_ok and self.x.dtype in (torch.bfloat16, torch.float16)):
+                cfg = cfg | {"H2": False}  # fp16x2 path: int2 groups of 16 full code planes, 16-bit x
+            split = max(1, min(cfg["SPLIT"], p.n_groups)) if p.block_rows == PRED_ROWS else 1
+            cg = triton.cdiv(p.n_groups, split)
+            split = triton.cdiv(p.n_groups, cg)  # no empty chunk
+            cfg = cfg | {"SPLIT": split}
             n_wf = triton.cdiv(d, cfg["BMF"])
-            n_pred = triton.cdiv(n_tiles, cfg["T"])
+            n_pred = triton.cdiv(n_tiles, cfg["T"]) * split
         else:
             cfg = self.k1_cfg
             n_wf = triton.cdiv(d, cfg["BMF"] if self.small else WF_BLOCK_ROWS)
@@ -742,9 +906,10 @@ class DecodeLaunch:
         if self.kernels == "plane":
             n_first = (0 if part == "wf" else n_pred) if cfg["PRED_FIRST"] else n_wf_arg
             _stacked_plane_kernel[(grid,)](
-                *args, d, f, p.scales.shape[1], p.n_groups, d // p.group_size, n_tiles, n_first, 0x3F800000,
+                *args, self.zacc, self.tick, d, f, p.scales.shape[1], p.n_groups, d // p.group_size, n_tiles,
+                n_first, 0x3F800000, cg, H2_MAGIC,
                 NT=n, BITS=p.bits, GS=p.group_size, WPG=wpg, NPL=min(per_word, triton.cdiv(p.group_size, wpg)),
-                BR=p.block_rows, **cfg,
+                BR=p.block_rows, **{k: v for k, v in cfg.items() if v is not None},
             )  # fmt: skip
         elif self.small:
             _stacked_small_kernel[(grid,)](
@@ -754,7 +919,7 @@ class DecodeLaunch:
         else:
             _stacked_kernel[(grid,)](
                 *args, n, d, f, p.scales.shape[1], p.n_groups, n_wf_arg,
-                BN=self.bn, BITS=p.bits, GS=p.group_size, WPG=wpg, PW=per_word,
+                BN=self.bn_dot, BITS=p.bits, GS=p.group_size, WPG=wpg, PW=per_word,
                 PWP=triton.next_power_of_2(per_word), BM=p.block_rows, BMF=WF_BLOCK_ROWS, BKF=WF_BLOCK_K,
             )  # fmt: skip
 
@@ -762,13 +927,13 @@ class DecodeLaunch:
         """Kernel 2: z partials of the listed neurons."""
         grid = min(triton.cdiv(self.f, UP_BLOCK_NEURONS) * self.n_splits, self.sms * PROGRAMS_PER_SM)
         common = (self.x, self.w1, self.idx, self.ws, self.zp)
-        if self.small:
+        if self.small_updown:
             _up_small_kernel[(grid,)](
                 *common, self.d, self.f, self.n_splits, self.chunk, NT=self.n, BJ=UP_BLOCK_NEURONS, BK=UP_BLOCK_K
             )
         else:
             _up_kernel[(grid,)](
-                *common, self.n, self.d, self.f, self.n_splits, self.chunk, BN=self.bn, BJ=UP_BLOCK_NEURONS,
+                *common, self.n, self.d, self.f, self.n_splits, self.chunk, BN=self.bn_dot, BJ=UP_BLOCK_NEURONS,
                 BK=UP_BLOCK_K,
             )  # fmt: skip
 
@@ -788,14 +953,14 @@ class DecodeLaunch:
             self.y32,
             self.y,
         )
-        if self.small:
+        if self.small_updown:
             _down_small_kernel[(grid,)](
                 *common, self.d, self.f, self.n_splits, n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
-                BC=DOWN_BLOCK_COLS, ACT=self.act,
+                BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=triton.next_power_of_2(self.n_splits),
             )  # fmt: skip
         else:
             _down_kernel[(grid,)](
-                *common, self.n, self.d, self.f, self.n_splits, n_cols, BN=self.bn, BJ=DOWN_BLOCK_NEURONS,
+                *common, self.n, self.d, self.f, self.n_splits, n_cols, BN=self.bn_dot, BJ=DOWN_BLOCK_NEURONS,
                 BC=DOWN_BLOCK_COLS, ACT=self.act,
             )  # fmt: skip
 

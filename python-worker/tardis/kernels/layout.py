@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from tardis.core.predictor import QuantizedW1, codes_per_word, pack_codes, unpack_codes
+from tardis.kernels.blocks import PRED_ROWS
 
-BLOCK_ROWS = 64  # predictor rows per tile (the kernels' programs take one or several tiles)
+BLOCK_ROWS = PRED_ROWS  # predictor rows per tile (the kernels' programs take one or several tiles)
 
 
 def _next_pow2(n: int) -> int:
@@ -92,17 +93,18 @@ def pack_plane_tiles(codes: torch.Tensor, bits: int, wpg: int, block_rows: int) 
 
 
 def tile_predictor(q: QuantizedW1, block_rows: int = BLOCK_ROWS) -> TiledPredictor:
-    """Repack a canonical `QuantizedW1` into the tiled layout (exact; CPU)."""
+    """Repack a canonical `QuantizedW1` into the tiled layout (exact), on the predictor's device."""
     per_word = codes_per_word(q.bits)
     gs, n_groups, f = q.group_size, q.n_groups, q.packed.shape[0]
     wpg = _next_pow2(-(-gs // per_word))
     f_pad = -(-f // block_rows) * block_rows
-    codes = torch.zeros(f_pad, n_groups, gs, dtype=torch.int64)
-    codes[:f] = unpack_codes(q.packed.cpu(), q.bits, n_groups * gs).view(f, n_groups, gs)
-    scales = torch.zeros(n_groups, f_pad, dtype=torch.float16)
-    offsets = torch.zeros(n_groups, f_pad, dtype=torch.float16)
-    scales[:, :f] = q.scales.cpu().T
-    offsets[:, :f] = q.offsets.cpu().T
+    dev = q.packed.device  # computed where the predictor lives (a GPU tiles a 7B layer in milliseconds)
+    codes = torch.zeros(f_pad, n_groups, gs, dtype=torch.int64, device=dev)
+    codes[:f] = unpack_codes(q.packed, q.bits, n_groups * gs).view(f, n_groups, gs)
+    scales = torch.zeros(n_groups, f_pad, dtype=torch.float16, device=dev)
+    offsets = torch.zeros(n_groups, f_pad, dtype=torch.float16, device=dev)
+    scales[:, :f] = q.scales.to(dev).T
+    offsets[:, :f] = q.offsets.to(dev).T
     return TiledPredictor(
         words=pack_plane_tiles(codes, q.bits, wpg, block_rows),
         scales=scales,

@@ -80,8 +80,11 @@ class KernelPack:
 
 def make_pack(predictor: QuantizedW1, device: torch.device | str) -> KernelPack:
     """Tile `predictor` for the kernels and allocate the zeroed workspace on `device`."""
-    pred = tile_predictor(predictor).to(device)
-    return KernelPack(pred, torch.zeros(workspace_size(predictor.in_features), dtype=torch.int32, device=device))
+    pred = tile_predictor(predictor.to(device)).to(device)
+    return KernelPack(
+        pred,
+        torch.zeros(workspace_size(predictor.in_features, predictor.packed.shape[0]), dtype=torch.int32, device=device),
+    )
 
 
 def attach(module: nn.Module, predictor: QuantizedW1) -> None:

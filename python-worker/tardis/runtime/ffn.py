@@ -2,19 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from tardis.core.activations import activation
 from tardis.core.layer import FoldedLayer
-from tardis.runtime.reference import FlagMode, dense_ffn, tardis_ffn
+from tardis.runtime.reference import FlagMode, tardis_ffn
+
+if TYPE_CHECKING:
+    from tardis.kernels.op import KernelPack
 
 Mode = Literal["tardis", "dense"]
+StepPath = Literal["dense", "policy_dense", "op", "reference"]
 
 # The Triton decode kernels are built and tested for up to this many tokens per step (batch × new
 # tokens); larger steps (a prefill run through TARDIS) take the reference path.
 DECODE_MAX_TOKENS = 64
+
+# Decode steps with more tokens than this run the dense FFN instead of the op (per module:
+# `max_tardis_tokens`). bench/NOTES.md v4 (H200, Falcon-7B FFN, 5% outliers): the op is 1.82× dense
+# at batch 1 and 1.14× at batch 2, but 0.61× at batch 4 and 0.37× at batch 8.
+TARDIS_MAX_DECODE_TOKENS = 2
+
+
+def step_path(
+    *,
+    tokens: int,
+    mode: Mode,
+    dense_prefill: bool,
+    cuda: bool,
+    has_kernels: bool,
+    flag_mode: FlagMode,
+    max_tardis_tokens: int,
+) -> StepPath:
+    """Which computation one FFN step of `tokens` tokens runs.
+
+    "dense": the original FFN (dense mode, or a prefill step with `prefill="dense"`); "op": the
+    Triton decode op; "policy_dense": the original FFN because the step has more tokens than
+    `max_tardis_tokens` (where the op would otherwise run: CUDA, predicted flags, kernels attached);
+    "reference": the PyTorch reference path (CPU, oracle/all flags, or steps too large for the op).
+    """
+    if mode == "dense" or dense_prefill:
+        return "dense"
+    if cuda and tokens <= DECODE_MAX_TOKENS and flag_mode == "predict" and has_kernels:
+        return "op" if tokens <= max_tardis_tokens else "policy_dense"
+    return "reference"
 
 
 class TardisFFN(nn.Module):
@@ -22,7 +57,9 @@ class TardisFFN(nn.Module):
 
     Keeps the base W1 [f, d] and W2ᵀ [f, d] resident for the exact fallback. `mode="dense"` runs
     the original FFN; `flag_mode` chooses predicted, oracle or all-flagged corrections. Prefill
-    steps (set by the engine through `is_prefill`) run dense when `prefill == "dense"`.
+    steps (set by the engine through `is_prefill`) run dense when `prefill == "dense"`. On CUDA,
+    steps with more than `max_tardis_tokens` tokens run dense instead of the op (counted in
+    `dense_steps`); the CPU reference path ignores that policy.
     """
 
     # Buffers (registered in __init__), declared for the type checker.
@@ -43,6 +80,8 @@ class TardisFFN(nn.Module):
     token_count: torch.Tensor
     union_count: torch.Tensor
     step_count: torch.Tensor
+    dense_step_count: torch.Tensor
+    kernel_pack: KernelPack  # set by tardis.kernels.attach (CUDA); absent otherwise
 
     def __init__(
         self,
@@ -61,6 +100,7 @@ class TardisFFN(nn.Module):
         self.mode: Mode = "tardis"
         self.flag_mode: FlagMode = "predict"
         self.is_prefill = False
+        self.max_tardis_tokens: int = TARDIS_MAX_DECODE_TOKENS
         lo_in, hi_in = folded.thresholds()
 
         def buf(name: str, t: torch.Tensor, dt: torch.dtype | None = dtype) -> None:
@@ -72,12 +112,13 @@ class TardisFFN(nn.Module):
         buf("b2", b2)
         buf("wf", folded.wf)
         buf("bf", folded.bf)
-        buf("w1q", folded.predictor.dequantize(torch.float32))
+        # Dequantize where the module lives (a GPU unpacks a 7B-sized predictor in milliseconds).
+        buf("w1q", folded.predictor.to(device).dequantize(torch.float32))
         for name, t in (("lo_in", lo_in), ("hi_in", hi_in), ("lo", folded.lo), ("hi", folded.hi)):
             buf(name, t, torch.float32)
         buf("slope", folded.slope, torch.float32)
         buf("intercept", folded.intercept, torch.float32)
-        for name in ("flag_count", "token_count", "union_count", "step_count"):
+        for name in ("flag_count", "token_count", "union_count", "step_count", "dense_step_count"):
             self.register_buffer(name, torch.zeros((), dtype=torch.int64, device=device), persistent=False)
 
     @property
@@ -94,19 +135,40 @@ class TardisFFN(nn.Module):
         """Apply the FFN to x [..., d]."""
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        if self.mode == "dense" or (self.is_prefill and self.prefill == "dense"):
-            y = dense_ffn(x2, self.w1, self.b1, self.w2t, self.b2, self.act)
-        elif (
-            x2.is_cuda
-            and x2.shape[0] <= DECODE_MAX_TOKENS
-            and self.flag_mode == "predict"
-            and (pack := getattr(self, "kernel_pack", None)) is not None
-        ):
+        y = self.run_step(self.path_for(x2), x2)
+        return y.reshape(*shape[:-1], y.shape[-1])
+
+    def path_for(self, x2: torch.Tensor) -> StepPath:
+        """The path a step on x2 [N, d] takes under this module's mode, prefill and decode policy."""
+        return step_path(
+            tokens=x2.shape[0],
+            mode=self.mode,
+            dense_prefill=self.is_prefill and self.prefill == "dense",
+            cuda=x2.is_cuda,
+            has_kernels=getattr(self, "kernel_pack", None) is not None,
+            flag_mode=self.flag_mode,
+            max_tardis_tokens=self.max_tardis_tokens,
+        )
+
+    def dense(self, x2: torch.Tensor) -> torch.Tensor:
+        """The original FFN on x2 [N, d] (reference.dense_ffn with the biases fused into the GEMMs: a decode
+        step the policy runs dense should cost what the unmodified model's FFN costs)."""
+        h = activation(self.act)(F.linear(x2, self.w1, self.b1))
+        return F.linear(h, self.w2t.T, self.b2)
+
+    def run_step(self, path: StepPath, x2: torch.Tensor) -> torch.Tensor:
+        """y [N, d] for x2 [N, d] along `path`, updating the live counters."""
+        if path in ("dense", "policy_dense"):
+            y = self.dense(x2)
+            if path == "policy_dense":
+                with torch.no_grad():
+                    self.dense_step_count += 1
+        elif path == "op":
             # Triton decode kernels (set up by tardis.kernels.attach); counters stay on the device.
             from tardis.kernels.op import ffn_decode
 
             y = ffn_decode(
-                x2, pack, wf=self.wf, bf=self.bf, b1=self.b1, lo_in=self.lo_in, hi_in=self.hi_in,
+                x2, self.kernel_pack, wf=self.wf, bf=self.bf, b1=self.b1, lo_in=self.lo_in, hi_in=self.hi_in,
                 w1=self.w1, w2t=self.w2t, slope=self.slope, intercept=self.intercept, act=self.act,
                 flag_count=self.flag_count, union_count=self.union_count,
             )  # fmt: skip
@@ -136,19 +198,21 @@ class TardisFFN(nn.Module):
                 self.token_count += flags.shape[0]
                 self.union_count += flags.any(0).sum()
                 self.step_count += 1
-        return y.reshape(*shape[:-1], y.shape[-1])
+        return y
 
     def counters(self) -> dict[str, int]:
-        """Live counters: flagged (neuron, token) pairs, tokens, per-step union sizes, steps."""
+        """Live counters: flagged (neuron, token) pairs, tokens, per-step union sizes, TARDIS steps,
+        and decode steps the policy ran dense (`dense_steps`, not in `tokens` or `steps`)."""
         return {
             "flagged": int(self.flag_count),
             "tokens": int(self.token_count),
             "union": int(self.union_count),
             "steps": int(self.step_count),
+            "dense_steps": int(self.dense_step_count),
             "neurons": self.neurons,
         }
 
     def reset_counters(self) -> None:
         """Zero the live counters."""
-        for t in (self.flag_count, self.token_count, self.union_count, self.step_count):
+        for t in (self.flag_count, self.token_count, self.union_count, self.step_count, self.dense_step_count):
             t.zero_()

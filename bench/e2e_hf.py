@@ -1,0 +1,771 @@
+"""End-to-end greedy decode in HF transformers: dense vs TARDIS at Falcon-7B shape (issue #5).
+
+Builds a Falcon-7B-shaped model (random bf16 weights, or --checkpoint), calibrates it on the Lee
+corpus, and times greedy decode (static KV cache, one CUDA graph per decode step, argmax inside the
+graph) for the dense model first and then with TARDIS modules installed (decode policy: the op at
+≤ max_tardis_tokens tokens per step, dense above). Per batch it reports tokens/s, the decode
+fallback rate from the on-device counters, the steps the policy ran dense, the FFN share of a dense
+step (dense graph vs the same graph with every FFN replaced by a zero output), the FFN speedup S of
+one layer (dense module vs TARDIS, CUDA graph over 8 distinct layers) and the bound 1/((1−s) + s/S)
+of METHOD.md §5. Then the project's small models: greedy tokens on the GPU (TARDIS op, bf16) vs the
+CPU reference (float32), with the CPU logit margin at every first divergence.
+
+    cd python-worker && python ../bench/e2e_hf.py --out $OUT/e2e_hf.json
+    # CPU smoke run: --device cpu --layers 2 --hidden 64 --ffn 256 --heads 4 --vocab 512 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+# The device machine runs the image's python3 without the package installed (as bench/ffn_bench.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python-worker"))
+
+from tardis import corpora
+from tardis.arch.base import set_submodule
+from tardis.arch.registry import adapter_for
+from tardis.calibrate import calibrate
+from tardis.config import FoldConfig
+from tardis.data import join_tokens
+from tardis.engines import hf
+from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+SMALL_MODELS = ("tardis-tiny-gpt2", "tardis-tiny-neox", "tardis-tiny-opt")
+TOKENIZER = MODELS / "tardis-tiny-gpt2"
+TIMED_LAYERS = 8  # distinct layers per FFN timing graph, so one folded matrix cannot stay in L2 (METHOD.md §5)
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+def falcon_config(args: argparse.Namespace) -> transformers.FalconConfig:
+    """Falcon-7B's shape (or the smaller one the flags ask for): multi-query, parallel attention, no bias."""
+    return transformers.FalconConfig(
+        hidden_size=args.hidden,
+        num_attention_heads=args.heads,
+        num_hidden_layers=args.layers,
+        ffn_hidden_size=args.ffn,
+        vocab_size=args.vocab,
+        multi_query=True,
+        parallel_attn=True,
+        new_decoder_architecture=False,
+        bias=False,
+        alibi=False,
+        attn_implementation="sdpa",
+    )
+
+
+@torch.no_grad()
+def random_falcon(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """A Falcon model built directly on `device` in `dtype`: weights N(0, 0.02), LayerNorm weight 1, bias 0."""
+    torch.manual_seed(args.seed)
+    with torch.device(device):
+        model = transformers.FalconForCausalLM._from_config(falcon_config(args), dtype=dtype)
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        else:
+            for p in module.parameters(recurse=False):
+                nn.init.normal_(p, mean=0.0, std=0.02)
+    return model.eval()
+
+
+def load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """--checkpoint when given, else the random Falcon-shaped model."""
+    if args.checkpoint:
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            args.checkpoint, dtype=dtype, attn_implementation="sdpa"
+        )
+        return model.to(device).eval()
+    return random_falcon(args, device, dtype)
+
+
+def make_falcon_graph_safe(model: nn.Module) -> None:
+    """HF Falcon's multi-query `_split_heads` indexes with Python lists (a host index tensor, which breaks
+    CUDA-graph capture); replace it on each attention module by the value-identical slices."""
+    from transformers.models.falcon.modeling_falcon import FalconAttention
+
+    def split_heads(self: Any, fused_qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, s, _ = fused_qkv.shape
+        qkv = fused_qkv.view(b, s, self.num_heads + 2, self.head_dim)
+        return qkv[..., :-2, :], qkv[..., -2:-1, :], qkv[..., -1:, :]
+
+    for m in model.modules():
+        if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture:
+            m._split_heads = split_heads.__get__(m)  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+
+class VocabMappedTokenizer:
+    """The project tokenizer with ids mapped into a model vocabulary of `vocab` ids (id mod vocab)."""
+
+    def __init__(self, tokenizer: Any, vocab: int):
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        eos = getattr(tokenizer, "eos_token_id", None)
+        self.eos_token_id = None if eos is None else int(eos) % vocab
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        """Token ids of `text`, mapped into the vocabulary."""
+        ids = self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+        return {"input_ids": [int(i) % self.vocab for i in ids]}
+
+
+def prompt_rows(tokenizer: Any, texts: list[str], batch: int, length: int) -> torch.Tensor:
+    """[batch, length] token ids: consecutive windows of the joined held-out text."""
+    ids = join_tokens(tokenizer, texts, batch * length)
+    if len(ids) < batch * length:
+        raise ValueError(f"held-out text gives {len(ids)} tokens, prompts need {batch * length}")
+    return torch.tensor(ids[: batch * length], dtype=torch.long).view(batch, length)
+
+
+# ---------------------------------------------------------------------------------------------- timing
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], None], device: torch.device, repeats: int) -> float:
+    """Median wall time of `fn` over `repeats` runs, synchronizing the device around each."""
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class Replayable:
+    """`fn` captured as one CUDA graph (after a warm-up on a side stream) when `use_graph`, else run eagerly.
+
+    `rewind` runs before each warm-up step, before the capture and after it (warm-up runs advance the
+    state the step mutates, e.g. the static cache's position counter), so replays start from a known state.
+    """
+
+    def __init__(self, fn: Callable[[], None], use_graph: bool, rewind: Callable[[], None], warmup: int = 2):
+        self.fn = fn
+        self.graph: torch.cuda.CUDAGraph | None = None
+        if not use_graph:
+            return
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                rewind()
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        rewind()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        self.graph = graph
+        rewind()
+
+    def __call__(self) -> None:
+        """Replay the graph (or run the step)."""
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.fn()
+
+
+def rewind_cache(cache: Any, position: int) -> None:
+    """Set every static-cache layer's write position (a device counter in transformers 5.x) to `position`."""
+    for layer in cache.layers:
+        counter = getattr(layer, "cumulative_length", None)
+        if isinstance(counter, torch.Tensor):
+            counter.fill_(position)
+        else:
+            layer.cumulative_length = position
+
+
+@torch.no_grad()
+def time_decode(
+    model: nn.Module, prompts: torch.Tensor, new_tokens: int, repeats: int, use_graph: bool
+) -> dict[str, Any]:
+    """Greedy decode of `new_tokens` steps after a prefill of `prompts` [B, P] with a static KV cache.
+
+    Each decode step (input ids [B, 1] → logits → argmax → next input ids) is one CUDA graph replay
+    when `use_graph`. Returns median prefill and decode seconds and the generated tokens [B, new_tokens].
+    """
+    device = next(model.parameters()).device
+    ids = prompts.to(device)
+    b, p = ids.shape
+    cache = transformers.StaticCache(config=model.config, max_cache_len=p + new_tokens + 4)
+    static_ids = torch.zeros(b, 1, dtype=torch.long, device=device)
+    first = torch.zeros(b, 1, dtype=torch.long, device=device)
+    tokens = torch.zeros(b, new_tokens, dtype=torch.long, device=device)
+    step_idx = torch.zeros(1, dtype=torch.long, device=device)
+
+    def prefill() -> None:
+        rewind_cache(cache, 0)
+        logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits
+        first.copy_(logits[:, -1].argmax(-1, keepdim=True))
+
+    def step() -> None:
+        logits = model(input_ids=static_ids, past_key_values=cache, use_cache=True).logits
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        tokens.index_copy_(1, step_idx.clamp(max=new_tokens - 1), nxt)
+        static_ids.copy_(nxt)
+        step_idx.add_(1)
+
+    def rewind() -> None:
+        rewind_cache(cache, p)
+        static_ids.copy_(first)
+        step_idx.zero_()
+
+    prefill()
+    graph_error = None
+    try:
+        replay = Replayable(step, use_graph, rewind)
+    except Exception as e:  # capture failed (a host sync in the step): time it eagerly and say why
+        graph_error = repr(e)
+        traceback.print_exc()
+        torch.cuda.synchronize()
+        prefill()
+        replay = Replayable(step, False, rewind)
+
+    def decode() -> None:
+        rewind()
+        for _ in range(new_tokens):
+            replay()
+
+    if replay.graph is None:
+        decode()  # warm-up run (the graph path was warmed up before capture)
+    prefill_s = median_seconds(prefill, device, repeats)
+    decode_s = median_seconds(decode, device, repeats)
+    out = tokens.cpu()
+    return {
+        "prefill_s": prefill_s,
+        "decode_s": decode_s,
+        "step_ms": 1e3 * decode_s / new_tokens,
+        "tok_s": b * new_tokens / decode_s,
+        "tokens": out,
+        "graph": replay.graph is not None,
+        "graph_error": graph_error,
+    }
+
+
+class ZeroFFN(nn.Module):
+    """Stand-in for an FFN that costs one memset: the output is zeros of the input's shape ([..., d])."""
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Zeros like x."""
+        return torch.zeros_like(x)
+
+
+def with_zero_ffns(model: nn.Module, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run `run` with every FFN of the model replaced by ZeroFFN, then put the FFNs back."""
+    sites = adapter_for(model).sites(model)
+    originals = [model.get_submodule(s.name) for s in sites]
+    try:
+        for s in sites:
+            set_submodule(model, s.name, ZeroFFN())
+        return run()
+    finally:
+        for s, m in zip(sites, originals, strict=True):
+            set_submodule(model, s.name, m)
+
+
+@torch.no_grad()
+def ffn_inputs(model: nn.Module, prompts: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+    """The real FFN inputs x [B, d] at each prompt's last position, for the given layer indices."""
+    device = next(model.parameters()).device
+    sites = adapter_for(model).sites(model)
+    captured: dict[int, torch.Tensor] = {}
+
+    def make(i: int) -> Callable[..., None]:
+        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            x = args[0] if args else kwargs["hidden_states"]
+            captured[i] = x[:, -1, :].detach().clone()
+
+        return hook
+
+    handles = [sites[i].input_module.register_forward_pre_hook(make(i), with_kwargs=True) for i in layers]
+    try:
+        model(input_ids=prompts.to(device), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return captured
+
+
+@torch.no_grad()
+def time_ffn_layers(
+    modules: list[nn.Module], xs: list[torch.Tensor], use_graph: bool, repeats: int, inner: int = 20
+) -> float:
+    """Microseconds per layer of calling each module on its input (one graph over all of them)."""
+    device = xs[0].device
+
+    def body() -> None:
+        for m, x in zip(modules, xs, strict=True):
+            m(x)
+
+    replay = Replayable(body, use_graph, lambda: None)
+
+    def run() -> None:
+        for _ in range(inner):
+            replay()
+
+    run()
+    return 1e6 * median_seconds(run, device, repeats) / (inner * len(modules))
+
+
+def amdahl(share: float | None, speedup: float | None) -> float | None:
+    """End-to-end bound 1/((1−s) + s/S) for FFN share s and FFN speedup S (METHOD.md §5)."""
+    if share is None or speedup is None or speedup <= 0:
+        return None
+    return 1.0 / ((1.0 - share) + share / speedup)
+
+
+# ---------------------------------------------------------------------------------------------- counters
+
+
+def decode_counters(model: nn.Module) -> dict[str, Any]:
+    """Fallback rate flagged/(tokens·neurons) over the TARDIS steps; TARDIS and policy-dense steps per layer.
+
+    Counted on the device over every decode step since the last reset (warm-up steps included).
+    """
+    rows = hf.counters(model)
+    pairs = sum(r["tokens"] * r["neurons"] for r in rows)
+    n = max(len(rows), 1)
+    return {
+        "fallback_rate": sum(r["flagged"] for r in rows) / pairs if pairs else None,
+        "union_rate": sum(r["union"] for r in rows) / sum(r["steps"] * r["neurons"] for r in rows)
+        if any(r["steps"] for r in rows)
+        else None,
+        "tardis_steps": sum(r["steps"] for r in rows) / n,
+        "dense_steps": sum(r["dense_steps"] for r in rows) / n,
+        "dense_step_fraction": sum(r["dense_steps"] for r in rows) / steps
+        if (steps := sum(r["steps"] + r["dense_steps"] for r in rows))
+        else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- small models
+
+
+@torch.no_grad()
+def greedy(model: nn.Module, ids: torch.Tensor, new_tokens: int) -> tuple[list[int], list[torch.Tensor]]:
+    """Greedy tokens and the scores [V] the choice was made on (float32, CPU) at each generated position.
+
+    Eager generate (DynamicCache): on CUDA the prompt runs dense and every new token takes the op path.
+    """
+    device = next(model.parameters()).device
+    out = model.generate(
+        input_ids=ids.to(device),
+        attention_mask=torch.ones_like(ids).to(device),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        num_beams=1,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    toks = out.sequences[0, ids.shape[1] :].tolist()
+    return toks, [sc[0].float().cpu() for sc in out.scores]
+
+
+def first_divergence(a: list[int], b: list[int], logits_b: list[torch.Tensor]) -> dict[str, Any] | None:
+    """Position of the first differing token and the logit margin top1 − top2 of `logits_b` there."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            top = logits_b[i].topk(2).values
+            return {"position": i, "cpu_margin": float(top[0] - top[1]), "gpu_token": x, "cpu_token": y}
+    return None
+
+
+def compare_small_model(
+    path: Path,
+    prompts: list[str],
+    *,
+    fast_device: torch.device,
+    fast_dtype: torch.dtype,
+    new_tokens: int,
+    calib: FoldConfig,
+    calib_texts: list[str],
+) -> dict[str, Any]:
+    """Calibrate `path` (float32, on the fast device), then greedy-decode each prompt with TARDIS on the
+    fast device (`fast_dtype`: the op path on CUDA) and on the CPU (float32 reference path); same for
+    the dense models as a control."""
+    tok = transformers.AutoTokenizer.from_pretrained(str(path))
+    base = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(fast_device).eval()
+    t0 = time.perf_counter()
+    variant = calibrate(base, tok, calib_texts, calib)
+    calib_s = time.perf_counter() - t0
+    del base
+
+    def build(device: torch.device, dtype: torch.dtype, tardis: bool) -> nn.Module:
+        m = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
+        if tardis:
+            hf.install(m, variant)
+        return m
+
+    rows: dict[str, list[dict[str, Any]]] = {"tardis": [], "dense": []}
+    for kind in ("tardis", "dense"):
+        fast = build(fast_device, fast_dtype, kind == "tardis")
+        ref = build(torch.device("cpu"), torch.float32, kind == "tardis")
+        for k, text in enumerate(prompts):
+            ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"][:32]], dtype=torch.long)
+            hf.reset_counters(fast)
+            fast_toks, _ = greedy(fast, ids, new_tokens)
+            ref_toks, ref_logits = greedy(ref, ids, new_tokens)
+            row: dict[str, Any] = {"prompt": k, "match": fast_toks == ref_toks}
+            row["divergence"] = first_divergence(fast_toks, ref_toks, ref_logits)
+            if kind == "tardis":
+                row["fast_counters"] = decode_counters(fast)
+            rows[kind].append(row)
+        del fast, ref
+    report = variant.report()
+    return {
+        "model": path.name,
+        "calibration_s": calib_s,
+        "measured_fallback_rate": report.get("measured_fallback_rate"),
+        "fast_device": str(fast_device),
+        "fast_dtype": str(fast_dtype).removeprefix("torch."),
+        "new_tokens": new_tokens,
+        "tardis": rows["tardis"],
+        "dense_control": rows["dense"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags (defaults: Falcon-7B shape on CUDA, the issue's decode settings)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="e2e_hf.json")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default=None, help="model dtype (default: bfloat16 on CUDA, float32 on the CPU)")
+    ap.add_argument("--checkpoint", default=None, help="a real checkpoint directory instead of random weights")
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=4544)
+    ap.add_argument("--ffn", type=int, default=18176)
+    ap.add_argument("--heads", type=int, default=71)
+    ap.add_argument("--vocab", type=int, default=65024)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batches", default="1,4,16")
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--calib-tokens", type=int, default=8192)
+    ap.add_argument("--heldout-tokens", type=int, default=2048)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--max-tardis-tokens", type=int, default=TARDIS_MAX_DECODE_TOKENS)
+    ap.add_argument("--no-graph", action="store_true", help="eager decode steps even on CUDA")
+    ap.add_argument("--skip-small-models", action="store_true")
+    ap.add_argument("--small-models", default=",".join(SMALL_MODELS))
+    ap.add_argument("--small-new-tokens", type=int, default=32)
+    ap.add_argument("--small-calib-tokens", type=int, default=8192)
+    ap.add_argument("--small-dtype", default="bfloat16", help="dtype of the small models on CUDA (CPU side: float32)")
+    ap.add_argument(
+        "--kernel-launch",
+        default=None,
+        help="a ffn_bench.py JSON whose plane_launch / small_updown_batch (its --plane-best choice) the op uses here",
+    )
+    return ap.parse_args(argv)
+
+
+def apply_kernel_launch(path: str) -> dict[str, Any]:
+    """Use the decode-kernel launch choices a ffn_bench.py run recorded (CUDA only); returns them."""
+    from tardis.kernels import decode
+    from tardis.kernels.blocks import PLANE_LAUNCH
+
+    chosen = json.loads(Path(path).read_text())
+    for n, cfg in chosen["plane_launch"].items():
+        PLANE_LAUNCH[int(n)] = dict(cfg)
+    decode.SMALL_UPDOWN_BATCH = int(chosen.get("small_updown_batch", decode.SMALL_UPDOWN_BATCH))
+    return {"plane_launch": chosen["plane_launch"], "small_updown_batch": decode.SMALL_UPDOWN_BATCH}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """GPU name, date and library versions."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def progress_printer(t0: float) -> Callable[[dict[str, Any]], None]:
+    """A calibrate() event sink printing each finished pass and every 8th layer, with elapsed seconds."""
+
+    def on_event(e: dict[str, Any]) -> None:
+        done_pass = e["kind"] == "pass" and e["batch"] == e["batches"]
+        layer = e["kind"] == "layer" and (e["layer"] % 8 == 7 or e["layer"] == e["layers"] - 1)
+        if done_pass or layer:
+            what = f"pass {e['pass']}" if done_pass else f"layer {e['layer'] + 1}/{e['layers']}"
+            print(f"  calibrate: {what} done at {time.perf_counter() - t0:.1f} s", flush=True)
+
+    return on_event
+
+
+def calibration_summary(variant: Any, seconds: float) -> dict[str, Any]:
+    """Held-out fallback rate and predictor recall (token-weighted over layers) from the variant's stats."""
+    stats = variant.layer_stats
+    held = sum(s["heldout_tokens"] * s["neurons"] for s in stats)
+
+    def weighted(key: str) -> float | None:
+        vals = [(s[key], s["heldout_tokens"] * s["neurons"]) for s in stats if s.get(key) is not None]
+        return sum(v * w for v, w in vals) / sum(w for _, w in vals) if vals and held else None
+
+    return {
+        "seconds": seconds,
+        "config": variant.config.to_dict(),
+        "measured_fallback_rate": weighted("measured_fallback_rate"),
+        "predictor_recall": weighted("predictor_recall"),
+        "true_outlier_rate": weighted("true_outlier_rate"),
+        "per_layer": [
+            {k: s.get(k) for k in ("layer", "measured_fallback_rate", "predictor_recall", "true_outlier_rate")}
+            for s in stats
+        ],
+    }
+
+
+def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, result: dict[str, Any]) -> None:
+    """Build, time dense, calibrate, install TARDIS, time TARDIS; fills result's model/calibration/decode."""
+    use_graph = device.type == "cuda" and not args.no_graph
+    batches = [int(b) for b in args.batches.split(",") if b]
+    t0 = time.perf_counter()
+    model = load_model(args, device, dtype)
+    make_falcon_graph_safe(model)
+    sync(device)
+    vocab = int(model.config.vocab_size)
+    result["model"] = {
+        "build_s": time.perf_counter() - t0,
+        "dtype": str(dtype).removeprefix("torch."),
+        "config": {k: getattr(model.config, k, None) for k in ("hidden_size", "num_hidden_layers", "vocab_size")},
+        "ffn_hidden_size": adapter_for(model).sites(model)[0].w1.shape[0],
+    }
+    n_layers = len(adapter_for(model).sites(model))
+    timed = sorted({round(i * (n_layers - 1) / max(TIMED_LAYERS - 1, 1)) for i in range(TIMED_LAYERS)})
+
+    calib_texts, held_texts = corpora.lee_calibration(), corpora.lee_heldout()
+    tok = VocabMappedTokenizer(transformers.AutoTokenizer.from_pretrained(str(TOKENIZER)), vocab)
+    prompts = prompt_rows(tok, held_texts, max(batches), args.prompt_len)
+
+    # Dense phase: the unmodified model.
+    phase_t0 = time.perf_counter()
+    dense: dict[int, dict[str, Any]] = {}
+    dense_tokens: dict[int, torch.Tensor] = {}
+    result["dense_partial"] = dense  # filled per batch; the same rows end up in result["decode"]
+    xs: dict[int, dict[int, torch.Tensor]] = {}
+    for b in batches:
+        row: dict[str, Any] = {}
+        xs[b] = ffn_inputs(model, prompts[:b], timed)
+        sites = adapter_for(model).sites(model)
+        mlps = [model.get_submodule(sites[i].name) for i in timed]
+        row["ffn_dense_us"] = time_ffn_layers(mlps, [xs[b][i] for i in timed], use_graph, args.repeats)
+        r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph)
+        row.update({f"dense_{k}": v for k, v in r.items() if k != "tokens"})
+        dense_tokens[b] = r["tokens"]
+        z = with_zero_ffns(model, lambda b=b: time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph))
+        row["zero_ffn_step_ms"] = z["step_ms"]
+        row["ffn_share"] = max(0.0, 1.0 - z["decode_s"] / r["decode_s"])
+        dense[b] = row
+        del sites, mlps
+        print(f"dense B={b}: {r['tok_s']:.1f} tok/s, FFN share {row['ffn_share']:.2f}", flush=True)
+
+    result["dense_phase_s"] = time.perf_counter() - phase_t0
+
+    # Calibration (the FFN hooks see the dense model) and installation.
+    cfg = FoldConfig(calib_tokens=args.calib_tokens, heldout_tokens=args.heldout_tokens, seq_len=args.seq_len)
+    t0 = time.perf_counter()
+    variant = calibrate(model, tok, calib_texts, cfg, on_event=progress_printer(time.perf_counter()))
+    sync(device)
+    result["calibration"] = calibration_summary(variant, time.perf_counter() - t0)
+    print(f"calibrated in {result['calibration']['seconds']:.1f} s", flush=True)
+    t0 = time.perf_counter()
+    modules = hf.install(model, variant)
+    hf.set_decode_policy(model, args.max_tardis_tokens)
+    del variant
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    sync(device)
+    result["install_s"] = time.perf_counter() - t0
+
+    # TARDIS phase: same prompts, same loop.
+    phase_t0 = time.perf_counter()
+    rows = []
+    for b in batches:
+        row = dense[b]
+        timed_mods: list[nn.Module] = [modules[i] for i in timed]
+        for m in modules:
+            m.is_prefill = False  # called directly below (no model pre-hook): these are decode steps
+        x_b = [xs[b][i] for i in timed]
+        hf.set_decode_policy(model, 10**6)  # the op itself, at this batch (where the op runs)
+        try:
+            row["ffn_op_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
+        except Exception as e:  # a kernel failure at one batch must not lose the run
+            row["ffn_op_us"] = None
+            result["errors"].append(f"ffn op B={b}: {e!r}")
+        hf.set_decode_policy(model, args.max_tardis_tokens)
+        row["ffn_policy_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
+        hf.reset_counters(model)
+        r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph)
+        counters = decode_counters(model)
+        hf.reset_counters(model)
+        row.update({f"tardis_{k}": v for k, v in r.items() if k != "tokens"})
+        # Random weights near-tie, so greedy tokens drift apart by rounding alone; this is a sanity figure.
+        row["token_agreement"] = float((r["tokens"] == dense_tokens[b]).float().mean())
+        row.update({f"decode_{k}": v for k, v in counters.items()})
+        row["batch"] = b
+        row["ratio"] = r["tok_s"] / row["dense_tok_s"]
+        row["ffn_speedup_op"] = row["ffn_dense_us"] / row["ffn_op_us"] if row["ffn_op_us"] else None
+        row["ffn_speedup_policy"] = row["ffn_dense_us"] / row["ffn_policy_us"]
+        row["amdahl_bound_op"] = amdahl(row["ffn_share"], row["ffn_speedup_op"])
+        row["amdahl_bound_policy"] = amdahl(row["ffn_share"], row["ffn_speedup_policy"])
+        rows.append(row)
+        print(f"tardis B={b}: {r['tok_s']:.1f} tok/s ({row['ratio']:.2f}x)", flush=True)
+    result["decode"] = rows
+    del result["dense_partial"]
+    result["tardis_phase_s"] = time.perf_counter() - phase_t0
+    result["decode_settings"] = {
+        "prompt_len": args.prompt_len,
+        "new_tokens": args.new_tokens,
+        "repeats": args.repeats,
+        "cuda_graph": use_graph,
+        "max_tardis_tokens": args.max_tardis_tokens,
+        "timed_layers": timed,
+        "ffn_share_method": "1 - t(decode step, every FFN replaced by a zero output) / t(dense decode step)",
+        "ffn_speedup_method": f"one graph over {len(timed)} distinct layers on the real FFN inputs of each prompt's "
+        "last position; dense = the original FFN module, op = TARDIS with the op forced, policy = TARDIS as decoded",
+    }
+
+
+def small_models_phase(
+    args: argparse.Namespace, device: torch.device, dtype: torch.dtype, result: dict[str, Any]
+) -> None:
+    """The project's small models: TARDIS on `device` (bf16 on CUDA) vs the CPU float32 reference path."""
+    result["small_models"] = []
+    if args.skip_small_models:
+        return
+    fast_dtype = getattr(torch, args.small_dtype) if device.type == "cuda" else dtype
+    calib_texts, held_texts = corpora.lee_calibration(), corpora.lee_heldout()
+    small_cfg = FoldConfig(calib_tokens=args.small_calib_tokens, heldout_tokens=2048)
+    for name in [n for n in args.small_models.split(",") if n]:
+        try:
+            result["small_models"].append(
+                compare_small_model(
+                    MODELS / name,
+                    held_texts[10:15],
+                    fast_device=device,
+                    fast_dtype=fast_dtype,
+                    new_tokens=args.small_new_tokens,
+                    calib=small_cfg,
+                    calib_texts=calib_texts,
+                )
+            )
+        except Exception as e:
+            result["errors"].append(f"small model {name}: {e!r}")
+            traceback.print_exc()
+
+
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    """Write the result (also after each phase, so a run cut short keeps what it measured)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole benchmark; returns the JSON-ready result (a failed phase is recorded in `errors`)."""
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    result: dict[str, Any] = {"env": environment(device), "args": vars(args), "errors": []}
+    t_start = time.perf_counter()
+    for phase in (falcon_phase, small_models_phase):
+        try:
+            phase(args, device, dtype, result)
+        except Exception as e:
+            result["errors"].append(f"{phase.__name__}: {e!r}")
+            traceback.print_exc()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        result["total_s"] = time.perf_counter() - t_start
+        write_json(Path(args.out), result)
+    return result
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(result: dict[str, Any]) -> str:
+    """The short summary table printed last."""
+    env = result["env"]
+    cal = result.get("calibration", {})
+    lines = [
+        f"{env['gpu'] or env['device']}  torch {env['torch']}  transformers {env['transformers']}  {env['date']}",
+        f"calibration {_fmt(cal.get('seconds'), '.1f')} s, held-out fallback "
+        f"{_fmt(cal.get('measured_fallback_rate'), '.4f')}, recall {_fmt(cal.get('predictor_recall'), '.4f')}; "
+        f"seconds: build {_fmt(result.get('model', {}).get('build_s'), '.1f')}, dense phase "
+        f"{_fmt(result.get('dense_phase_s'), '.1f')}, install {_fmt(result.get('install_s'), '.1f')}, TARDIS phase "
+        f"{_fmt(result.get('tardis_phase_s'), '.1f')}, total {_fmt(result.get('total_s'), '.1f')}",
+        "",
+        "| B | dense tok/s | TARDIS tok/s | ratio | decode fallback | dense steps | FFN share | S op | S policy "
+        "| bound op | bound policy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.get("decode", []):
+        lines.append(
+            f"| {r['batch']} | {r['dense_tok_s']:.1f} | {r['tardis_tok_s']:.1f} | {r['ratio']:.2f} "
+            f"| {_fmt(r['decode_fallback_rate'], '.4f')} | {r['decode_dense_steps']:.0f} | {r['ffn_share']:.2f} "
+            f"| {_fmt(r['ffn_speedup_op'], '.2f')} | {r['ffn_speedup_policy']:.2f} "
+            f"| {_fmt(r['amdahl_bound_op'], '.2f')} | {_fmt(r['amdahl_bound_policy'], '.2f')} |"
+        )
+    for m in result.get("small_models", []):
+        div = [r["divergence"] for r in m["tardis"] if r["divergence"]]
+        ctl = [r["divergence"] for r in m["dense_control"] if r["divergence"]]
+        where = ", ".join(f"pos {d['position']} (cpu margin {d['cpu_margin']:.3f})" for d in div) or "none"
+        lines.append(
+            f"{m['model']}: TARDIS {m['fast_device']}/{m['fast_dtype']} vs CPU fp32: "
+            f"{sum(r['match'] for r in m['tardis'])}/{len(m['tardis'])} prompts identical; divergences: {where}; "
+            f"dense control: {len(ctl)} divergent"
+        )
+    for e in result.get("errors", []):
+        lines.append(f"error: {e}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, write the JSON, print the table; returns the exit code."""
+    args = parse_args(argv)
+    # recorded in the JSON through args
+    args.kernel_launch_applied = apply_kernel_launch(args.kernel_launch) if args.kernel_launch else None
+    result = run(args)
+    print(table(result))
+    print(f"wrote {args.out}")
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
