@@ -40,26 +40,21 @@ RATES = (0.01, 0.05, 0.10, 0.20)
 # tardis.kernels.blocks.PLANE_LAUNCH); every one is also run by
 # tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS = (
-    (1, 4, True, False, True, False, 1, None, False),  # v4 default at B = 1, 4
-    (1, 4, True, False, False, False, 1, None, False),  # v4 default at B = 2
-    (1, 4, True, False, True, False, 4, 128, False),  # v5: groups split in 4 programs
-    (1, 4, True, False, True, True, 1, None, False),  # v5: fp16x2 codes
-    (1, 4, True, False, True, True, 1, 128, False),
-    (1, 4, True, False, True, True, 2, 128, False),
-    (1, 4, True, False, True, True, 4, 128, False),
-    (1, 4, True, False, False, True, 4, 128, False),
-    (1, 4, True, False, True, True, 2, None, False),
-    (1, 4, True, False, True, True, 1, 128, True),  # v5: Wf tile prefetch
-    (1, 4, True, False, True, True, 4, 128, True),
-    (1, 4, True, False, True, True, 2, None, True),
+    (1, 4, True, False, True, False, 1, None, False, False),  # v4 default at B = 1, 4
+    (1, 4, True, False, False, False, 1, None, False, False),  # v4 default at B = 2
+    (1, 4, True, False, False, False, 1, None, False, True),  # v5: words four groups ahead
+    (1, 4, True, False, False, False, 2, None, False, True),
+    (1, 4, True, False, True, True, 1, 128, False, False),  # v5: fp16x2 codes (best of the first v5 sweep)
+    (1, 4, True, False, False, True, 1, 128, False, True),
+    (1, 4, True, False, False, True, 4, 128, False, True),
 )
-PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF")
+PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4")
 
 
 def plane_name(cfg: tuple) -> str:
     """A short name of a plane launch configuration, e.g. T1_w4_pf_p2_h2_wpf_s4_r128."""
-    t, nw, first, xpf, pf2, h2, split, maxnreg, wpf = cfg
-    name = f"T{t}_w{nw}" + "_pf" * first + "_x" * xpf + "_p2" * pf2 + "_h2" * h2 + "_wpf" * wpf
+    t, nw, first, xpf, pf2, h2, split, maxnreg, wpf, pf4 = cfg
+    name = f"T{t}_w{nw}" + "_pf" * first + "_x" * xpf + "_p2" * pf2 + "_p4" * pf4 + "_h2" * h2 + "_wpf" * wpf
     return name + (f"_s{split}" if split > 1 else "") + (f"_r{maxnreg}" if maxnreg else "")
 
 

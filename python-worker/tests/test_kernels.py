@@ -165,22 +165,17 @@ def test_kernels_match_float64_reference_on_gpu(
 
 
 # the plane kernel's launch configurations that the benchmark sweeps: T row tiles per program, warps,
-# PRED_FIRST, XPF, PF2, H2 (fp16x2 int2 codes), SPLIT (programs per row tile), maxnreg, WPF (see
+# PRED_FIRST, XPF, PF2, H2 (fp16x2 int2 codes), SPLIT (programs per row tile), maxnreg, WPF, PF4 (see
 # blocks.PLANE_LAUNCH and bench/ffn_bench.py's PLANE_CONFIGS)
-PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF")
+PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4")
 PLANE_CONFIGS = [
-    (1, 4, True, False, True, False, 1, None, False),
-    (1, 4, True, False, False, False, 1, None, False),
-    (1, 4, True, False, True, False, 4, 128, False),
-    (1, 4, True, False, True, True, 1, None, False),
-    (1, 4, True, False, True, True, 1, 128, False),
-    (1, 4, True, False, True, True, 2, 128, False),
-    (1, 4, True, False, True, True, 4, 128, False),
-    (1, 4, True, False, False, True, 4, 128, False),
-    (1, 4, True, False, True, True, 2, None, False),
-    (1, 4, True, False, True, True, 1, 128, True),
-    (1, 4, True, False, True, True, 4, 128, True),
-    (1, 4, True, False, True, True, 2, None, True),
+    (1, 4, True, False, True, False, 1, None, False, False),
+    (1, 4, True, False, False, False, 1, None, False, False),
+    (1, 4, True, False, False, False, 1, None, False, True),
+    (1, 4, True, False, False, False, 2, None, False, True),
+    (1, 4, True, False, True, True, 1, 128, False, False),
+    (1, 4, True, False, False, True, 1, 128, False, True),
+    (1, 4, True, False, False, True, 4, 128, False, True),
 ]
 
 
@@ -237,6 +232,8 @@ def test_fp16x2_predictor_path_on_gpu(n: int, d: int, f: int, gs: int, dtype: to
         (4, 450, 330, 3, "plane", {"SPLIT": 2, "T": 2}),
         (2, 200, 150, 2, "plane", {"SPLIT": 9}),
         (1, 300, 200, 2, "plane", {"small_updown": True}),
+        (2, 1000, 300, 2, "plane", {"PF4": True, "SPLIT": 3}),
+        (1, 450, 130, 3, "plane", {"PF4": True}),
         (3, 450, 130, 4, "plane", {"small_updown": True, "SPLIT": 2}),
     ],
 )

@@ -19,6 +19,7 @@ PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor 
 # 4–18 µs, PF2 is within noise; B = 3 was neither measured nor GPU-tested with them, so it keeps v3's.
 # H2 (int2 with 16 full code planes only): two codes per fp16x2 instruction; SPLIT: the groups of a row
 # tile cut into this many programs (fp32 atomics into a zero-at-rest buffer, the last one runs the epilogue).
+# PF4: the predictor words four groups ahead (over PF2).
 # WPF: the Wf programs load their next tile before the current one's FMAs.
 # maxnreg: a register cap (None: the compiler's choice; 128 lets 4 programs of 4 warps share an SM).
 _PLANE_V3 = {
@@ -31,6 +32,7 @@ _PLANE_V3 = {
     "SPLIT": 1,
     "maxnreg": None,
     "WPF": False,
+    "PF4": False,
 }
 PLANE_LAUNCH = {
     1: _PLANE_V3 | {"PRED_FIRST": True, "PF2": True},

@@ -554,10 +554,10 @@ def _plane_pred_part(
     zacc_ptr, tick_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG, magic,
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr,
-    SPLIT: tl.constexpr, X_FP16: tl.constexpr,
+    SPLIT: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr,
 ):  # fmt: skip
     # T row tiles of BR rows streamed group after group (full groups without x masks, then the partial
-    # last group); the words of group g + 1 (PF2: g + 2) load while group g computes; XPF: the x slice
+    # last group); the words of group g + 1 (PF2: g + 2, PF4: g + 4) load while group g computes; XPF: the x slice
     # of group g + 1 is prefetched into L1 meanwhile. SPLIT > 1: the groups are cut into SPLIT chunks of
     # CG, one program each; partial sums are added into zacc (fp32, zero at rest) and the last chunk
     # of a tile set to finish (a ticket) runs the flags epilogue and zeroes zacc and its ticket again.
@@ -578,11 +578,19 @@ def _plane_pred_part(
     a3 = tl.zeros((T, WPG, BR), dtype=tl.float32)
     wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0, woff, soff, tmask, g1, F_PAD, WPG, BR)
     wn2, sn2, on2 = wn, sn, on
-    if PF2:
+    if PF2 or PF4:
         wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 1, woff, soff, tmask, g1, F_PAD, WPG, BR)
+    if PF4:
+        wn3, sn3, on3 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 2, woff, soff, tmask, g1, F_PAD, WPG, BR)
+        wn4, sn4, on4 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 3, woff, soff, tmask, g1, F_PAD, WPG, BR)
     for g in range(g0, gf):
         wv, sc, oc = wn, sn, on
-        if PF2:
+        if PF4:  # four groups in flight (8 KB per program at 64 rows, int2 g128)
+            wn, sn, on = wn2, sn2, on2
+            wn2, sn2, on2 = wn3, sn3, on3
+            wn3, sn3, on3 = wn4, sn4, on4
+            wn4, sn4, on4 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 4, woff, soff, tmask, g1, F_PAD, WPG, BR)
+        elif PF2:
             wn, sn, on = wn2, sn2, on2
             wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 2, woff, soff, tmask, g1, F_PAD, WPG, BR)
         else:
@@ -649,7 +657,7 @@ def _stacked_plane_kernel(
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
-    WPF: tl.constexpr,
+    WPF: tl.constexpr, PF4: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part.
@@ -666,7 +674,7 @@ def _stacked_plane_kernel(
         _plane_pred_part(
             x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
             nunion_ptr, zacc_ptr, tick_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG, magic,
-            NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT, x_ptr.dtype.element_ty == tl.float16,
+            NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT, x_ptr.dtype.element_ty == tl.float16, PF4,
         )  # fmt: skip
     else:
         _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF)
