@@ -342,6 +342,7 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
                 default = dict(PLANE_LAUNCH[n])
                 for cfg in PLANE_CONFIGS:
                     PLANE_LAUNCH[n] = dict(zip(PLANE_KEYS, cfg, strict=True))  # the op's configuration
+                    layers[0]["ws"].zero_()  # the timings above leave list counts behind; the op needs zero
                     errs[plane_name(cfg)] = check(layers[0], n, gen)["rel_err"]
                     PLANE_LAUNCH[n] = default
                     for lc in ls:

@@ -1,0 +1,52 @@
+"""Launches for a hardware-counter profile of decode kernel 1 (one Falcon-7B layer, int2, batch 1).
+
+Launch order (for `ncu -k regex:_stacked_plane_kernel --launch-skip 2 --launch-count 3`): the
+predictor programs three times with the committed configuration, once with the fp16x2 (H2) path,
+then the Wf programs alone.
+
+    cd python-worker && ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 2 \\
+        --launch-count 3 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \\
+        --section SchedulerStats --section Occupancy python ../bench/ncu_pred.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-worker"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from ffn_bench import DT, SHAPES, make_layer, set_thresholds
+
+from tardis.kernels.decode import DecodeLaunch
+
+
+def main() -> None:
+    """Build the layer and launch kernel 1's parts in the documented order."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    d, f = SHAPES["falcon7b"]
+    lay = make_layer(d, f, 2, 128, gen)
+    set_thresholds(lay, 0.05, gen)
+    x = torch.randn(1, d, device="cuda", generator=gen).to(DT)
+    keys = ("wf", "bf", "pred", "b1", "lo_in", "hi_in", "w1", "w2t", "slope", "intercept")
+    lc = DecodeLaunch(
+        x, act="gelu", workspace=lay["ws"], flag_count=lay["fc"], union_count=lay["uc"], **{k: lay[k] for k in keys}
+    )
+    for _ in range(3):
+        lay["ws"].zero_()
+        lc.stacked("pred")
+    lay["ws"].zero_()
+    default = dict(lc.plane_cfg)
+    lc.plane_cfg |= {"H2": True, "maxnreg": 128}
+    lc.stacked("pred")
+    lc.plane_cfg = default
+    lc.stacked("wf")
+    torch.cuda.synchronize()
+    print("launched: pred x3 (committed), pred (H2, maxnreg 128), wf")
+
+
+if __name__ == "__main__":
+    main()
