@@ -477,6 +477,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--calib-tokens", type=int, default=8192)
     ap.add_argument("--heldout-tokens", type=int, default=2048)
     ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--coverage", type=float, default=FoldConfig().coverage, help="range coverage (fallback vs fit)")
+    ap.add_argument("--predictor-bits", type=int, default=FoldConfig().predictor_bits, help="2, 3 or 4")
     ap.add_argument("--max-tardis-tokens", type=int, default=TARDIS_MAX_DECODE_TOKENS)
     ap.add_argument("--no-graph", action="store_true", help="eager decode steps even on CUDA")
     ap.add_argument("--skip-small-models", action="store_true")
@@ -598,7 +600,13 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     result["dense_phase_s"] = time.perf_counter() - phase_t0
 
     # Calibration (the FFN hooks see the dense model) and installation.
-    cfg = FoldConfig(calib_tokens=args.calib_tokens, heldout_tokens=args.heldout_tokens, seq_len=args.seq_len)
+    cfg = FoldConfig(
+        calib_tokens=args.calib_tokens,
+        heldout_tokens=args.heldout_tokens,
+        seq_len=args.seq_len,
+        coverage=args.coverage,
+        predictor_bits=args.predictor_bits,
+    )
     t0 = time.perf_counter()
     variant = calibrate(model, tok, calib_texts, cfg, on_event=progress_printer(time.perf_counter()))
     sync(device)

@@ -47,7 +47,7 @@ def smoke(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One full CPU run: tiny Falcon (dense, calibrate, TARDIS) plus one small model, JSON read back."""
     out = tmp_path_factory.mktemp("e2e") / "e2e_hf.json"
     small = ["--small-models", "tardis-tiny-opt", "--small-new-tokens", "6", "--small-calib-tokens", "2048"]
-    assert bench.main([*TINY, *small, "--out", str(out)]) == 0
+    assert bench.main([*TINY, *small, "--coverage", "0.95", "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 
@@ -59,6 +59,7 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
     cal = smoke["calibration"]
     assert 0.0 <= cal["measured_fallback_rate"] <= 1.0 and 0.0 <= cal["predictor_recall"] <= 1.0
     assert len(cal["per_layer"]) == 2
+    assert cal["config"]["coverage"] == 0.95 and cal["config"]["predictor_bits"] == 2  # --coverage reaches calibrate
     assert [r["batch"] for r in smoke["decode"]] == [1, 3]
     for r in smoke["decode"]:
         assert r["dense_tok_s"] > 0 and r["tardis_tok_s"] > 0
