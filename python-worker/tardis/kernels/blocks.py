@@ -17,7 +17,8 @@ PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor 
 # groups ahead instead of one). Measured on the H200 (bench/NOTES.md, v4): PRED_FIRST saves 14–30 µs of
 # kernel 1 at B = 1, 2, 4 (the long predictor programs no longer start after the Wf programs), XPF costs
 # 4–18 µs, PF2 is within noise; B = 3 was neither measured nor GPU-tested with them, so it keeps v3's.
-# H2 (int2 with 16 full code planes only): two codes per fp16x2 instruction; SPLIT: the groups of a row
+# H2 (int2 with 16 full code planes only): two codes per fp16x2 instruction (x rounded to fp16, so |x| must
+# stay below 65504; products summed in fp16 over one word's 16 codes); SPLIT: the groups of a row
 # tile cut into this many programs (fp32 atomics into a zero-at-rest buffer, the last one runs the epilogue).
 # PF4: the predictor words four groups ahead (over PF2).
 # WPF: the Wf programs load their next tile before the current one's FMAs.
