@@ -150,7 +150,7 @@ def test_a_policy_dense_step_is_the_dense_ffn_and_is_counted(opt_model: tuple) -
     ffn.reset_counters()
     x = torch.randn(4, ffn.in_features, generator=torch.Generator().manual_seed(1))
     y = ffn.run_step("policy_dense", x)
-    torch.testing.assert_close(y, dense_ffn(x, ffn.w1, ffn.b1, ffn.w2t, ffn.b2, ffn.act))  # biases fused: rounding
+    torch.testing.assert_close(y, dense_ffn(x, ffn.w1, ffn.b1, ffn.w2t, ffn.b2, ffn.act))
     c = ffn.counters()
     assert (c["dense_steps"], c["steps"], c["tokens"], c["flagged"]) == (1, 0, 0, 0)
     # The same 4-token step through forward on the CPU stays on the reference path (policy ignored).

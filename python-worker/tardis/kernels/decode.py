@@ -227,7 +227,8 @@ def _wf_small_part(
     fa1 = tl.zeros((BMF, BKF), dtype=tl.float32)
     fa2 = tl.zeros((BMF, BKF), dtype=tl.float32)
     fa3 = tl.zeros((BMF, BKF), dtype=tl.float32)
-    w_next = _wf_tile(wf_ptr, rows_f, rmask_f, 0, D, BKF)
+    if WPF:
+        w_next = _wf_tile(wf_ptr, rows_f, rmask_f, 0, D, BKF)
     for k0_f in range(0, D, BKF):
         ks_f = k0_f + tl.arange(0, BKF)
         kmask_f = ks_f < D

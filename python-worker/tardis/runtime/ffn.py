@@ -6,11 +6,9 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from tardis.core.activations import activation
 from tardis.core.layer import FoldedLayer
-from tardis.runtime.reference import FlagMode, tardis_ffn
+from tardis.runtime.reference import FlagMode, dense_ffn, tardis_ffn
 
 if TYPE_CHECKING:
     from tardis.kernels.op import KernelPack
@@ -151,10 +149,8 @@ class TardisFFN(nn.Module):
         )
 
     def dense(self, x2: torch.Tensor) -> torch.Tensor:
-        """The original FFN on x2 [N, d] (reference.dense_ffn with the biases fused into the GEMMs: a decode
-        step the policy runs dense should cost what the unmodified model's FFN costs)."""
-        h = activation(self.act)(F.linear(x2, self.w1, self.b1))
-        return F.linear(h, self.w2t.T, self.b2)
+        """The original FFN on x2 [N, d]."""
+        return dense_ffn(x2, self.w1, self.b1, self.w2t, self.b2, self.act)
 
     def run_step(self, path: StepPath, x2: torch.Tensor) -> torch.Tensor:
         """y [N, d] for x2 [N, d] along `path`, updating the live counters."""
