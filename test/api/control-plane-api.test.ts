@@ -439,14 +439,21 @@ describe("ControlPlane API", () => {
         expect(after.revisionNumber).toBe(1);
         expect(after.step).toBeGreaterThanOrEqual(1); // not started over
         // The timed pause keeps its deadline; then step 2 sets 60 % and step 3 waits for resume.
+        let seen: Rollout__Output | undefined;
         const resumed = await waitFor(
           "step 3 after the restart",
           async () => {
             const r = await client2.call<Rollout__Output>("getRollout", { name: "restart" });
+            seen = r;
             return r.step === 3 && phase(r) === "PAUSED" && r.appliedWeight === 60 ? r : undefined;
           },
           60_000,
-        );
+        ).catch((error: unknown) => {
+          // say where it stood and what the server logged (an intermittent failure must be diagnosable)
+          throw new Error(
+            `${String(error)}; last seen ${JSON.stringify(seen)}; serve stderr: ${second.stderr().slice(-4000)}`,
+          );
+        });
         expect(resumed.weight).toBe(60);
         const status = await runCli(
           ["rollout", "status", "restart", "--server", secondAddress, "-o", "json"],

@@ -75,6 +75,36 @@ describe("load before shift", () => {
     store.close();
   });
 
+  it("retries a split the router refused while the worker was unhealthy, once a load finds it healthy", async () => {
+    // Loaded, but its health check failed just before the split (e.g. a busy worker after a
+    // control-plane restart): the first split is refused; the retry's load waits for health.
+    const pool = new StaticWorkerPool([
+      { id: "w1", healthy: false, variants: [BASELINE, CANDIDATE] },
+    ]);
+    const router = new Router(pool);
+    const loads: string[] = [];
+    const store = SqliteRolloutStore.open(tempDb());
+    const engine = new RolloutEngine({
+      store,
+      clock: new ManualClock(),
+      measurements: new ScriptedMeasurements(),
+      traffic: router,
+      loader: {
+        async load(variant) {
+          loads.push(variant);
+          if (loads.length > 2) pool.setHealthy("w1", true); // healthy from the third load on
+        },
+      },
+    });
+    await engine.apply(rolloutDoc({ steps: [{ setWeight: 30 }, { pause: {} }], gates: ALL_GATES }));
+    await engine.idle();
+    expect(engine.status("tiny-gpt2-tardis")).toMatchObject({ phase: "PAUSED", appliedWeight: 30 });
+    expect(router.split("tiny-gpt2-tardis")?.weights.map((w) => w.weight)).toEqual([70, 30]);
+    // the baseline's load, the refused 100/0 split's retry (loads the baseline again), the candidate's
+    expect(loads).toEqual([BASELINE, BASELINE, CANDIDATE]);
+    store.close();
+  });
+
   it("aborts without shifting when the router refuses the split because no worker has the candidate", async () => {
     const pool = new StaticWorkerPool([{ id: "w1", healthy: true, variants: [BASELINE] }]);
     const router = new Router(pool);

@@ -44,6 +44,8 @@ export interface WorkerView {
 }
 
 const POLL_MS = 1_000;
+/** How long a load waits for its worker to pass a health check before it counts as failed. */
+const HEALTHY_AFTER_LOAD_MS = 60_000;
 
 /** Every worker, its health and its loaded variants. */
 export class Fleet implements WorkerPool {
@@ -147,6 +149,20 @@ export class Fleet implements WorkerPool {
       await client.loadVariant({ variantPath: path, engine: view.member.engine });
       view.loaded.add(variantId);
       view.loadedAt.set(variantId, Date.now());
+      // Routable only once the worker also passes a health check (the router skips unhealthy
+      // ones): a worker that is slow to answer one, e.g. busy right after a restart, gets time.
+      const until = Date.now() + HEALTHY_AFTER_LOAD_MS;
+      while (!view.healthy) {
+        if (Date.now() >= until) {
+          throw new ApiError(
+            14,
+            `worker ${view.member.id} loaded ${variantId} but failed its health checks for ` +
+              `${HEALTHY_AFTER_LOAD_MS / 1000} s; check its log (tardis serve forwards it) and retry`,
+          );
+        }
+        await this.pollView(view);
+        if (!view.healthy) await new Promise((resolve) => setTimeout(resolve, 250));
+      }
     })().finally(() => view.loading.delete(variantId));
     view.loading.set(variantId, load);
     return load;

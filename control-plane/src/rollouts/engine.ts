@@ -304,28 +304,47 @@ export class RolloutEngine {
   }
 
   private route(state: RolloutState, spec: RolloutSpec, weight: number): void {
+    const split = {
+      revision: state.revision,
+      step: state.stepIndex,
+      weights: [
+        { variant: spec.baseline, weight: 100 - weight },
+        { variant: spec.candidate, weight },
+      ],
+    };
     try {
-      this.options.traffic.applySplit(state.name, {
-        revision: state.revision,
-        step: state.stepIndex,
-        weights: [
-          { variant: spec.baseline, weight: 100 - weight },
-          { variant: spec.candidate, weight },
-        ],
-      });
+      this.options.traffic.applySplit(state.name, split);
     } catch (error) {
-      // The router refused (e.g. no healthy worker has the candidate): treat it as a failed load.
-      const variant = weight > 0 ? spec.candidate : spec.baseline;
+      // The router refused (no healthy worker has a variant that gets traffic: e.g. a worker that
+      // answered its health check late after a restart). Load the variants again, which waits for
+      // a healthy worker that has them, and retry once, unless the rollout has moved on meanwhile;
+      // a second refusal or a failed load is a failed load.
+      const needed = [
+        ...(weight > 0 ? [spec.candidate] : []),
+        ...(weight < 100 ? [spec.baseline] : []),
+      ];
       this.background(
-        this.event(state.name, (s, sp, now) =>
-          machine.onLoadFailed(
-            s,
-            sp,
-            variant,
-            `router refused the split: ${messageOf(error)}`,
-            now,
+        Promise.all(needed.map((variant) => this.options.loader.load(variant)))
+          .then(() => {
+            const now = this.store.get(state.name)?.state;
+            const current =
+              now !== undefined &&
+              now.revision === state.revision &&
+              now.stepIndex === state.stepIndex &&
+              now.appliedWeight === weight;
+            if (current) this.options.traffic.applySplit(state.name, split);
+          })
+          .catch((retryError: unknown) =>
+            this.event(state.name, (s, sp, now) =>
+              machine.onLoadFailed(
+                s,
+                sp,
+                weight > 0 ? spec.candidate : spec.baseline,
+                `router refused the split: ${messageOf(retryError)} (first: ${messageOf(error)})`,
+                now,
+              ),
+            ),
           ),
-        ),
       );
     }
   }
