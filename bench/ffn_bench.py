@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from tardis.kernels import decode
 from tardis.kernels.blocks import PLANE_LAUNCH, workspace_size
-from tardis.kernels.layout import TiledPredictor
+from tardis.kernels.layout import TiledPredictor, predict_i8
 from tardis.kernels.op import KernelPack, ffn_decode
 from tardis.kernels.policy import fit_policy
 
@@ -36,25 +36,28 @@ SHAPES = {
 }
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
-# plane kernel-1 configurations swept by --kernel-times (T row tiles, warps, PRED_FIRST, XPF, PF2: see
-# tardis.kernels.blocks.PLANE_LAUNCH); every one is also run by
+# plane kernel-1 configurations swept by --kernel-times (T row tiles, warps, PRED_FIRST, XPF, PF2, H2,
+# SPLIT, maxnreg, WPF, PF4, I8: see tardis.kernels.blocks.PLANE_LAUNCH); every one is also run by
 # tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS = (
-    (1, 4, True, False, True, False, 1, None, False, False),  # v4 default at B = 1, 4
-    (1, 4, True, False, False, False, 1, None, False, False),  # v4 default at B = 2
-    (1, 4, True, False, False, False, 1, None, False, True),  # v5: words four groups ahead
-    (1, 4, True, False, False, False, 2, None, False, True),
-    (1, 4, True, False, True, True, 1, 128, False, False),  # v5: fp16x2 codes (best of the first v5 sweep)
-    (1, 4, True, False, False, True, 1, 128, False, True),
-    (1, 4, True, False, False, True, 4, 128, False, True),
+    (1, 4, True, False, True, False, 1, None, False, False, False),  # v4 default at B = 1, 4
+    (1, 4, True, False, False, False, 1, None, False, False, False),  # v4 default at B = 2
+    (1, 4, True, False, True, True, 1, 128, False, False, False),  # v5: fp16x2 codes
+    (1, 4, True, False, True, False, 1, None, False, False, True),  # v6: int8 x, dp4a
+    (1, 4, True, False, False, False, 1, None, False, False, True),
+    (1, 4, True, False, False, False, 1, None, False, True, True),
+    (2, 4, True, False, True, False, 1, None, False, False, True),
+    (1, 8, True, False, True, False, 1, None, False, False, True),
+    (1, 4, True, False, True, False, 2, None, False, False, True),
 )
-PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4")
+PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8")
 
 
 def plane_name(cfg: tuple) -> str:
     """A short name of a plane launch configuration, e.g. T1_w4_pf_p2_h2_wpf_s4_r128."""
-    t, nw, first, xpf, pf2, h2, split, maxnreg, wpf, pf4 = cfg
+    t, nw, first, xpf, pf2, h2, split, maxnreg, wpf, pf4, i8 = cfg
     name = f"T{t}_w{nw}" + "_pf" * first + "_x" * xpf + "_p2" * pf2 + "_p4" * pf4 + "_h2" * h2 + "_wpf" * wpf
+    name += "_i8" * i8
     return name + (f"_s{split}" if split > 1 else "") + (f"_r{maxnreg}" if maxnreg else "")
 
 
@@ -136,10 +139,15 @@ def run_dense(layer: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 def reference(layer: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """float64 TARDIS output, its flags and ẑ (for flags near a threshold)."""
+    """float64 TARDIS output, its flags and ẑ (for flags near a threshold); ẑ as the op's launch at this
+    batch computes it (x rounded to int8 per group where its plane launch has I8)."""
     d64 = torch.float64
     x64 = x.to(d64)
-    zhat = x64 @ layer["pred"].dequantize(torch.float64).T + layer["b1"].to(d64)
+    n = x.shape[0]
+    if n <= decode.PLANE_BATCH and PLANE_LAUNCH[n].get("I8"):
+        zhat = predict_i8(x, layer["pred"]) + layer["b1"].to(d64)
+    else:
+        zhat = x64 @ layer["pred"].dequantize(torch.float64).T + layer["b1"].to(d64)
     flags = (zhat < layer["lo_in"].to(d64)) | (zhat > layer["hi_in"].to(d64))
     z = x64 @ layer["w1"].to(d64).T + layer["b1"].to(d64)
     corr = (F.gelu(z) - layer["slope"].to(d64) * z - layer["intercept"].to(d64)) * flags

@@ -1,12 +1,12 @@
 """Launches for a hardware-counter profile of decode kernel 1 (one Falcon-7B layer, int2, batch 1).
 
-Launch order (for `ncu -k regex:_stacked_plane_kernel --launch-skip 2 --launch-count 3`): the
-predictor programs three times with the committed configuration, once with the fp16x2 (H2) path,
-then the Wf programs alone.
+Launch order (for `ncu -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4`): the
+predictor programs twice with the committed fp32-dequant configuration (v4), twice with int8 x and
+dp4a (I8, after its x-rounding kernel, which the regex leaves out), then the Wf programs alone.
 
-    cd python-worker && ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 2 \\
-        --launch-count 3 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \\
-        --section SchedulerStats --section Occupancy python ../bench/ncu_pred.py
+    cd python-worker && ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 \\
+        --launch-count 4 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \\
+        --section SchedulerStats --section ComputeWorkloadAnalysis --section Occupancy python ../bench/ncu_pred.py
 """
 
 from __future__ import annotations
@@ -35,17 +35,15 @@ def main() -> None:
     lc = DecodeLaunch(
         x, act="gelu", workspace=lay["ws"], flag_count=lay["fc"], union_count=lay["uc"], **{k: lay[k] for k in keys}
     )
-    for _ in range(3):
+    v4 = {"PF2": True, "PRED_FIRST": True, "I8": False, "H2": False}
+    for cfg in (v4, v4, v4 | {"I8": True}, v4 | {"I8": True}):
         lay["ws"].zero_()
+        lc.plane_cfg |= cfg
         lc.stacked("pred")
-    lay["ws"].zero_()
-    default = dict(lc.plane_cfg)
-    lc.plane_cfg |= {"H2": True, "maxnreg": 128}
-    lc.stacked("pred")
-    lc.plane_cfg = default
+    lc.plane_cfg |= v4
     lc.stacked("wf")
     torch.cuda.synchronize()
-    print("launched: pred x3 (committed), pred (H2, maxnreg 128), wf")
+    print("launched: pred x2 (v4), pred x2 (I8), wf")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tardis.core.predictor import quantize_rtn
-from tardis.kernels.layout import tile_predictor, untile_predictor
+from tardis.kernels.layout import predict_i8, quantize_x_i8, tile_predictor, untile_predictor
 from tardis.kernels.op import ffn_decode, make_pack
 from tardis.kernels.policy import fit_policy
 from tardis.runtime.reference import tardis_ffn
@@ -72,6 +72,52 @@ def test_cpu_op_matches_the_reference_and_counts_on_device() -> None:
     assert int(uc) == int(flags.any(0).sum())
 
 
+@pytest.mark.parametrize(("d", "gs"), [(200, 64), (4544, 128)])
+def test_int8_x_reference_rounds_per_group_and_sums_exactly(d: int, gs: int) -> None:
+    g = torch.Generator().manual_seed(d)
+    x = torch.randn(3, d, generator=g) * torch.linspace(0.1, 8.0, d)  # groups of very different ranges
+    x[1, :gs] = 0.0  # an all-zero group
+    n_groups = -(-d // gs)
+    q8, sx = quantize_x_i8(x, gs, n_groups)
+    xg = torch.zeros(3, n_groups * gs)
+    xg[:, :d] = x
+    xg = xg.view(3, n_groups, gs)
+    assert float(q8.abs().max()) <= 127 and torch.equal(q8, q8.round())
+    assert torch.equal(q8[1, 0], torch.zeros(gs))
+    assert bool(((q8 * sx[..., None] - xg).abs() <= sx[..., None] * 0.5001 + 1e-7).all())
+    q = quantize_rtn(torch.randn(150, d, generator=g) / d**0.5, 2, gs, clip_search=False)
+    t = tile_predictor(q)
+    z8 = predict_i8(x, t)
+    # the same sum written out: codes·scale against the rounded x, offsets against the exact x
+    w = q.dequantize(torch.float64)
+    off = q.offsets.double().repeat_interleave(gs, dim=1)[:, :d]
+    xhat = (q8.double() * sx.double()[..., None]).view(3, -1)[:, :d]
+    assert torch.allclose(z8, xhat @ (w - off).T + x.double() @ off.T, rtol=1e-9, atol=1e-9)
+    # within the rounding bound of the float predictor
+    bound = (w - off).abs() @ (sx.double().repeat_interleave(gs, dim=1)[:, :d] * 0.5).T
+    assert bool(((z8 - x.double() @ w.T).abs() <= bound.T + 1e-6).all())
+
+
+def test_the_op_under_torch_compile_matches_eager_and_counts_each_call() -> None:
+    # What a torch.compile'd decode step does with the op: one opaque call (fake impl for tracing),
+    # the device counters mutated in place exactly once per call.
+    x, q, lay = _layer(2, 96, 80, 2, 32, 0.1, torch.float32, "cpu", seed=3)
+    pack = make_pack(q, "cpu")
+    fc, uc = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
+
+    def step(v: torch.Tensor) -> torch.Tensor:
+        return ffn_decode(v * 1.0, pack, act="gelu", flag_count=fc, union_count=uc, **lay) + 0.0
+
+    eager = step(x)
+    counts = (int(fc), int(uc))
+    assert counts[0] > 0
+    compiled = torch.compile(step, fullgraph=True, dynamic=False)
+    for i in (2, 3):
+        y = compiled(x)
+        assert torch.equal(y, eager)
+        assert (int(fc), int(uc)) == (i * counts[0], i * counts[1])
+
+
 def test_fake_impl_gives_the_output_shape_without_computing() -> None:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -109,8 +155,13 @@ def _kernel_case(
         launch.small_updown = plane_cfg.pop("small_updown", launch.small_updown)
         launch.plane_cfg |= plane_cfg
     y, flags = launch.run()
-    y_ref, ref_flags = _reference64(x, q, lay, act)
-    zhat = x.double() @ q.dequantize(torch.float64).to(device).T + lay["b1"].double()
+    if launch.plane_cfg.get("I8") and launch.i8_ok and launch.kernels == "plane":  # int8 x: its own reference
+        zhat = predict_i8(x, pack.pred) + lay["b1"].double()
+        ref_flags = (zhat < lay["lo_in"].double()) | (zhat > lay["hi_in"].double())
+        y_ref = _reference_with_flags(x, lay, act, ref_flags)
+    else:
+        y_ref, ref_flags = _reference64(x, q, lay, act)
+        zhat = x.double() @ q.dequantize(torch.float64).to(device).T + lay["b1"].double()
     edge = torch.minimum((zhat - lay["lo_in"].double()).abs(), (zhat - lay["hi_in"].double()).abs())
     differ = flags.bool() != ref_flags
     assert bool((edge[differ] < 1e-2 * zhat.abs().mean()).all()), "a flag differs away from its threshold"
@@ -165,17 +216,19 @@ def test_kernels_match_float64_reference_on_gpu(
 
 
 # the plane kernel's launch configurations that the benchmark sweeps: T row tiles per program, warps,
-# PRED_FIRST, XPF, PF2, H2 (fp16x2 int2 codes), SPLIT (programs per row tile), maxnreg, WPF, PF4 (see
+# PRED_FIRST, XPF, PF2, H2 (fp16x2 int2 codes), SPLIT (programs per row tile), maxnreg, WPF, PF4, I8 (see
 # blocks.PLANE_LAUNCH and bench/ffn_bench.py's PLANE_CONFIGS)
-PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4")
+PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8")
 PLANE_CONFIGS = [
-    (1, 4, True, False, True, False, 1, None, False, False),
-    (1, 4, True, False, False, False, 1, None, False, False),
-    (1, 4, True, False, False, False, 1, None, False, True),
-    (1, 4, True, False, False, False, 2, None, False, True),
-    (1, 4, True, False, True, True, 1, 128, False, False),
-    (1, 4, True, False, False, True, 1, 128, False, True),
-    (1, 4, True, False, False, True, 4, 128, False, True),
+    (1, 4, True, False, True, False, 1, None, False, False, False),
+    (1, 4, True, False, False, False, 1, None, False, False, False),
+    (1, 4, True, False, True, True, 1, 128, False, False, False),
+    (1, 4, True, False, True, False, 1, None, False, False, True),
+    (1, 4, True, False, False, False, 1, None, False, False, True),
+    (1, 4, True, False, False, False, 1, None, False, True, True),
+    (2, 4, True, False, True, False, 1, None, False, False, True),
+    (1, 8, True, False, True, False, 1, None, False, False, True),
+    (1, 4, True, False, True, False, 2, None, False, False, True),
 ]
 
 
@@ -203,6 +256,26 @@ def test_fp16x2_predictor_path_on_gpu(n: int, d: int, f: int, gs: int, dtype: to
     # a split that does not divide the groups; the small up/down kernels at odd n
     plane_cfg = {"H2": True, "SPLIT": split, "PRED_FIRST": True, "small_updown": n % 2 == 1}
     _kernel_case("cuda", n, d, f, 2, gs, dtype, "gelu", seed=5 + n, kernels="plane", plane_cfg=plane_cfg)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    ("n", "d", "f", "gs", "dtype", "cfg"),
+    [
+        (1, 4544, 18176, 128, torch.bfloat16, {"PF2": True}),
+        (2, 777, 2050, 64, torch.float16, {"SPLIT": 3}),
+        (3, 1000, 3000, 128, torch.bfloat16, {"PF2": True, "small_updown": True}),
+        (4, 300, 130, 128, torch.bfloat16, {"SPLIT": 2, "PF4": True}),
+        (1, 4544, 2240, 128, torch.bfloat16, {"T": 2, "num_warps": 8}),
+        (2, 4544, 2240, 128, torch.bfloat16, {"PF2": True}),
+        (4, 4544, 2240, 128, torch.bfloat16, {"PF2": True}),
+    ],
+)
+def test_int8_x_predictor_path_on_gpu(n: int, d: int, f: int, gs: int, dtype: torch.dtype, cfg: dict) -> None:
+    # I8 (dp4a against x rounded to int8 per group) with both group sizes it takes, fp16 and bf16 x, a
+    # tail group of d, splits, two row tiles per program, 8 warps; checked against layout.predict_i8
+    plane_cfg = {"I8": True, "PRED_FIRST": True} | cfg
+    _kernel_case("cuda", n, d, f, 2, gs, dtype, "gelu", seed=9 + n, kernels="plane", plane_cfg=plane_cfg)
 
 
 @pytest.mark.skipif(
@@ -235,6 +308,10 @@ def test_fp16x2_predictor_path_on_gpu(n: int, d: int, f: int, gs: int, dtype: to
         (2, 1000, 300, 2, "plane", {"PF4": True, "SPLIT": 3}),
         (1, 450, 130, 3, "plane", {"PF4": True}),
         (3, 450, 130, 4, "plane", {"small_updown": True, "SPLIT": 2}),
+        (1, 200, 150, 2, "plane", {"I8": True}),
+        (3, 450, 330, 2, "plane", {"I8": True, "SPLIT": 3, "PF2": True}),
+        (4, 300, 200, 2, "plane", {"I8": True, "T": 2, "PRED_FIRST": True}),
+        (2, 130, 70, 2, "plane", {"I8": True, "PF4": True, "small_updown": True}),
     ],
 )
 def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, kernels, t) -> None:

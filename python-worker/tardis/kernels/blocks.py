@@ -23,6 +23,10 @@ PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor 
 # PF4: the predictor words four groups ahead (over PF2).
 # WPF: the Wf programs load their next tile before the current one's FMAs.
 # maxnreg: a register cap (None: the compiler's choice; 128 lets 4 programs of 4 warps share an SM).
+# I8 (int2 with 16 full code planes only): x rounded per token and group to int8 by the group's absmax
+# (a small kernel before kernel 1 packs it for dp4a), and each word's 16 codes multiply it with four
+# dp4a instructions (integer products, exact); per group and row fp32 s·s_x·Σ code·q + o·Σ x. The
+# predictor then sees x to int8 precision (layout.predict_i8 is its reference).
 _PLANE_V3 = {
     "T": 1,
     "num_warps": 4,
@@ -34,6 +38,7 @@ _PLANE_V3 = {
     "maxnreg": None,
     "WPF": False,
     "PF4": False,
+    "I8": False,
 }
 PLANE_LAUNCH = {
     1: _PLANE_V3 | {"PRED_FIRST": True, "PF2": True},

@@ -14,11 +14,15 @@ Kernel 1 comes in three sets (`DecodeLaunch(kernels=...)`): "v1" (tensor cores, 
 the plane-order layout of layout.py, so each x value a thread loads serves 4 rows; kernels 2–3 are v1's).
 
 Dequantization: a code q is OR-ed into the mantissa of 1.0 (1 + q/2^bits, exact in bf16); per group
-Σ w·x = s'·Σ v·x + (o − s')·Σx with s' = s·2^bits, so no int→float convert per weight.
+Σ w·x = s'·Σ v·x + (o − s')·Σx with s' = s·2^bits, so no int→float convert per weight. The plane
+kernel's I8 option (int2) skips dequantization: `_xq_kernel` rounds x per token and group to int8, and
+each int32 word of 16 codes meets its x bytes in four dp4a instructions (exact integer sums); per
+group and row fp32 s·s_x·Σ code·q + o·Σ x (layout.predict_i8 is the reference).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -47,6 +51,7 @@ from tardis.kernels.blocks import (
 )
 from tardis.kernels.layout import TiledPredictor
 
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # no inline PTX in Triton's interpreter
 ACT_IDS = {"identity": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "quick_gelu": 4}
 
 
@@ -542,6 +547,94 @@ def _plane_group_h2(
 
 
 @triton.jit
+def _xq_kernel(x_ptr, xq_ptr, xsx_ptr, xsum_ptr, D, N_GROUPS, GS: tl.constexpr, WPG: tl.constexpr):
+    # I8: one (token, group) of x rounded to int8 by the group's absmax and packed for dp4a. Code plane
+    # s = 4b + k of word j multiplies column s·WPG + j, so int32 word (j, k) holds in byte b the int8 of
+    # column (4b + k)·WPG + j. Also s_x = absmax / 127 and Σ x over each word's 16 columns (fp32).
+    pid = tl.program_id(0)
+    t = pid // N_GROUPS
+    g = pid % N_GROUPS
+    jj = tl.arange(0, WPG)[:, None, None]
+    kk = tl.arange(0, 4)[None, :, None]
+    bb = tl.arange(0, 4)[None, None, :]
+    col = g * GS + (4 * bb + kk) * WPG + jj  # [WPG, 4, 4]
+    xv = tl.load(x_ptr + t * D + col, mask=col < D, other=0.0).to(tl.float32)
+    amax = tl.max(tl.reshape(tl.abs(xv), (WPG * 16,)), axis=0)
+    inv = tl.where(amax > 0, 127.0 / amax, 0.0)
+    q = tl.floor(xv * inv + 0.5).to(tl.int32)  # |q| ≤ 127
+    words = tl.sum((q & 255) << (8 * bb), axis=2)  # [WPG, 4]: disjoint bytes, so the sum is their OR
+    base = (t * N_GROUPS + g) * WPG
+    jk = tl.arange(0, WPG)[:, None] * 4 + tl.arange(0, 4)[None, :]
+    tl.store(xq_ptr + base * 4 + jk, words)
+    tl.store(xsx_ptr + t * N_GROUPS + g, amax / 127.0)
+    tl.store(xsum_ptr + base + tl.arange(0, WPG), tl.sum(tl.sum(xv, axis=2), axis=1))
+
+
+# Σ code·q over one int2 word's 16 codes: bits 2k of byte b against byte b of x word k (dp4a, exact)
+I8_DP4A_ASM: tl.constexpr = tl.constexpr(
+    "{\n\t.reg .b32 t, a;\n\tand.b32 t, $1, 0x03030303;\n\tmov.b32 a, 0;\n\tdp4a.s32.s32 a, t, $2, a;"
+    + "".join(
+        f"\n\tshr.u32 t, $1, {2 * k};\n\tand.b32 t, t, 0x03030303;\n\tdp4a.s32.s32 a, t, ${2 + k}, a;"
+        for k in range(1, 4)
+    )
+    + "\n\tmov.b32 $0, a;\n\t}"
+)
+
+
+@triton.jit
+def _i8_plane(wv, xk, K: tl.constexpr):
+    # the dp4a of code plane set k without inline PTX (Triton's interpreter): Σ_b code(b, k)·int8 byte b
+    acc = tl.zeros_like(wv)
+    for b in tl.static_range(4):
+        acc += ((wv >> (8 * b + 2 * K)) & 3) * ((xk << (24 - 8 * b)) >> 24)
+    return acc
+
+
+@triton.jit
+def _i8_dot(wv, x0, x1, x2, x3, ASM: tl.constexpr):
+    # int32 Σ code·q of each int2 word [T, WPG, BR] against its four packed x words (broadcast alike)
+    if ASM:
+        acc = tl.inline_asm_elementwise(
+            I8_DP4A_ASM, "=r,r,r,r,r,r", [wv, x0, x1, x2, x3], dtype=tl.int32, is_pure=True, pack=1
+        )
+    else:
+        acc = _i8_plane(wv, x0, 0) + _i8_plane(wv, x1, 1) + _i8_plane(wv, x2, 2) + _i8_plane(wv, x3, 3)
+    return acc
+
+
+@triton.jit
+def _i8_token(acc, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, t, g, N_GROUPS, WPG: tl.constexpr, ASM: tl.constexpr):
+    # one token's group: acc += s·s_x·Σ code·q + o·Σ x per word (x words are the same for all rows)
+    zw = tl.zeros_like(wv)
+    xw = (t * N_GROUPS + g) * WPG + tl.arange(0, WPG)[None, :, None]  # [1, WPG, 1]
+    x0 = tl.load(xq_ptr + xw * 4) + zw
+    x1 = tl.load(xq_ptr + xw * 4 + 1) + zw
+    x2 = tl.load(xq_ptr + xw * 4 + 2) + zw
+    x3 = tl.load(xq_ptr + xw * 4 + 3) + zw
+    dot = _i8_dot(wv, x0, x1, x2, x3, ASM).to(tl.float32)
+    sx = tl.load(xsx_ptr + t * N_GROUPS + g)
+    return acc + (sc * sx) * dot + oc * tl.load(xsum_ptr + xw)
+
+
+@triton.jit
+def _plane_group_i8(
+    a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS,
+    NT: tl.constexpr, WPG: tl.constexpr, ASM: tl.constexpr,
+):  # fmt: skip
+    # _plane_group for int2 groups of 16 full code planes against int8 x (I8): 4 dp4a per word
+    sc = sc.to(tl.float32)
+    oc = oc.to(tl.float32)
+    a0 = _i8_token(a0, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 0, g, N_GROUPS, WPG, ASM)
+    if NT > 1:
+        a1 = _i8_token(a1, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 1, g, N_GROUPS, WPG, ASM)
+    if NT > 2:
+        a2 = _i8_token(a2, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 2, g, N_GROUPS, WPG, ASM)
+    if NT > 3:
+        a3 = _i8_token(a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 3, g, N_GROUPS, WPG, ASM)
+    return a0, a1, a2, a3
+
+
+@triton.jit
 def _x_prefetch(ptrs):
     # prefetch.global.L1 of each address (no result is used; not pure, so it is kept)
     return tl.inline_asm_elementwise(
@@ -552,16 +645,17 @@ def _x_prefetch(ptrs):
 @triton.jit
 def _plane_pred_part(
     x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
-    zacc_ptr, tick_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG, magic,
-    NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
+    zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG,
+    magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr,
-    SPLIT: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr,
+    SPLIT: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
 ):  # fmt: skip
     # T row tiles of BR rows streamed group after group (full groups without x masks, then the partial
     # last group); the words of group g + 1 (PF2: g + 2, PF4: g + 4) load while group g computes; XPF: the x slice
     # of group g + 1 is prefetched into L1 meanwhile. SPLIT > 1: the groups are cut into SPLIT chunks of
     # CG, one program each; partial sums are added into zacc (fp32, zero at rest) and the last chunk
     # of a tile set to finish (a ticket) runs the flags epilogue and zeroes zacc and its ticket again.
+    # I8: the groups run _plane_group_i8 against the int8 x words that _xq_kernel wrote.
     tg = ppid // SPLIT
     g0 = (ppid % SPLIT) * CG
     g1 = tl.minimum(g0 + CG, N_GROUPS)
@@ -600,7 +694,11 @@ def _plane_pred_part(
             kp = tl.minimum((g + 1) * GS + tl.arange(0, 8) * 32, D - 1)  # lines of GS ≤ 256 values
             for t in tl.static_range(NT):
                 _x_prefetch(x_ptr + t * D + kp)
-        if H2:
+        if I8:  # every group (the x words past d are zero), so N_FULL = N_GROUPS
+            a0, a1, a2, a3 = _plane_group_i8(
+                a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS, NT, WPG, I8_ASM
+            )
+        elif H2:
             a0, a1, a2, a3 = _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
         else:
             a0, a1, a2, a3 = _plane_group(
@@ -653,12 +751,12 @@ def _plane_pred_part(
 @triton.jit
 def _stacked_plane_kernel(
     x_ptr, wf_ptr, bf_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr,
-    y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr, zacc_ptr, tick_ptr,
+    y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr,
     D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, n_first, ONE_BITS, CG, magic,
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
-    WPF: tl.constexpr, PF4: tl.constexpr,
+    WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part.
@@ -674,8 +772,9 @@ def _stacked_plane_kernel(
     if is_pred:
         _plane_pred_part(
             x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
-            nunion_ptr, zacc_ptr, tick_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG, magic,
-            NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT, x_ptr.dtype.element_ty == tl.float16, PF4,
+            nunion_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles,
+            ONE_BITS, CG, magic, NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT,
+            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM,
         )  # fmt: skip
     else:
         _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF)
@@ -878,6 +977,12 @@ class DecodeLaunch:
         self.n_splits = triton.cdiv(d, self.chunk)
         self.zp = torch.empty(self.n_splits, self.bn_dot, f, device=x.device, dtype=torch.float32)
         self.sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 2
+        # I8 (plane kernel, int2 groups of 16 full code planes): x as int8 words for dp4a, per token and group
+        self.i8_ok = pred.bits == 2 and pred.group_size == 16 * pred.words_per_group
+        g_i8 = pred.n_groups if self.i8_ok else 1
+        self.xq = torch.empty(n, g_i8, pred.words_per_group, 4, device=x.device, dtype=torch.int32)
+        self.xsx = torch.empty(n, g_i8, device=x.device, dtype=torch.float32)
+        self.xsum = torch.empty(n, g_i8, pred.words_per_group, device=x.device, dtype=torch.float32)
         # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
         self.plane_cfg: dict[str, Any] = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[
@@ -899,6 +1004,8 @@ class DecodeLaunch:
             h2_ok = p.bits == 2 and p.group_size == 16 * p.words_per_group and p.words_per_group in H2_WPG
             if cfg["H2"] and not (h2_ok and self.x.dtype in (torch.bfloat16, torch.float16)):
                 cfg = cfg | {"H2": False}  # fp16x2 path: int2 groups of 16 full code planes, 16-bit x
+            i8 = bool(cfg.get("I8")) and self.i8_ok
+            cfg = cfg | {"I8": i8, "H2": cfg["H2"] and not i8}
             split = max(1, min(cfg["SPLIT"], p.n_groups)) if p.block_rows == PRED_ROWS else 1
             cg = triton.cdiv(p.n_groups, split)
             split = triton.cdiv(p.n_groups, cg)  # no empty chunk
@@ -914,11 +1021,15 @@ class DecodeLaunch:
         wpg = p.words_per_group
         if self.kernels == "plane":
             n_first = (0 if part == "wf" else n_pred) if cfg["PRED_FIRST"] else n_wf_arg
+            if cfg["I8"] and part != "wf":
+                _xq_kernel[(n * p.n_groups,)](
+                    self.x, self.xq, self.xsx, self.xsum, d, p.n_groups, GS=p.group_size, WPG=wpg, num_warps=1
+                )
             _stacked_plane_kernel[(grid,)](
-                *args, self.zacc, self.tick, d, f, p.scales.shape[1], p.n_groups, d // p.group_size, n_tiles,
-                n_first, 0x3F800000, cg, H2_MAGIC,
+                *args, self.zacc, self.tick, self.xq, self.xsx, self.xsum, d, f, p.scales.shape[1], p.n_groups,
+                p.n_groups if cfg["I8"] else d // p.group_size, n_tiles, n_first, 0x3F800000, cg, H2_MAGIC,
                 NT=n, BITS=p.bits, GS=p.group_size, WPG=wpg, NPL=min(per_word, triton.cdiv(p.group_size, wpg)),
-                BR=p.block_rows, **{k: v for k, v in cfg.items() if v is not None},
+                BR=p.block_rows, I8_ASM=not _INTERPRET, **{k: v for k, v in cfg.items() if v is not None},
             )  # fmt: skip
         elif self.small:
             _stacked_small_kernel[(grid,)](

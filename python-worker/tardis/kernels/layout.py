@@ -129,3 +129,31 @@ def untile_predictor(t: TiledPredictor) -> QuantizedW1:
         group_size=gs,
         in_features=t.in_features,
     )
+
+
+def quantize_x_i8(x: torch.Tensor, group_size: int, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [n, d] → (int8-valued codes [n, n_groups, group_size] float32, scales [n, n_groups] float32) as
+    the I8 kernels round it: per token and group, q = ⌊x·(127 / absmax) + ½⌋ in fp32, s_x = absmax / 127;
+    columns past d are zero."""
+    n, d = x.shape
+    xf = torch.zeros(n, n_groups * group_size, dtype=torch.float32, device=x.device)
+    xf[:, :d] = x.float()
+    xg = xf.view(n, n_groups, group_size)
+    amax = xg.abs().amax(-1)
+    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+    return torch.floor(xg * inv[..., None] + 0.5), amax / 127.0
+
+
+def predict_i8(x: torch.Tensor, pred: TiledPredictor) -> torch.Tensor:
+    """Q(W1)·x [n, f] (float64, without b1) as the I8 kernels compute it: Σ over groups of
+    s·s_x·Σ code·q + o·Σ x, with x rounded per group by `quantize_x_i8` (the integer sums are exact)."""
+    gs, n_groups, f = pred.group_size, pred.n_groups, pred.out_features
+    q8, sx = quantize_x_i8(x, gs, n_groups)
+    codes = pred.codes()[:f, :, :gs].to(torch.float32)  # [f, G, gs]
+    dots = torch.stack([q8[:, g] @ codes[:, g].T for g in range(n_groups)], -1).double()  # [n, f, G], exact
+    xsum = torch.zeros(x.shape[0], n_groups * gs, dtype=torch.float64, device=x.device)
+    xsum[:, : x.shape[1]] = x.double()
+    xsum = xsum.view(x.shape[0], n_groups, gs).sum(-1)  # [n, G]
+    s = pred.scales[:, :f].T.double()  # [f, G]
+    o = pred.offsets[:, :f].T.double()
+    return (dots * s[None] * sx.double()[:, None, :] + o[None] * xsum[:, None, :]).sum(-1)
