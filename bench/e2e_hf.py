@@ -206,12 +206,19 @@ def rewind_cache(cache: Any, position: int) -> None:
 
 @torch.no_grad()
 def time_decode(
-    model: nn.Module, prompts: torch.Tensor, new_tokens: int, repeats: int, use_graph: bool
+    model: nn.Module,
+    prompts: torch.Tensor,
+    new_tokens: int,
+    repeats: int,
+    use_graph: bool,
+    compile_step: bool = False,
 ) -> dict[str, Any]:
     """Greedy decode of `new_tokens` steps after a prefill of `prompts` [B, P] with a static KV cache.
 
     Each decode step (input ids [B, 1] → logits → argmax → next input ids) is one CUDA graph replay
-    when `use_graph`. Returns median prefill and decode seconds and the generated tokens [B, new_tokens].
+    when `use_graph`; with `compile_step` the step's forward is torch.compile'd first (inductor fuses
+    the small attention/norm/cache kernels; the TARDIS op stays one opaque call), compiled during the
+    warm-up before capture. Returns median prefill and decode seconds and the generated tokens [B, new_tokens].
     """
     device = next(model.parameters()).device
     ids = prompts.to(device)
@@ -227,8 +234,14 @@ def time_decode(
         logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits
         first.copy_(logits[:, -1].argmax(-1, keepdim=True))
 
+    if compile_step:  # dense, zero-FFN and TARDIS models at each batch are separate compilations
+        for knob in ("cache_size_limit", "recompile_limit"):
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, max(64, getattr(torch._dynamo.config, knob)))
+    forward = torch.compile(model, dynamic=False) if compile_step else model
+
     def step() -> None:
-        logits = model(input_ids=static_ids, past_key_values=cache, use_cache=True).logits
+        logits = forward(input_ids=static_ids, past_key_values=cache, use_cache=True).logits
         nxt = logits[:, -1].argmax(-1, keepdim=True)
         tokens.index_copy_(1, step_idx.clamp(max=new_tokens - 1), nxt)
         static_ids.copy_(nxt)
@@ -481,6 +494,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--predictor-bits", type=int, default=FoldConfig().predictor_bits, help="2, 3 or 4")
     ap.add_argument("--max-tardis-tokens", type=int, default=TARDIS_MAX_DECODE_TOKENS)
     ap.add_argument("--no-graph", action="store_true", help="eager decode steps even on CUDA")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each decode step's forward (dense and TARDIS alike) before the graph capture",
+    )
     ap.add_argument("--skip-small-models", action="store_true")
     ap.add_argument("--small-models", default=",".join(SMALL_MODELS))
     ap.add_argument("--small-new-tokens", type=int, default=32)
@@ -587,10 +605,13 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         sites = adapter_for(model).sites(model)
         mlps = [model.get_submodule(sites[i].name) for i in timed]
         row["ffn_dense_us"] = time_ffn_layers(mlps, [xs[b][i] for i in timed], use_graph, args.repeats)
-        r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph)
+        r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, args.compile)
         row.update({f"dense_{k}": v for k, v in r.items() if k != "tokens"})
         dense_tokens[b] = r["tokens"]
-        z = with_zero_ffns(model, lambda b=b: time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph))
+        z = with_zero_ffns(
+            model,
+            lambda b=b: time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, args.compile),
+        )
         row["zero_ffn_step_ms"] = z["step_ms"]
         row["ffn_share"] = max(0.0, 1.0 - z["decode_s"] / r["decode_s"])
         dense[b] = row
@@ -639,7 +660,7 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         hf.set_decode_policy(model, args.max_tardis_tokens)
         row["ffn_policy_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
         hf.reset_counters(model)
-        r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph)
+        r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, args.compile)
         counters = decode_counters(model)
         hf.reset_counters(model)
         row.update({f"tardis_{k}": v for k, v in r.items() if k != "tokens"})

@@ -201,6 +201,16 @@ def test_the_static_cache_decode_loop_reproduces_greedy_generate(bench: ModuleTy
     assert torch.equal(r["tokens"], ref[:, 11:])
 
 
+def test_the_compiled_decode_step_decodes_what_the_eager_step_decodes(bench: ModuleType) -> None:
+    # --compile: the same loop with the step's forward through torch.compile (inductor on the CPU here)
+    args = bench.parse_args(TINY)
+    model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
+    prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(5))
+    eager = bench.time_decode(model, prompts, 5, 1, False)
+    compiled = bench.time_decode(model, prompts, 5, 1, False, compile_step=True)
+    assert torch.equal(compiled["tokens"], eager["tokens"])
+
+
 def test_the_op_branch_counts_on_the_device_counters_and_matches_the_reference(opt_model: tuple) -> None:
     # run_step("op") is what a CUDA decode step within the policy runs; on the CPU the custom op
     # `tardis::ffn_decode` is its reference implementation, so the branch's wiring is checked here.

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One device call: GPU checks, then timings; writes JSON and logs under $OUT, prints short tables last.
+#
+#   bash bench/device_run.sh kernels   # GPU kernel tests (new paths first), ncu profile of kernel 1,
+#                                      # plane sweep at B = 1, 2, 4 + whole-layer table (--plane-best)
+#   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
+#       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
+#       (paths are relative to python-worker/, where it runs)
+#       --compile --batches 1,4 --skip-small-models   torch.compile'd steps (each model/batch compiles)
+#   bash bench/device_run.sh all       # both with the defaults (may not fit one 10-minute call)
+#
+# Needs: the device image (PyTorch, Triton, transformers), no install of this project; for e2e the
+# Lee corpus as a carried zip (TARDIS_CORPUS_DIR, see bench/README.md). Each stage has its own time
+# limit so a slow one cannot eat the others' results.
+set -uo pipefail
+cd "$(dirname "$0")/../python-worker"
+export PYTHONPATH="$PWD"
+OUT="${OUT:-/tmp/tardis-device}"
+mkdir -p "$OUT"
+stage="${1:-kernels}"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
+
+if [ "$stage" = kernels ] || [ "$stage" = all ]; then
+  timeout 200 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
+    -k "int8_x or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
+  echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
+  if command -v ncu >/dev/null; then
+    timeout 120 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+      --section SchedulerStats --section ComputeWorkloadAnalysis --section Occupancy \
+      python ../bench/ncu_pred.py >"$OUT/ncu_pred.txt" 2>&1
+    echo "ncu rc $?"
+  fi
+  timeout 300 python ../bench/ffn_bench.py --shapes falcon7b --batches 1,2,4,8,16 --kernel-times \
+    --kernel-sets plane --plane-best --out "$OUT/ffn_sweep.json" >"$OUT/ffn_sweep.txt" 2>&1
+  echo "ffn bench rc $?"
+fi
+
+if [ "$stage" = e2e ] || [ "$stage" = all ]; then
+  timeout 420 python ../bench/e2e_hf.py "${@:2}" --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
+  echo "e2e rc $?"
+fi
+
+# the short tables, last
+for f in "$OUT/ncu_pred.txt"; do
+  [ -f "$f" ] && grep -E "^\s+(Duration|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy)" "$f" | head -24
+done
+[ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|^kernels" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"
+[ -f "$OUT/e2e_hf.txt" ] && tail -12 "$OUT/e2e_hf.txt"
+exit 0
