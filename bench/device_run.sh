@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv,nohe
 
 if [ "$stage" = kernels ] || [ "$stage" = all ]; then
   timeout 200 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
-    -k "int8_x or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
+    -k "int8_x or fused or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
   if command -v ncu >/dev/null; then
     timeout 120 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \

@@ -521,7 +521,12 @@ def apply_kernel_launch(path: str) -> dict[str, Any]:
     for n, cfg in chosen["plane_launch"].items():
         PLANE_LAUNCH[int(n)] = dict(cfg)
     decode.SMALL_UPDOWN_BATCH = int(chosen.get("small_updown_batch", decode.SMALL_UPDOWN_BATCH))
-    return {"plane_launch": chosen["plane_launch"], "small_updown_batch": decode.SMALL_UPDOWN_BATCH}
+    decode.FUSED_UPDOWN_BATCH = int(chosen.get("fused_updown_batch", decode.FUSED_UPDOWN_BATCH))
+    return {
+        "plane_launch": chosen["plane_launch"],
+        "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
+        "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
+    }
 
 
 def environment(device: torch.device) -> dict[str, Any]:

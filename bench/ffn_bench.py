@@ -339,6 +339,18 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
                 small_better = row["k2_up_small_us"] + row["k3_down_small_us"] < row["k2_up_us"] + row["k3_down_us"]
                 if args.plane_best and small_better and n - 1 == decode.SMALL_UPDOWN_BATCH:
                     decode.SMALL_UPDOWN_BATCH = n  # the whole-layer runs below use the small up/down here
+                # the fused up/down kernel (kernels 2 and 3 in one launch), timed and checked through the op
+                fns = [lambda lc=lc, s=s: (lc.ws[:1].copy_(s), lc.updown()) for lc, s in zip(ls, saved, strict=True)]
+                row["k23_fused_us"] = graph_time(fns) - t_copy
+                before = decode.FUSED_UPDOWN_BATCH
+                decode.FUSED_UPDOWN_BATCH = n
+                layers[0]["ws"].zero_()
+                row["k23_fused_rel_err"] = check(layers[0], n, gen)["rel_err"]
+                decode.FUSED_UPDOWN_BATCH = before
+                pair = min(row["k2_up_us"] + row["k3_down_us"], row["k2_up_small_us"] + row["k3_down_small_us"])
+                fused_better = row["k23_fused_us"] < pair and row["k23_fused_rel_err"] < 1e-2
+                if args.plane_best and fused_better and n - 1 == decode.FUSED_UPDOWN_BATCH:
+                    decode.FUSED_UPDOWN_BATCH = n  # the whole-layer runs below use the fused kernel here
             row["union_frac"] = union / f
             row["k1_wf_TBps"] = d * d * 2 / row["k1_wf_us"] / 1e6
             row["k1_pred_TBps"] = pred_bytes / row["k1_pred_us"] / 1e6
@@ -381,7 +393,8 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
                 f"kernels {name} B={n} {row['kernels']:5}: all {row['all_us']:6.1f} | k1 {row['k1_all_us']:6.1f} "
                 f"(wf {row['k1_wf_us']:5.1f} pred {row['k1_pred_us']:5.1f}) {row['k1_all_TBps']:.2f} TB/s | "
                 f"up {row['k2_up_us']:5.1f} down {row['k3_down_us']:5.1f} "
-                f"(small {row.get('k2_up_small_us', 0):5.1f} {row.get('k3_down_small_us', 0):5.1f}) "
+                f"(small {row.get('k2_up_small_us', 0):5.1f} {row.get('k3_down_small_us', 0):5.1f}, "
+                f"fused {row.get('k23_fused_us', 0):5.1f}) "
                 f"| union {row['union_frac']:.3f} "
                 f"(memset {t_zero:.1f}, copy {t_copy:.1f} subtracted)",
                 flush=True,
@@ -446,6 +459,7 @@ def main() -> None:
         "layers_per_graph": args.layers, "policies_max_union": policies, "rows": rows, "kernel_times": ktimes,
         "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
         "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
+        "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
         "wall_s": time.time() - t_start,
     }  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -201,6 +201,24 @@ def test_the_static_cache_decode_loop_reproduces_greedy_generate(bench: ModuleTy
     assert torch.equal(r["tokens"], ref[:, 11:])
 
 
+def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: ModuleType, tmp_path: Path) -> None:
+    pytest.importorskip("triton")
+    from tardis.kernels import blocks, decode
+
+    saved = (dict(blocks.PLANE_LAUNCH), decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH)
+    chosen = {"plane_launch": {"1": blocks.PLANE_LAUNCH[1] | {"I8": True}}, "small_updown_batch": 0}
+    path = tmp_path / "ffn.json"
+    path.write_text(json.dumps(chosen | {"fused_updown_batch": 2}))
+    try:
+        applied = bench.apply_kernel_launch(str(path))
+        assert blocks.PLANE_LAUNCH[1]["I8"] and decode.FUSED_UPDOWN_BATCH == 2
+        assert applied["fused_updown_batch"] == 2 and applied["small_updown_batch"] == 0
+    finally:
+        blocks.PLANE_LAUNCH.clear()
+        blocks.PLANE_LAUNCH.update(saved[0])
+        decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH = saved[1], saved[2]
+
+
 def test_the_compiled_decode_step_decodes_what_the_eager_step_decodes(bench: ModuleType) -> None:
     # --compile: the same loop with the step's forward through torch.compile (inductor on the CPU here)
     args = bench.parse_args(TINY)

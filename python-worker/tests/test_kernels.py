@@ -153,6 +153,7 @@ def _kernel_case(
     if plane_cfg is not None:
         plane_cfg = dict(plane_cfg)
         launch.small_updown = plane_cfg.pop("small_updown", launch.small_updown)
+        launch.fused_updown = plane_cfg.pop("fused_updown", launch.fused_updown)
         launch.plane_cfg |= plane_cfg
     y, flags = launch.run()
     if launch.plane_cfg.get("I8") and launch.i8_ok and launch.kernels == "plane":  # int8 x: its own reference
@@ -260,6 +261,23 @@ def test_fp16x2_predictor_path_on_gpu(n: int, d: int, f: int, gs: int, dtype: to
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize(
+    ("n", "d", "f", "cfg"),
+    [
+        (1, 4544, 18176, {"PF2": True}),
+        (2, 4544, 18176, {}),
+        (3, 777, 2050, {"I8": True}),
+        (4, 4096, 16384, {"PF2": True, "I8": True}),
+        (1, 300, 130, {}),
+    ],
+)
+def test_fused_updown_kernel_on_gpu(n: int, d: int, f: int, cfg: dict) -> None:
+    # kernels 2 and 3 in one launch after the plane kernel: exact z, corrections, scatter and cast
+    plane_cfg = {"PRED_FIRST": True, "fused_updown": True} | cfg
+    _kernel_case("cuda", n, d, f, 2, 128, torch.bfloat16, "gelu", seed=21 + n, kernels="plane", plane_cfg=plane_cfg)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
     ("n", "d", "f", "gs", "dtype", "cfg"),
     [
         (1, 4544, 18176, 128, torch.bfloat16, {"PF2": True}),
@@ -312,6 +330,11 @@ def test_int8_x_predictor_path_on_gpu(n: int, d: int, f: int, gs: int, dtype: to
         (3, 450, 330, 2, "plane", {"I8": True, "SPLIT": 3, "PF2": True}),
         (4, 300, 200, 2, "plane", {"I8": True, "T": 2, "PRED_FIRST": True}),
         (2, 130, 70, 2, "plane", {"I8": True, "PF4": True, "small_updown": True}),
+        (1, 1100, 150, 2, "plane", {"fused_updown": True}),
+        (2, 300, 200, 3, "plane", {"fused_updown": True, "I8": True}),
+        (3, 2100, 330, 4, "plane", {"fused_updown": True, "T": 2}),
+        (4, 96, 64, 2, "plane", {"fused_updown": True}),
+        (2, 200, 150, 3, "small", {"fused_updown": True}),
     ],
 )
 def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, kernels, t) -> None:

@@ -51,6 +51,13 @@ SMALL_UPDOWN_BATCH = 0  # plane batches up to this many tokens use the small up/
 SMALL_GROUPS_PER_STEP = 4  # predictor groups loaded per loop step in the small-batch stacked kernel
 SMALL_WARPS = 8  # warps per program of the small-batch stacked kernel
 PROGRAMS_PER_SM = 4  # persistent grid size of the up-gather and down-scatter kernels
+# The fused up/down kernel (kernels 2 and 3 in one launch, batch 1..4, no tl.dot): BJ listed neurons an
+# item, z over all of d in BK steps, the scatter in column blocks of BC (one ticket per block).
+FUSED_UPDOWN_BATCH = 0  # batches up to this many tokens run it by default (not yet measured on a GPU)
+UPDOWN_BLOCK_NEURONS = 4
+UPDOWN_BLOCK_K = 512
+UPDOWN_BLOCK_COLS = 1024
+assert UPDOWN_BLOCK_COLS >= DOWN_BLOCK_COLS  # its column tickets fit in the down kernel's
 
 
 PRED_ROWS = 64  # rows of a predictor tile (layout.BLOCK_ROWS)

@@ -32,6 +32,7 @@ import triton.language as tl
 from tardis.kernels.blocks import (
     DOWN_BLOCK_COLS,
     DOWN_BLOCK_NEURONS,
+    FUSED_UPDOWN_BATCH,
     PLANE_BATCH,
     PLANE_LAUNCH,
     PRED_ROWS,
@@ -44,6 +45,9 @@ from tardis.kernels.blocks import (
     UP_BLOCK_K,
     UP_BLOCK_NEURONS,
     UP_SPLITS,
+    UPDOWN_BLOCK_COLS,
+    UPDOWN_BLOCK_K,
+    UPDOWN_BLOCK_NEURONS,
     WF_BLOCK_K,
     WF_BLOCK_ROWS,
     workspace_layout,
@@ -890,6 +894,101 @@ def _down_small_kernel(
             tl.store(ws_ptr + 1, 0)
 
 
+@triton.jit
+def _gpu_fence(v):
+    # fence.acq_rel.gpu in every thread (v: any scalar, so the asm has an operand; not pure, so it stays)
+    return tl.inline_asm_elementwise(
+        "fence.acq_rel.gpu;\n\tmov.u32 $0, 0;", "=r,r", [v], dtype=tl.int32, is_pure=False, pack=1
+    )
+
+
+@triton.jit
+def _updown_corr(acc, b1v, a, c, flags_ptr, neur, jmask, t, F, ACT: tl.constexpr):
+    # token t's corrections of the item's neurons from its [BJ, BK] partial products
+    z = tl.sum(acc, axis=1) + b1v
+    fl = tl.load(flags_ptr + t * F + neur, mask=jmask, other=0)
+    return tl.where(fl != 0, _activation(z, ACT) - a * z - c, 0.0)
+
+
+@triton.jit
+def _updown_kernel(
+    x_ptr, w1_ptr, w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, y32_ptr, y_ptr,
+    D, F, n_cols,
+    NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, FENCE: tl.constexpr,
+):  # fmt: skip
+    # Kernels 2 and 3 in one launch (batch 1..4, no tl.dot): an item is BJ listed neurons; its program
+    # computes their exact z over all of d (rows of W1), the corrections, and scatters them through
+    # the same rows of W2ᵀ into y32 (fp32 atomics), one column block of BC at a time. No partials
+    # travel between kernels. The last item to finish a column block casts it into y; the very last
+    # item resets the list count. With an empty list one item still runs, to cast y32. The adds are
+    # relaxed (no fence per atomic); each thread fences once before the block's ticket (FENCE: the
+    # interpreter has no inline PTX and runs programs one after another).
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    count = tl.load(ws_ptr)
+    n_items = tl.maximum(tl.cdiv(count, BJ), 1)
+    for item in range(pid, n_items, nprog):
+        js = item * BJ + tl.arange(0, BJ)
+        jmask = js < count
+        neur = tl.load(idx_ptr + js, mask=jmask, other=0)
+        rows = neur[:, None].to(tl.int64) * D
+        acc0 = tl.zeros((BJ, BK), dtype=tl.float32)
+        acc1 = tl.zeros((BJ, BK), dtype=tl.float32)
+        acc2 = tl.zeros((BJ, BK), dtype=tl.float32)
+        acc3 = tl.zeros((BJ, BK), dtype=tl.float32)
+        for k0 in range(0, D, BK):
+            ks = k0 + tl.arange(0, BK)
+            km = ks < D
+            w = tl.load(w1_ptr + rows + ks[None, :], mask=jmask[:, None] & km[None, :], other=0.0).to(tl.float32)
+            acc0 += w * tl.load(x_ptr + ks, mask=km, other=0.0).to(tl.float32)[None, :]
+            if NT > 1:
+                acc1 += w * tl.load(x_ptr + D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
+            if NT > 2:
+                acc2 += w * tl.load(x_ptr + 2 * D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
+            if NT > 3:
+                acc3 += w * tl.load(x_ptr + 3 * D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
+        b1v = tl.load(b1_ptr + neur, mask=jmask, other=0.0).to(tl.float32)
+        a = tl.load(slope_ptr + neur, mask=jmask, other=0.0)
+        c = tl.load(icpt_ptr + neur, mask=jmask, other=0.0)
+        corr0 = _updown_corr(acc0, b1v, a, c, flags_ptr, neur, jmask, 0, F, ACT)
+        corr1 = corr0
+        corr2 = corr0
+        corr3 = corr0
+        if NT > 1:
+            corr1 = _updown_corr(acc1, b1v, a, c, flags_ptr, neur, jmask, 1, F, ACT)
+        if NT > 2:
+            corr2 = _updown_corr(acc2, b1v, a, c, flags_ptr, neur, jmask, 2, F, ACT)
+        if NT > 3:
+            corr3 = _updown_corr(acc3, b1v, a, c, flags_ptr, neur, jmask, 3, F, ACT)
+        for cb in range(0, n_cols):
+            cols = cb * BC + tl.arange(0, BC)
+            cmask = cols < D
+            w2 = tl.load(w2t_ptr + rows + cols[None, :], mask=jmask[:, None] & cmask[None, :], other=0.0)
+            w2 = w2.to(tl.float32)
+            om = cmask & (count > 0)
+            tl.atomic_add(y32_ptr + cols, tl.sum(corr0[:, None] * w2, axis=0), mask=om, sem="relaxed")
+            if NT > 1:
+                tl.atomic_add(y32_ptr + D + cols, tl.sum(corr1[:, None] * w2, axis=0), mask=om, sem="relaxed")
+            if NT > 2:
+                tl.atomic_add(y32_ptr + 2 * D + cols, tl.sum(corr2[:, None] * w2, axis=0), mask=om, sem="relaxed")
+            if NT > 3:
+                tl.atomic_add(y32_ptr + 3 * D + cols, tl.sum(corr3[:, None] * w2, axis=0), mask=om, sem="relaxed")
+            if FENCE:
+                _gpu_fence(count)  # this thread's adds are visible at gpu scope
+            tl.debug_barrier()  # ... for every thread, before the ticket
+            ticket = tl.atomic_add(ws_ptr + 2 + cb, 1)
+            if ticket == n_items - 1:  # last item of this column block: cast it out
+                for t in tl.static_range(NT):
+                    yv = tl.load(y32_ptr + t * D + cols, mask=cmask, cache_modifier=".cg")
+                    tl.store(y_ptr + t * D + cols, yv.to(y_ptr.dtype.element_ty), mask=cmask)
+                tl.store(ws_ptr + 2 + cb, 0)
+        tl.debug_barrier()
+        done = tl.atomic_add(ws_ptr + 1, 1)
+        if done == n_items - 1:  # very last item: every program has read the count
+            tl.store(ws_ptr, 0)
+            tl.store(ws_ptr + 1, 0)
+
+
 def _check(name: str, t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> None:
     if tuple(t.shape) != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)}")
@@ -961,6 +1060,8 @@ class DecodeLaunch:
         self.small = self.kernels == "small"  # the v2 small kernel 1
         # up/down: the small kernels (no tl.dot, exact token count) or v1's (tensor cores, tokens padded to 16)
         self.small_updown = self.small or (self.kernels == "plane" and n <= SMALL_UPDOWN_BATCH)
+        # kernels 2 and 3 as one launch (the fused up/down kernel; batch 1..4)
+        self.fused_updown = self.kernels != "v1" and n <= FUSED_UPDOWN_BATCH
         self.x, self.wf, self.bf, self.pred, self.b1, self.lo_in, self.hi_in = x, wf, bf, pred, b1, lo_in, hi_in
         self.w1, self.w2t, self.slope, self.intercept, self.act = w1, w2t, slope, intercept, ACT_IDS[act]
         self.ws, self.fc, self.uc = workspace, flag_count, union_count
@@ -1084,11 +1185,24 @@ class DecodeLaunch:
                 BC=DOWN_BLOCK_COLS, ACT=self.act,
             )  # fmt: skip
 
+    def updown(self) -> None:
+        """Kernels 2 and 3 in one launch (batch 1..4): exact z, corrections, scatter, cast; resets the list."""
+        grid = min(max(triton.cdiv(self.f, UPDOWN_BLOCK_NEURONS), 1), self.sms * PROGRAMS_PER_SM)
+        _updown_kernel[(grid,)](
+            self.x, self.w1, self.w2t, self.b1, self.slope, self.intercept, self.flags, self.idx, self.ws,
+            self.y32, self.y, self.d, self.f, triton.cdiv(self.d, UPDOWN_BLOCK_COLS),
+            NT=self.n, BJ=UPDOWN_BLOCK_NEURONS, BK=UPDOWN_BLOCK_K, BC=UPDOWN_BLOCK_COLS, ACT=self.act,
+            FENCE=not _INTERPRET,
+        )  # fmt: skip
+
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All three launches: (y [N, d] in x's dtype, flags [N, f] int8)."""
+        """All launches: (y [N, d] in x's dtype, flags [N, f] int8)."""
         self.stacked()
-        self.up()
-        self.down()
+        if self.fused_updown:
+            self.updown()
+        else:
+            self.up()
+            self.down()
         return self.y, self.flags
 
 
