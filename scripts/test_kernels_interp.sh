@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The decode kernels' logic on the CPU: Triton's interpreter (TRITON_INTERPRET=1) runs the kernels of
+# tardis/kernels/decode.py on small shapes against the float64 reference (inline-PTX instructions
+# have pure-Triton stand-ins there). Triton is the device image's version, installed into
+# .cache/triton-<version> (not into .venv: the CPU torch does not use it). About 1 minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRITON_SPEC=triton==3.6.0
+DIR=.cache/triton-${TRITON_SPEC#triton==}
+if [ ! -f "$DIR/.complete" ]; then
+  echo "setup: installing $TRITON_SPEC into $DIR (for its interpreter)"
+  rm -rf "$DIR"
+  .venv/bin/python -m pip install -q --target "$DIR" "$TRITON_SPEC"
+  touch "$DIR/.complete"
+fi
+cd python-worker
+TRITON_INTERPRET=1 PYTHONPATH="$PWD/../$DIR" ../.venv/bin/python -m pytest -p no:cacheprovider -q \
+  tests/test_kernels.py tests/test_e2e_bench.py -k "interpreter or kernel_launch_choices"
