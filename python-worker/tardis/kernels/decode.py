@@ -133,11 +133,11 @@ def _stacked_kernel(
         tl.store(flags_ptr + toks[None, :] * F + rows[:, None], flag.to(tl.int8), mask=valid)
         union = tl.max(flag.to(tl.int32), axis=1)  # [BM]
         cnt = tl.sum(union, axis=0)
-        base = tl.atomic_add(ws_ptr, cnt)
+        base = tl.atomic_add(ws_ptr, cnt, sem="relaxed")  # counts: the next kernel reads them
         pos = base + tl.cumsum(union, axis=0) - 1
         tl.store(idx_ptr + pos, rows, mask=union > 0)
-        tl.atomic_add(nflag_ptr, tl.sum(tl.sum(flag.to(tl.int64), axis=1), axis=0))
-        tl.atomic_add(nunion_ptr, cnt.to(tl.int64))
+        tl.atomic_add(nflag_ptr, tl.sum(tl.sum(flag.to(tl.int64), axis=1), axis=0), sem="relaxed")
+        tl.atomic_add(nunion_ptr, cnt.to(tl.int64), sem="relaxed")
 
 
 @triton.jit
@@ -173,7 +173,7 @@ def _up_kernel(
 def _down_kernel(
     w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
     N, D, F, n_splits, n_cols,
-    BN: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr,
+    BN: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, FENCE: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -203,8 +203,10 @@ def _down_kernel(
         w2 = tl.load(w2t_ptr + neur[:, None].to(tl.int64) * D + cols[None, :], mask=w2mask, other=0.0)
         part = tl.dot(tl.trans(corr.to(w2.dtype)), w2)  # [BN, BC]
         omask = tmask[:, None] & cmask[None, :]
-        tl.atomic_add(y32_ptr + toks[:, None] * D + cols[None, :], part, mask=omask & (count > 0))
-        tl.debug_barrier()  # every thread's atomics issued before the ticket (released at gpu scope)
+        tl.atomic_add(y32_ptr + toks[:, None] * D + cols[None, :], part, mask=omask & (count > 0), sem="relaxed")
+        if FENCE:
+            _gpu_fence(count)  # this thread's adds visible at gpu scope (one fence, not one per atomic)
+        tl.debug_barrier()  # ... for every thread, before the ticket
         ticket = tl.atomic_add(ws_ptr + 2 + cb, 1)
         if ticket == n_jb - 1:  # last item of this column block: cast it out
             yv = tl.load(y32_ptr + toks[:, None] * D + cols[None, :], mask=omask, cache_modifier=".cg")
@@ -297,11 +299,11 @@ def _flags_epilogue(
         union = union | f3.to(tl.int32)
         nfl += f3.to(tl.int32)
     cnt = tl.sum(union, axis=0)
-    base = tl.atomic_add(ws_ptr, cnt)
+    base = tl.atomic_add(ws_ptr, cnt, sem="relaxed")  # counts only: kernels 2-3 read them after this launch
     pos = base + tl.cumsum(union, axis=0) - 1
     tl.store(idx_ptr + pos, rows, mask=union > 0)
-    tl.atomic_add(nflag_ptr, tl.sum(nfl, axis=0).to(tl.int64))
-    tl.atomic_add(nunion_ptr, cnt.to(tl.int64))
+    tl.atomic_add(nflag_ptr, tl.sum(nfl, axis=0).to(tl.int64), sem="relaxed")
+    tl.atomic_add(nunion_ptr, cnt.to(tl.int64), sem="relaxed")
 
 
 @triton.jit
@@ -846,6 +848,7 @@ def _down_small_kernel(
     w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
     D, F, n_splits, n_cols,
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
+    FENCE: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 down-scatter without tl.dot: per token Σ_j corr_j · W2ᵀ[j, cols] (one reduction).
     pid = tl.program_id(0)
@@ -870,17 +873,19 @@ def _down_small_kernel(
         w2 = w2.to(tl.float32)
         om = cmask & (count > 0)
         corr0 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 0, F, n_splits, NT, ACT, NSP)
-        tl.atomic_add(y32_ptr + cols, tl.sum(corr0[:, None] * w2, axis=0), mask=om)
+        tl.atomic_add(y32_ptr + cols, tl.sum(corr0[:, None] * w2, axis=0), mask=om, sem="relaxed")
         if NT > 1:
             corr1 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 1, F, n_splits, NT, ACT, NSP)
-            tl.atomic_add(y32_ptr + D + cols, tl.sum(corr1[:, None] * w2, axis=0), mask=om)
+            tl.atomic_add(y32_ptr + D + cols, tl.sum(corr1[:, None] * w2, axis=0), mask=om, sem="relaxed")
         if NT > 2:
             corr2 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 2, F, n_splits, NT, ACT, NSP)
-            tl.atomic_add(y32_ptr + 2 * D + cols, tl.sum(corr2[:, None] * w2, axis=0), mask=om)
+            tl.atomic_add(y32_ptr + 2 * D + cols, tl.sum(corr2[:, None] * w2, axis=0), mask=om, sem="relaxed")
         if NT > 3:
             corr3 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 3, F, n_splits, NT, ACT, NSP)
-            tl.atomic_add(y32_ptr + 3 * D + cols, tl.sum(corr3[:, None] * w2, axis=0), mask=om)
-        tl.debug_barrier()  # every thread's atomics issued before the ticket (released at gpu scope)
+            tl.atomic_add(y32_ptr + 3 * D + cols, tl.sum(corr3[:, None] * w2, axis=0), mask=om, sem="relaxed")
+        if FENCE:
+            _gpu_fence(count)  # this thread's adds visible at gpu scope (one fence, not one per atomic)
+        tl.debug_barrier()  # ... for every thread, before the ticket
         ticket = tl.atomic_add(ws_ptr + 2 + cb, 1)
         if ticket == n_jb - 1:  # last item of this column block: cast it out
             for t in tl.static_range(NT):
@@ -1177,12 +1182,12 @@ class DecodeLaunch:
         if self.small_updown:
             _down_small_kernel[(grid,)](
                 *common, self.d, self.f, self.n_splits, n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
-                BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=triton.next_power_of_2(self.n_splits),
+                BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=triton.next_power_of_2(self.n_splits), FENCE=not _INTERPRET,
             )  # fmt: skip
         else:
             _down_kernel[(grid,)](
                 *common, self.n, self.d, self.f, self.n_splits, n_cols, BN=self.bn_dot, BJ=DOWN_BLOCK_NEURONS,
-                BC=DOWN_BLOCK_COLS, ACT=self.act,
+                BC=DOWN_BLOCK_COLS, ACT=self.act, FENCE=not _INTERPRET,
             )  # fmt: skip
 
     def updown(self) -> None:
