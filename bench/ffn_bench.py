@@ -42,13 +42,12 @@ RATES = (0.01, 0.05, 0.10, 0.20)
 PLANE_CONFIGS = (
     (1, 4, True, False, True, False, 1, None, False, False, False),  # v4 default at B = 1, 4
     (1, 4, True, False, False, False, 1, None, False, False, False),  # v4 default at B = 2
-    (1, 4, True, False, True, True, 1, 128, False, False, False),  # v5: fp16x2 codes
-    (1, 4, True, False, True, False, 1, None, False, False, True),  # v6: int8 x, dp4a
-    (1, 4, True, False, False, False, 1, None, False, False, True),
-    (1, 4, True, False, False, False, 1, None, False, True, True),
-    (2, 4, True, False, True, False, 1, None, False, False, True),
-    (1, 8, True, False, True, False, 1, None, False, False, True),
-    (1, 4, True, False, True, False, 2, None, False, False, True),
+    (1, 4, True, False, True, False, 1, None, False, False, True),  # v6: int8 x, dp4a (I8)
+    (1, 4, True, False, False, False, 1, None, False, True, True),  # I8, words four groups ahead
+    (2, 4, True, False, True, False, 1, None, False, False, True),  # I8, two row tiles a program
+    (2, 4, True, False, False, False, 1, None, False, True, True),
+    (1, 8, True, False, True, False, 1, None, False, False, True),  # I8, 8 warps
+    (1, 8, True, False, False, False, 1, None, False, True, True),
 )
 PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8")
 

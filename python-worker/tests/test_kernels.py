@@ -223,13 +223,12 @@ PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxn
 PLANE_CONFIGS = [
     (1, 4, True, False, True, False, 1, None, False, False, False),
     (1, 4, True, False, False, False, 1, None, False, False, False),
-    (1, 4, True, False, True, True, 1, 128, False, False, False),
     (1, 4, True, False, True, False, 1, None, False, False, True),
-    (1, 4, True, False, False, False, 1, None, False, False, True),
     (1, 4, True, False, False, False, 1, None, False, True, True),
     (2, 4, True, False, True, False, 1, None, False, False, True),
+    (2, 4, True, False, False, False, 1, None, False, True, True),
     (1, 8, True, False, True, False, 1, None, False, False, True),
-    (1, 4, True, False, True, False, 2, None, False, False, True),
+    (1, 8, True, False, False, False, 1, None, False, True, True),
 ]
 
 
