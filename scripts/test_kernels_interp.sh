@@ -14,5 +14,5 @@ if [ ! -f "$DIR/.complete" ]; then
   touch "$DIR/.complete"
 fi
 cd python-worker
-TRITON_INTERPRET=1 PYTHONPATH="$PWD/../$DIR" ../.venv/bin/python -m pytest -p no:cacheprovider -q \
+TRITON_INTERPRET=1 PYTHONPATH="$PWD/../$DIR" ../.venv/bin/python -m pytest -p no:cacheprovider \
   tests/test_kernels.py tests/test_e2e_bench.py -k "interpreter or kernel_launch_choices"
