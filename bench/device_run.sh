@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One device call: GPU checks, then timings; writes JSON and logs under $OUT, prints short tables last.
 #
-#   bash bench/device_run.sh kernels   # GPU kernel tests (new paths first), ncu profile of kernel 1,
-#                                      # plane sweep at B = 1, 2, 4 + whole-layer table (--plane-best)
+#   bash bench/device_run.sh kernels   # plane sweep + fused up/down at B = 1, 2, 4 and the whole-layer
+#                                      # table there (--plane-best), GPU kernel tests, ncu of kernel 1
 #   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
 #       (paths are relative to python-worker/, where it runs)
@@ -21,19 +21,20 @@ stage="${1:-kernels}"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
 
 if [ "$stage" = kernels ] || [ "$stage" = all ]; then
-  timeout 200 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
+  # the sweep first (its JSON is written after every row, so a time limit keeps what ran)
+  timeout 300 python ../bench/ffn_bench.py --shapes falcon7b --batches 1,2,4 --kernel-times \
+    --kernel-sets plane --plane-best --out "$OUT/ffn_sweep.json" >"$OUT/ffn_sweep.txt" 2>&1
+  echo "ffn bench rc $?"
+  timeout 150 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
     -k "int8_x or fused or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
   if command -v ncu >/dev/null; then
-    timeout 120 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \
+    timeout 90 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       --section SchedulerStats --section ComputeWorkloadAnalysis --section Occupancy \
       python ../bench/ncu_pred.py >"$OUT/ncu_pred.txt" 2>&1
     echo "ncu rc $?"
   fi
-  timeout 300 python ../bench/ffn_bench.py --shapes falcon7b --batches 1,2,4,8,16 --kernel-times \
-    --kernel-sets plane --plane-best --out "$OUT/ffn_sweep.json" >"$OUT/ffn_sweep.txt" 2>&1
-  echo "ffn bench rc $?"
 fi
 
 if [ "$stage" = e2e ] || [ "$stage" = all ]; then

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -224,13 +225,14 @@ def copy_ceiling() -> float:
     return 2 * 4 * 2**30 / sorted(ts)[5] / 1e12
 
 
-def bench_shape(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
-    """All batches and rates for one shape."""
+def bench_shape(
+    name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator, on_row: Callable[[dict], None]
+) -> None:
+    """All batches and rates for one shape; each row goes to `on_row` as soon as it is measured."""
     layers = [make_layer(d, f, args.bits, args.group_size, gen) for _ in range(args.layers)]
     pred_bytes = sum(t.numel() * t.element_size() for t in (layers[0]["pred"].words, layers[0]["pred"].scales))
     pred_bytes += layers[0]["pred"].offsets.numel() * 2
     dense_bytes = 2 * f * d * 2
-    rows = []
     for n in args.batches:
         xs = [torch.randn(n, d, device="cuda", generator=gen).to(DT) for _ in layers]
         t_dense = graph_time([lambda lay=lay, x=x: run_dense(lay, x) for lay, x in zip(layers, xs, strict=True)])
@@ -247,22 +249,23 @@ def bench_shape(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.
             union = sum(int(lay["uc"]) for lay in layers) / (calls * len(layers))
             flagged = sum(int(lay["fc"]) for lay in layers) / (calls * len(layers) * n)
             t_bytes = d * d * 2 + pred_bytes + union * 2 * d * 2
-            rows.append({
+            r = {
                 "shape": name, "d": d, "f": f, "batch": n, "rate": rate, "bits": args.bits,
                 "dense_us": t_dense, "tardis_us": t0, "speedup": t_dense / t0,
                 "union_frac": union / f, "flag_frac": flagged / f,
                 "tardis_TBps": t_bytes / t0 / 1e6, "dense_TBps": dense_bytes / t_dense / 1e6,
                 "byte_ideal_speedup": dense_bytes / t_bytes, **chk,
-            })  # fmt: skip
-            r = rows[-1]
+            }  # fmt: skip
+            on_row(r)
             print(f"{name} B={n} p={rate:.2f} dense {t_dense:.1f} tardis {t0:.1f} x{r['speedup']:.2f} "
                   f"union {r['union_frac']:.3f} err {r['rel_err']:.1e}", flush=True)  # fmt: skip
     del layers
     torch.cuda.empty_cache()
-    return rows
 
 
-def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
+def kernel_times(
+    name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator, on_row: Callable[[dict], None]
+) -> None:
     """Each kernel alone (graph of `args.layers` layers, one launch each): v1 (tl.dot), small, plane.
 
     Kernel 1 is timed with a workspace memset before it (the list count must restart), kernel 3 with
@@ -279,7 +282,6 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
     t_zero = graph_time([lambda lay=lay: lay["ws"].zero_() for lay in layers])
     saved = [torch.zeros(1, dtype=torch.int32, device="cuda") for _ in layers]
     t_copy = graph_time([lambda lay=lay, s=s: lay["ws"][:1].copy_(s) for lay, s in zip(layers, saved, strict=True)])
-    out = []
     for n in [b for b in args.batches if b <= 4]:
         xs = [torch.randn(n, d, device="cuda", generator=gen).to(DT) for _ in layers]
         for kset in args.kernel_sets.split(","):
@@ -387,7 +389,7 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
                 )
                 for lc in ls:
                     lc.ws.zero_()
-            out.append(row)
+            on_row(row)
             print(
                 f"kernels {name} B={n} {row['kernels']:5}: all {row['all_us']:6.1f} | k1 {row['k1_all_us']:6.1f} "
                 f"(wf {row['k1_wf_us']:5.1f} pred {row['k1_pred_us']:5.1f}) {row['k1_all_TBps']:.2f} TB/s | "
@@ -400,7 +402,6 @@ def kernel_times(name: str, d: int, f: int, args: argparse.Namespace, gen: torch
             )
     del layers
     torch.cuda.empty_cache()
-    return out
 
 
 def main() -> None:
@@ -433,13 +434,33 @@ def main() -> None:
     ceiling = copy_ceiling()
     print(f"copy ceiling {ceiling:.2f} TB/s", flush=True)
     ktimes: list[dict] = []
+    rows: list[dict] = []
+
+    def write(extra: dict) -> None:  # after each stage too, so a run cut short by a time limit keeps its data
+        out = {
+            "date": datetime.date.today().isoformat(), "gpu": torch.cuda.get_device_name(),
+            "torch": torch.__version__, "triton": __import__("triton").__version__, "copy_ceiling_TBps": ceiling,
+            "layers_per_graph": args.layers, "rows": rows, "kernel_times": ktimes,
+            "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
+            "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
+            "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
+            "wall_s": time.time() - t_start,
+        } | extra  # fmt: skip
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out + ".tmp", "w") as fh:
+            json.dump(out, fh, indent=1)
+        os.replace(args.out + ".tmp", args.out)
+
+    def on_row(row: dict, into: list[dict]) -> None:
+        into.append(row)
+        write({"partial": True})
+
     if args.kernel_times:
         for name in args.shapes.split(","):
-            ktimes += kernel_times(name, *SHAPES[name], args, gen)
-    rows: list[dict] = []
+            kernel_times(name, *SHAPES[name], args, gen, lambda r: on_row(r, ktimes))
     for name in args.shapes.split(","):
         d, f = SHAPES[name]
-        rows += bench_shape(name, d, f, args, gen)
+        bench_shape(name, d, f, args, gen, lambda r: on_row(r, rows))
     policies = {}
     for name in args.shapes.split(","):
         for rate in args.rates:
@@ -452,18 +473,7 @@ def main() -> None:
                 r["policy"] = "tardis" if use else "dense"
                 r["policy_us"] = r["tardis_us"] if use else r["dense_us"]
                 r["policy_vs_dense"] = r["policy_us"] / r["dense_us"]
-    out = {
-        "date": datetime.date.today().isoformat(), "gpu": torch.cuda.get_device_name(),
-        "torch": torch.__version__, "triton": __import__("triton").__version__, "copy_ceiling_TBps": ceiling,
-        "layers_per_graph": args.layers, "policies_max_union": policies, "rows": rows, "kernel_times": ktimes,
-        "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
-        "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
-        "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
-        "wall_s": time.time() - t_start,
-    }  # fmt: skip
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(out, fh, indent=1)
+    write({"policies_max_union": policies})
     print(f"\ncopy ceiling {ceiling:.2f} TB/s; {torch.cuda.get_device_name()}; int{args.bits} g{args.group_size}")
     print(f"{'shape':10} {'B':>3} {'p':>5} {'union':>6} {'dense':>7} {'tardis':>7} {'x':>5} {'TB/s':>5} "
           f"{'ideal':>5} {'pol/d':>5} {'err':>7}")  # fmt: skip
