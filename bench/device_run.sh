@@ -7,7 +7,8 @@
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
 #       (paths are relative to python-worker/, where it runs)
 #       --compile --batches 1,4 --skip-small-models   torch.compile'd steps (each model/batch compiles)
-#   bash bench/device_run.sh all       # both with the defaults (may not fit one 10-minute call)
+#   bash bench/device_run.sh shapes    # BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
+#   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
 # Needs: the device image (PyTorch, Triton, transformers), no install of this project; for e2e the
 # Lee corpus as a carried zip (TARDIS_CORPUS_DIR, see bench/README.md). Each stage has its own time
@@ -37,6 +38,13 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
   fi
 fi
 
+if [ "$stage" = shapes ]; then
+  # the other two shapes of issue 4, every batch and rate, with the committed launch
+  timeout 540 python ../bench/ffn_bench.py --shapes bloom7b1,falcon40b --out "$OUT/ffn_shapes.json" \
+    >"$OUT/ffn_shapes.txt" 2>&1
+  echo "ffn shapes rc $?"
+fi
+
 if [ "$stage" = e2e ] || [ "$stage" = all ]; then
   timeout 420 python ../bench/e2e_hf.py "${@:2}" --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
   echo "e2e rc $?"
@@ -47,5 +55,6 @@ for f in "$OUT/ncu_pred.txt"; do
   [ -f "$f" ] && grep -E "^\s+(Duration|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy)" "$f" | head -24
 done
 [ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|^kernels" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"
+[ -f "$OUT/ffn_shapes.txt" ] && tail -30 "$OUT/ffn_shapes.txt"
 [ -f "$OUT/e2e_hf.txt" ] && tail -12 "$OUT/e2e_hf.txt"
 exit 0
