@@ -101,14 +101,23 @@ export class RolloutEngine {
     }
   }
 
-  /** Handle everything due by now (timed pauses, measurements, watch windows), then settle. */
+  /**
+   * Handle everything due by now (timed pauses, measurements, watch windows), then settle. One
+   * rollout's failure does not hold up the others, and the timer is always re-armed: a timer can
+   * fire a little before the wall-clock time it was set for (the event loop's cached clock lags
+   * when the process is busy), and a tick that found nothing due must still wake up again.
+   */
   async tick(): Promise<void> {
-    for (const name of this.store.names()) {
-      const wake = machine.wakeAt(required(this.store.get(name), name).state);
-      if (wake === null || wake > this.clock.now()) continue;
-      await this.transition(name, (stored, spec) =>
-        machine.tick(required(stored, name).state, spec, this.clock.now()),
-      );
+    try {
+      for (const name of this.store.names()) {
+        const wake = machine.wakeAt(required(this.store.get(name), name).state);
+        if (wake === null || wake > this.clock.now()) continue;
+        await this.transition(name, (stored, spec) =>
+          machine.tick(required(stored, name).state, spec, this.clock.now()),
+        ).catch((error: unknown) => this.options.onError?.(error));
+      }
+    } finally {
+      this.schedule();
     }
     await this.idle();
   }
@@ -245,26 +254,29 @@ export class RolloutEngine {
     step: (stored: StoredRollout | undefined, spec: RolloutSpec) => Transition,
   ): Promise<RolloutState> {
     const run = this.chain.then(() => {
-      const stored = this.store.get(name);
-      const spec = stored === undefined ? undefined : this.specOf(stored.state);
-      const t = step(stored, spec as RolloutSpec);
-      const changed =
-        stored === undefined ||
-        t.state !== stored.state ||
-        t.actions.length > 0 ||
-        t.decisions.length > 0;
-      if (changed) {
-        this.store.commit({
-          state: t.state,
-          expectedVersion: stored?.version ?? null,
-          history: t.history,
-          decisions: t.decisions,
-        });
-        this.notify(t);
-        this.perform(t.state, t.actions);
+      try {
+        const stored = this.store.get(name);
+        const spec = stored === undefined ? undefined : this.specOf(stored.state);
+        const t = step(stored, spec as RolloutSpec);
+        const changed =
+          stored === undefined ||
+          t.state !== stored.state ||
+          t.actions.length > 0 ||
+          t.decisions.length > 0;
+        if (changed) {
+          this.store.commit({
+            state: t.state,
+            expectedVersion: stored?.version ?? null,
+            history: t.history,
+            decisions: t.decisions,
+          });
+          this.notify(t);
+          this.perform(t.state, t.actions);
+        }
+        return t.state;
+      } finally {
+        this.schedule(); // also after a step that threw: the other rollouts' timers stay armed
       }
-      this.schedule();
-      return t.state;
     });
     this.chain = run.catch(() => undefined);
     return run;
