@@ -23,18 +23,22 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv,nohe
 
 if [ "$stage" = kernels ] || [ "$stage" = all ]; then
   # the sweep first (its JSON is written after every row, so a time limit keeps what ran)
-  timeout 300 python ../bench/ffn_bench.py --shapes falcon7b --batches 1,2,4 --kernel-times \
+  timeout 280 python ../bench/ffn_bench.py --shapes falcon7b --batches 1,2,4 --kernel-times \
     --kernel-sets plane --plane-best --out "$OUT/ffn_sweep.json" >"$OUT/ffn_sweep.txt" 2>&1
   echo "ffn bench rc $?"
-  timeout 150 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
+  timeout 120 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
     -k "int8_x or fused or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
   if command -v ncu >/dev/null; then
-    timeout 90 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \
+    timeout 75 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       --section SchedulerStats --section ComputeWorkloadAnalysis --section Occupancy \
       python ../bench/ncu_pred.py >"$OUT/ncu_pred.txt" 2>&1
     echo "ncu rc $?"
+    timeout 60 ncu --clock-control none -k "regex:_up_kernel|_down_kernel|_updown_kernel" --launch-count 3 \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+      python ../bench/ncu_pred.py updown >"$OUT/ncu_updown.txt" 2>&1
+    echo "ncu updown rc $?"
   fi
 fi
 
@@ -51,7 +55,7 @@ if [ "$stage" = e2e ] || [ "$stage" = all ]; then
 fi
 
 # the short tables, last
-for f in "$OUT/ncu_pred.txt"; do
+for f in "$OUT/ncu_pred.txt" "$OUT/ncu_updown.txt"; do
   [ -f "$f" ] && grep -E "^\s+(Duration|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy)" "$f" | head -24
 done
 [ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|^kernels" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"

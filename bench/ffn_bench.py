@@ -49,6 +49,8 @@ PLANE_CONFIGS = (
     (2, 4, True, False, False, False, 1, None, False, True, True),
     (1, 8, True, False, True, False, 1, None, False, False, True),  # I8, 8 warps
     (1, 8, True, False, False, False, 1, None, False, True, True),
+    (1, 4, True, False, True, False, 1, None, True, False, True),  # I8 with the Wf tile prefetch
+    (1, 4, True, False, False, False, 1, None, True, True, True),
 )
 PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8")
 

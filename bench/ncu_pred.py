@@ -7,6 +7,10 @@ dp4a (I8, after its x-rounding kernel, which the regex leaves out), then the Wf 
     cd python-worker && ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 \\
         --launch-count 4 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \\
         --section SchedulerStats --section ComputeWorkloadAnalysis --section Occupancy python ../bench/ncu_pred.py
+
+`updown` as the argument: kernel 1 once (it writes the list of flagged neurons), then v1's up and
+down kernels and the fused up/down kernel on that list (5% outliers) — for
+`ncu -k "regex:_up_kernel|_down_kernel|_updown_kernel" --launch-count 3 ... python ../bench/ncu_pred.py updown`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ def main() -> None:
     lc = DecodeLaunch(
         x, act="gelu", workspace=lay["ws"], flag_count=lay["fc"], union_count=lay["uc"], **{k: lay[k] for k in keys}
     )
+    if sys.argv[1:] == ["updown"]:
+        lay["ws"].zero_()
+        lc.stacked()
+        count = lay["ws"][:1].clone()
+        lc.up()
+        lc.down()  # resets the list count
+        lay["ws"][:1].copy_(count)
+        lc.updown()
+        torch.cuda.synchronize()
+        print(f"launched: kernel 1, up, down, fused up/down over {int(count)} listed neurons")
+        return
     v4 = {"PF2": True, "PRED_FIRST": True, "I8": False, "H2": False}
     for cfg in (v4, v4, v4 | {"I8": True}, v4 | {"I8": True}):
         lay["ws"].zero_()

@@ -229,6 +229,8 @@ PLANE_CONFIGS = [
     (2, 4, True, False, False, False, 1, None, False, True, True),
     (1, 8, True, False, True, False, 1, None, False, False, True),
     (1, 8, True, False, False, False, 1, None, False, True, True),
+    (1, 4, True, False, True, False, 1, None, True, False, True),
+    (1, 4, True, False, False, False, 1, None, True, True, True),
 ]
 
 
