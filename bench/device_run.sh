@@ -27,7 +27,7 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
     --kernel-sets plane --plane-best --out "$OUT/ffn_sweep.json" >"$OUT/ffn_sweep.txt" 2>&1
   echo "ffn bench rc $?"
   timeout 120 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
-    -k "int8_x or fused or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
+    -k "int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
   if command -v ncu >/dev/null; then
     timeout 75 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \

@@ -503,7 +503,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--small-models", default=",".join(SMALL_MODELS))
     ap.add_argument("--small-new-tokens", type=int, default=32)
     ap.add_argument("--small-calib-tokens", type=int, default=8192)
-    ap.add_argument("--small-dtype", default="bfloat16", help="dtype of the small models on CUDA (CPU side: float32)")
+    ap.add_argument(
+        "--small-dtype",
+        default="bfloat16,float32",
+        help="dtypes of the small models on CUDA, each a run of its own (CPU side: float32)",
+    )
     ap.add_argument(
         "--kernel-launch",
         default=None,
@@ -703,25 +707,27 @@ def small_models_phase(
     result["small_models"] = []
     if args.skip_small_models:
         return
-    fast_dtype = getattr(torch, args.small_dtype) if device.type == "cuda" else dtype
+    # bf16 shows what serving does; float32 runs the same kernels without bf16 rounding of the model
+    fast_dtypes = [getattr(torch, s) for s in args.small_dtype.split(",") if s] if device.type == "cuda" else [dtype]
     calib_texts, held_texts = corpora.lee_calibration(), corpora.lee_heldout()
     small_cfg = FoldConfig(calib_tokens=args.small_calib_tokens, heldout_tokens=2048)
     for name in [n for n in args.small_models.split(",") if n]:
-        try:
-            result["small_models"].append(
-                compare_small_model(
-                    MODELS / name,
-                    held_texts[10:15],
-                    fast_device=device,
-                    fast_dtype=fast_dtype,
-                    new_tokens=args.small_new_tokens,
-                    calib=small_cfg,
-                    calib_texts=calib_texts,
+        for fast_dtype in fast_dtypes:
+            try:
+                result["small_models"].append(
+                    compare_small_model(
+                        MODELS / name,
+                        held_texts[10:15],
+                        fast_device=device,
+                        fast_dtype=fast_dtype,
+                        new_tokens=args.small_new_tokens,
+                        calib=small_cfg,
+                        calib_texts=calib_texts,
+                    )
                 )
-            )
-        except Exception as e:
-            result["errors"].append(f"small model {name}: {e!r}")
-            traceback.print_exc()
+            except Exception as e:
+                result["errors"].append(f"small model {name} ({fast_dtype}): {e!r}")
+                traceback.print_exc()
 
 
 def write_json(path: Path, result: dict[str, Any]) -> None:

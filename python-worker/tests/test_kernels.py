@@ -170,7 +170,7 @@ def _kernel_case(
         y_ref = _reference_with_flags(x, lay, act, flags.bool())
     assert bool(torch.isfinite(y).all())
     err = float((y.double() - y_ref).norm() / y_ref.norm())
-    assert err < (1e-2 if dtype == torch.bfloat16 else 1e-3), err
+    assert err < {torch.bfloat16: 1e-2, torch.float16: 1e-3, torch.float32: 1e-5}[dtype], err
     assert int(fc) == int(flags.sum()) and int(uc) == int(flags.bool().any(0).sum())
     assert int(pack.workspace.abs().sum()) == 0, "the kernels must leave their workspace zeroed"
 
@@ -214,6 +214,13 @@ def test_kernels_match_float64_reference_on_gpu(
     # tl.dot; "v1": the tensor-core kernels
     seed = n + d if kernels != "v1" or n > 4 else 7 + n  # the seeds of the device runs in bench/NOTES.md
     _kernel_case("cuda", n, d, f, bits, gs, torch.bfloat16, act, seed=seed, kernels=kernels)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("n", "kernels"), [(1, "plane"), (3, "small"), (8, "v1")])
+def test_fp32_layers_get_fp32_products_on_gpu(n: int, kernels: str) -> None:
+    # tl.dot would round fp32 operands to TF32 (≈ 1e-3): an fp32 model's kernels stay at fp32 accuracy
+    _kernel_case("cuda", n, 777, 2050, 2, 128, torch.float32, "gelu", seed=31 + n, kernels=kernels)
 
 
 # the plane kernel's launch configurations that the benchmark sweeps: T row tiles per program, warps,

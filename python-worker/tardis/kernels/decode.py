@@ -81,7 +81,7 @@ def _stacked_kernel(
     y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
     N, D, F, F_PAD, N_GROUPS, n_wf_programs,
     BN: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, PW: tl.constexpr,
-    PWP: tl.constexpr, BM: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
+    PWP: tl.constexpr, BM: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr, DOT_PREC: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     toks = tl.arange(0, BN)
@@ -96,7 +96,7 @@ def _stacked_kernel(
             wmask_f = rmask_f[:, None] & kmask_f[None, :]
             w_f = tl.load(wf_ptr + rows_f[:, None] * D + ks_f[None, :], mask=wmask_f, other=0.0)
             xt_f = tl.load(x_ptr + toks[None, :] * D + ks_f[:, None], mask=kmask_f[:, None] & tmask[None, :], other=0.0)
-            acc_f = tl.dot(w_f, xt_f, acc_f)
+            acc_f = tl.dot(w_f, xt_f, acc_f, input_precision=DOT_PREC)
         acc_f += tl.load(bf_ptr + rows_f, mask=rmask_f, other=0.0).to(tl.float32)[:, None]
         tl.store(y32_ptr + toks[None, :] * D + rows_f[:, None], acc_f, mask=rmask_f[:, None] & tmask[None, :])
     else:
@@ -121,7 +121,7 @@ def _stacked_kernel(
                 x_ptr + toks[None, None, :] * D + ks[:, :, None], mask=km[:, :, None] & tmask[None, None, :], other=0.0
             )  # [WPG, PWP, BN]
             xsum = tl.sum(tl.sum(xg.to(tl.float32), axis=0), axis=0)  # [BN]
-            dot = tl.dot(v, tl.reshape(xg, (WPG * PWP, BN)))  # [BM, BN]
+            dot = tl.dot(v, tl.reshape(xg, (WPG * PWP, BN)), input_precision=DOT_PREC)  # [BM, BN]
             s = tl.load(qs_ptr + g * F_PAD + rows).to(tl.float32) * (1 << BITS)
             o = tl.load(qo_ptr + g * F_PAD + rows).to(tl.float32)
             acc += s[:, None] * dot + (o - s)[:, None] * xsum[None, :]
@@ -143,7 +143,7 @@ def _stacked_kernel(
 @triton.jit
 def _up_kernel(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, N, D, F, n_splits, chunk,
-    BN: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr,
+    BN: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, DOT_PREC: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -164,7 +164,7 @@ def _up_kernel(
             wmask = jmask[:, None] & kmask[None, :]
             w = tl.load(w1_ptr + neur[:, None].to(tl.int64) * D + ks[None, :], mask=wmask, other=0.0)
             xt = tl.load(x_ptr + toks[None, :] * D + ks[:, None], mask=kmask[:, None] & tmask[None, :], other=0.0)
-            acc = tl.dot(w, xt, acc)
+            acc = tl.dot(w, xt, acc, input_precision=DOT_PREC)
         # token-major partials [split, token, list position]: only the N real tokens are written and read
         tl.store(zp_ptr + (sp * BN + toks[None, :]) * F + js[:, None], acc, mask=jmask[:, None] & tmask[None, :])
 
@@ -174,6 +174,7 @@ def _down_kernel(
     w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
     N, D, F, n_splits, n_cols,
     BN: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, FENCE: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -201,7 +202,7 @@ def _down_kernel(
         cmask = cols < D
         w2mask = jmask[:, None] & cmask[None, :]
         w2 = tl.load(w2t_ptr + neur[:, None].to(tl.int64) * D + cols[None, :], mask=w2mask, other=0.0)
-        part = tl.dot(tl.trans(corr.to(w2.dtype)), w2)  # [BN, BC]
+        part = tl.dot(tl.trans(corr.to(w2.dtype)), w2, input_precision=DOT_PREC)  # [BN, BC]
         omask = tmask[:, None] & cmask[None, :]
         tl.atomic_add(y32_ptr + toks[:, None] * D + cols[None, :], part, mask=omask & (count > 0), sem="relaxed")
         if FENCE:
@@ -1075,6 +1076,8 @@ class DecodeLaunch:
         self.zacc = workspace[lay["zacc"][0] :].view(torch.float32)
         self.n, self.d, self.f = n, d, f
         self.bn_dot = max(16, triton.next_power_of_2(n))
+        # tl.dot on fp32 operands would round them to TF32 by default: fp32 models get fp32 products
+        self.dot_prec = "ieee" if dt == torch.float32 else "tf32"
         self.y32 = torch.empty(n, d, device=x.device, dtype=torch.float32)
         self.y = torch.empty(n, d, device=x.device, dtype=dt)
         self.flags = torch.empty(n, f, device=x.device, dtype=torch.int8)
@@ -1147,6 +1150,7 @@ class DecodeLaunch:
                 *args, n, d, f, p.scales.shape[1], p.n_groups, n_wf_arg,
                 BN=self.bn_dot, BITS=p.bits, GS=p.group_size, WPG=wpg, PW=per_word,
                 PWP=triton.next_power_of_2(per_word), BM=p.block_rows, BMF=WF_BLOCK_ROWS, BKF=WF_BLOCK_K,
+                DOT_PREC=self.dot_prec,
             )  # fmt: skip
 
     def up(self) -> None:
@@ -1160,7 +1164,7 @@ class DecodeLaunch:
         else:
             _up_kernel[(grid,)](
                 *common, self.n, self.d, self.f, self.n_splits, self.chunk, BN=self.bn_dot, BJ=UP_BLOCK_NEURONS,
-                BK=UP_BLOCK_K,
+                BK=UP_BLOCK_K, DOT_PREC=self.dot_prec,
             )  # fmt: skip
 
     def down(self) -> None:
@@ -1187,7 +1191,7 @@ class DecodeLaunch:
         else:
             _down_kernel[(grid,)](
                 *common, self.n, self.d, self.f, self.n_splits, n_cols, BN=self.bn_dot, BJ=DOWN_BLOCK_NEURONS,
-                BC=DOWN_BLOCK_COLS, ACT=self.act, FENCE=not _INTERPRET,
+                BC=DOWN_BLOCK_COLS, ACT=self.act, FENCE=not _INTERPRET, DOT_PREC=self.dot_prec,
             )  # fmt: skip
 
     def updown(self) -> None:
