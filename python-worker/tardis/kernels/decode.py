@@ -213,17 +213,26 @@ def _down_kernel(
             yv = tl.load(y32_ptr + toks[:, None] * D + cols[None, :], mask=omask, cache_modifier=".cg")
             tl.store(y_ptr + toks[:, None] * D + cols[None, :], yv.to(y_ptr.dtype.element_ty), mask=omask)
             tl.store(ws_ptr + 2 + cb, 0)
-        tl.debug_barrier()
-        done = tl.atomic_add(ws_ptr + 1, 1)
-        if done == n_items - 1:  # very last item: every program has read the count
-            tl.store(ws_ptr, 0)
-            tl.store(ws_ptr + 1, 0)
+        _close_item(ws_ptr, n_items)
 
 
 @triton.jit
 def _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF: tl.constexpr):
     ks_f = k0_f + tl.arange(0, BKF)
     return tl.load(wf_ptr + rows_f[:, None] * D + ks_f[None, :], mask=rmask_f[:, None] & (ks_f < D)[None, :], other=0.0)
+
+
+@triton.jit
+def _fma_tokens(a0, a1, a2, a3, w, x_ptr, ks, km, D, NT: tl.constexpr):
+    # a_t += w [rows, K] · x[t, ks] (broadcast over rows) for each of the NT tokens, fp32
+    a0 += w * tl.load(x_ptr + ks, mask=km, other=0.0).to(tl.float32)[None, :]
+    if NT > 1:
+        a1 += w * tl.load(x_ptr + D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
+    if NT > 2:
+        a2 += w * tl.load(x_ptr + 2 * D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
+    if NT > 3:
+        a3 += w * tl.load(x_ptr + 3 * D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
+    return a0, a1, a2, a3
 
 
 @triton.jit
@@ -249,14 +258,7 @@ def _wf_small_part(
             w_next = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f + BKF, D, BKF)
         else:
             w_f = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF)
-        w_f = w_f.to(tl.float32)
-        fa0 += w_f * tl.load(x_ptr + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
-        if NT > 1:
-            fa1 += w_f * tl.load(x_ptr + D + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
-        if NT > 2:
-            fa2 += w_f * tl.load(x_ptr + 2 * D + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
-        if NT > 3:
-            fa3 += w_f * tl.load(x_ptr + 3 * D + ks_f, mask=kmask_f, other=0.0).to(tl.float32)[None, :]
+        fa0, fa1, fa2, fa3 = _fma_tokens(fa0, fa1, fa2, fa3, w_f.to(tl.float32), x_ptr, ks_f, kmask_f, D, NT)
     bias_f = tl.load(bf_ptr + rows_f, mask=rmask_f, other=0.0).to(tl.float32)
     tl.store(y32_ptr + rows_f, tl.sum(fa0, axis=1) + bias_f, mask=rmask_f)
     if NT > 1:
@@ -874,30 +876,58 @@ def _down_small_kernel(
         w2 = w2.to(tl.float32)
         om = cmask & (count > 0)
         corr0 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 0, F, n_splits, NT, ACT, NSP)
-        tl.atomic_add(y32_ptr + cols, tl.sum(corr0[:, None] * w2, axis=0), mask=om, sem="relaxed")
+        corr1 = corr0
+        corr2 = corr0
+        corr3 = corr0
         if NT > 1:
             corr1 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 1, F, n_splits, NT, ACT, NSP)
-            tl.atomic_add(y32_ptr + D + cols, tl.sum(corr1[:, None] * w2, axis=0), mask=om, sem="relaxed")
         if NT > 2:
             corr2 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 2, F, n_splits, NT, ACT, NSP)
-            tl.atomic_add(y32_ptr + 2 * D + cols, tl.sum(corr2[:, None] * w2, axis=0), mask=om, sem="relaxed")
         if NT > 3:
             corr3 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 3, F, n_splits, NT, ACT, NSP)
-            tl.atomic_add(y32_ptr + 3 * D + cols, tl.sum(corr3[:, None] * w2, axis=0), mask=om, sem="relaxed")
-        if FENCE:
-            _gpu_fence(count)  # this thread's adds visible at gpu scope (one fence, not one per atomic)
-        tl.debug_barrier()  # ... for every thread, before the ticket
-        ticket = tl.atomic_add(ws_ptr + 2 + cb, 1)
-        if ticket == n_jb - 1:  # last item of this column block: cast it out
-            for t in tl.static_range(NT):
-                yv = tl.load(y32_ptr + t * D + cols, mask=cmask, cache_modifier=".cg")
-                tl.store(y_ptr + t * D + cols, yv.to(y_ptr.dtype.element_ty), mask=cmask)
-            tl.store(ws_ptr + 2 + cb, 0)
-        tl.debug_barrier()
-        done = tl.atomic_add(ws_ptr + 1, 1)
-        if done == n_items - 1:  # very last item: every program has read the count
-            tl.store(ws_ptr, 0)
-            tl.store(ws_ptr + 1, 0)
+        _scatter(y32_ptr, D, cols, w2, om, corr0, corr1, corr2, corr3, NT)
+        _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, n_jb - 1, D, NT, FENCE)
+        _close_item(ws_ptr, n_items)
+
+
+@triton.jit
+def _scatter(y32_ptr, D, cols, w2, om, c0, c1, c2, c3, NT: tl.constexpr):
+    # y32[t, cols] += Σ_j corr_t[j]·W2ᵀ[j, cols] per token; relaxed: the column block's ticket orders them
+    tl.atomic_add(y32_ptr + cols, tl.sum(c0[:, None] * w2, axis=0), mask=om, sem="relaxed")
+    if NT > 1:
+        tl.atomic_add(y32_ptr + D + cols, tl.sum(c1[:, None] * w2, axis=0), mask=om, sem="relaxed")
+    if NT > 2:
+        tl.atomic_add(y32_ptr + 2 * D + cols, tl.sum(c2[:, None] * w2, axis=0), mask=om, sem="relaxed")
+    if NT > 3:
+        tl.atomic_add(y32_ptr + 3 * D + cols, tl.sum(c3[:, None] * w2, axis=0), mask=om, sem="relaxed")
+
+
+@triton.jit
+def _close_column_block(
+    y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, D, NT: tl.constexpr, FENCE: tl.constexpr
+):  # fmt: skip
+    # After an item's adds to column block cb: the item that completes the block (ticket == last)
+    # casts it into y and re-zeroes the ticket. One fence per thread, then the CTA barrier, then the
+    # ticket (acq_rel): every thread's adds are visible before it (not one fence per atomic).
+    if FENCE:
+        _gpu_fence(count)
+    tl.debug_barrier()
+    ticket = tl.atomic_add(ws_ptr + 2 + cb, 1)
+    if ticket == last:
+        for t in tl.static_range(NT):
+            yv = tl.load(y32_ptr + t * D + cols, mask=cmask, cache_modifier=".cg")
+            tl.store(y_ptr + t * D + cols, yv.to(y_ptr.dtype.element_ty), mask=cmask)
+        tl.store(ws_ptr + 2 + cb, 0)
+
+
+@triton.jit
+def _close_item(ws_ptr, n_items):
+    # the very last item resets the list count and this counter (every program has read the count)
+    tl.debug_barrier()
+    done = tl.atomic_add(ws_ptr + 1, 1)
+    if done == n_items - 1:
+        tl.store(ws_ptr, 0)
+        tl.store(ws_ptr + 1, 0)
 
 
 @triton.jit
@@ -946,13 +976,7 @@ def _updown_kernel(
             ks = k0 + tl.arange(0, BK)
             km = ks < D
             w = tl.load(w1_ptr + rows + ks[None, :], mask=jmask[:, None] & km[None, :], other=0.0).to(tl.float32)
-            acc0 += w * tl.load(x_ptr + ks, mask=km, other=0.0).to(tl.float32)[None, :]
-            if NT > 1:
-                acc1 += w * tl.load(x_ptr + D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
-            if NT > 2:
-                acc2 += w * tl.load(x_ptr + 2 * D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
-            if NT > 3:
-                acc3 += w * tl.load(x_ptr + 3 * D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
+            acc0, acc1, acc2, acc3 = _fma_tokens(acc0, acc1, acc2, acc3, w, x_ptr, ks, km, D, NT)
         b1v = tl.load(b1_ptr + neur, mask=jmask, other=0.0).to(tl.float32)
         a = tl.load(slope_ptr + neur, mask=jmask, other=0.0)
         c = tl.load(icpt_ptr + neur, mask=jmask, other=0.0)
@@ -972,27 +996,9 @@ def _updown_kernel(
             w2 = tl.load(w2t_ptr + rows + cols[None, :], mask=jmask[:, None] & cmask[None, :], other=0.0)
             w2 = w2.to(tl.float32)
             om = cmask & (count > 0)
-            tl.atomic_add(y32_ptr + cols, tl.sum(corr0[:, None] * w2, axis=0), mask=om, sem="relaxed")
-            if NT > 1:
-                tl.atomic_add(y32_ptr + D + cols, tl.sum(corr1[:, None] * w2, axis=0), mask=om, sem="relaxed")
-            if NT > 2:
-                tl.atomic_add(y32_ptr + 2 * D + cols, tl.sum(corr2[:, None] * w2, axis=0), mask=om, sem="relaxed")
-            if NT > 3:
-                tl.atomic_add(y32_ptr + 3 * D + cols, tl.sum(corr3[:, None] * w2, axis=0), mask=om, sem="relaxed")
-            if FENCE:
-                _gpu_fence(count)  # this thread's adds are visible at gpu scope
-            tl.debug_barrier()  # ... for every thread, before the ticket
-            ticket = tl.atomic_add(ws_ptr + 2 + cb, 1)
-            if ticket == n_items - 1:  # last item of this column block: cast it out
-                for t in tl.static_range(NT):
-                    yv = tl.load(y32_ptr + t * D + cols, mask=cmask, cache_modifier=".cg")
-                    tl.store(y_ptr + t * D + cols, yv.to(y_ptr.dtype.element_ty), mask=cmask)
-                tl.store(ws_ptr + 2 + cb, 0)
-        tl.debug_barrier()
-        done = tl.atomic_add(ws_ptr + 1, 1)
-        if done == n_items - 1:  # very last item: every program has read the count
-            tl.store(ws_ptr, 0)
-            tl.store(ws_ptr + 1, 0)
+            _scatter(y32_ptr, D, cols, w2, om, corr0, corr1, corr2, corr3, NT)
+            _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, n_items - 1, D, NT, FENCE)
+        _close_item(ws_ptr, n_items)
 
 
 def _check(name: str, t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> None:
