@@ -815,14 +815,7 @@ def _up_small_kernel(
             w = tl.load(
                 w1_ptr + neur[:, None].to(tl.int64) * D + ks[None, :], mask=jmask[:, None] & kmask[None, :], other=0.0
             )
-            w = w.to(tl.float32)
-            a0 += w * tl.load(x_ptr + ks, mask=kmask, other=0.0).to(tl.float32)[None, :]
-            if NT > 1:
-                a1 += w * tl.load(x_ptr + D + ks, mask=kmask, other=0.0).to(tl.float32)[None, :]
-            if NT > 2:
-                a2 += w * tl.load(x_ptr + 2 * D + ks, mask=kmask, other=0.0).to(tl.float32)[None, :]
-            if NT > 3:
-                a3 += w * tl.load(x_ptr + 3 * D + ks, mask=kmask, other=0.0).to(tl.float32)[None, :]
+            a0, a1, a2, a3 = _fma_tokens(a0, a1, a2, a3, w.to(tl.float32), x_ptr, ks, kmask, D, NT)
         zrow = zp_ptr + sp * NT * F + js  # token-major partials [split, token, list position]
         tl.store(zrow, tl.sum(a0, axis=1), mask=jmask)
         if NT > 1:
