@@ -160,11 +160,15 @@ describe("rollout engine restart", () => {
 });
 
 describe("rollout engine timers", () => {
-  it("runs timed pauses on its own once started, with the real clock", async () => {
+  /** A started engine (real timers) with a 100 ms timed pause between two steps, applied and PAUSED. */
+  async function pausedEngine(
+    clock?: ManualClock,
+  ): Promise<{ engine: RolloutEngine; close: () => void }> {
     const store = SqliteRolloutStore.open(tempDb());
     const pool = new StaticWorkerPool([{ id: "w", healthy: true, variants: [] }]);
     const engine = new RolloutEngine({
       store,
+      ...(clock ? { clock } : {}),
       loader: new PoolLoader(pool),
       traffic: new Router(pool),
       measurements: new ScriptedMeasurements(),
@@ -178,38 +182,26 @@ describe("rollout engine timers", () => {
       }),
     );
     await vi.waitFor(() => expect(engine.status(NAME).phase).toBe("PAUSED"));
+    return { engine, close: () => store.close() };
+  }
+
+  it("runs timed pauses on its own once started, with the real clock", async () => {
+    const { engine, close } = await pausedEngine();
     await vi.waitFor(() => expect(engine.status(NAME).phase).toBe("PROMOTED"), { timeout: 3000 });
     await engine.stop();
-    store.close();
+    close();
   });
 
   it("re-arms its timer when it fires before the clock reaches the wake time", async () => {
     // A busy event loop fires timers against a lagging cached clock, i.e. early by the wall clock
     // the engine reads; the tick then finds nothing due and must still wake up again.
     const clock = new ManualClock();
-    const store = SqliteRolloutStore.open(tempDb());
-    const pool = new StaticWorkerPool([{ id: "w", healthy: true, variants: [] }]);
-    const engine = new RolloutEngine({
-      store,
-      clock,
-      loader: new PoolLoader(pool),
-      traffic: new Router(pool),
-      measurements: new ScriptedMeasurements(),
-    });
-    engine.start();
-    await engine.apply(
-      rolloutDoc({
-        steps: [{ setWeight: 10 }, { pause: { duration: "100ms" } }, { setWeight: 100 }],
-        gates: ALL_GATES,
-        watchWindow: "0s",
-      }),
-    );
-    await vi.waitFor(() => expect(engine.status(NAME).phase).toBe("PAUSED"));
+    const { engine, close } = await pausedEngine(clock);
     await new Promise((resolve) => setTimeout(resolve, 300)); // the timer fired: not due by the clock
     expect(engine.status(NAME).phase).toBe("PAUSED");
     clock.advance(100);
     await vi.waitFor(() => expect(engine.status(NAME).phase).toBe("PROMOTED"), { timeout: 3000 });
     await engine.stop();
-    store.close();
+    close();
   });
 });
