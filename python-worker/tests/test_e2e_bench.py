@@ -247,3 +247,25 @@ def test_the_op_branch_counts_on_the_device_counters_and_matches_the_reference(o
     assert (c["tokens"], c["steps"], c["dense_steps"]) == (2, 1, 0)
     assert ffn.counters()["flagged"] == 2 * c["flagged"]  # both paths flag the same pairs
     del ffn.kernel_pack
+
+
+def test_the_op_branch_traces_into_one_graph_for_a_compiled_decode_step(opt_model: tuple) -> None:
+    # What `e2e_hf.py --compile` asks of a TARDIS module on CUDA: its op branch (the import, the
+    # custom op, the counter updates) traced whole (fullgraph), same output and counts as eager.
+    from tardis.kernels import attach
+
+    _, modules, variant = opt_model
+    ffn = modules[0]
+    attach(ffn, variant.layers[0].predictor)
+    try:
+        x = torch.randn(1, ffn.in_features, generator=torch.Generator().manual_seed(3))
+        ffn.reset_counters()
+        eager = ffn.run_step("op", x)
+        once = ffn.counters()
+        compiled = torch.compile(lambda v: ffn.run_step("op", v), fullgraph=True, dynamic=False)
+        torch.testing.assert_close(compiled(x), eager)
+        after = ffn.counters()
+        assert (after["tokens"], after["steps"]) == (2, 2)
+        assert after["flagged"] == 2 * once["flagged"]
+    finally:
+        del ffn.kernel_pack
