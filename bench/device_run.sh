@@ -6,7 +6,8 @@
 #   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
 #       (paths are relative to python-worker/, where it runs)
-#       --compile --batches 1,4 --skip-small-models   torch.compile'd steps (each model/batch compiles)
+#       --compile --batches 1 --skip-small-models   torch.compile'd steps (dense, zero-FFN and TARDIS
+#       each compile once per batch: one batch fits a call)
 #   bash bench/device_run.sh shapes    # BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
@@ -50,7 +51,7 @@ if [ "$stage" = shapes ]; then
 fi
 
 if [ "$stage" = e2e ] || [ "$stage" = all ]; then
-  timeout 420 python ../bench/e2e_hf.py "${@:2}" --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
+  timeout 540 python ../bench/e2e_hf.py "${@:2}" --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
   echo "e2e rc $?"
 fi
 
