@@ -42,6 +42,7 @@ from tardis.calibrate import calibrate
 from tardis.config import FoldConfig
 from tardis.data import join_tokens
 from tardis.engines import hf
+from tardis.kernels.policy import policy_from_bench
 from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -493,6 +494,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--coverage", type=float, default=FoldConfig().coverage, help="range coverage (fallback vs fit)")
     ap.add_argument("--predictor-bits", type=int, default=FoldConfig().predictor_bits, help="2, 3 or 4")
     ap.add_argument("--max-tardis-tokens", type=int, default=TARDIS_MAX_DECODE_TOKENS)
+    ap.add_argument(
+        "--policy-from",
+        default=None,
+        help="an ffn_bench.py JSON: each layer's decode limit from its union curve and that run's break-even",
+    )
     ap.add_argument("--no-graph", action="store_true", help="eager decode steps even on CUDA")
     ap.add_argument(
         "--compile",
@@ -645,6 +651,14 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     t0 = time.perf_counter()
     modules = hf.install(model, variant)
     hf.set_decode_policy(model, args.max_tardis_tokens)
+    if args.policy_from:  # per layer: its measured union curve against the break-even of a kernel run
+        rows = json.loads(Path(args.policy_from).read_text())["rows"]
+        d, f = model.config.hidden_size, modules[0].neurons
+        pol = policy_from_bench(rows, d, f)
+        limits = hf.set_decode_policy_from_curves(model, variant, pol)
+        result["decode_policy"] = {"from": args.policy_from, "max_union": pol.max_union, "limits": limits}
+        print(f"decode policy from {args.policy_from}: max union {pol.max_union:.3f}, limits {limits}", flush=True)
+    policy_limits = [m.max_tardis_tokens for m in modules]  # restored after each forced-op timing below
     del variant
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -666,7 +680,8 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         except Exception as e:  # a kernel failure at one batch must not lose the run
             row["ffn_op_us"] = None
             result["errors"].append(f"ffn op B={b}: {e!r}")
-        hf.set_decode_policy(model, args.max_tardis_tokens)
+        for m, limit in zip(modules, policy_limits, strict=True):
+            m.max_tardis_tokens = limit
         row["ffn_policy_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
         hf.reset_counters(model)
         r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, args.compile)

@@ -277,6 +277,9 @@ def _finish_layer(
         "predictor_recall_calib": _rate(fc(calib.outside) - fc(calib.missed), fc(calib.outside)),
         "calib_tokens": calib.tokens,
         "heldout_tokens": held.tokens,
+        # {b: fraction of neurons a decode batch of b tokens recomputes} on the held-out tokens (the
+        # per-batch TARDIS/dense policy reads it: kernels.policy.decode_token_limit)
+        "union_curve": held.union_curve(folded, n_hot),
         "exact_pieces": snapped is not None,
     }
     return layer, stats

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,13 @@ def test_predictor_recall_on_held_out_text_at_the_default_margin(tokenizer: Any,
         assert row["predictor_recall"] >= 0.99
         assert row["coverage_calib"] >= cfg.coverage
         assert row["true_outlier_rate"] <= row["flag_rate"]
+        # the union curve: one token recomputes what it flags; a batch's union grows with it, sub-additively
+        curve = {int(b): u for b, u in row["union_curve"].items()}
+        assert curve[1] == pytest.approx(row["flag_rate"], rel=1e-12)
+        sizes = sorted(curve)
+        assert sizes[:5] == [1, 2, 4, 8, 16]
+        for a, b in itertools.pairwise(sizes):
+            assert curve[a] <= curve[b] <= min(1.0, curve[a] * b / a + 1e-12)
 
 
 def test_fold_fraction_leaves_the_worst_fitting_neurons_hot(tokenizer: Any, texts: list[str]) -> None:
@@ -53,6 +61,7 @@ def test_fold_fraction_leaves_the_worst_fitting_neurons_hot(tokenizer: Any, text
         assert int(layer.hot.sum()) == row["hot_neurons"] == 64
         assert bool((layer.slope[layer.hot] == 0).all())
         assert row["measured_fallback_rate"] >= 0.25
+        assert row["union_curve"]["1"] == pytest.approx(row["measured_fallback_rate"], rel=1e-12)  # hot ones count
     report = variant.report()
     assert report["hot_neurons"] == 128
 

@@ -47,7 +47,14 @@ def smoke(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One full CPU run: tiny Falcon (dense, calibrate, TARDIS) plus one small model, JSON read back."""
     out = tmp_path_factory.mktemp("e2e") / "e2e_hf.json"
     small = ["--small-models", "tardis-tiny-opt", "--small-new-tokens", "6", "--small-calib-tokens", "2048"]
-    assert bench.main([*TINY, *small, "--coverage", "0.95", "--out", str(out)]) == 0
+    # a kernel run's rows for the tiny layer shape: TARDIS beats dense up to a union of 0.3
+    ffn = out.parent / "ffn.json"
+    rows = [
+        {"d": 64, "f": 256, "union_frac": u, "tardis_us": 50.0 + 100 * u, "dense_us": 80.0} for u in (0.1, 0.3, 0.5)
+    ]
+    ffn.write_text(json.dumps({"rows": rows}))
+    argv = [*TINY, *small, "--coverage", "0.95", "--policy-from", str(ffn), "--out", str(out)]
+    assert bench.main(argv) == 0
     return json.loads(out.read_text())
 
 
@@ -73,6 +80,12 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
         bound = 1.0 / ((1.0 - r["ffn_share"]) + r["ffn_share"] / r["ffn_speedup_policy"])
         assert r["amdahl_bound_policy"] == pytest.approx(bound)
     assert smoke["errors"] == []
+
+
+def test_the_decode_policy_can_come_from_a_kernel_run_and_the_union_curves(smoke: dict) -> None:
+    pol = smoke["decode_policy"]
+    assert pol["max_union"] == 0.3 and len(pol["limits"]) == 2
+    assert all(isinstance(n, int) and 0 <= n <= 64 for n in pol["limits"])
 
 
 def test_small_model_comparison_is_exact_when_both_sides_are_the_cpu_reference(smoke: dict) -> None:
@@ -142,6 +155,24 @@ def test_set_decode_policy_reaches_every_module_and_rejects_bad_values(opt_model
         with pytest.raises(ValueError, match="max_tokens"):
             hf.set_decode_policy(model, bad)  # type: ignore[arg-type]
     hf.set_decode_policy(model, TARDIS_MAX_DECODE_TOKENS)
+
+
+def test_measured_union_curves_set_each_layers_decode_limit(opt_model: tuple) -> None:
+    from tardis.kernels.policy import Policy, decode_token_limit
+
+    model, modules, variant = opt_model
+    curves = [s["union_curve"] for s in variant.layer_stats]
+    assert all(c and c["1"] <= c["2"] <= c["4"] for c in curves)
+    try:
+        pol = Policy(max_union=curves[0]["2"])  # layer 0 may batch exactly 2 tokens (or more if flat)
+        limits = hf.set_decode_policy_from_curves(model, variant, pol)
+        assert limits == [m.max_tardis_tokens for m in modules]
+        assert limits == [decode_token_limit(c, pol) for c in curves]
+        assert limits[0] >= 2
+        hf.set_decode_policy_from_curves(model, variant, Policy(max_union=-1.0))
+        assert all(m.max_tardis_tokens == 0 for m in modules)  # nothing beats dense: every step dense
+    finally:
+        hf.set_decode_policy(model, TARDIS_MAX_DECODE_TOKENS)
 
 
 def test_a_policy_dense_step_is_the_dense_ffn_and_is_counted(opt_model: tuple) -> None:

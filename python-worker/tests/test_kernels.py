@@ -11,7 +11,7 @@ import torch
 from tardis.core.predictor import quantize_rtn
 from tardis.kernels.layout import predict_i8, quantize_x_i8, tile_predictor, untile_predictor
 from tardis.kernels.op import ffn_decode, make_pack
-from tardis.kernels.policy import fit_policy
+from tardis.kernels.policy import decode_token_limit, fit_policy, policy_from_bench
 from tardis.runtime.reference import tardis_ffn
 
 HAS_CUDA = torch.cuda.is_available()
@@ -134,6 +134,23 @@ def test_policy_switches_to_dense_past_the_break_even_union() -> None:
     curve = {1: 0.05, 8: 0.34, 16: 0.56, 64: 0.96}
     pol = fit_policy(curve, {1: (30.0, 90.0), 8: (70.0, 92.0), 16: (110.0, 95.0), 64: (200.0, 120.0)})
     assert pol.choose(curve) == {1: "tardis", 8: "tardis", 16: "dense", 64: "dense"}
+
+
+def test_a_layers_decode_token_limit_comes_from_its_union_curve_and_the_bench() -> None:
+    # ffn_bench rows for two shapes (only the layer's counts) → the break-even union → per layer the
+    # largest batch whose measured union (and every smaller one's) stays below it
+    rows = [
+        {"d": 64, "f": 256, "union_frac": u, "tardis_us": t, "dense_us": 90.0}
+        for u, t in ((0.05, 40.0), (0.10, 60.0), (0.19, 85.0), (0.34, 120.0), (0.60, 200.0))
+    ] + [{"d": 32, "f": 128, "union_frac": 0.9, "tardis_us": 10.0, "dense_us": 90.0}]
+    pol = policy_from_bench(rows, 64, 256)
+    assert pol.max_union == 0.19
+    assert decode_token_limit({"1": 0.05, "2": 0.09, "4": 0.17, "8": 0.3}, pol) == 4
+    assert decode_token_limit({"1": 0.02, "2": 0.04, "4": 0.25, "8": 0.1}, pol) == 2  # the first miss ends it
+    assert decode_token_limit({"1": 0.2}, pol) == 0
+    assert decode_token_limit({"1": 0.01, "64": 0.1, "128": 0.15}, pol, cap=64) == 64
+    with pytest.raises(ValueError, match="no rows for d=8, f=16"):
+        policy_from_bench(rows, 8, 16)
 
 
 def _kernel_case(

@@ -8,7 +8,7 @@ counts a neuron, pass 3 eleven sums and counters a neuron. Every `update` takes 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -147,20 +147,52 @@ class FitSums:
         self.shh += (h64 * h64).sum(0)
 
 
+UNION_BATCHES = (1, 2, 4, 8, 16, 32, 64)  # batch sizes of the measured union curve (decode steps)
+
+
+def _no_union() -> torch.Tensor:
+    return torch.zeros(0, dtype=torch.int64)
+
+
 @dataclass
 class FlagCounts:
-    """Pass 3 (calibration or held-out data): how often each neuron is flagged, out of range, missed."""
+    """Pass 3 (calibration or held-out data): how often each neuron is flagged, out of range, missed.
+
+    The union curve: for each batch size b of UNION_BATCHES, each chunk of tokens is cut into groups
+    of b spread evenly over it (group j: tokens j, j + n, j + 2n, … with n = tokens // b, so in a chunk
+    of several sequences a group holds tokens of different ones, as a decode batch does); `union[k, i]`
+    counts the groups in which neuron i is flagged for any token, `groups[k]` the groups.
+    """
 
     tokens: int
     flagged: torch.Tensor  # int64 [f]: ẑ outside [l+δ, u−δ]
     outside: torch.Tensor  # int64 [f]: z outside [l, u]
     missed: torch.Tensor  # int64 [f]: outside but not flagged (costs accuracy)
+    union: torch.Tensor = field(default_factory=_no_union)  # int64 [len(UNION_BATCHES), f] (or empty)
+    groups: torch.Tensor = field(default_factory=_no_union)  # int64 [len(UNION_BATCHES)] (or empty)
 
     @classmethod
     def empty(cls, f: int, device: torch.device | str = "cpu") -> FlagCounts:
         """Zeroed counters for f neurons."""
-        zeros = [torch.zeros(f, dtype=torch.int64, device=device) for _ in range(3)]
-        return cls(0, *zeros)
+
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros(*shape, dtype=torch.int64, device=device)
+
+        n = len(UNION_BATCHES)
+        return cls(0, zeros(f), zeros(f), zeros(f), union=zeros(n, f), groups=zeros(n))
+
+    def union_curve(self, folded: torch.Tensor, n_hot: int) -> dict[str, float]:
+        """{b: expected fraction of all f neurons a batch of b decode tokens recomputes}: the union of
+        the folded neurons' flags over the batch, plus the hot neurons (always recomputed)."""
+        if self.union.numel() == 0:
+            return {}
+        f = int(folded.numel())
+        out = {}
+        for k, b in enumerate(UNION_BATCHES):
+            g = int(self.groups[k])
+            if g > 0:
+                out[str(b)] = (float(self.union[k].cpu()[folded].sum()) + n_hot * g) / (g * f)
+        return out
 
     def update(
         self,
@@ -178,6 +210,13 @@ class FlagCounts:
         self.flagged += flagged.sum(0)
         self.outside += outside.sum(0)
         self.missed += (outside & ~flagged).sum(0)
+        if self.union.numel():
+            for k, b in enumerate(UNION_BATCHES):
+                n = flagged.shape[0] // b
+                if n == 0:
+                    break
+                self.union[k] += flagged[: n * b].view(b, n, -1).any(0).sum(0)
+                self.groups[k] += n
 
 
 @dataclass

@@ -13,7 +13,8 @@ from tardis.arch.bert import BertAdapter
 from tardis.arch.registry import adapter_for
 from tardis.core.artifact import read_variant
 from tardis.errors import ArtifactError
-from tardis.runtime.ffn import Mode, TardisFFN
+from tardis.kernels.policy import Policy, decode_token_limit
+from tardis.runtime.ffn import DECODE_MAX_TOKENS, Mode, TardisFFN
 from tardis.runtime.reference import FlagMode
 from tardis.variant import Variant
 
@@ -115,6 +116,23 @@ def set_decode_policy(model: nn.Module, max_tokens: int) -> None:
         raise ValueError(f"set_decode_policy: max_tokens must be an integer ≥ 0, got {max_tokens!r}")
     for m in tardis_modules(model):
         m.max_tardis_tokens = max_tokens
+
+
+def set_decode_policy_from_curves(model: nn.Module, variant: Variant, policy: Policy) -> list[int]:
+    """Per layer, the most tokens a decode step may hold and still run the TARDIS op: from the layer's
+    measured union curve (calibration's `union_curve`) and a policy fitted on kernel timings
+    (`kernels.policy.policy_from_bench`). A variant without union curves keeps the current limits.
+    Returns the limits set, layer by layer."""
+    modules = tardis_modules(model)
+    if len(modules) != len(variant.layer_stats):
+        raise ValueError(f"the model has {len(modules)} TARDIS layers, the variant {len(variant.layer_stats)}")
+    limits = []
+    for m, stats in zip(modules, variant.layer_stats, strict=True):
+        curve = stats.get("union_curve") or {}
+        if curve:
+            m.max_tardis_tokens = decode_token_limit(curve, policy, DECODE_MAX_TOKENS)
+        limits.append(m.max_tardis_tokens)
+    return limits
 
 
 def counters(model: nn.Module) -> list[dict[str, int]]:
