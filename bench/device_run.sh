@@ -5,6 +5,7 @@
 #                                      # table there (--plane-best), GPU kernel tests, ncu of kernel 1
 #   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
+#       --policy-from ../bench/results/<ffn json>     per-layer decode limits from that run's break-even
 #       (paths are relative to python-worker/, where it runs)
 #       --compile --batches 1 --skip-small-models   torch.compile'd steps (dense, zero-FFN and TARDIS
 #       each compile once per batch: one batch fits a call)
