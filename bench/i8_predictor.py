@@ -7,7 +7,10 @@ every FFN input x, compare three flag sets over the folded neurons:
 - the float predictor (what calibration fitted the margins for): ẑ = Q(W1)·x + b1 outside [l+δ, u−δ];
 - the I8 predictor (`tardis.kernels.layout.predict_i8`, what the dp4a kernel computes).
 Reports the flag (fallback) rate and the recall of true outliers for both predictors, and how many
-(token, neuron) flags differ between them. Float64 math on the CPU; prints a table last, writes JSON.
+(token, neuron) flags differ between them. Also the measured union curve of calibration (the fraction
+of neurons a decode batch of b held-out tokens recomputes, mean over layers) next to what independent
+tokens would give, 1 − (1 − p)^b (ffn_bench's pessimistic assumption). Float64 math on the CPU; prints
+tables last, writes JSON.
 
     cd python-worker && python ../bench/i8_predictor.py --out /tmp/i8_predictor.json
 """
@@ -87,8 +90,13 @@ def run_model(path: Path, args: argparse.Namespace) -> dict[str, Any]:
         compare_layer(x, m, layer.predictor, layer.hot) for x, m, layer in zip(xs, modules, variant.layers, strict=True)
     ]
     total = {k: sum(r[k] for r in layers) for k in layers[0]}
+    curves = [s["union_curve"] for s in variant.layer_stats]
+    p1 = sum(c["1"] for c in curves) / len(curves)
+    union = {b: sum(c[b] for c in curves) / len(curves) for b in curves[0]}
     return {
         "model": path.name,
+        "union_curve_mean": union,
+        "union_independent": {b: 1.0 - (1.0 - p1) ** int(b) for b in union},
         "group_size": cfg.group_size,
         "layers": layers,
         "fallback_float": total["flag_float"] / total["pairs"],
@@ -121,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['model']:18} {r['true_outlier_rate']:8.4f} {r['fallback_float']:8.4f} {r['fallback_i8']:8.4f} "
             f"{r['recall_float']:9.4f} {r['recall_i8']:8.4f} {r['flags_differ']:8.5f}"
         )
+    sizes = list(rows[0]["union_curve_mean"])
+    print("\nunion of a decode batch of b tokens, measured (independent tokens):")
+    print(f"{'model':18} " + " ".join(f"{'b=' + b:>15}" for b in sizes))
+    for r in rows:
+        cells = [f"{r['union_curve_mean'][b]:.3f} ({r['union_independent'][b]:.3f})" for b in sizes]
+        print(f"{r['model']:18} " + " ".join(f"{c:>15}" for c in cells))
     return 0
 
 
