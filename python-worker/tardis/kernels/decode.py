@@ -1085,12 +1085,9 @@ class DecodeLaunch:
         self.n_splits = triton.cdiv(d, self.chunk)
         self.zp = torch.empty(self.n_splits, self.bn_dot, f, device=x.device, dtype=torch.float32)
         self.sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 2
-        # I8 (plane kernel, int2 groups of 16 full code planes): x as int8 words for dp4a, per token and group
+        # I8 (plane kernel, int2 groups of 16 full code planes): x as int8 words for dp4a (allocated by
+        # stacked() only when the launch uses it)
         self.i8_ok = pred.bits == 2 and pred.group_size == 16 * pred.words_per_group
-        g_i8 = pred.n_groups if self.i8_ok else 1
-        self.xq = torch.empty(n, g_i8, pred.words_per_group, 4, device=x.device, dtype=torch.int32)
-        self.xsx = torch.empty(n, g_i8, device=x.device, dtype=torch.float32)
-        self.xsum = torch.empty(n, g_i8, pred.words_per_group, device=x.device, dtype=torch.float32)
         # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
         self.plane_cfg: dict[str, Any] = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[
@@ -1129,12 +1126,18 @@ class DecodeLaunch:
         wpg = p.words_per_group
         if self.kernels == "plane":
             n_first = (0 if part == "wf" else n_pred) if cfg["PRED_FIRST"] else n_wf_arg
-            if cfg["I8"] and part != "wf":
-                _xq_kernel[(n * p.n_groups,)](
-                    self.x, self.xq, self.xsx, self.xsum, d, p.n_groups, GS=p.group_size, WPG=wpg, num_warps=1
-                )
+            xq, xsx, xsum = self.ws, self.zacc, self.zacc  # unread without I8
+            if cfg["I8"]:
+                dev = self.x.device
+                xq = torch.empty(n, p.n_groups, wpg, 4, device=dev, dtype=torch.int32)
+                xsx = torch.empty(n, p.n_groups, device=dev, dtype=torch.float32)
+                xsum = torch.empty(n, p.n_groups, wpg, device=dev, dtype=torch.float32)
+                if part != "wf":
+                    _xq_kernel[(n * p.n_groups,)](
+                        self.x, xq, xsx, xsum, d, p.n_groups, GS=p.group_size, WPG=wpg, num_warps=1
+                    )
             _stacked_plane_kernel[(grid,)](
-                *args, self.zacc, self.tick, self.xq, self.xsx, self.xsum, d, f, p.scales.shape[1], p.n_groups,
+                *args, self.zacc, self.tick, xq, xsx, xsum, d, f, p.scales.shape[1], p.n_groups,
                 p.n_groups if cfg["I8"] else d // p.group_size, n_tiles, n_first, 0x3F800000, cg, H2_MAGIC,
                 NT=n, BITS=p.bits, GS=p.group_size, WPG=wpg, NPL=min(per_word, triton.cdiv(p.group_size, wpg)),
                 BR=p.block_rows, I8_ASM=not _INTERPRET, **{k: v for k, v in cfg.items() if v is not None},
