@@ -331,10 +331,7 @@ export class RolloutEngine {
       // answered its health check late after a restart). Load the variants again, which waits for
       // a healthy worker that has them, and retry once, unless the rollout has moved on meanwhile;
       // a second refusal or a failed load is a failed load.
-      const needed = [
-        ...(weight > 0 ? [spec.candidate] : []),
-        ...(weight < 100 ? [spec.baseline] : []),
-      ];
+      const needed = machine.servingVariants(spec, weight);
       this.background(
         Promise.all(needed.map((variant) => this.options.loader.load(variant)))
           .then(() => {

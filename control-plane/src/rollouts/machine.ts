@@ -385,6 +385,11 @@ export function wakeAt(state: RolloutState): number | null {
   return null;
 }
 
+/** The variants that get traffic at `weight` % on the candidate (each must be loaded first). */
+export function servingVariants(spec: RolloutSpec, weight: number): string[] {
+  return [...(weight > 0 ? [spec.candidate] : []), ...(weight < 100 ? [spec.baseline] : [])];
+}
+
 /** Gates configured in the spec, in {@link GATE_NAMES} order. */
 export function configuredGates(spec: RolloutSpec): GateName[] {
   return GATE_NAMES.filter((gate) => spec.gates[gate] !== undefined);
@@ -490,11 +495,7 @@ function run(tx: Tx): Transition {
 function reconcileTraffic(tx: Tx): boolean {
   const s = tx.s;
   if (s.appliedWeight === s.weight) return true;
-  const needed = [
-    ...(s.weight > 0 ? [tx.spec.candidate] : []),
-    ...(s.weight < 100 ? [tx.spec.baseline] : []),
-  ];
-  for (const variant of needed) {
+  for (const variant of servingVariants(tx.spec, s.weight)) {
     if (s.loaded.includes(variant)) continue;
     if (s.failedLoads.includes(variant)) return false;
     if (s.awaiting === null) {
