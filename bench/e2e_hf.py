@@ -7,8 +7,8 @@ graph) for the dense model first and then with TARDIS modules installed (decode 
 fallback rate from the on-device counters, the steps the policy ran dense, the FFN share of a dense
 step (dense graph vs the same graph with every FFN replaced by a zero output), the FFN speedup S of
 one layer (dense module vs TARDIS, CUDA graph over 8 distinct layers) and the bound 1/((1−s) + s/S)
-of METHOD.md §5. Then the project's small models: greedy tokens on the GPU (TARDIS op, bf16) vs the
-CPU reference (float32), with the CPU logit margin at every first divergence.
+of METHOD.md §5. Then the project's small models: greedy tokens on the GPU (TARDIS op, bf16 and
+fp32) vs the CPU reference (float32), with the CPU logit margin at every first divergence.
 
     cd python-worker && python ../bench/e2e_hf.py --out $OUT/e2e_hf.json
     # CPU smoke run: --device cpu --layers 2 --hidden 64 --ffn 256 --heads 4 --vocab 512 ...
@@ -718,7 +718,7 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
 def small_models_phase(
     args: argparse.Namespace, device: torch.device, dtype: torch.dtype, result: dict[str, Any]
 ) -> None:
-    """The project's small models: TARDIS on `device` (bf16 on CUDA) vs the CPU float32 reference path."""
+    """The project's small models: TARDIS on `device` (each --small-dtype on CUDA) vs the CPU float32 reference."""
     result["small_models"] = []
     if args.skip_small_models:
         return
