@@ -1,8 +1,9 @@
 """calibrate(): stream calibration text through a dense HF model and fold every FFN.
 
-Three passes over the calibration batches collect bounded-memory statistics for every FFN at once
-(tardis.core.stats); then, layer by layer: ranges, lines, margins, hot neurons, folding, a
-checkpoint and a progress event. Held-out batches measure fallback rate and predictor recall.
+Passes over the calibration batches collect bounded-memory statistics for every FFN at once
+(tardis.core.stats: the GPTQ Hessian, moments, histograms, the line fit and — with a band tolerance,
+after the lines are known — the margin depths); then, layer by layer: ranges, lines, bands, margins,
+hot neurons, folding, a checkpoint and a progress event. Held-out batches measure fallback rate and predictor recall.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tardis.arch.base import FFNSite
 from tardis.arch.registry import adapter_for
 from tardis.config import FoldConfig
 from tardis.core.activations import activation
+from tardis.core.band import widen_to_band
 from tardis.core.fit import fit_lines
 from tardis.core.fold import fold
 from tardis.core.layer import FoldedLayer
@@ -215,6 +217,15 @@ def _rate(num: float, den: float) -> float | None:
     return None if den == 0 else num / den
 
 
+def _widening(
+    fit_range: tuple[torch.Tensor, torch.Tensor], band: tuple[torch.Tensor, torch.Tensor], keep: torch.Tensor
+) -> float:
+    w = (fit_range[1] - fit_range[0]).double().cpu()
+    wb = (band[1] - band[0]).double().cpu()
+    ok = keep & torch.isfinite(w) & (w > 0)
+    return float((wb[ok] / w[ok]).mean()) if bool(ok.any()) else 1.0
+
+
 def _finish_layer(
     site: FFNSite,
     config: FoldConfig,
@@ -223,13 +234,17 @@ def _finish_layer(
     fit_sums: FitSums,
     calib: FlagCounts,
     held: FlagCounts,
-    lo: torch.Tensor,
-    hi: torch.Tensor,
+    fit_range: tuple[torch.Tensor, torch.Tensor],
+    band: tuple[torch.Tensor, torch.Tensor],
     margin: torch.Tensor,
     snapped: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> tuple[FoldedLayer, dict[str, Any]]:
-    """Lines, hot neurons and the fold for one layer, plus its report row."""
+    """Lines, hot neurons and the fold for one layer, plus its report row.
+
+    `fit_range` is where the lines were fitted, `band` (⊇ fit_range) where they are trusted: the layer
+    stores the band as its [lo, hi], so flags, recall and the oracle test are against the band."""
     f = site.w1.shape[0]
+    lo, hi = band
     slope, intercept, sse = fit_lines(fit_sums)
     if snapped is not None:  # exact linear pieces (ReLU): no misfit
         slope, intercept = snapped
@@ -268,6 +283,9 @@ def _finish_layer(
         "coverage_target": config.coverage,
         "coverage_calib": float((n_in[folded] / max(moments.count, 1)).mean()) if nf else None,
         "fit_rmse": math.sqrt(fc(sse) / fc(n_in)) if nf and fc(n_in) > 0 else 0.0,
+        "band_tolerance": config.band_tolerance,
+        # mean over folded neurons with a finite range of (band width) / (fitted range width)
+        "band_widening": _widening(fit_range, band, folded),
         "margin_mean": float(margin.cpu()[folded].mean()) if nf else 0.0,
         "expected_fallback_rate": _rate(fc(calib.flagged) + n_hot * calib.tokens, calib.tokens * f),
         "measured_fallback_rate": _rate(fc(held.flagged) + n_hot * held.tokens, held.tokens * f),
@@ -414,23 +432,47 @@ def _fold_layers(
         ranges[s.index] = (lo, hi)
 
     acts = {s.index: activation(s.act) for s in todo}
+    # With a band tolerance the margins are measured against the band, which needs the fitted lines:
+    # a separate "depth" pass after the "fit" pass. Without one, both run in the same pass.
+    separate_depth = config.band_tolerance > 0
     loaded_fit = ckpt.load_pass("fit", FitSums, idx)
     loaded_depth = ckpt.load_pass("depth", MarginStats, idx)
-    if loaded_fit is None or loaded_depth is None:
+    if loaded_fit is None or (loaded_depth is None and not separate_depth):
         fit_sums = {i: FitSums.empty(f, dev) for i, f in f_of.items()}
-        depth = {i: MarginStats.from_moments(m, config.histogram_bins) for i, m in moments.items()}
+        joint = (
+            None
+            if separate_depth
+            else {i: MarginStats.from_moments(m, config.histogram_bins) for i, m in moments.items()}
+        )
 
         def fit_pass(i: int, z: torch.Tensor, zh: torch.Tensor) -> None:
             lo, hi = ranges[i]
             fit_sums[i].update(z, acts[i](z), lo, hi)
-            depth[i].update(z, zh, lo, hi)
+            if joint is not None:
+                joint[i].update(z, zh, lo, hi)
 
         run.stream("fit", calib_batches, todo, w1q, fit_pass)
-        ckpt.save_pass("depth", depth)
+        if joint is not None:
+            ckpt.save_pass("depth", joint)
+            loaded_depth = joint
         ckpt.save_pass("fit", fit_sums)
     else:
         fit_sums = {i: _to_device(v, dev) for i, v in loaded_fit.items()}
-        depth = {i: _to_device(v, dev) for i, v in loaded_depth.items()}
+
+    bands = ranges
+    if separate_depth:
+        bands = {}
+        for s in todo:
+            i = s.index
+            slope, intercept = snapped[i] or fit_lines(fit_sums[i])[:2]
+            lo, hi = widen_to_band(s.act, *ranges[i], slope.to(dev), intercept.to(dev), config.band_tolerance)
+            bands[i] = (lo.to(dev), hi.to(dev))
+    if loaded_depth is None:
+        fresh = {i: MarginStats.from_moments(m, config.histogram_bins) for i, m in moments.items()}
+        run.stream("depth", calib_batches, todo, w1q, lambda i, z, zh: fresh[i].update(z, zh, *bands[i]))
+        ckpt.save_pass("depth", fresh)
+        loaded_depth = fresh
+    depth = {i: _to_device(v, dev) for i, v in loaded_depth.items()}
 
     margins: dict[int, torch.Tensor] = {}
     thresholds: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -440,13 +482,13 @@ def _fold_layers(
             margins[i] = depth[i].margin_for_recall(config.target_recall)
         else:
             margins[i] = depth[i].snap_up(hists[i].residual_quantile(config.margin_quantile))
-        thresholds[i] = flag_thresholds(*ranges[i], margins[i], torch.zeros(f_of[i], dtype=torch.bool, device=dev))
+        thresholds[i] = flag_thresholds(*bands[i], margins[i], torch.zeros(f_of[i], dtype=torch.bool, device=dev))
     loaded_held = ckpt.load_pass("heldout", FlagCounts, idx)
     if loaded_held is None:
         held_flags = {i: FlagCounts.empty(f, dev) for i, f in f_of.items()}
 
         def held_pass(i: int, z: torch.Tensor, zh: torch.Tensor) -> None:
-            held_flags[i].update(z, zh, *ranges[i], *thresholds[i])
+            held_flags[i].update(z, zh, *bands[i], *thresholds[i])
 
         run.stream("heldout", held_batches, todo, w1q, held_pass)
         ckpt.save_pass("heldout", held_flags)
@@ -464,7 +506,8 @@ def _fold_layers(
             fit_sums[i],
             depth[i].counts_at(margins[i]),
             held_flags[i],
-            *ranges[i],
+            ranges[i],
+            bands[i],
             margins[i],
             snapped[i],
         )

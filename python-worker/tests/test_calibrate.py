@@ -90,6 +90,7 @@ def test_progress_events_cancellation_and_resume_give_identical_tensors(
         "moments",
         "histograms",
         "fit",
+        "depth",  # the default band tolerance measures the margins against the band: a pass of its own
         "heldout",
     }
 
@@ -132,6 +133,51 @@ def test_resume_after_a_cancel_mid_pass_skips_the_finished_passes(
     ]
     resumed_events: list[dict[str, Any]] = []
     resumed = tardis.calibrate(model, tokenizer, texts, cfg, on_event=resumed_events.append, checkpoint_dir=tmp_path)
-    assert {e["pass"] for e in resumed_events if e["kind"] == "pass"} == {"fit", "heldout"}
+    assert {e["pass"] for e in resumed_events if e["kind"] == "pass"} == {"fit", "depth", "heldout"}
     for a, b in zip(reference.layers, resumed.layers, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a.to_tensors("").values(), b.to_tensors("").values(), strict=True))
+
+
+def test_band_tolerance_widens_the_ranges_and_cuts_the_fallback_rate(tokenizer: Any, texts: list[str]) -> None:
+    model = build_model("gpt2", len(tokenizer), seed=3)
+    base = dict(calib_tokens=4096, heldout_tokens=2048, seq_len=64, group_size=64)
+    plain_events: list[dict[str, Any]] = []
+    plain = tardis.calibrate(
+        model, tokenizer, texts, tardis.FoldConfig(**base, band_tolerance=0.0), on_event=plain_events.append
+    )
+    assert "depth" not in {e.get("pass") for e in plain_events}  # without a band: margins in the fit pass
+    events: list[dict[str, Any]] = []
+    banded = tardis.calibrate(
+        model, tokenizer, texts, tardis.FoldConfig(**base, band_tolerance=2.0), on_event=events.append
+    )
+    assert {e["pass"] for e in events if e["kind"] == "pass"} == {
+        "hessian",
+        "moments",
+        "histograms",
+        "fit",
+        "depth",
+        "heldout",
+    }
+    for a, b, ra, rb in zip(plain.layers, banded.layers, plain.layer_stats, banded.layer_stats, strict=True):
+        # same data, same ranges and lines; the band contains the range, strictly wider for most neurons
+        assert torch.equal(a.slope, b.slope) and torch.equal(a.intercept, b.intercept)
+        assert bool((b.lo <= a.lo).all()) and bool((b.hi >= a.hi).all())
+        assert float(((b.hi - b.lo) > 1.2 * (a.hi - a.lo)).float().mean()) > 0.5
+        assert ra["band_widening"] == 1.0 and rb["band_widening"] > 1.2 and rb["band_tolerance"] == 2.0
+        # fewer neurons outside the band than outside the range, and fewer flags; recall is against the band
+        assert rb["true_outlier_rate"] < 0.8 * ra["true_outlier_rate"]
+        assert rb["measured_fallback_rate"] < 0.8 * ra["measured_fallback_rate"]
+        assert rb["predictor_recall"] >= 0.95
+    # inside the band each flagged-off neuron's misfit is within 2x the largest misfit inside its range
+    from tardis.core.activations import activation
+    from tardis.core.band import inside_misfit
+
+    layer = banded.layers[0]
+    ref = plain.layers[0]
+    tau = 2.0 * inside_misfit(layer.act, ref.lo, ref.hi, layer.slope, layer.intercept)
+    t = torch.linspace(0, 1, 101, dtype=torch.float64)
+    z = layer.lo.double().unsqueeze(1) + (layer.hi - layer.lo).double().unsqueeze(1) * t
+    misfit = (
+        activation(layer.act)(z) - layer.slope.double().unsqueeze(1) * z - layer.intercept.double().unsqueeze(1)
+    ).abs()
+    assert bool((misfit <= tau.unsqueeze(1) * (1 + 1e-4) + 1e-6).all())

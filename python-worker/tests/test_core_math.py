@@ -213,3 +213,62 @@ def test_gptq_equals_rtn_for_a_diagonal_hessian_and_beats_it_on_correlated_input
     held = torch.randn(1000, 96, generator=gen) @ mix * 0.2
     err = lambda q: float(((held @ (q.dequantize() - w).T) ** 2).mean())  # noqa: E731
     assert err(quantize_gptq(w, h, 2, 32)) < 0.8 * err(rtn)
+
+
+def _ls_lines(act: str, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares lines of act on a uniform grid over each [lo, hi] (float64)."""
+    t = torch.linspace(0, 1, 401, dtype=torch.float64)
+    z = lo.unsqueeze(1) + (hi - lo).unsqueeze(1) * t
+    h = activation(act)(z)
+    zm, hm = z.mean(1, keepdim=True), h.mean(1, keepdim=True)
+    a = ((z - zm) * (h - hm)).sum(1) / ((z - zm) ** 2).sum(1)
+    return a, (hm.squeeze(1) - a * zm.squeeze(1))
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "quick_gelu"])
+@pytest.mark.parametrize("tolerance", [0.5, 1.0, 2.0])
+def test_band_edges_are_the_first_points_where_the_misfit_exceeds_the_tolerance(act: str, tolerance: float) -> None:
+    from tardis.core.band import BAND_REACH, inside_misfit, widen_to_band
+
+    gen = torch.Generator().manual_seed(5)
+    f = 40
+    lo = (torch.rand(f, generator=gen, dtype=torch.float64) * 6 - 4).float()
+    hi = (lo.double() + 0.2 + torch.rand(f, generator=gen, dtype=torch.float64) * 4).float()
+    a, c = _ls_lines(act, lo.double(), hi.double())
+    lo2, hi2 = widen_to_band(act, lo, hi, a.float(), c.float(), tolerance)
+    assert bool((lo2 <= lo).all()) and bool((hi2 >= hi).all())
+    fn = activation(act)
+    for n in range(f):
+        lo_n, u = float(lo[n]), float(hi[n])
+        w = u - lo_n
+        ai, ci = float(a.float()[n]), float(c.float()[n])
+        inside = torch.linspace(lo_n, u, 20001, dtype=torch.float64)
+        tau = tolerance * float((fn(inside) - ai * inside - ci).abs().max())
+        assert float(
+            inside_misfit(act, lo[n : n + 1], hi[n : n + 1], a.float()[n : n + 1], c.float()[n : n + 1])[0]
+        ) == (pytest.approx(tau / tolerance, rel=1e-3))
+        step = w * 1e-4
+        for edge, sign, got in ((u, 1.0, float(hi2[n])), (lo_n, -1.0, float(lo2[n]))):
+            z = edge + sign * torch.arange(1, int(BAND_REACH / 1e-4) + 1, dtype=torch.float64) * step
+            bad = ((fn(z) - ai * z - ci).abs() > tau).nonzero()
+            want = (
+                float(z[int(bad[0]) - 1])
+                if bad.numel() and int(bad[0]) > 0
+                else (edge if bad.numel() else edge + sign * BAND_REACH * w)
+            )
+            # within the reference grid's step (and float32 storage)
+            assert got == pytest.approx(want, abs=2 * step + 1e-6 * (1 + abs(want))), (act, n, edge, sign)
+
+
+def test_band_is_the_range_for_exact_pieces_infinite_ranges_and_zero_tolerance() -> None:
+    from tardis.core.band import widen_to_band
+
+    lo = torch.tensor([float("-inf"), 0.0, -1.0])
+    hi = torch.tensor([0.0, float("inf"), 2.0])
+    a, c = torch.tensor([0.0, 1.0, 1.0]), torch.zeros(3)
+    for act, tol, n in (("relu", 2.0, 2), ("identity", 2.0, 2), ("gelu", 0.0, 3)):
+        lo2, hi2 = widen_to_band(act, lo[:n], hi[:n], a[:n], c[:n], tol)
+        assert torch.equal(lo2, lo[:n]) and torch.equal(hi2, hi[:n]), act
+    # ReLU on its positive piece with the exact line: no misfit inside, so no band beyond the range
+    lo2, hi2 = widen_to_band("relu", torch.tensor([0.0]), torch.tensor([3.0]), torch.tensor([1.0]), torch.zeros(1), 4.0)
+    assert (float(lo2), float(hi2)) == (0.0, 3.0)

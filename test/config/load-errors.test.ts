@@ -32,8 +32,8 @@ describe("schema errors point at file:line:col and the key path", () => {
   it("an unknown key is reported at the key, with the keys that are allowed and a suggestion", () => {
     expect(parse(...CALIBRATION_HEAD, "  method:", "    seqLen: 128", "    covrage: 0.9")).toEqual([
       'job.yaml:12:5: spec.method.covrage: unknown key (did you mean "coverage"?); expected one of: ' +
-        "coverage, predictorBits, predictorMethod, groupSize, marginPolicy, targetRecall, marginQuantile, foldFraction, calibTokens, " +
-        "heldoutTokens, seqLen, batchSize, prefill, histogramBins, clipSearch",
+        "coverage, predictorBits, predictorMethod, groupSize, marginPolicy, targetRecall, marginQuantile, bandTolerance, foldFraction, " +
+        "calibTokens, heldoutTokens, seqLen, batchSize, prefill, histogramBins, clipSearch",
     ]);
   });
 

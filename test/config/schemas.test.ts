@@ -39,7 +39,7 @@ describe("CalibrationJob method parameters", () => {
     expect(result.ok).toBe(true);
     if (!result.ok || result.documents[0]?.config.kind !== "CalibrationJob") return;
     expect(result.documents[0].config.spec.method).toEqual({
-      coverage: 0.9,
+      coverage: 0.85,
       predictorBits: 2,
       predictorMethod: "gptq",
       groupSize: 128,
@@ -54,6 +54,7 @@ describe("CalibrationJob method parameters", () => {
       prefill: "dense",
       histogramBins: 512,
       clipSearch: true,
+      bandTolerance: 2.0,
     });
   });
 

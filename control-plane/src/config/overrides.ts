@@ -55,6 +55,7 @@ export const OVERRIDES: readonly Override[] = [
   method("marginPolicy", "TARDIS_MARGIN_POLICY", "string"),
   method("targetRecall", "TARDIS_TARGET_RECALL", "number"),
   method("marginQuantile", "TARDIS_MARGIN_QUANTILE", "number"),
+  method("bandTolerance", "TARDIS_BAND_TOLERANCE", "number"),
   method("foldFraction", "TARDIS_FOLD_FRACTION", "number"),
   method("calibTokens", "TARDIS_CALIB_TOKENS", "number"),
   method("heldoutTokens", "TARDIS_HELDOUT_TOKENS", "number"),

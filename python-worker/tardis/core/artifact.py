@@ -217,7 +217,8 @@ def read_variant(path: str | Path) -> Variant:
         "config": {k: v for k, v in config_json.items() if k not in ("architectures", "tardis")},
     }
     return Variant(
-        config=FoldConfig.from_dict(manifest["method"]),
+        # a manifest written before band_tolerance existed was folded without a band
+        config=FoldConfig.from_dict({"band_tolerance": 0.0, **manifest["method"]}),
         family=arch["family"],
         base=base,
         layers=layers,

@@ -16,9 +16,9 @@ export const foldMethod = z
       .number()
       .gt(0)
       .lt(1)
-      .default(0.9)
+      .default(0.85)
       .describe(
-        "Fraction of each neuron's calibration inputs its range must hold (shortest such interval); in (0, 1).",
+        "Fraction of each neuron's calibration inputs its range must hold (shortest such interval; the lines are fitted there); in (0, 1).",
       ),
     predictorBits: z
       .literal([2, 3, 4])
@@ -53,6 +53,14 @@ export const foldMethod = z
       .lt(1)
       .default(0.999)
       .describe('Quantile of |z − ẑ| used as the margin by the "quantile" policy; in [0.5, 1).'),
+    bandTolerance: z
+      .number()
+      .min(0)
+      .max(16)
+      .default(2.0)
+      .describe(
+        "Recompute a neuron only where its line misfits by more than this many times the largest misfit inside its range (the range widens to that band); 0 = everything outside the range; in [0, 16].",
+      ),
     foldFraction: z
       .number()
       .min(0)
