@@ -220,6 +220,12 @@ def main() -> None:
         help="TARDIS coverages (default: Settings.coverages)",
     )
     p.add_argument(
+        "--band-tolerances",
+        type=float,
+        nargs="*",
+        help="FoldConfig.band_tolerance values, each run at every coverage (default: Settings.band_tolerances)",
+    )
+    p.add_argument(
         "--calib-tokens",
         type=int,
         help="calibration tokens (default: Settings.calib_tokens)",
@@ -249,6 +255,7 @@ def main() -> None:
     torch.manual_seed(0)
     overrides = {
         "coverages": tuple(args.coverages) if args.coverages else None,
+        "band_tolerances": tuple(args.band_tolerances) if args.band_tolerances else None,
         "calib_tokens": args.calib_tokens,
         "eval_tokens": args.eval_tokens,
         "encoder_sentences": args.encoder_sentences,

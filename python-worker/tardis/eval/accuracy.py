@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import os
 import statistics
 import time
@@ -40,6 +41,9 @@ class Settings:
     """What the benchmark runs. The defaults take a few minutes per model on one GPU; `QUICK` suits a CPU."""
 
     coverages: tuple[float, ...] = (0.85, 0.9, 0.95)
+    band_tolerances: tuple[float, ...] = (0.0, 2.0)
+    """FoldConfig.band_tolerance values; TARDIS runs at every (coverage, band tolerance) pair (0: the
+    paper's test, 2: the default band)."""
     sparsities: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)
     methods: tuple[str, ...] = METHODS
     calib_tokens: int = 32768
@@ -59,7 +63,8 @@ class Settings:
 
 
 QUICK = Settings(
-    coverages=(0.9,),
+    coverages=(0.85,),
+    band_tolerances=(2.0,),
     calib_tokens=4096,
     fallback_tokens=1024,
     eval_tokens=4096,
@@ -186,9 +191,10 @@ def run_methods(
     add({"method": "dense", "setting": "-", "ffn_reduction": 0.0}, model)
 
     reductions = []
-    for cov in settings.coverages:
+    for cov, band in itertools.product(settings.coverages, settings.band_tolerances):
         config = FoldConfig(
             coverage=cov,
+            band_tolerance=band,
             calib_tokens=settings.calib_tokens,
             heldout_tokens=settings.fallback_tokens,
             seq_len=settings.seq_len,
@@ -207,8 +213,9 @@ def run_methods(
         add(
             {
                 "method": "tardis",
-                "setting": f"coverage {cov:g}",
+                "setting": f"coverage {cov:g}" + (f", band {band:g}" if band else ""),
                 "coverage": cov,
+                "band_tolerance": band,
                 "ffn_reduction": rep["ffn_reduction_paper"],
                 "ffn_reduction_paper": rep["ffn_reduction_paper"],
                 "ffn_reduction_read": rep["ffn_reduction_read"],
@@ -379,11 +386,16 @@ def plot(result: dict[str, Any], path: Path) -> None:
             xs, ys = zip(*pts, strict=True)
             if method == "tardis":
                 ax.plot([100 * x for x in xs], ys, "o", color=COLORS[method], label="tardis (paper reduction)")
-                read = sorted((r["ffn_reduction_read"], r[key], r["coverage"]) for r in rows if r["method"] == method)
+                read = sorted(
+                    (r["ffn_reduction_read"], r[key], r["coverage"], r.get("band_tolerance", 0.0))
+                    for r in rows
+                    if r["method"] == method
+                )
                 ax.plot([100 * p[0] for p in read], [p[1] for p in read], "s:", color=COLORS[method], mfc="none",
                         label="tardis (read reduction)")  # fmt: skip
-                for x, y, cov in read:
-                    ax.annotate(f"c={cov:g}", (100 * x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                for x, y, cov, band in read:
+                    tag = f"c={cov:g}" + (f",b={band:g}" if band else "")
+                    ax.annotate(tag, (100 * x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
             else:
                 ax.plot([100 * x for x in xs], ys, "o-", color=COLORS[method], label=method)
         if key == "ppl":
