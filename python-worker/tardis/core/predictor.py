@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+GPTQ_BLOCK = 128  # columns per lazy-batch block of quantize_gptq (rounded to whole groups)
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
 
 
@@ -146,7 +147,13 @@ def quantize_gptq(
     """GPTQ: quantize W1 [f, d] column by column, pushing each column's error onto the columns not yet
     quantized through the inverse of the calibration Hessian H = Σ x·xᵀ [d, d], so that ‖(W1 − Q)·x‖ —
     the predictor's error on ẑ — is small on inputs like the calibration ones. Each group's scale and
-    offset are chosen (as in RTN) when its first column is reached. Loops over columns, vectorized over rows.
+    offset are chosen (as in RTN) when its first column is reached.
+
+    Blocked ("lazy batch") updates: inside a block of whole groups (≥ 128 columns) each column's error
+    goes to the block's later columns at once; the columns after the block get the whole block's
+    errors in one matrix product when the block is done. The same arithmetic as updating every later
+    column after each column (up to float rounding), with the [f, d] matrix swept once per block
+    instead of once per column. Vectorized over rows.
     """
     f, d = w1.shape
     w, g = _pad_groups(w1, group_size)
@@ -162,14 +169,21 @@ def quantize_gptq(
     codes = torch.zeros(f, dp, device=w.device)
     scale = torch.zeros(f, n_groups, device=w.device)
     offset = torch.zeros(f, n_groups, device=w.device)
-    for j in range(dp):
-        k = j // g
-        if j % g == 0:
-            scale[:, k], offset[:, k] = group_params(w[:, j : j + g], bits, clip_search)
-        q = _codes(w[:, j : j + 1], scale[:, k], offset[:, k], bits).squeeze(1)
-        codes[:, j] = q
-        err = (w[:, j] - (q * scale[:, k] + offset[:, k])) / u[j, j]
-        w[:, j + 1 :] -= err.unsqueeze(1) * u[j, j + 1 :].unsqueeze(0)
+    block = g * max(1, GPTQ_BLOCK // g)  # whole groups: a group's scale sees every earlier update
+    for b0 in range(0, dp, block):
+        b1 = min(b0 + block, dp)
+        errs = torch.zeros(f, b1 - b0, device=w.device)
+        for j in range(b0, b1):
+            k = j // g
+            if j % g == 0:
+                scale[:, k], offset[:, k] = group_params(w[:, j : j + g], bits, clip_search)
+            q = _codes(w[:, j : j + 1], scale[:, k], offset[:, k], bits).squeeze(1)
+            codes[:, j] = q
+            err = (w[:, j] - (q * scale[:, k] + offset[:, k])) / u[j, j]
+            w[:, j + 1 : b1] -= err.unsqueeze(1) * u[j, j + 1 : b1].unsqueeze(0)
+            errs[:, j - b0] = err
+        if b1 < dp:
+            w[:, b1:] -= errs @ u[b0:b1, b1:]
     return _result(codes, scale, offset, bits, g, d)
 
 
