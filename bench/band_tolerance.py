@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import itertools
 import json
 import statistics
 import sys
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--coverages", type=float, nargs="+", default=[0.8, 0.85, 0.9, 0.95])
     p.add_argument("--tolerances", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
+    p.add_argument("--target-recalls", type=float, nargs="+", default=[FoldConfig().target_recall])
     p.add_argument("--calib-tokens", type=int, default=16384)
     p.add_argument("--heldout-tokens", type=int, default=2048)
     p.add_argument("--eval-tokens", type=int, default=16384)
@@ -88,46 +90,50 @@ def main(argv: list[str] | None = None) -> int:
         texts = first_tokens(tok, data.heldout_texts, args.eval_tokens)
         dense = score(model, tok, texts)
         add({"model": path.name, "method": "dense", **dense})
-        for cov in args.coverages:
-            for tol in args.tolerances:
-                cfg = FoldConfig(
-                    coverage=cov,
-                    band_tolerance=tol,
-                    calib_tokens=args.calib_tokens,
-                    heldout_tokens=args.heldout_tokens,
-                    prefill="tardis",
-                )
-                t0 = time.perf_counter()
-                variant = calibrate(model, tok, data.calib_texts, cfg)
-                calib_s = time.perf_counter() - t0
-                rep = variant.report()
-                folded = copy.deepcopy(model)
-                install(folded, variant, prefill="tardis")
-                s = score(folded, tok, texts)
-                add(
-                    {
-                        "model": path.name,
-                        "method": "tardis",
-                        "coverage": cov,
-                        "band_tolerance": tol,
-                        "ppl_vs_dense": s["ppl"] / dense["ppl"] - 1.0,
-                        "calib_fallback_rate": rep["measured_fallback_rate"],
-                        "band_widening": statistics.fmean(r["band_widening"] for r in variant.layer_stats),
-                        "predictor_recall_mean": rep["predictor_recall_mean"],
-                        "calibrate_s": calib_s,
-                        **s,
-                    }
-                )
-                del folded
+        for cov, tol, recall in itertools.product(args.coverages, args.tolerances, args.target_recalls):
+            cfg = FoldConfig(
+                coverage=cov,
+                band_tolerance=tol,
+                target_recall=recall,
+                calib_tokens=args.calib_tokens,
+                heldout_tokens=args.heldout_tokens,
+                prefill="tardis",
+            )
+            t0 = time.perf_counter()
+            variant = calibrate(model, tok, data.calib_texts, cfg)
+            calib_s = time.perf_counter() - t0
+            rep = variant.report()
+            folded = copy.deepcopy(model)
+            install(folded, variant, prefill="tardis")
+            s = score(folded, tok, texts)
+            add(
+                {
+                    "model": path.name,
+                    "method": "tardis",
+                    "coverage": cov,
+                    "band_tolerance": tol,
+                    "target_recall": recall,
+                    "ppl_vs_dense": s["ppl"] / dense["ppl"] - 1.0,
+                    "calib_fallback_rate": rep["measured_fallback_rate"],
+                    "band_widening": statistics.fmean(r["band_widening"] for r in variant.layer_stats),
+                    "predictor_recall_mean": rep["predictor_recall_mean"],
+                    "calibrate_s": calib_s,
+                    **s,
+                }
+            )
+            del folded
 
-    print("\n| model | coverage | band tolerance | band / range width | fallback (eval) | ppl | vs dense |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| model | coverage | band tolerance | target recall | band / range width | fallback (eval) | ppl | vs dense |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["method"] == "dense":
-            print(f"| {r['model']} | dense | | | | {r['ppl']:.2f} | |")
+            print(f"| {r['model']} | dense | | | | | {r['ppl']:.2f} | |")
         else:
             print(
-                f"| {r['model']} | {r['coverage']:g} | {r['band_tolerance']:g} | {r['band_widening']:.2f} | "
+                f"| {r['model']} | {r['coverage']:g} | {r['band_tolerance']:g} | {r['target_recall']:g} "
+                f"| {r['band_widening']:.2f} | "
                 f"{100 * r['eval_fallback_rate']:.1f}% | {r['ppl']:.2f} | {100 * r['ppl_vs_dense']:+.1f}% |"
             )
     return 0

@@ -478,6 +478,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, help="model dtype (default: bfloat16 on CUDA, float32 on the CPU)")
     ap.add_argument("--checkpoint", default=None, help="a real checkpoint directory instead of random weights")
+    ap.add_argument(
+        "--calibration-only",
+        action="store_true",
+        help="build and calibrate the model, report its fallback rates, time nothing (e.g. a fallback estimate on the CPU)",
+    )
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=4544)
     ap.add_argument("--ffn", type=int, default=18176)
@@ -493,6 +498,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--coverage", type=float, default=FoldConfig().coverage, help="range coverage (fallback vs fit)")
     ap.add_argument("--predictor-bits", type=int, default=FoldConfig().predictor_bits, help="2, 3 or 4")
+    ap.add_argument(
+        "--band-tolerance",
+        type=float,
+        default=FoldConfig().band_tolerance,
+        help="FoldConfig.band_tolerance: recompute only where the line misfits by more than this × its in-range worst",
+    )
     ap.add_argument("--max-tardis-tokens", type=int, default=TARDIS_MAX_DECODE_TOKENS)
     ap.add_argument(
         "--policy-from",
@@ -580,7 +591,10 @@ def calibration_summary(variant: Any, seconds: float) -> dict[str, Any]:
         "predictor_recall": weighted("predictor_recall"),
         "true_outlier_rate": weighted("true_outlier_rate"),
         "per_layer": [
-            {k: s.get(k) for k in ("layer", "measured_fallback_rate", "predictor_recall", "true_outlier_rate")}
+            {
+                k: s.get(k)
+                for k in ("layer", "measured_fallback_rate", "predictor_recall", "true_outlier_rate", "band_widening")
+            }
             for s in stats
         ],
     }
@@ -614,7 +628,7 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     dense_tokens: dict[int, torch.Tensor] = {}
     result["dense_partial"] = dense  # filled per batch; the same rows end up in result["decode"]
     xs: dict[int, dict[int, torch.Tensor]] = {}
-    for b in batches:
+    for b in [] if args.calibration_only else batches:
         row: dict[str, Any] = {}
         xs[b] = ffn_inputs(model, prompts[:b], timed)
         sites = adapter_for(model).sites(model)
@@ -641,6 +655,7 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         heldout_tokens=args.heldout_tokens,
         seq_len=args.seq_len,
         coverage=args.coverage,
+        band_tolerance=args.band_tolerance,
         predictor_bits=args.predictor_bits,
     )
     t0 = time.perf_counter()
@@ -648,6 +663,8 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     sync(device)
     result["calibration"] = calibration_summary(variant, time.perf_counter() - t0)
     print(f"calibrated in {result['calibration']['seconds']:.1f} s", flush=True)
+    if args.calibration_only:
+        return
     t0 = time.perf_counter()
     modules = hf.install(model, variant)
     hf.set_decode_policy(model, args.max_tardis_tokens)
