@@ -96,6 +96,19 @@ def test_small_model_comparison_is_exact_when_both_sides_are_the_cpu_reference(s
     assert all(r["fast_counters"]["tardis_steps"] > 0 for r in m["tardis"])
 
 
+def test_calibration_only_reports_the_band_and_times_nothing(bench: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "cal.json"
+    argv = [*TINY, "--calibration-only", "--skip-small-models", "--band-tolerance", "1.5", "--out", str(out)]
+    assert bench.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert "decode" not in result and not result["small_models"] and not result["dense_partial"]
+    assert result["errors"] == []
+    cal = result["calibration"]
+    assert cal["config"]["band_tolerance"] == 1.5 and cal["config"]["coverage"] == FoldConfig().coverage
+    assert len(cal["per_layer"]) == 2 and all(r["band_widening"] > 1.0 for r in cal["per_layer"])
+    assert 0.0 <= cal["measured_fallback_rate"] <= 1.0
+
+
 def test_first_divergence_reports_the_position_and_the_cpu_margin(bench: ModuleType) -> None:
     logits = [torch.tensor([0.0, 3.0, 1.0]), torch.tensor([2.0, 0.5, 1.75])]
     d = bench.first_divergence([1, 2], [1, 0], logits)
