@@ -1,9 +1,11 @@
-"""Per-neuron pre-activation statistics in bounded memory, collected in three streaming passes.
+"""Per-neuron pre-activation statistics in bounded memory, collected in streaming passes.
 
 For a layer with f neurons and B histogram bins the state is O(f·B) numbers, independent of the
 number of calibration tokens: pass 1 keeps 7 numbers a neuron, pass 2 two histograms of B (+2)
-counts a neuron, pass 3 eleven sums and counters a neuron. Every `update` takes z = W1·x + b1 and
-ẑ (the predictor's estimate) as [N, f] tensors for one batch of N tokens.
+counts a neuron, pass 3 the line-fit sums and the margin depths (with a band tolerance the depths
+are a pass of their own after the fit, since the band needs the lines: FoldConfig.band_tolerance).
+Every `update` takes z = W1·x + b1 and ẑ (the predictor's estimate) as [N, f] tensors for one
+batch of N tokens.
 """
 
 from __future__ import annotations
@@ -221,7 +223,9 @@ class FlagCounts:
 
 @dataclass
 class MarginStats:
-    """Pass 3 (calibration data): how far inside the range each ẑ sits, for out-of-range and all samples.
+    """Pass 3 (calibration data): how far inside the band each ẑ sits, for out-of-band and all samples.
+
+    `lo`, `hi` of `update` are the band (the range itself when FoldConfig.band_tolerance is 0).
 
     m = min(ẑ − l, u − ẑ); a sample is flagged at margin δ iff m < δ. Bins: m < 0, then B bins over
     [0, rmax) (rmax = max |z − ẑ| from pass 1: no out-of-range sample needs a larger δ), then m ≥ rmax.
