@@ -4,7 +4,9 @@ Dense baseline as vLLM runs it (cuBLAS bf16 `W2·gelu(W1·x + b1) + b2`), TARDIS
 `tardis::ffn_decode`, each over ≥ 8 distinct layers in one CUDA graph (so no layer's weights stay in
 L2). Thresholds are set per neuron from quantiles of ẑ on random x so the predictor flags the wanted
 fraction of (token, neuron) pairs; tokens are independent, so the union over a batch is the
-pessimistic 1 − (1 − p)^B. Prints a table last; writes JSON to $OUT (or --out).
+pessimistic 1 − (1 − p)^B. Besides the fixed rates (--rates), `--rate-from` adds the fallback rate a
+calibration measured (an e2e_hf.py JSON or a variant's manifest.json). Prints a table last; writes
+JSON to $OUT (or --out).
 
     cd python-worker && python ../bench/ffn_bench.py --shapes falcon7b --out /tmp/ffn.json
 """
@@ -259,7 +261,7 @@ def bench_shape(
                 "byte_ideal_speedup": dense_bytes / t_bytes, **chk,
             }  # fmt: skip
             on_row(r)
-            print(f"{name} B={n} p={rate:.2f} dense {t_dense:.1f} tardis {t0:.1f} x{r['speedup']:.2f} "
+            print(f"{name} B={n} p={rate:.4g} dense {t_dense:.1f} tardis {t0:.1f} x{r['speedup']:.2f} "
                   f"union {r['union_frac']:.3f} err {r['rel_err']:.1e}", flush=True)  # fmt: skip
     del layers
     torch.cuda.empty_cache()
@@ -406,12 +408,29 @@ def kernel_times(
     torch.cuda.empty_cache()
 
 
+def measured_rate(path: str) -> float:
+    """The held-out fallback rate a calibration measured: `calibration.measured_fallback_rate` of an
+    e2e_hf.py JSON, or `report.measured_fallback_rate` of a variant's manifest.json."""
+    data = json.loads(open(path).read())
+    for section in ("calibration", "report"):
+        rate = data.get(section, {}).get("measured_fallback_rate")
+        if rate is not None:
+            return round(float(rate), 4)
+    raise SystemExit(f"{path}: no calibration.measured_fallback_rate or report.measured_fallback_rate in it")
+
+
 def main() -> None:
     """Parse arguments, run, print the table, write JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", default="falcon7b", help="comma list of " + ",".join(SHAPES))
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)))
     ap.add_argument("--rates", default=",".join(map(str, RATES)))
+    ap.add_argument(
+        "--rate-from",
+        action="append",
+        default=[],
+        help="also the fallback rate a calibrated model measured (an e2e_hf.py JSON or a variant manifest.json)",
+    )
     ap.add_argument("--bits", type=int, default=2)
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--layers", type=int, default=8)
@@ -430,7 +449,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "ffn_bench.json"))
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
-    args.rates = [float(r) for r in args.rates.split(",")]
+    args.rates = [float(r) for r in args.rates.split(",")] + [measured_rate(p) for p in args.rate_from]
     gen = torch.Generator(device="cuda").manual_seed(0)
     t_start = time.time()
     ceiling = copy_ceiling()
@@ -477,10 +496,10 @@ def main() -> None:
                 r["policy_vs_dense"] = r["policy_us"] / r["dense_us"]
     write({"policies_max_union": policies})
     print(f"\ncopy ceiling {ceiling:.2f} TB/s; {torch.cuda.get_device_name()}; int{args.bits} g{args.group_size}")
-    print(f"{'shape':10} {'B':>3} {'p':>5} {'union':>6} {'dense':>7} {'tardis':>7} {'x':>5} {'TB/s':>5} "
+    print(f"{'shape':10} {'B':>3} {'p':>6} {'union':>6} {'dense':>7} {'tardis':>7} {'x':>5} {'TB/s':>5} "
           f"{'ideal':>5} {'pol/d':>5} {'err':>7}")  # fmt: skip
     for r in rows:
-        print(f"{r['shape']:10} {r['batch']:>3} {r['rate']:>5.2f} {r['union_frac']:>6.3f} {r['dense_us']:>7.1f} "
+        print(f"{r['shape']:10} {r['batch']:>3} {r['rate']:>6.4g} {r['union_frac']:>6.3f} {r['dense_us']:>7.1f} "
               f"{r['tardis_us']:>7.1f} {r['speedup']:>5.2f} {r['tardis_TBps']:>5.2f} {r['byte_ideal_speedup']:>5.2f} "
               f"{r['policy_vs_dense']:>5.2f} {r['rel_err']:>7.1e}{'' if r['ok'] else ' FAIL'}")  # fmt: skip
 
