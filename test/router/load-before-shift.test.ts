@@ -11,6 +11,22 @@ import {
   tempDb,
 } from "../rollouts/harness.js";
 
+type EngineOptions = ConstructorParameters<typeof RolloutEngine>[0];
+
+/** A rollout engine on a fresh store driving `traffic` and `loader`, with the 30%-then-pause rollout applied. */
+async function startRollout(traffic: EngineOptions["traffic"], loader: EngineOptions["loader"]) {
+  const store = SqliteRolloutStore.open(tempDb());
+  const engine = new RolloutEngine({
+    store,
+    clock: new ManualClock(),
+    measurements: new ScriptedMeasurements(),
+    traffic,
+    loader,
+  });
+  await engine.apply(rolloutDoc({ steps: [{ setWeight: 30 }, { pause: {} }], gates: ALL_GATES }));
+  return { store, engine };
+}
+
 describe("load before shift", () => {
   it("routes no request to the candidate until its load has finished on a worker", async () => {
     const pool = new StaticWorkerPool([
@@ -20,18 +36,14 @@ describe("load before shift", () => {
     const router = new Router(pool);
     const events: string[] = [];
     let finishLoad: () => void = () => {};
-    const store = SqliteRolloutStore.open(tempDb());
-    const engine = new RolloutEngine({
-      store,
-      clock: new ManualClock(),
-      measurements: new ScriptedMeasurements(),
-      traffic: {
+    const { store, engine } = await startRollout(
+      {
         applySplit(rollout, split) {
           router.applySplit(rollout, split);
           events.push(`split ${split.weights.map((w) => w.weight).join("/")}`);
         },
       },
-      loader: {
+      {
         load(variant) {
           events.push(`load ${variant} started`);
           if (variant === BASELINE) return Promise.resolve();
@@ -44,8 +56,7 @@ describe("load before shift", () => {
           });
         },
       },
-    });
-    await engine.apply(rolloutDoc({ steps: [{ setWeight: 30 }, { pause: {} }], gates: ALL_GATES }));
+    );
     await new Promise((resolve) => setTimeout(resolve, 20));
 
     // The candidate is loading: every request still reaches the baseline.
@@ -83,20 +94,12 @@ describe("load before shift", () => {
     ]);
     const router = new Router(pool);
     const loads: string[] = [];
-    const store = SqliteRolloutStore.open(tempDb());
-    const engine = new RolloutEngine({
-      store,
-      clock: new ManualClock(),
-      measurements: new ScriptedMeasurements(),
-      traffic: router,
-      loader: {
-        async load(variant) {
-          loads.push(variant);
-          if (loads.length > 2) pool.setHealthy("w1", true); // healthy from the third load on
-        },
+    const { store, engine } = await startRollout(router, {
+      async load(variant) {
+        loads.push(variant);
+        if (loads.length > 2) pool.setHealthy("w1", true); // healthy from the third load on
       },
     });
-    await engine.apply(rolloutDoc({ steps: [{ setWeight: 30 }, { pause: {} }], gates: ALL_GATES }));
     await engine.idle();
     expect(engine.status("tiny-gpt2-tardis")).toMatchObject({ phase: "PAUSED", appliedWeight: 30 });
     expect(router.split("tiny-gpt2-tardis")?.weights.map((w) => w.weight)).toEqual([70, 30]);
@@ -108,16 +111,8 @@ describe("load before shift", () => {
   it("aborts without shifting when the router refuses the split because no worker has the candidate", async () => {
     const pool = new StaticWorkerPool([{ id: "w1", healthy: true, variants: [BASELINE] }]);
     const router = new Router(pool);
-    const store = SqliteRolloutStore.open(tempDb());
-    const engine = new RolloutEngine({
-      store,
-      clock: new ManualClock(),
-      measurements: new ScriptedMeasurements(),
-      traffic: router,
-      // A loader that claims success without loading anything anywhere.
-      loader: { load: async () => {} },
-    });
-    await engine.apply(rolloutDoc({ steps: [{ setWeight: 30 }, { pause: {} }], gates: ALL_GATES }));
+    // A loader that claims success without loading anything anywhere.
+    const { store, engine } = await startRollout(router, { load: async () => {} });
     await engine.idle();
     const status = engine.status("tiny-gpt2-tardis");
     expect(status).toMatchObject({ phase: "ABORTED", reason: "LoadFailed", weight: 0 });
