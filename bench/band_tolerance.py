@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "python-worker"))
 
 from tardis import FoldConfig, calibrate  # noqa: E402
 from tardis.engines.hf import install, tardis_modules  # noqa: E402
-from tardis.eval.accuracy import Settings, first_tokens, load_eval_data  # noqa: E402
+from tardis.eval.accuracy import Settings, eval_fallback, first_tokens, load_eval_data  # noqa: E402
 from tardis.eval.perplexity import perplexity  # noqa: E402
 
 MODELS = ("tardis-tiny-gpt2", "tardis-tiny-neox", "tardis-tiny-opt")
@@ -45,9 +45,7 @@ def score(model: Any, tok: Any, texts: list[str]) -> dict[str, float]:
         m.reset_counters()
     with torch.no_grad():
         out = perplexity(model, tok, texts, context=256, stride=128)
-    live = [m.counters() for m in tardis_modules(model)]
-    if live:
-        out["eval_fallback_rate"] = statistics.fmean(c["flagged"] / max(c["tokens"] * c["neurons"], 1) for c in live)
+    out.update(eval_fallback(model))
     return out
 
 
@@ -124,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             del folded
 
     print(
-        "\n| model | coverage | band tolerance | target recall | band / range width | fallback (eval) | ppl | vs dense |"
+        "\n| model | coverage | band tolerance | target recall | band / range width "
+        "| fallback (eval) | ppl | vs dense |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -144,7 +144,7 @@ ENCODER_METRICS = (
 )
 
 
-def _eval_fallback(model: nn.Module) -> dict[str, float]:
+def eval_fallback(model: nn.Module) -> dict[str, float]:
     """Mean over layers of flagged (neuron, token) pairs per neuron and token since the last reset."""
     live = counters(model)
     if not live:
@@ -158,7 +158,7 @@ def evaluate(model: nn.Module, tokenizer: Any, data: EvalData, settings: Setting
     for m in tardis_modules(model):
         m.reset_counters()
     out = perplexity(model, tokenizer, texts, context=settings.context, stride=settings.stride)
-    out.update(_eval_fallback(model))  # on the perplexity text itself
+    out.update(eval_fallback(model))  # on the perplexity text itself
     out.update(cloze_accuracy(model, tokenizer, data.cloze))
     out.update(choice_accuracy(model, tokenizer, data.choice))
     return out
@@ -291,7 +291,7 @@ def run_encoder(
         for t in tardis_modules(m):
             t.reset_counters()
         out = agreement(dense_emb, embed(m, tokenizer, sents), k=10)
-        out.update(_eval_fallback(m))
+        out.update(eval_fallback(m))
         return out
 
     enc_settings = dataclasses.replace(settings, seq_len=min(settings.seq_len, 128))
