@@ -27,8 +27,10 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv,nohe
 
 if [ "$stage" = kernels ] || [ "$stage" = all ]; then
   # the sweep first (its JSON is written after every row, so a time limit keeps what ran)
+  # --rate-from: the fallback rate of the Falcon-7B-shaped e2e model with the band (CPU calibration estimate)
   timeout 280 python ../bench/ffn_bench.py --shapes falcon7b --batches 1,2,4 --kernel-times \
-    --kernel-sets plane --plane-best --out "$OUT/ffn_sweep.json" >"$OUT/ffn_sweep.txt" 2>&1
+    --kernel-sets plane --plane-best --out "$OUT/ffn_sweep.json" \
+    --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json >"$OUT/ffn_sweep.txt" 2>&1
   echo "ffn bench rc $?"
   timeout 120 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
     -k "int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
