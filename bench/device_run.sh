@@ -7,8 +7,8 @@
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
 #       --policy-from ../bench/results/<ffn json>     per-layer decode limits from that run's break-even
 #       (paths are relative to python-worker/, where it runs)
-#       --compile --batches 1 --skip-small-models   torch.compile'd steps (dense, zero-FFN and TARDIS
-#       each compile once per batch: one batch fits a call)
+#       --compile-batches 1   batch 1 also with torch.compile'd steps, after the CUDA-graph rows and with
+#       the same calibration (dense, zero-FFN and TARDIS each compile once per batch)
 #       --coverage 0.9 --band-tolerance 0   the first e2e run's calibration (the defaults are now
 #       coverage 0.85 with the flag band 2: ≈ 5% fallback instead of ≈ 20% on this model, CPU estimate)
 #   bash bench/device_run.sh shapes    # BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)

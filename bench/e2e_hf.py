@@ -11,6 +11,8 @@ of METHOD.md §5. Then the project's small models: greedy tokens on the GPU (TAR
 fp32) vs the CPU reference (float32), with the CPU logit margin at every first divergence.
 
     cd python-worker && python ../bench/e2e_hf.py --out $OUT/e2e_hf.json
+    # --compile: every decode step's forward torch.compile'd before the graph capture (all batches);
+    # --compile-batches 1,4: those batches also timed compiled, after the --batches rows (one calibration)
     # CPU smoke run: --device cpu --layers 2 --hidden 64 --ffn 256 --heads 4 --vocab 512 ...
 """
 
@@ -516,6 +518,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="torch.compile each decode step's forward (dense and TARDIS alike) before the graph capture",
     )
+    ap.add_argument(
+        "--compile-batches",
+        default="",
+        help="batches timed a second time with torch.compile'd steps (rows marked compiled, batch '4c' in the "
+        "table), after every --batches row and sharing its calibration",
+    )
     ap.add_argument("--skip-small-models", action="store_true")
     ap.add_argument("--small-models", default=",".join(SMALL_MODELS))
     ap.add_argument("--small-new-tokens", type=int, default=32)
@@ -600,10 +608,36 @@ def calibration_summary(variant: Any, seconds: float) -> dict[str, Any]:
     }
 
 
+def parse_batches(text: str) -> list[int]:
+    """Batch sizes of a comma list ("1,4,16"; empty entries ignored)."""
+    return [int(b) for b in text.split(",") if b]
+
+
+def decode_runs(batches: list[int], compile_batches: list[int], compile_all: bool) -> list[tuple[int, bool]]:
+    """The (batch, compiled) decode runs: each of `batches` with `compile_all` (--compile), then each of
+    `compile_batches` compiled, duplicates dropped; uncompiled runs first (a compile may be slow or fail)."""
+    runs: list[tuple[int, bool]] = []
+    for run in [(b, compile_all) for b in batches] + [(b, True) for b in compile_batches]:
+        if run not in runs:
+            runs.append(run)
+    return sorted(runs, key=lambda r: r[1])  # stable: each group keeps the order the flags gave
+
+
+def run_key(b: int, compiled: bool) -> str:
+    """The JSON key and table label of a run: "4", or "4c" when its decode steps are torch.compile'd."""
+    return f"{b}c" if compiled else str(b)
+
+
 def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, result: dict[str, Any]) -> None:
-    """Build, time dense, calibrate, install TARDIS, time TARDIS; fills result's model/calibration/decode."""
+    """Build, time dense, calibrate, install TARDIS, time TARDIS; fills result's model/calibration/decode.
+
+    Each (batch, compiled) run of `decode_runs` is one row; the JSON is written after every dense run and
+    every TARDIS row, so a run cut short keeps what it measured. A failed run is recorded in `errors`.
+    """
     use_graph = device.type == "cuda" and not args.no_graph
-    batches = [int(b) for b in args.batches.split(",") if b]
+    batches = parse_batches(args.batches)
+    runs = decode_runs(batches, parse_batches(args.compile_batches), args.compile)
+    out = Path(args.out)
     t0 = time.perf_counter()
     model = load_model(args, device, dtype)
     make_falcon_graph_safe(model)
@@ -620,32 +654,45 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
 
     calib_texts, held_texts = corpora.lee_calibration(), corpora.lee_heldout()
     tok = VocabMappedTokenizer(transformers.AutoTokenizer.from_pretrained(str(TOKENIZER)), vocab)
-    prompts = prompt_rows(tok, held_texts, max(batches), args.prompt_len)
+    prompts = prompt_rows(tok, held_texts, max(b for b, _ in runs), args.prompt_len)
+
+    def label(b: int, compiled: bool) -> str:
+        return f"B={b}" + (" compiled" if compiled else "")
 
     # Dense phase: the unmodified model.
     phase_t0 = time.perf_counter()
-    dense: dict[int, dict[str, Any]] = {}
-    dense_tokens: dict[int, torch.Tensor] = {}
-    result["dense_partial"] = dense  # filled per batch; the same rows end up in result["decode"]
+    dense: dict[tuple[int, bool], dict[str, Any]] = {}
+    dense_tokens: dict[tuple[int, bool], torch.Tensor] = {}
+    partial: dict[str, dict[str, Any]] = {}
+    result["dense_partial"] = partial  # filled per run ("1", "1c"); the same rows end up in result["decode"]
     xs: dict[int, dict[int, torch.Tensor]] = {}
-    for b in [] if args.calibration_only else batches:
-        row: dict[str, Any] = {}
-        xs[b] = ffn_inputs(model, prompts[:b], timed)
-        sites = adapter_for(model).sites(model)
-        mlps = [model.get_submodule(sites[i].name) for i in timed]
-        row["ffn_dense_us"] = time_ffn_layers(mlps, [xs[b][i] for i in timed], use_graph, args.repeats)
-        r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, args.compile)
-        row.update({f"dense_{k}": v for k, v in r.items() if k != "tokens"})
-        dense_tokens[b] = r["tokens"]
-        z = with_zero_ffns(
-            model,
-            lambda b=b: time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, args.compile),
-        )
-        row["zero_ffn_step_ms"] = z["step_ms"]
-        row["ffn_share"] = max(0.0, 1.0 - z["decode_s"] / r["decode_s"])
-        dense[b] = row
-        del sites, mlps
-        print(f"dense B={b}: {r['tok_s']:.1f} tok/s, FFN share {row['ffn_share']:.2f}", flush=True)
+    ffn_dense_us: dict[int, float] = {}
+    for b, compiled in [] if args.calibration_only else runs:
+        try:
+            row: dict[str, Any] = {}
+            if b not in ffn_dense_us:  # the FFN inputs and the dense FFN timing do not depend on compile
+                xs[b] = ffn_inputs(model, prompts[:b], timed)
+                sites = adapter_for(model).sites(model)
+                mlps = [model.get_submodule(sites[i].name) for i in timed]
+                ffn_dense_us[b] = time_ffn_layers(mlps, [xs[b][i] for i in timed], use_graph, args.repeats)
+                del sites, mlps
+            row["ffn_dense_us"] = ffn_dense_us[b]
+            r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, compiled)
+            row.update({f"dense_{k}": v for k, v in r.items() if k != "tokens"})
+            z = with_zero_ffns(
+                model,
+                lambda b=b, c=compiled: time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, c),
+            )
+            row["zero_ffn_step_ms"] = z["step_ms"]
+            row["ffn_share"] = max(0.0, 1.0 - z["decode_s"] / r["decode_s"])
+        except Exception as e:  # one failed run (a compile, say) must not lose the others
+            result["errors"].append(f"dense {label(b, compiled)}: {e!r}")
+            traceback.print_exc()
+            continue
+        dense[b, compiled] = partial[run_key(b, compiled)] = row
+        dense_tokens[b, compiled] = r["tokens"]
+        print(f"dense {label(b, compiled)}: {r['tok_s']:.1f} tok/s, FFN share {row['ffn_share']:.2f}", flush=True)
+        write_json(out, result)
 
     result["dense_phase_s"] = time.perf_counter() - phase_t0
 
@@ -669,9 +716,9 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     modules = hf.install(model, variant)
     hf.set_decode_policy(model, args.max_tardis_tokens)
     if args.policy_from:  # per layer: its measured union curve against the break-even of a kernel run
-        rows = json.loads(Path(args.policy_from).read_text())["rows"]
+        bench_rows = json.loads(Path(args.policy_from).read_text())["rows"]
         d, f = model.config.hidden_size, modules[0].neurons
-        pol = policy_from_bench(rows, d, f)
+        pol = policy_from_bench(bench_rows, d, f)
         limits = hf.set_decode_policy_from_curves(model, variant, pol)
         result["decode_policy"] = {"from": args.policy_from, "max_union": pol.max_union, "limits": limits}
         print(f"decode policy from {args.policy_from}: max union {pol.max_union:.3f}, limits {limits}", flush=True)
@@ -681,43 +728,70 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         torch.cuda.empty_cache()
     sync(device)
     result["install_s"] = time.perf_counter() - t0
+    write_json(out, result)
 
-    # TARDIS phase: same prompts, same loop.
+    # TARDIS phase: same prompts, same loop, same runs (those whose dense run went through).
     phase_t0 = time.perf_counter()
-    rows = []
-    for b in batches:
-        row = dense[b]
-        timed_mods: list[nn.Module] = [modules[i] for i in timed]
-        for m in modules:
-            m.is_prefill = False  # called directly below (no model pre-hook): these are decode steps
-        x_b = [xs[b][i] for i in timed]
-        hf.set_decode_policy(model, 10**6)  # the op itself, at this batch (where the op runs)
+    rows: list[dict[str, Any]] = []
+    result["decode"] = rows  # grows row by row
+    tardis_tokens: dict[tuple[int, bool], torch.Tensor] = {}
+    for b, compiled in [run for run in runs if run in dense]:
+        row = dense[b, compiled]
         try:
-            row["ffn_op_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
-        except Exception as e:  # a kernel failure at one batch must not lose the run
-            row["ffn_op_us"] = None
-            result["errors"].append(f"ffn op B={b}: {e!r}")
-        for m, limit in zip(modules, policy_limits, strict=True):
-            m.max_tardis_tokens = limit
-        row["ffn_policy_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
-        hf.reset_counters(model)
-        r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, args.compile)
-        counters = decode_counters(model)
-        hf.reset_counters(model)
+            uncompiled = dense.get((b, False)) if compiled else None
+            if uncompiled is not None and "ffn_policy_us" in uncompiled:
+                # the FFN timings call the modules directly (never compiled): the uncompiled row's hold
+                row["ffn_op_us"], row["ffn_policy_us"] = uncompiled["ffn_op_us"], uncompiled["ffn_policy_us"]
+            else:
+                timed_mods: list[nn.Module] = [modules[i] for i in timed]
+                for m in modules:
+                    m.is_prefill = False  # called directly below (no model pre-hook): these are decode steps
+                x_b = [xs[b][i] for i in timed]
+                hf.set_decode_policy(model, 10**6)  # the op itself, at this batch (where the op runs)
+                try:
+                    row["ffn_op_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
+                except Exception as e:  # a kernel failure at one batch must not lose the run
+                    row["ffn_op_us"] = None
+                    result["errors"].append(f"ffn op B={b}: {e!r}")
+                for m, limit in zip(modules, policy_limits, strict=True):
+                    m.max_tardis_tokens = limit
+                row["ffn_policy_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
+            hf.reset_counters(model)
+            r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, compiled)
+            counters = decode_counters(model)
+            hf.reset_counters(model)
+        except Exception as e:  # one failed run (a compile, say) must not lose the others
+            for m, limit in zip(modules, policy_limits, strict=True):
+                m.max_tardis_tokens = limit
+            hf.reset_counters(model)
+            result["errors"].append(f"tardis {label(b, compiled)}: {e!r}")
+            traceback.print_exc()
+            continue
         row.update({f"tardis_{k}": v for k, v in r.items() if k != "tokens"})
         # Random weights near-tie, so greedy tokens drift apart by rounding alone; this is a sanity figure.
-        row["token_agreement"] = float((r["tokens"] == dense_tokens[b]).float().mean())
+        row["token_agreement"] = float((r["tokens"] == dense_tokens[b, compiled]).float().mean())
+        tardis_tokens[b, compiled] = r["tokens"]
+        # A compiled row's tokens against the uncompiled run's at its batch (None without one): what compile changes.
+        same_b = compiled and (b, False) in tardis_tokens
+        row["dense_agreement_uncompiled"] = (
+            float((dense_tokens[b, True] == dense_tokens[b, False]).float().mean()) if same_b else None
+        )
+        row["tardis_agreement_uncompiled"] = (
+            float((r["tokens"] == tardis_tokens[b, False]).float().mean()) if same_b else None
+        )
         row.update({f"decode_{k}": v for k, v in counters.items()})
         row["batch"] = b
+        row["compiled"] = compiled
         row["ratio"] = r["tok_s"] / row["dense_tok_s"]
         row["ffn_speedup_op"] = row["ffn_dense_us"] / row["ffn_op_us"] if row["ffn_op_us"] else None
         row["ffn_speedup_policy"] = row["ffn_dense_us"] / row["ffn_policy_us"]
         row["amdahl_bound_op"] = amdahl(row["ffn_share"], row["ffn_speedup_op"])
         row["amdahl_bound_policy"] = amdahl(row["ffn_share"], row["ffn_speedup_policy"])
         rows.append(row)
-        print(f"tardis B={b}: {r['tok_s']:.1f} tok/s ({row['ratio']:.2f}x)", flush=True)
-    result["decode"] = rows
-    del result["dense_partial"]
+        print(f"tardis {label(b, compiled)}: {r['tok_s']:.1f} tok/s ({row['ratio']:.2f}x)", flush=True)
+        write_json(out, result)
+    if len(rows) == len(dense):  # else kept: the dense rows of the runs whose TARDIS run failed
+        del result["dense_partial"]
     result["tardis_phase_s"] = time.perf_counter() - phase_t0
     result["decode_settings"] = {
         "prompt_len": args.prompt_len,
@@ -726,9 +800,13 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         "cuda_graph": use_graph,
         "max_tardis_tokens": args.max_tardis_tokens,
         "timed_layers": timed,
+        "runs": [run_key(b, c) for b, c in runs],
         "ffn_share_method": "1 - t(decode step, every FFN replaced by a zero output) / t(dense decode step)",
         "ffn_speedup_method": f"one graph over {len(timed)} distinct layers on the real FFN inputs of each prompt's "
         "last position; dense = the original FFN module, op = TARDIS with the op forced, policy = TARDIS as decoded",
+        "compiled_method": "compiled rows: the decode step's forward torch.compile'd (dense, zero-FFN and TARDIS "
+        "alike); their ffn_*_us (modules called directly, never compiled) are those of the uncompiled row at the "
+        "same batch when there is one",
     }
 
 
@@ -809,11 +887,14 @@ def table(result: dict[str, Any]) -> str:
     ]
     for r in result.get("decode", []):
         lines.append(
-            f"| {r['batch']} | {r['dense_tok_s']:.1f} | {r['tardis_tok_s']:.1f} | {r['ratio']:.2f} "
+            f"| {run_key(r['batch'], r.get('compiled', False))} "
+            f"| {r['dense_tok_s']:.1f} | {r['tardis_tok_s']:.1f} | {r['ratio']:.2f} "
             f"| {_fmt(r['decode_fallback_rate'], '.4f')} | {r['decode_dense_steps']:.0f} | {r['ffn_share']:.2f} "
             f"| {_fmt(r['ffn_speedup_op'], '.2f')} | {r['ffn_speedup_policy']:.2f} "
             f"| {_fmt(r['amdahl_bound_op'], '.2f')} | {_fmt(r['amdahl_bound_policy'], '.2f')} |"
         )
+    if any(r.get("compiled") for r in result.get("decode", [])):
+        lines.append("(Bc: decode steps torch.compile'd)")
     for m in result.get("small_models", []):
         div = [r["divergence"] for r in m["tardis"] if r["divergence"]]
         ctl = [r["divergence"] for r in m["dense_control"] if r["divergence"]]

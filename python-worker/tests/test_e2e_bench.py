@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -271,6 +272,76 @@ def test_the_compiled_decode_step_decodes_what_the_eager_step_decodes(bench: Mod
     eager = bench.time_decode(model, prompts, 5, 1, False)
     compiled = bench.time_decode(model, prompts, 5, 1, False, compile_step=True)
     assert torch.equal(compiled["tokens"], eager["tokens"])
+
+
+def test_compile_batches_add_compiled_runs_after_the_uncompiled_ones(bench: ModuleType) -> None:
+    assert bench.decode_runs([1, 4, 16], [], False) == [(1, False), (4, False), (16, False)]
+    assert bench.decode_runs([1, 4], [4, 2], False) == [(1, False), (4, False), (4, True), (2, True)]
+    assert bench.decode_runs([1, 4], [4, 4], True) == [(1, True), (4, True)]  # --compile: already compiled
+    assert bench.decode_runs([1, 4], [2], True) == [(1, True), (4, True), (2, True)]
+    assert bench.parse_batches("1,,4") == [1, 4] and bench.parse_batches("") == []
+    assert [bench.run_key(4, False), bench.run_key(4, True)] == ["4", "4c"]
+
+
+def test_compile_batches_time_both_modes_with_one_calibration(bench: ModuleType, tmp_path: Path) -> None:
+    # One run, one calibration: B=1 as --batches gives it, then B=1 with torch.compile'd steps (≈ 15 s here).
+    out = tmp_path / "both.json"
+    argv = [*TINY, "--batches", "1", "--compile-batches", "1", "--skip-small-models", "--out", str(out)]
+    assert bench.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["errors"] == [] and "dense_partial" not in result
+    assert result["decode_settings"]["runs"] == ["1", "1c"]
+    plain, compiled = result["decode"]
+    assert (plain["batch"], plain["compiled"], compiled["batch"], compiled["compiled"]) == (1, False, 1, True)
+    for r in (plain, compiled):
+        assert math.isfinite(r["dense_tok_s"]) and r["dense_tok_s"] > 0
+        assert math.isfinite(r["tardis_tok_s"]) and r["tardis_tok_s"] > 0
+        assert 0.0 <= r["token_agreement"] <= 1.0  # TARDIS vs dense of the same mode
+        assert r["decode_tardis_steps"] >= 6  # the compiled step still counts on the modules' counters
+    assert plain["dense_agreement_uncompiled"] is None and plain["tardis_agreement_uncompiled"] is None
+    # CPU float32: inductor's fused kernels give the same greedy tokens as the eager step (the same holds
+    # for the dense pair), so the two TARDIS runs decode identical tokens.
+    assert compiled["tardis_agreement_uncompiled"] == 1.0 and compiled["dense_agreement_uncompiled"] == 1.0
+    assert compiled["decode_fallback_rate"] == pytest.approx(plain["decode_fallback_rate"])
+    # the FFN timings call the modules directly: the compiled row reuses the uncompiled row's
+    assert (compiled["ffn_op_us"], compiled["ffn_policy_us"]) == (plain["ffn_op_us"], plain["ffn_policy_us"])
+    assert compiled["ffn_dense_us"] == plain["ffn_dense_us"]
+    table = bench.table(result)
+    assert "\n| 1 | " in table and "\n| 1c | " in table
+
+
+def test_a_failed_compiled_run_is_an_error_and_keeps_the_other_rows(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    time_decode = bench.time_decode
+
+    def failing(*args: object, **kwargs: object) -> dict:
+        if kwargs.get("compile_step", args[5] if len(args) > 5 else False):
+            raise RuntimeError("compile failed")
+        return time_decode(*args, **kwargs)
+
+    snapshots: list[dict] = []
+    write_json = bench.write_json
+
+    def recording(path: Path, result: dict) -> None:
+        snapshots.append(json.loads(json.dumps(result, default=str)))
+        write_json(path, result)
+
+    monkeypatch.setattr(bench, "time_decode", failing)
+    monkeypatch.setattr(bench, "write_json", recording)
+    out = tmp_path / "fail.json"
+    argv = [*TINY, "--batches", "1", "--compile-batches", "1,3", "--skip-small-models", "--out", str(out)]
+    assert bench.main(argv) == 1
+    result = json.loads(out.read_text())
+    assert [(r["batch"], r["compiled"]) for r in result["decode"]] == [(1, False)]
+    assert result["errors"] == [
+        "dense B=1 compiled: RuntimeError('compile failed')",
+        "dense B=3 compiled: RuntimeError('compile failed')",
+    ]
+    # written as it went: the dense row (string keys) before calibration, the TARDIS row before the end
+    assert any(s.get("dense_partial", {}).keys() == {"1"} and "calibration" not in s for s in snapshots)
+    assert any(len(s.get("decode", [])) == 1 and "tardis_phase_s" not in s for s in snapshots)
+    assert "| 1 | " in bench.table(result)
 
 
 def test_the_op_branch_counts_on_the_device_counters_and_matches_the_reference(opt_model: tuple) -> None:
