@@ -11,6 +11,8 @@
 #       the same calibration (dense, zero-FFN and TARDIS each compile once per batch)
 #       --coverage 0.9 --band-tolerance 0   the first e2e run's calibration (the defaults are now
 #       coverage 0.85 with the flag band 2: ≈ 5% fallback instead of ≈ 20% on this model, CPU estimate)
+#   bash bench/device_run.sh quick [E2E ARGS]   # when one call is all there is: the plane sweep at B = 1
+#       (+ whole layer), GPU kernel tests (80 s), then the e2e bench with the launch that sweep chose
 #   bash bench/device_run.sh shapes    # BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
@@ -46,6 +48,21 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
       python ../bench/ncu_pred.py updown >"$OUT/ncu_updown.txt" 2>&1
     echo "ncu updown rc $?"
   fi
+fi
+
+if [ "$stage" = quick ]; then
+  timeout 150 python ../bench/ffn_bench.py --shapes falcon7b --batches 1 --kernel-times \
+    --kernel-sets plane --plane-best --out "$OUT/ffn_sweep.json" \
+    --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json >"$OUT/ffn_sweep.txt" 2>&1
+  echo "ffn bench rc $?"
+  timeout 80 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
+    -k "int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
+  echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
+  launch=()  # the sweep's launch choice, if it got as far as writing one
+  python -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get('plane_launch') else 1)" \
+    "$OUT/ffn_sweep.json" 2>/dev/null && launch=(--kernel-launch "$OUT/ffn_sweep.json")
+  timeout $((570 - SECONDS)) python ../bench/e2e_hf.py "${launch[@]}" "${@:2}" --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
+  echo "e2e rc $?"
 fi
 
 if [ "$stage" = shapes ]; then
