@@ -31,7 +31,7 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
   # the sweep first (its JSON is written after every row, so a time limit keeps what ran)
   # --rate-from: the fallback rate of the Falcon-7B-shaped e2e model with the band (CPU calibration estimate)
   timeout 280 python ../bench/ffn_bench.py --shapes falcon7b --batches 1,2,4 --kernel-times \
-    --kernel-sets plane --plane-best --out "$OUT/ffn_sweep.json" \
+    --kernel-sets plane --plane-best --updown-sweep --out "$OUT/ffn_sweep.json" \
     --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json >"$OUT/ffn_sweep.txt" 2>&1
   echo "ffn bench rc $?"
   timeout 120 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
@@ -52,7 +52,7 @@ fi
 
 if [ "$stage" = quick ]; then
   timeout 150 python ../bench/ffn_bench.py --shapes falcon7b --batches 1 --kernel-times \
-    --kernel-sets plane --plane-best --out "$OUT/ffn_sweep.json" \
+    --kernel-sets plane --plane-best --updown-sweep --out "$OUT/ffn_sweep.json" \
     --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json >"$OUT/ffn_sweep.txt" 2>&1
   echo "ffn bench rc $?"
   timeout 80 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
@@ -81,7 +81,7 @@ fi
 for f in "$OUT/ncu_pred.txt" "$OUT/ncu_updown.txt"; do
   [ -f "$f" ] && grep -E "^\s+(Duration|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy)" "$f" | head -24
 done
-[ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|^kernels" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"
+[ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|up/down sweep|^kernels" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"
 [ -f "$OUT/ffn_shapes.txt" ] && tail -30 "$OUT/ffn_shapes.txt"
 [ -f "$OUT/e2e_hf.txt" ] && tail -12 "$OUT/e2e_hf.txt"
 exit 0

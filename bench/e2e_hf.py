@@ -541,6 +541,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+# the up/down launch settings an ffn_bench.py JSON may carry (tardis.kernels.blocks names)
+UPDOWN_LAUNCH_KEYS = ("PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS")
+
+
 def apply_kernel_launch(path: str) -> dict[str, Any]:
     """Use the decode-kernel launch choices a ffn_bench.py run recorded (CUDA only); returns them."""
     from tardis.kernels import decode
@@ -551,10 +555,15 @@ def apply_kernel_launch(path: str) -> dict[str, Any]:
         PLANE_LAUNCH[int(n)] = dict(cfg)
     decode.SMALL_UPDOWN_BATCH = int(chosen.get("small_updown_batch", decode.SMALL_UPDOWN_BATCH))
     decode.FUSED_UPDOWN_BATCH = int(chosen.get("fused_updown_batch", decode.FUSED_UPDOWN_BATCH))
+    for key, value in chosen.get("updown_launch", {}).items():  # ffn_bench --updown-sweep's choice
+        if key not in UPDOWN_LAUNCH_KEYS:
+            raise SystemExit(f"{path}: unknown up/down launch setting {key!r} (known: {', '.join(UPDOWN_LAUNCH_KEYS)})")
+        setattr(decode, key, int(value))
     return {
         "plane_launch": chosen["plane_launch"],
         "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
         "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
+        "updown_launch": {k: getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS},
     }
 
 

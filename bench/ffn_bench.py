@@ -55,6 +55,34 @@ PLANE_CONFIGS = (
     (1, 4, True, False, False, False, 1, None, True, True, True),
 )
 PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8")
+# up/down launch knobs swept by --updown-sweep (tardis.kernels.blocks): programs per SM of their persistent
+# grids, listed neurons per up item, d split in about this many chunks, listed neurons per down item, output
+# columns per down item (at least blocks.DOWN_BLOCK_COLS: the workspace holds that many column tickets).
+# At B = 1 and 5% each program of the default does about one item, a serial chain of memory round trips.
+UPDOWN_KEYS = ("PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS")
+UPDOWN_CONFIGS = (
+    (4, 16, 8, 32, 256),  # the default
+    (8, 16, 8, 32, 256),  # more programs per SM
+    (16, 16, 8, 32, 256),
+    (8, 16, 18, 32, 256),  # shorter chunks of d per up item (2 steps of 128)
+    (8, 16, 36, 32, 256),  # one step of 128 per up item
+    (16, 16, 36, 16, 256),
+    (8, 16, 8, 16, 256),  # fewer neurons per down item: more items
+    (8, 32, 8, 64, 512),  # more work per item
+    (4, 16, 8, 32, 512),
+)
+
+
+def updown_name(cfg: tuple) -> str:
+    """A short name of an up/down launch, e.g. p8_u16x36_d32x256."""
+    p, un, us, dn, dc = cfg
+    return f"p{p}_u{un}x{us}_d{dn}x{dc}"
+
+
+def set_updown(cfg: tuple) -> None:
+    """Make `cfg` the up/down launch of every DecodeLaunch built from now on (decode's module globals)."""
+    for key, value in zip(UPDOWN_KEYS, cfg, strict=True):
+        setattr(decode, key, value)
 
 
 def plane_name(cfg: tuple) -> str:
@@ -267,6 +295,78 @@ def bench_shape(
     torch.cuda.empty_cache()
 
 
+def launches(layers: list[dict], xs: list[torch.Tensor], kset: str) -> list:
+    """One DecodeLaunch per layer (its own x), with the launch settings in force now."""
+    from tardis.kernels.decode import DecodeLaunch
+
+    return [
+        DecodeLaunch(
+            x,
+            wf=lay["wf"],
+            bf=lay["bf"],
+            pred=lay["pred"],
+            b1=lay["b1"],
+            lo_in=lay["lo_in"],
+            hi_in=lay["hi_in"],
+            w1=lay["w1"],
+            w2t=lay["w2t"],
+            slope=lay["slope"],
+            intercept=lay["intercept"],
+            act="gelu",
+            workspace=lay["ws"],
+            flag_count=lay["fc"],
+            union_count=lay["uc"],
+            kernels=kset,
+        )
+        for lay, x in zip(layers, xs, strict=True)
+    ]
+
+
+def updown_sweep(
+    layers: list[dict],
+    xs: list[torch.Tensor],
+    saved: list[torch.Tensor],
+    t_copy: float,
+    n: int,
+    gen: torch.Generator,
+) -> dict:
+    """Time up and down alone for each UPDOWN_CONFIGS launch (the list counts kernel 1 left: `saved`),
+    and check each through the op; returns {"us": {name: {"up", "down"}}, "rel_err": {...}, "best": name}."""
+    default = tuple(getattr(decode, k) for k in UPDOWN_KEYS)
+    times: dict[str, dict[str, float]] = {}
+    errs: dict[str, float] = {}
+    for cfg in UPDOWN_CONFIGS:
+        set_updown(cfg)
+        try:
+            ls = launches(layers, xs, "plane")
+            for lc, s in zip(ls, saved, strict=True):
+                lc.ws[:1].copy_(s)
+            up = graph_time([lc.up for lc in ls])  # leaves this launch's partials for the down timing
+            fns = [lambda lc=lc, s=s: (lc.ws[:1].copy_(s), lc.down()) for lc, s in zip(ls, saved, strict=True)]
+            times[updown_name(cfg)] = {"up": up, "down": graph_time(fns) - t_copy}
+            for lay in layers:
+                lay["ws"].zero_()
+            errs[updown_name(cfg)] = check(layers[0], n, gen)["rel_err"]
+        finally:
+            set_updown(default)
+    valid = [c for c in UPDOWN_CONFIGS if errs[updown_name(c)] < 1e-2]
+    best = min(valid, key=lambda c: sum(times[updown_name(c)].values()))
+    print(
+        f"  up/down sweep B={n} (up + down): "
+        + " ".join(f"{k} {v['up']:.1f}+{v['down']:.1f}" for k, v in times.items())
+        + "; rel. err "
+        + " ".join(f"{k} {v:.1e}" for k, v in errs.items())
+        + f"; best {updown_name(best)}",
+        flush=True,
+    )
+    return {
+        "us": times,
+        "rel_err": errs,
+        "best": updown_name(best),
+        "best_cfg": dict(zip(UPDOWN_KEYS, best, strict=True)),
+    }
+
+
 def kernel_times(
     name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator, on_row: Callable[[dict], None]
 ) -> None:
@@ -275,8 +375,6 @@ def kernel_times(
     Kernel 1 is timed with a workspace memset before it (the list count must restart), kernel 3 with
     a 4-byte copy restoring the count; both are timed alone and subtracted.
     """
-    from tardis.kernels.decode import DecodeLaunch
-
     rate = 0.05
     layers = [make_layer(d, f, args.bits, args.group_size, gen) for _ in range(args.layers)]
     for lay in layers:
@@ -289,27 +387,7 @@ def kernel_times(
     for n in [b for b in args.batches if b <= 4]:
         xs = [torch.randn(n, d, device="cuda", generator=gen).to(DT) for _ in layers]
         for kset in args.kernel_sets.split(","):
-            ls = [
-                DecodeLaunch(
-                    x,
-                    wf=lay["wf"],
-                    bf=lay["bf"],
-                    pred=lay["pred"],
-                    b1=lay["b1"],
-                    lo_in=lay["lo_in"],
-                    hi_in=lay["hi_in"],
-                    w1=lay["w1"],
-                    w2t=lay["w2t"],
-                    slope=lay["slope"],
-                    intercept=lay["intercept"],
-                    act="gelu",
-                    workspace=lay["ws"],
-                    flag_count=lay["fc"],
-                    union_count=lay["uc"],
-                    kernels=kset,
-                )
-                for lay, x in zip(layers, xs, strict=True)
-            ]
+            ls = launches(layers, xs, kset)
             row = {
                 "shape": name,
                 "batch": n,
@@ -362,6 +440,10 @@ def kernel_times(
             row["k1_all_TBps"] = (d * d * 2 + pred_bytes) / row["k1_all_us"] / 1e6
             row["k2_TBps"] = union * d * 2 / row["k2_up_us"] / 1e6
             row["k3_TBps"] = union * d * 2 / row["k3_down_us"] / 1e6
+            if kset == "plane" and args.updown_sweep:  # before the plane sweep: its checks use the default k1
+                row["updown_sweep"] = updown_sweep(layers, xs, saved, t_copy, n, gen)
+                if args.plane_best and n == 1:  # the up/down launch is one for every batch: B = 1's choice
+                    set_updown(tuple(row["updown_sweep"]["best_cfg"].values()))
             if kset == "plane":  # kernel-1 configurations (PLANE_CONFIGS)
                 sweep, errs = {}, {}
                 default = dict(PLANE_LAUNCH[n])
@@ -411,7 +493,8 @@ def kernel_times(
 def measured_rate(path: str) -> float:
     """The held-out fallback rate a calibration measured: `calibration.measured_fallback_rate` of an
     e2e_hf.py JSON, or `report.measured_fallback_rate` of a variant's manifest.json."""
-    data = json.loads(open(path).read())
+    with open(path) as fh:
+        data = json.load(fh)
     for section in ("calibration", "report"):
         rate = data.get(section, {}).get("measured_fallback_rate")
         if rate is not None:
@@ -446,6 +529,12 @@ def main() -> None:
         action="store_true",
         help="with --kernel-times: run the whole-layer table with the fastest swept plane configuration per batch",
     )
+    ap.add_argument(
+        "--updown-sweep",
+        action="store_true",
+        help="with --kernel-times and the plane set: also time the up/down launches of UPDOWN_CONFIGS "
+        "(with --plane-best the whole-layer table uses batch 1's fastest)",
+    )
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "ffn_bench.json"))
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
@@ -465,6 +554,7 @@ def main() -> None:
             "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
             "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
             "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
+            "updown_launch": {k: getattr(decode, k) for k in UPDOWN_KEYS},
             "wall_s": time.time() - t_start,
         } | extra  # fmt: skip
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

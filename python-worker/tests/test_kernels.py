@@ -325,6 +325,31 @@ def test_int8_x_predictor_path_on_gpu(n: int, d: int, f: int, gs: int, dtype: to
     not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
 )
 @pytest.mark.parametrize(
+    ("n", "d", "f", "updown"),
+    [
+        (1, 700, 400, (8, 16, 36, 32, 256)),  # one 128-column step per up item, d not a multiple of it
+        (2, 600, 300, (16, 16, 18, 16, 256)),
+        (1, 1100, 500, (8, 32, 8, 64, 512)),  # wider down column blocks: fewer tickets than the workspace has
+        (3, 300, 200, (1, 16, 8, 32, 512)),  # one program per SM: every program loops over several items
+    ],
+)
+def test_up_down_launch_settings_in_the_interpreter(
+    monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, updown: tuple
+) -> None:
+    # the up/down launches bench/ffn_bench.py --updown-sweep times (programs per SM, neurons per up item,
+    # d splits, neurons per down item, down columns) give the reference's output and leave the workspace zero
+    from tardis.kernels import decode
+
+    keys = ("PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS")
+    for key, value in zip(keys, updown, strict=True):
+        monkeypatch.setattr(decode, key, value)
+    _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=40 + n, kernels="plane")
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize(
     ("n", "d", "f", "bits", "kernels", "t"),
     [
         (1, 200, 150, 2, None, None),
