@@ -85,6 +85,10 @@ def test_int8_x_reference_rounds_per_group_and_sums_exactly(d: int, gs: int) -> 
     assert float(q8.abs().max()) <= 127 and torch.equal(q8, q8.round())
     assert torch.equal(q8[1, 0], torch.zeros(gs))
     assert bool(((q8 * sx[..., None] - xg).abs() <= sx[..., None] * 0.5001 + 1e-7).all())
+    # ties round half to even, as the kernel's cvt.rni: absmax 127 makes 127/absmax exactly 1
+    ties = torch.zeros(1, gs)
+    ties[0, :7] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.0])
+    assert quantize_x_i8(ties, gs, 1)[0][0, 0, :7].tolist() == [0.0, 2.0, 2.0, -0.0, -2.0, -2.0, 127.0]
     q = quantize_rtn(torch.randn(150, d, generator=g) / d**0.5, 2, gs, clip_search=False)
     t = tile_predictor(q)
     z8 = predict_i8(x, t)

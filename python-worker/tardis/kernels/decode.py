@@ -556,10 +556,25 @@ def _plane_group_h2(
 
 
 @triton.jit
-def _xq_kernel(x_ptr, xq_ptr, xsx_ptr, xsum_ptr, D, N_GROUPS, GS: tl.constexpr, WPG: tl.constexpr):
+def _round_half_even(v, ASM: tl.constexpr):
+    # fp32 v rounded to the nearest integer, ties to even (torch.round), as one instruction on the GPU:
+    # a separate rounding step, so the product before it is not contracted into an FMA with "+ 0.5"
+    if ASM:
+        r = tl.inline_asm_elementwise("cvt.rni.f32.f32 $0, $1;", "=f,f", [v], dtype=tl.float32, is_pure=True, pack=1)
+    else:  # Triton's interpreter (numpy fp32, no contraction): adding 1.5·2^23 rounds |v| < 2^22 half to even
+        r = (v + 12582912.0) - 12582912.0
+    return r
+
+
+@triton.jit
+def _xq_kernel(
+    x_ptr, xq_ptr, xsx_ptr, xsum_ptr, D, N_GROUPS, GS: tl.constexpr, WPG: tl.constexpr, ASM: tl.constexpr
+):  # fmt: skip
     # I8: one (token, group) of x rounded to int8 by the group's absmax and packed for dp4a. Code plane
     # s = 4b + k of word j multiplies column s·WPG + j, so int32 word (j, k) holds in byte b the int8 of
     # column (4b + k)·WPG + j. Also s_x = absmax / 127 and Σ x over each word's 16 columns (fp32).
+    # Rounding as layout.quantize_x_i8: IEEE division (div_rn, not the fast approximate one), an fp32
+    # product, then round half to even.
     pid = tl.program_id(0)
     t = pid // N_GROUPS
     g = pid % N_GROUPS
@@ -569,13 +584,13 @@ def _xq_kernel(x_ptr, xq_ptr, xsx_ptr, xsum_ptr, D, N_GROUPS, GS: tl.constexpr, 
     col = g * GS + (4 * bb + kk) * WPG + jj  # [WPG, 4, 4]
     xv = tl.load(x_ptr + t * D + col, mask=col < D, other=0.0).to(tl.float32)
     amax = tl.max(tl.reshape(tl.abs(xv), (WPG * 16,)), axis=0)
-    inv = tl.where(amax > 0, 127.0 / amax, 0.0)
-    q = tl.floor(xv * inv + 0.5).to(tl.int32)  # |q| ≤ 127
+    inv = tl.where(amax > 0, tl.math.div_rn(tl.full((), 127.0, tl.float32), amax), 0.0)
+    q = _round_half_even(xv * inv, ASM).to(tl.int32)  # |q| ≤ 127
     words = tl.sum((q & 255) << (8 * bb), axis=2)  # [WPG, 4]: disjoint bytes, so the sum is their OR
     base = (t * N_GROUPS + g) * WPG
     jk = tl.arange(0, WPG)[:, None] * 4 + tl.arange(0, 4)[None, :]
     tl.store(xq_ptr + base * 4 + jk, words)
-    tl.store(xsx_ptr + t * N_GROUPS + g, amax / 127.0)
+    tl.store(xsx_ptr + t * N_GROUPS + g, tl.math.div_rn(amax, tl.full((), 127.0, tl.float32)))
     tl.store(xsum_ptr + base + tl.arange(0, WPG), tl.sum(tl.sum(xv, axis=2), axis=1))
 
 
@@ -1134,8 +1149,9 @@ class DecodeLaunch:
                 xsum = torch.empty(n, p.n_groups, wpg, device=dev, dtype=torch.float32)
                 if part != "wf":
                     _xq_kernel[(n * p.n_groups,)](
-                        self.x, xq, xsx, xsum, d, p.n_groups, GS=p.group_size, WPG=wpg, num_warps=1
-                    )
+                        self.x, xq, xsx, xsum, d, p.n_groups, GS=p.group_size, WPG=wpg, ASM=not _INTERPRET,
+                        num_warps=1,
+                    )  # fmt: skip
             _stacked_plane_kernel[(grid,)](
                 *args, self.zacc, self.tick, xq, xsx, xsum, d, f, p.scales.shape[1], p.n_groups,
                 p.n_groups if cfg["I8"] else d // p.group_size, n_tiles, n_first, 0x3F800000, cg, H2_MAGIC,

@@ -133,15 +133,17 @@ def untile_predictor(t: TiledPredictor) -> QuantizedW1:
 
 def quantize_x_i8(x: torch.Tensor, group_size: int, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x [n, d] → (int8-valued codes [n, n_groups, group_size] float32, scales [n, n_groups] float32) as
-    the I8 kernels round it: per token and group, q = ⌊x·(127 / absmax) + ½⌋ in fp32, s_x = absmax / 127;
-    columns past d are zero."""
+    the I8 kernels round it: per token and group, q = x·(127 / absmax) rounded half to even, s_x =
+    absmax / 127, each step one IEEE fp32 operation (the kernel divides with div_rn and rounds the
+    product with cvt.rni, so an x at a rounding boundary gets the same int8 on both sides); columns
+    past d are zero."""
     n, d = x.shape
     xf = torch.zeros(n, n_groups * group_size, dtype=torch.float32, device=x.device)
     xf[:, :d] = x.float()
     xg = xf.view(n, n_groups, group_size)
     amax = xg.abs().amax(-1)
     inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
-    return torch.floor(xg * inv[..., None] + 0.5), amax / 127.0
+    return torch.round(xg * inv[..., None]), amax / 127.0
 
 
 def predict_i8(x: torch.Tensor, pred: TiledPredictor) -> torch.Tensor:
