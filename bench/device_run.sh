@@ -27,16 +27,23 @@ mkdir -p "$OUT"
 stage="${1:-kernels}"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
 
-if [ "$stage" = kernels ] || [ "$stage" = all ]; then
-  # the sweep first (its JSON is written after every row, so a time limit keeps what ran)
-  # --rate-from: the fallback rate of the Falcon-7B-shaped e2e model with the band (CPU calibration estimate)
-  timeout 280 python ../bench/ffn_bench.py --shapes falcon7b --batches 1,2,4 --kernel-times \
+sweep() {  # LIMIT_S BATCHES: kernel-1 and up/down launch sweeps (Falcon-7B, 5%), then the whole-layer table
+  # with the fastest launches; --rate-from: the band's fallback rate on the e2e model (CPU calibration estimate)
+  timeout "$1" python ../bench/ffn_bench.py --shapes falcon7b --batches "$2" --kernel-times \
     --kernel-sets plane --plane-best --updown-sweep --out "$OUT/ffn_sweep.json" \
     --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json >"$OUT/ffn_sweep.txt" 2>&1
   echo "ffn bench rc $?"
-  timeout 120 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
+}
+gpu_tests() {  # LIMIT_S: the GPU kernel tests of the plane paths
+  timeout "$1" python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
     -k "int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
+}
+
+if [ "$stage" = kernels ] || [ "$stage" = all ]; then
+  # the sweep first (its JSON is written after every row, so a time limit keeps what ran)
+  sweep 280 1,2,4
+  gpu_tests 120
   if command -v ncu >/dev/null; then
     timeout 75 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
@@ -51,13 +58,8 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
 fi
 
 if [ "$stage" = quick ]; then
-  timeout 150 python ../bench/ffn_bench.py --shapes falcon7b --batches 1 --kernel-times \
-    --kernel-sets plane --plane-best --updown-sweep --out "$OUT/ffn_sweep.json" \
-    --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json >"$OUT/ffn_sweep.txt" 2>&1
-  echo "ffn bench rc $?"
-  timeout 80 python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
-    -k "int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
-  echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
+  sweep 150 1
+  gpu_tests 80
   launch=()  # the sweep's launch choice, if it got as far as writing one
   python -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get('plane_launch') else 1)" \
     "$OUT/ffn_sweep.json" 2>/dev/null && launch=(--kernel-launch "$OUT/ffn_sweep.json")

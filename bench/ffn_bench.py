@@ -322,6 +322,15 @@ def launches(layers: list[dict], xs: list[torch.Tensor], kset: str) -> list:
     ]
 
 
+def print_sweep(title: str, shown: dict[str, str], errs: dict[str, float], best: str) -> None:
+    """One line of a launch sweep: each launch's time(s), its relative error, the fastest correct one."""
+    errors = " ".join(f"{k} {v:.1e}" for k, v in errs.items())
+    print(
+        f"  {title}: " + " ".join(f"{k} {v}" for k, v in shown.items()) + f"; rel. err {errors}; best {best}",
+        flush=True,
+    )
+
+
 def updown_sweep(
     layers: list[dict],
     xs: list[torch.Tensor],
@@ -351,14 +360,8 @@ def updown_sweep(
             set_updown(default)
     valid = [c for c in UPDOWN_CONFIGS if errs[updown_name(c)] < 1e-2]
     best = min(valid, key=lambda c: sum(times[updown_name(c)].values()))
-    print(
-        f"  up/down sweep B={n} (up + down): "
-        + " ".join(f"{k} {v['up']:.1f}+{v['down']:.1f}" for k, v in times.items())
-        + "; rel. err "
-        + " ".join(f"{k} {v:.1e}" for k, v in errs.items())
-        + f"; best {updown_name(best)}",
-        flush=True,
-    )
+    shown = {k: f"{v['up']:.1f}+{v['down']:.1f}" for k, v in times.items()}
+    print_sweep(f"up/down sweep B={n} (up + down)", shown, errs, updown_name(best))
     return {
         "us": times,
         "rel_err": errs,
@@ -465,14 +468,8 @@ def kernel_times(
                 row["k1_best"] = plane_name(best)
                 if args.plane_best:  # the whole-layer runs below use the fastest configuration
                     PLANE_LAUNCH[n] = dict(zip(PLANE_KEYS, best, strict=True))
-                print(
-                    f"  plane k1 sweep B={n} (all / pred only): "
-                    + " ".join(f"{k} {v:.1f}" for k, v in sweep.items())
-                    + "; rel. err "
-                    + " ".join(f"{k} {v:.1e}" for k, v in errs.items())
-                    + f"; best {row['k1_best']}",
-                    flush=True,
-                )
+                shown = {k: f"{v:.1f}" for k, v in sweep.items()}
+                print_sweep(f"plane k1 sweep B={n} (all / pred only)", shown, errs, row["k1_best"])
                 for lc in ls:
                     lc.ws.zero_()
             on_row(row)
