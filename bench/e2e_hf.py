@@ -44,6 +44,7 @@ from tardis.calibrate import calibrate
 from tardis.config import FoldConfig
 from tardis.data import join_tokens
 from tardis.engines import hf
+from tardis.kernels.blocks import UPDOWN_LAUNCH_KEYS
 from tardis.kernels.policy import policy_from_bench
 from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS
 
@@ -539,10 +540,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a ffn_bench.py JSON whose plane_launch / small_updown_batch (its --plane-best choice) the op uses here",
     )
     return ap.parse_args(argv)
-
-
-# the up/down launch settings an ffn_bench.py JSON may carry (tardis.kernels.blocks names)
-UPDOWN_LAUNCH_KEYS = ("PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS")
 
 
 def apply_kernel_launch(path: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-worker"))
 
 from tardis.kernels import decode
-from tardis.kernels.blocks import PLANE_LAUNCH, workspace_size
+from tardis.kernels.blocks import PLANE_LAUNCH, UPDOWN_LAUNCH_KEYS, workspace_size
 from tardis.kernels.layout import TiledPredictor, predict_i8
 from tardis.kernels.op import KernelPack, ffn_decode
 from tardis.kernels.policy import fit_policy
@@ -55,11 +55,11 @@ PLANE_CONFIGS = (
     (1, 4, True, False, False, False, 1, None, True, True, True),
 )
 PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8")
-# up/down launch knobs swept by --updown-sweep (tardis.kernels.blocks): programs per SM of their persistent
-# grids, listed neurons per up item, d split in about this many chunks, listed neurons per down item, output
-# columns per down item (at least blocks.DOWN_BLOCK_COLS: the workspace holds that many column tickets).
-# At B = 1 and 5% each program of the default does about one item, a serial chain of memory round trips.
-UPDOWN_KEYS = ("PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS")
+# up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
+# of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
+# down item, output columns per down item (at least blocks.DOWN_BLOCK_COLS: the workspace holds that many
+# column tickets). At B = 1 and 5% each program of the default does about one item, a serial chain of
+# memory round trips.
 UPDOWN_CONFIGS = (
     (4, 16, 8, 32, 256),  # the default
     (8, 16, 8, 32, 256),  # more programs per SM
@@ -81,7 +81,7 @@ def updown_name(cfg: tuple) -> str:
 
 def set_updown(cfg: tuple) -> None:
     """Make `cfg` the up/down launch of every DecodeLaunch built from now on (decode's module globals)."""
-    for key, value in zip(UPDOWN_KEYS, cfg, strict=True):
+    for key, value in zip(UPDOWN_LAUNCH_KEYS, cfg, strict=True):
         setattr(decode, key, value)
 
 
@@ -341,7 +341,7 @@ def updown_sweep(
 ) -> dict:
     """Time up and down alone for each UPDOWN_CONFIGS launch (the list counts kernel 1 left: `saved`),
     and check each through the op; returns {"us": {name: {"up", "down"}}, "rel_err": {...}, "best": name}."""
-    default = tuple(getattr(decode, k) for k in UPDOWN_KEYS)
+    default = tuple(getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS)
     times: dict[str, dict[str, float]] = {}
     errs: dict[str, float] = {}
     for cfg in UPDOWN_CONFIGS:
@@ -366,7 +366,7 @@ def updown_sweep(
         "us": times,
         "rel_err": errs,
         "best": updown_name(best),
-        "best_cfg": dict(zip(UPDOWN_KEYS, best, strict=True)),
+        "best_cfg": dict(zip(UPDOWN_LAUNCH_KEYS, best, strict=True)),
     }
 
 
@@ -551,7 +551,7 @@ def main() -> None:
             "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
             "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
             "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
-            "updown_launch": {k: getattr(decode, k) for k in UPDOWN_KEYS},
+            "updown_launch": {k: getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS},
             "wall_s": time.time() - t_start,
         } | extra  # fmt: skip
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -343,9 +343,9 @@ def test_up_down_launch_settings_in_the_interpreter(
     # the up/down launches bench/ffn_bench.py --updown-sweep times (programs per SM, neurons per up item,
     # d splits, neurons per down item, down columns) give the reference's output and leave the workspace zero
     from tardis.kernels import decode
+    from tardis.kernels.blocks import UPDOWN_LAUNCH_KEYS
 
-    keys = ("PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS")
-    for key, value in zip(keys, updown, strict=True):
+    for key, value in zip(UPDOWN_LAUNCH_KEYS, updown, strict=True):
         monkeypatch.setattr(decode, key, value)
     _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=40 + n, kernels="plane")
 

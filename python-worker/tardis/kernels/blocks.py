@@ -51,6 +51,9 @@ SMALL_UPDOWN_BATCH = 0  # plane batches up to this many tokens use the small up/
 SMALL_GROUPS_PER_STEP = 4  # predictor groups loaded per loop step in the small-batch stacked kernel
 SMALL_WARPS = 8  # warps per program of the small-batch stacked kernel
 PROGRAMS_PER_SM = 4  # persistent grid size of the up-gather and down-scatter kernels
+# the up/down launch settings above that bench/ffn_bench.py --updown-sweep varies and that an ffn_bench
+# JSON's "updown_launch" sets (bench/e2e_hf.py --kernel-launch); DecodeLaunch reads them when built
+UPDOWN_LAUNCH_KEYS = ("PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS")
 # The fused up/down kernel (kernels 2 and 3 in one launch, batch 1..4, no tl.dot): BJ listed neurons an
 # item, z over all of d in BK steps, the scatter in column blocks of BC (one ticket per block).
 FUSED_UPDOWN_BATCH = 0  # batches up to this many tokens run it by default (not yet measured on a GPU)
