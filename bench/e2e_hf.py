@@ -484,7 +484,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--calibration-only",
         action="store_true",
-        help="build and calibrate the model, report its fallback rates, time nothing (e.g. a fallback estimate on the CPU)",
+        help="build and calibrate the model, report its fallback rates, time nothing "
+        "(e.g. a fallback estimate on the CPU)",
     )
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=4544)
