@@ -2,7 +2,8 @@
 # One device call: GPU checks, then timings; writes JSON and logs under $OUT, prints short tables last.
 #
 #   bash bench/device_run.sh kernels   # plane sweep + fused up/down at B = 1, 2, 4 and the whole-layer
-#                                      # table there (--plane-best), GPU kernel tests, ncu of kernel 1
+#                                      # table there (--plane-best), GPU kernel tests, the bytes-only
+#                                      # predictor probe (bench/pred_probe.py), ncu of kernels 1-3
 #   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
 #       --policy-from ../bench/results/<ffn json>     per-layer decode limits from that run's break-even
@@ -43,14 +44,17 @@ gpu_tests() {  # LIMIT_S: the GPU kernel tests of the plane paths
 if [ "$stage" = kernels ] || [ "$stage" = all ]; then
   # the sweep first (its JSON is written after every row, so a time limit keeps what ran)
   sweep 280 1,2,4
-  gpu_tests 120
+  gpu_tests 100
+  # the predictor words read bytes-only in kernel 1's order: memory-bound or instruction-bound?
+  timeout 60 python ../bench/pred_probe.py --out "$OUT/pred_probe.json" >"$OUT/pred_probe.txt" 2>&1
+  echo "pred probe rc $?"
   if command -v ncu >/dev/null; then
     timeout 75 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       --section SchedulerStats --section ComputeWorkloadAnalysis --section Occupancy \
       python ../bench/ncu_pred.py >"$OUT/ncu_pred.txt" 2>&1
     echo "ncu rc $?"
-    timeout 60 ncu --clock-control none -k "regex:_up_kernel|_down_kernel|_updown_kernel" --launch-count 3 \
+    timeout 50 ncu --clock-control none -k "regex:_up_kernel|_down_kernel|_updown_kernel" --launch-count 3 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       python ../bench/ncu_pred.py updown >"$OUT/ncu_updown.txt" 2>&1
     echo "ncu updown rc $?"
@@ -84,6 +88,7 @@ for f in "$OUT/ncu_pred.txt" "$OUT/ncu_updown.txt"; do
   [ -f "$f" ] && grep -E "^\s+(Duration|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy)" "$f" | head -24
 done
 [ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|up/down sweep|^kernels" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"
+[ -f "$OUT/pred_probe.txt" ] && tail -20 "$OUT/pred_probe.txt"
 [ -f "$OUT/ffn_shapes.txt" ] && tail -30 "$OUT/ffn_shapes.txt"
 [ -f "$OUT/e2e_hf.txt" ] && tail -12 "$OUT/e2e_hf.txt"
 exit 0
