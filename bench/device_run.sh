@@ -6,6 +6,7 @@
 #                                      # predictor probe (bench/pred_probe.py), ncu of kernels 1-3
 #   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
+#       (../.cache/device/ffn_sweep.json: the last kernels/quick call's, while the machine stays warm)
 #       --policy-from ../bench/results/<ffn json>     per-layer decode limits from that run's break-even
 #       (paths are relative to python-worker/, where it runs)
 #       --compile-batches 1   batch 1 also with torch.compile'd steps, after the CUDA-graph rows and with
@@ -34,6 +35,8 @@ sweep() {  # LIMIT_S BATCHES: kernel-1 and up/down launch sweeps (Falcon-7B, 5%)
     --kernel-sets plane --plane-best --updown-sweep --out "$OUT/ffn_sweep.json" \
     --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json >"$OUT/ffn_sweep.txt" 2>&1
   echo "ffn bench rc $?"
+  # kept on the machine (an ignored path survives while it stays warm) for a following e2e call
+  mkdir -p ../.cache/device && cp -f "$OUT/ffn_sweep.json" ../.cache/device/ 2>/dev/null
 }
 gpu_tests() {  # LIMIT_S: the GPU kernel tests of the plane paths
   timeout "$1" python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
