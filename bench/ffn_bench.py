@@ -334,13 +334,13 @@ def print_sweep(title: str, shown: dict[str, str], errs: dict[str, float], best:
 def updown_sweep(
     layers: list[dict],
     xs: list[torch.Tensor],
-    saved: list[torch.Tensor],
     t_copy: float,
     n: int,
     gen: torch.Generator,
 ) -> dict:
-    """Time up and down alone for each UPDOWN_CONFIGS launch (the list counts kernel 1 left: `saved`),
-    and check each through the op; returns {"us": {name: {"up", "down"}}, "rel_err": {...}, "best": name}."""
+    """Time up and down alone for each UPDOWN_CONFIGS launch (kernel 1 of each launch writes its neuron
+    list first), and check each through the op; returns {"us": {name: {"up", "down"}}, "rel_err": {...},
+    "best": name}."""
     default = tuple(getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS)
     times: dict[str, dict[str, float]] = {}
     errs: dict[str, float] = {}
@@ -348,10 +348,13 @@ def updown_sweep(
         set_updown(cfg)
         try:
             ls = launches(layers, xs, "plane")
-            for lc, s in zip(ls, saved, strict=True):
-                lc.ws[:1].copy_(s)
+            counts = [torch.zeros(1, dtype=torch.int32, device="cuda") for _ in ls]
+            for lc, s in zip(ls, counts, strict=True):  # new launches have their own (empty) neuron lists:
+                lc.ws.zero_()  # kernel 1 writes each one's list and count
+                lc.stacked()
+                s.copy_(lc.ws[:1])
             up = graph_time([lc.up for lc in ls])  # leaves this launch's partials for the down timing
-            fns = [lambda lc=lc, s=s: (lc.ws[:1].copy_(s), lc.down()) for lc, s in zip(ls, saved, strict=True)]
+            fns = [lambda lc=lc, s=s: (lc.ws[:1].copy_(s), lc.down()) for lc, s in zip(ls, counts, strict=True)]
             times[updown_name(cfg)] = {"up": up, "down": graph_time(fns) - t_copy}
             for lay in layers:
                 lay["ws"].zero_()
@@ -444,7 +447,7 @@ def kernel_times(
             row["k2_TBps"] = union * d * 2 / row["k2_up_us"] / 1e6
             row["k3_TBps"] = union * d * 2 / row["k3_down_us"] / 1e6
             if kset == "plane" and args.updown_sweep:  # before the plane sweep: its checks use the default k1
-                row["updown_sweep"] = updown_sweep(layers, xs, saved, t_copy, n, gen)
+                row["updown_sweep"] = updown_sweep(layers, xs, t_copy, n, gen)
                 if args.plane_best and n == 1:  # the up/down launch is one for every batch: B = 1's choice
                     set_updown(tuple(row["updown_sweep"]["best_cfg"].values()))
             if kset == "plane":  # kernel-1 configurations (PLANE_CONFIGS)
