@@ -14,7 +14,8 @@
 #       --coverage 0.9 --band-tolerance 0   the first e2e run's calibration (the defaults are now
 #       coverage 0.85 with the flag band 2: ≈ 5% fallback instead of ≈ 20% on this model, CPU estimate)
 #   bash bench/device_run.sh quick [E2E ARGS]   # when one call is all there is: the plane sweep at B = 1
-#       (+ whole layer), GPU kernel tests (45 s), then the e2e bench with the launch that sweep chose
+#       (+ whole layer), GPU kernel tests (45 s), then the e2e bench with the launch that sweep chose;
+#       GPU_TESTS_S=0 skips the tests, CALL_LIMIT_S (570) is when the e2e bench must have stopped
 #   bash bench/device_run.sh shapes    # BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
@@ -66,11 +67,11 @@ fi
 
 if [ "$stage" = quick ]; then
   sweep 150 1
-  gpu_tests 45
+  [ "${GPU_TESTS_S:-45}" -gt 0 ] && gpu_tests "${GPU_TESTS_S:-45}"
   launch=()  # the sweep's launch choice, if it got as far as writing one
   python -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get('plane_launch') else 1)" \
     "$OUT/ffn_sweep.json" 2>/dev/null && launch=(--kernel-launch "$OUT/ffn_sweep.json")
-  timeout $((570 - SECONDS)) python ../bench/e2e_hf.py "${launch[@]}" "${@:2}" --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
+  timeout $((${CALL_LIMIT_S:-570} - SECONDS)) python ../bench/e2e_hf.py "${launch[@]}" "${@:2}" --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
   echo "e2e rc $?"
 fi
 
