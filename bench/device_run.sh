@@ -15,7 +15,8 @@
 #       coverage 0.85 with the flag band 2: ≈ 5% fallback instead of ≈ 20% on this model, CPU estimate)
 #   bash bench/device_run.sh quick [E2E ARGS]   # when one call is all there is: the plane sweep at B = 1
 #       (+ whole layer), GPU kernel tests (45 s), then the e2e bench with the launch that sweep chose;
-#       GPU_TESTS_S=0 skips the tests, CALL_LIMIT_S (570) is when the e2e bench must have stopped
+#       GPU_TESTS_S=0 skips the tests, SWEEP_S (150) limits the sweep, CALL_LIMIT_S (570) is when the e2e
+#       bench must have stopped
 #   bash bench/device_run.sh shapes    # BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
@@ -66,7 +67,7 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
 fi
 
 if [ "$stage" = quick ]; then
-  sweep 150 1
+  sweep "${SWEEP_S:-150}" 1
   [ "${GPU_TESTS_S:-45}" -gt 0 ] && gpu_tests "${GPU_TESTS_S:-45}"
   launch=()  # the sweep's launch choice, if it got as far as writing one
   python -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get('plane_launch') else 1)" \
