@@ -59,19 +59,20 @@ PLANE_CONFIGS = (
 PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8")
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
-# down item, output columns per down item (at least blocks.DOWN_BLOCK_COLS: the workspace holds that many
+# down item, output columns per down item (at least blocks.TICKET_BLOCK_COLS: the workspace holds that many
 # column tickets). At B = 1 and 5% each program of the default does about one item, a serial chain of
 # memory round trips.
 UPDOWN_CONFIGS = (
-    (4, 16, 8, 32, 256),  # the default
+    (8, 32, 8, 64, 512),  # the default (v7: the fastest of this sweep on an H100)
+    (4, 16, 8, 32, 256),  # v6's default
     (8, 16, 8, 32, 256),  # more programs per SM
     (16, 16, 8, 32, 256),
     (8, 16, 18, 32, 256),  # shorter chunks of d per up item (2 steps of 128)
-    (8, 16, 36, 32, 256),  # one step of 128 per up item
-    (16, 16, 36, 16, 256),
-    (8, 16, 8, 16, 256),  # fewer neurons per down item: more items
-    (8, 32, 8, 64, 512),  # more work per item
-    (4, 16, 8, 32, 512),
+    (8, 32, 18, 64, 512),
+    (16, 32, 8, 64, 512),
+    (8, 32, 8, 128, 512),  # more neurons per down item
+    (8, 64, 8, 64, 1024),  # more work per item
+    (4, 32, 8, 64, 512),
 )
 
 

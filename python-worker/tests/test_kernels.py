@@ -330,12 +330,28 @@ def test_int8_x_predictor_path_on_gpu(n: int, d: int, f: int, gs: int, dtype: to
 @pytest.mark.skipif(
     not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
 )
+def test_down_column_block_narrower_than_the_tickets_is_refused_in_the_interpreter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the workspace holds one column ticket per TICKET_BLOCK_COLS columns: a narrower down launch (set at
+    # run time from a JSON) would count into the predictor tiles' tickets, so it is refused by name
+    from tardis.kernels import decode
+    from tardis.kernels.blocks import TICKET_BLOCK_COLS
+
+    monkeypatch.setattr(decode, "DOWN_BLOCK_COLS", TICKET_BLOCK_COLS // 2)
+    with pytest.raises(ValueError, match="DOWN_BLOCK_COLS = 128: the workspace holds one column ticket per 256"):
+        _kernel_case("cpu", 1, 300, 200, 2, 64, torch.float32, "gelu", seed=3, kernels="plane")
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
 @pytest.mark.parametrize(
     ("n", "d", "f", "updown"),
     [
         (1, 700, 400, (8, 16, 36, 32, 256)),  # one 128-column step per up item, d not a multiple of it
         (2, 600, 300, (16, 16, 18, 16, 256)),
-        (1, 1100, 500, (8, 32, 8, 64, 512)),  # wider down column blocks: fewer tickets than the workspace has
+        (1, 1100, 500, (8, 32, 8, 64, 512)),  # the default (v7): fewer column tickets than the workspace has
         (3, 300, 200, (1, 16, 8, 32, 512)),  # one program per SM: every program loops over several items
     ],
 )

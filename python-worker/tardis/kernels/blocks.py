@@ -4,11 +4,16 @@ from __future__ import annotations
 
 WF_BLOCK_ROWS = 16  # folded rows per program (d/16 programs: several per SM)
 WF_BLOCK_K = 256  # folded GEMV step along d
-UP_BLOCK_NEURONS = 16  # listed neurons per up-gather item
+# up/down launch (v7: the fastest of bench/ffn_bench.py --updown-sweep at B = 1, 5% on an H100, up + down
+# 8.1 + 11.1 µs against 10.2 + 16.4 for v6's 16 / 32 neurons, 256 columns, 4 programs per SM; not yet
+# measured on the H200 or at other batch sizes)
+UP_BLOCK_NEURONS = 32  # listed neurons per up-gather item
 UP_BLOCK_K = 128  # up-gather step along d
 UP_SPLITS = 8  # d is split in about this many chunks per neuron block
-DOWN_BLOCK_NEURONS = 32  # listed neurons per down-scatter item
-DOWN_BLOCK_COLS = 256  # output columns per down-scatter item
+DOWN_BLOCK_NEURONS = 64  # listed neurons per down-scatter item
+DOWN_BLOCK_COLS = 512  # output columns per down-scatter item
+TICKET_BLOCK_COLS = 256  # the narrowest column block a down-scatter launch may use: the workspace holds one
+# ticket per this many output columns
 SMALL_BATCH = 0  # batches up to this many tokens run the v2 "small" kernels by default (they take 1..4;
 # superseded by the plane kernel, see bench/NOTES.md)
 PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor kernel by default (1..4)
@@ -51,7 +56,7 @@ SMALL_MAX_BATCH = 4  # the most tokens the small-batch kernels take (small=True)
 SMALL_UPDOWN_BATCH = 0  # plane batches up to this many tokens use the small up/down kernels (else v1's)
 SMALL_GROUPS_PER_STEP = 4  # predictor groups loaded per loop step in the small-batch stacked kernel
 SMALL_WARPS = 8  # warps per program of the small-batch stacked kernel
-PROGRAMS_PER_SM = 4  # persistent grid size of the up-gather and down-scatter kernels
+PROGRAMS_PER_SM = 8  # persistent grid size of the up-gather and down-scatter kernels
 # the up/down launch settings above that bench/ffn_bench.py --updown-sweep varies and that an ffn_bench
 # JSON's "updown_launch" sets (bench/e2e_hf.py --kernel-launch); DecodeLaunch reads them when built
 UPDOWN_LAUNCH_KEYS = ("PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS")
@@ -61,7 +66,7 @@ FUSED_UPDOWN_BATCH = 0  # batches up to this many tokens run it by default (not 
 UPDOWN_BLOCK_NEURONS = 4
 UPDOWN_BLOCK_K = 512
 UPDOWN_BLOCK_COLS = 1024
-assert UPDOWN_BLOCK_COLS >= DOWN_BLOCK_COLS  # its column tickets fit in the down kernel's
+assert min(UPDOWN_BLOCK_COLS, DOWN_BLOCK_COLS) >= TICKET_BLOCK_COLS  # their column tickets fit the workspace
 
 
 PRED_ROWS = 64  # rows of a predictor tile (layout.BLOCK_ROWS)
@@ -75,7 +80,7 @@ def workspace_layout(d: int, f: int) -> dict[str, tuple[int, int]]:
     tiles = -(-f // PRED_ROWS)
     sizes = {
         "counts": 2,
-        "col_tickets": -(-d // DOWN_BLOCK_COLS),
+        "col_tickets": -(-d // TICKET_BLOCK_COLS),
         "tile_tickets": tiles,
         "zacc": MAX_SPLIT_TOKENS * tiles * PRED_ROWS,
     }

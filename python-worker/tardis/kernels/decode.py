@@ -42,6 +42,7 @@ from tardis.kernels.blocks import (
     SMALL_MAX_BATCH,
     SMALL_UPDOWN_BATCH,
     SMALL_WARPS,
+    TICKET_BLOCK_COLS,
     UP_BLOCK_K,
     UP_BLOCK_NEURONS,
     UP_SPLITS,
@@ -1231,6 +1232,11 @@ class DecodeLaunch:
 
     def down(self) -> None:
         """Kernel 3: corrections scattered into y32, cast into y; resets the workspace."""
+        if DOWN_BLOCK_COLS < TICKET_BLOCK_COLS:  # a launch set at run time (an ffn_bench JSON's updown_launch)
+            raise ValueError(
+                f"DOWN_BLOCK_COLS = {DOWN_BLOCK_COLS}: the workspace holds one column ticket per "
+                f"{TICKET_BLOCK_COLS} columns; use a column block of at least {TICKET_BLOCK_COLS}"
+            )
         n_cols = triton.cdiv(self.d, DOWN_BLOCK_COLS)
         grid = min(max(triton.cdiv(self.f, DOWN_BLOCK_NEURONS), 1) * n_cols, self.sms * PROGRAMS_PER_SM)
         common = (
