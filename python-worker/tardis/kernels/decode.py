@@ -422,8 +422,7 @@ def _x_group(x_ptr, g, D, MASKED: tl.constexpr, GS: tl.constexpr, WPG: tl.conste
             xv = tl.load(x_ptr + k, mask=(k < D) & (pl * WPG + jj < GS), other=0.0)
         else:
             xv = tl.load(x_ptr + k)
-        # (no starred tuples in Triton's frontend; mypy types the () above as the empty tuple)
-        out = out + (xv.to(tl.float32)[None, :, None],)  # type: ignore[assignment]  # noqa: RUF005
+        out = out + (xv.to(tl.float32)[None, :, None],)  # noqa: RUF005 (Triton's frontend: no starred tuples)
     return out
 
 
