@@ -44,8 +44,6 @@ RATES = (0.01, 0.05, 0.10, 0.20)
 # tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS = (
     (1, 4, True, False, True, False, 1, None, False, False, False),  # v4 default at B = 1, 4
-    (1, 4, True, True, True, False, 1, None, False, False, False),  # v7: x of the next group in registers (XPF)
-    (1, 4, True, True, True, False, 1, None, True, False, False),  # XPF with the Wf tile prefetch (WPF)
     (1, 4, True, False, False, False, 1, None, False, False, False),  # v4 default at B = 2
     (1, 4, True, False, True, False, 1, None, False, False, True),  # v6: int8 x, dp4a (I8)
     (1, 4, True, False, False, False, 1, None, False, True, True),  # I8, words four groups ahead

@@ -250,8 +250,6 @@ def test_fp32_layers_get_fp32_products_on_gpu(n: int, kernels: str) -> None:
 PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8")
 PLANE_CONFIGS = [
     (1, 4, True, False, True, False, 1, None, False, False, False),
-    (1, 4, True, True, True, False, 1, None, False, False, False),
-    (1, 4, True, True, True, False, 1, None, True, False, False),
     (1, 4, True, False, False, False, 1, None, False, False, False),
     (1, 4, True, False, True, False, 1, None, False, False, True),
     (1, 4, True, False, False, False, 1, None, False, True, True),
@@ -389,9 +387,6 @@ def test_up_down_launch_settings_in_the_interpreter(
         (1, 50, 70, 2, "plane", 1),
         (2, 450, 130, 2, "plane", 1),
         (2, 450, 130, 2, "plane", {"T": 2, "PF2": True, "PRED_FIRST": True}),
-        (1, 450, 130, 2, "plane", {"XPF": True, "PF2": True}),
-        (3, 300, 200, 3, "plane", {"XPF": True, "SPLIT": 2}),
-        (4, 1000, 330, 4, "plane", {"XPF": True, "T": 2}),
         (1, 200, 150, 3, "plane", {"T": 1, "PF2": True}),
         (3, 300, 200, 4, "plane", {"T": 1, "PRED_FIRST": True}),
         (1, 450, 130, 2, "plane", {"SPLIT": 3, "PRED_FIRST": True}),

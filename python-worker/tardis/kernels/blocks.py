@@ -18,11 +18,10 @@ SMALL_BATCH = 0  # batches up to this many tokens run the v2 "small" kernels by 
 # superseded by the plane kernel, see bench/NOTES.md)
 PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor kernel by default (1..4)
 # plane kernel-1 launch per batch size: T 64-row predictor tiles per program, warps, PRED_FIRST (predictor
-# programs before the Wf programs in the grid), XPF (fp32 path: the next group's x values loaded into
-# registers while a group computes; v7 — until v6 it prefetched them into L1, which cost 4–18 µs on the
-# H200), PF2 (words two groups ahead instead of one). Measured on the H200 (bench/NOTES.md, v4):
-# PRED_FIRST saves 14–30 µs of kernel 1 at B = 1, 2, 4 (the long predictor programs no longer start after
-# the Wf programs), PF2 is within noise; B = 3 was neither measured nor GPU-tested with them, so it keeps v3's.
+# programs before the Wf programs in the grid), XPF (prefetch the next group's x into L1), PF2 (words two
+# groups ahead instead of one). Measured on the H200 (bench/NOTES.md, v4): PRED_FIRST saves 14–30 µs of
+# kernel 1 at B = 1, 2, 4 (the long predictor programs no longer start after the Wf programs), XPF costs
+# 4–18 µs, PF2 is within noise; B = 3 was neither measured nor GPU-tested with them, so it keeps v3's.
 # H2 (int2 with 16 full code planes only): two codes per fp16x2 instruction (x rounded to fp16, so |x| must
 # stay below 65504; products summed in fp16 over one word's 16 codes); SPLIT: the groups of a row
 # tile cut into this many programs (fp32 atomics into a zero-at-rest buffer, the last one runs the epilogue).

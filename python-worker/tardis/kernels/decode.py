@@ -410,35 +410,13 @@ def _stacked_small_kernel(
 
 
 @triton.jit
-def _x_group(x_ptr, g, D, MASKED: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr):
-    # one token's x of group g for each code plane p: x[g·GS + p·WPG + j] as [1, WPG, 1] fp32, NPL of
-    # them; masked past d (MASKED: the tail group, or a group past the last) and where a plane runs
-    # past the group
-    jj = tl.arange(0, WPG)
-    out = ()
-    for pl in tl.static_range(NPL):
-        k = g * GS + pl * WPG + jj
-        if MASKED or (pl + 1) * WPG > GS:
-            xv = tl.load(x_ptr + k, mask=(k < D) & (pl * WPG + jj < GS), other=0.0)
-        else:
-            xv = tl.load(x_ptr + k)
-        out = out + (xv.to(tl.float32)[None, :, None],)  # noqa: RUF005 (Triton's frontend: no starred tuples)
-    return out
-
-
-@triton.jit
-def _x_groups(x_ptr, g, D, MASKED: tl.constexpr, NT: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr,
-              NPL: tl.constexpr):  # fmt: skip
-    # _x_group of each of the NT tokens (the unused ones repeat token 0's, which are never read)
-    x0 = _x_group(x_ptr, g, D, MASKED, GS, WPG, NPL)
-    x1, x2, x3 = x0, x0, x0
-    if NT > 1:
-        x1 = _x_group(x_ptr + D, g, D, MASKED, GS, WPG, NPL)
-    if NT > 2:
-        x2 = _x_group(x_ptr + 2 * D, g, D, MASKED, GS, WPG, NPL)
-    if NT > 3:
-        x3 = _x_group(x_ptr + 3 * D, g, D, MASKED, GS, WPG, NPL)
-    return x0, x1, x2, x3
+def _x_plane(ptrs, km, MASKED: tl.constexpr, PL: tl.constexpr, WPG: tl.constexpr, GS: tl.constexpr):
+    # x values of code plane PL: masked in the tail group, and where the plane runs past the group
+    if MASKED or (PL + 1) * WPG > GS:  # noqa: SIM108 (a constexpr branch)
+        xv = tl.load(ptrs, mask=km, other=0.0)
+    else:
+        xv = tl.load(ptrs)
+    return xv.to(tl.float32)[None, :, None]
 
 
 @triton.jit
@@ -453,17 +431,19 @@ def _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, N_GROUPS, F_PAD, W
 
 @triton.jit
 def _plane_group(
-    a0, a1, a2, a3, wv, sc, oc, x0, x1, x2, x3, ONE_BITS,
-    NT: tl.constexpr, BITS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
+    a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS,
+    NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
+    MASKED: tl.constexpr,
 ):  # fmt: skip
     # One group of a program's [T, WPG, BR] word tile (row tile t, word position j, row m). Code plane
     # p of word j is column p·WPG + j of the group, so plane p multiplies the contiguous slice
     # x[g·GS + p·WPG + j]; a thread holds the same j of several rows, so one x value (a load, a
     # convert) serves them all. Per weight: one shift, one and-or into 1.0's mantissa (a single lop3:
-    # ONE_BITS = 1.0's bits is a kernel argument, so it sits in a register), one FMA per token. x0..x3:
-    # each token's _x_group of the group.
+    # ONE_BITS = 1.0's bits is a kernel argument, so it sits in a register), one FMA per token.
     sc = sc.to(tl.float32) * (1 << BITS)
     oc = oc.to(tl.float32) - sc
+    jj = tl.arange(0, WPG)
+    kg = g * GS + jj  # [WPG]
     MANT: tl.constexpr = ((1 << BITS) - 1) << (23 - BITS)
     p0 = tl.zeros(wv.shape, dtype=tl.float32)
     p1 = tl.zeros(wv.shape, dtype=tl.float32)
@@ -474,22 +454,30 @@ def _plane_group(
     xs2 = tl.zeros((1, WPG, 1), dtype=tl.float32)
     xs3 = tl.zeros((1, WPG, 1), dtype=tl.float32)
     for pl in tl.static_range(NPL):
+        k = kg + pl * WPG
+        km = k < D  # only used where a mask is needed
+        if (pl + 1) * WPG > GS:
+            km = km & (pl * WPG + jj < GS)
         if 23 - BITS - pl * BITS >= 0:  # noqa: SIM108 (a constexpr branch)
             t = wv << (23 - BITS - pl * BITS)
         else:
             t = wv >> (pl * BITS - 23 + BITS)
         v = ((t & MANT) | ONE_BITS).to(tl.float32, bitcast=True)  # 1 + q / 2^BITS
-        p0 += v * x0[pl]
-        xs0 += x0[pl]
+        xv0 = _x_plane(x_ptr + k, km, MASKED, pl, WPG, GS)
+        p0 += v * xv0
+        xs0 += xv0
         if NT > 1:
-            p1 += v * x1[pl]
-            xs1 += x1[pl]
+            xv1 = _x_plane(x_ptr + D + k, km, MASKED, pl, WPG, GS)
+            p1 += v * xv1
+            xs1 += xv1
         if NT > 2:
-            p2 += v * x2[pl]
-            xs2 += x2[pl]
+            xv2 = _x_plane(x_ptr + 2 * D + k, km, MASKED, pl, WPG, GS)
+            p2 += v * xv2
+            xs2 += xv2
         if NT > 3:
-            p3 += v * x3[pl]
-            xs3 += x3[pl]
+            xv3 = _x_plane(x_ptr + 3 * D + k, km, MASKED, pl, WPG, GS)
+            p3 += v * xv3
+            xs3 += xv3
     # per word: s'·Σ v·x + (o − s')·Σ x; words are summed once, after the last group
     a0 += sc * p0 + oc * xs0
     if NT > 1:
@@ -694,6 +682,14 @@ def _plane_group_i8(
 
 
 @triton.jit
+def _x_prefetch(ptrs):
+    # prefetch.global.L1 of each address (no result is used; not pure, so it is kept)
+    return tl.inline_asm_elementwise(
+        "prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+    )
+
+
+@triton.jit
 def _plane_pred_part(
     x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
     zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG,
@@ -702,12 +698,12 @@ def _plane_pred_part(
     SPLIT: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
 ):  # fmt: skip
     # T row tiles of BR rows streamed group after group (full groups without x masks, then the partial
-    # last group); the words of group g + 1 (PF2: g + 2, PF4: g + 4) load while group g computes; XPF
-    # (fp32 path): so do group g + 1's x values, into registers (a group's L1 round trip off the path).
-    # SPLIT > 1: the groups are cut into SPLIT chunks of CG, one program each; partial sums are added
-    # into zacc (fp32, zero at rest) and the last chunk of a tile set to finish (a ticket) runs the flags
-    # epilogue and zeroes zacc and its ticket again. I8: the groups run _plane_group_i8 against the int8
-    # x words that _xq_kernel wrote (each group's loaded while the group before computes).
+    # last group); the words of group g + 1 (PF2: g + 2, PF4: g + 4) load while group g computes; XPF: the x slice
+    # of group g + 1 is prefetched into L1 meanwhile. SPLIT > 1: the groups are cut into SPLIT chunks of
+    # CG, one program each; partial sums are added into zacc (fp32, zero at rest) and the last chunk
+    # of a tile set to finish (a ticket) runs the flags epilogue and zeroes zacc and its ticket again.
+    # I8: the groups run _plane_group_i8 against the int8 x words that _xq_kernel wrote (each group's
+    # loaded while the group before computes).
     tg = ppid // SPLIT
     g0 = (ppid % SPLIT) * CG
     g1 = tl.minimum(g0 + CG, N_GROUPS)
@@ -739,8 +735,6 @@ def _plane_pred_part(
             xn2 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 2, g0, N_GROUPS, WPG)
         if NT > 3:
             xn3 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 3, g0, N_GROUPS, WPG)
-    if XPF and not I8 and not H2:  # the first group's x (then each next group's while one computes)
-        xf0, xf1, xf2, xf3 = _x_groups(x_ptr, g0, D, True, NT, GS, WPG, NPL)
     for g in range(g0, gf):
         wv, sc, oc = wn, sn, on
         if PF4:  # four groups in flight (8 KB per program at 64 rows, int2 g128)
@@ -753,6 +747,10 @@ def _plane_pred_part(
             wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 2, woff, soff, tmask, g1, F_PAD, WPG, BR)
         else:
             wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 1, woff, soff, tmask, g1, F_PAD, WPG, BR)
+        if XPF:
+            kp = tl.minimum((g + 1) * GS + tl.arange(0, 8) * 32, D - 1)  # lines of GS ≤ 256 values
+            for t in tl.static_range(NT):
+                _x_prefetch(x_ptr + t * D + kp)
         if I8:  # every group (the x words past d are zero), so N_FULL = N_GROUPS
             xc0, xc1, xc2, xc3 = xn0, xn1, xn2, xn3
             xn0 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 0, g + 1, N_GROUPS, WPG)
@@ -765,16 +763,12 @@ def _plane_pred_part(
             a0, a1, a2, a3 = _plane_group_i8(a0, a1, a2, a3, wv, sc, oc, xc0, xc1, xc2, xc3, NT, I8_ASM)
         elif H2:
             a0, a1, a2, a3 = _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
-        elif XPF:  # this group's x from the step before; the next group's loads now (masked: it may be the tail)
-            xc0, xc1, xc2, xc3 = xf0, xf1, xf2, xf3
-            xf0, xf1, xf2, xf3 = _x_groups(x_ptr, g + 1, D, True, NT, GS, WPG, NPL)
-            a0, a1, a2, a3 = _plane_group(a0, a1, a2, a3, wv, sc, oc, xc0, xc1, xc2, xc3, ONE_BITS, NT, BITS, WPG, NPL)
         else:
-            xc0, xc1, xc2, xc3 = _x_groups(x_ptr, g, D, False, NT, GS, WPG, NPL)
-            a0, a1, a2, a3 = _plane_group(a0, a1, a2, a3, wv, sc, oc, xc0, xc1, xc2, xc3, ONE_BITS, NT, BITS, WPG, NPL)
+            a0, a1, a2, a3 = _plane_group(
+                a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False
+            )
     for g in range(tl.maximum(g0, N_FULL), g1):  # the partial last group (at most one; fp32 path)
-        xc0, xc1, xc2, xc3 = _x_groups(x_ptr, g, D, True, NT, GS, WPG, NPL)
-        a0, a1, a2, a3 = _plane_group(a0, a1, a2, a3, wn, sn, on, xc0, xc1, xc2, xc3, ONE_BITS, NT, BITS, WPG, NPL)
+        a0, a1, a2, a3 = _plane_group(a0, a1, a2, a3, wn, sn, on, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, True)
     rows = t0 * BR + tl.arange(0, T * BR)
     rmask = rows < F
     s0 = tl.reshape(tl.sum(a0, axis=1), (T * BR,))
