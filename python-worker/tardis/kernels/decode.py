@@ -229,24 +229,15 @@ def _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF: tl.constexpr):
 
 
 @triton.jit
-def _x_tile(x_ptr, ks, km, shape: tl.constexpr):
-    # x[ks] loaded straight into a [rows, K] tile's shape (every row the same): the load takes the
-    # tile's layout, so no shared-memory layout conversion (two CTA barriers) per step, which a [K]
-    # load broadcast with [None, :] costs; the repeated addresses are L1 hits
-    xo = ks[None, :] + tl.zeros(shape, dtype=tl.int32)
-    return tl.load(x_ptr + xo, mask=km[None, :] & (xo >= 0), other=0.0).to(tl.float32)
-
-
-@triton.jit
 def _fma_tokens(a0, a1, a2, a3, w, x_ptr, ks, km, D, NT: tl.constexpr):
     # a_t += w [rows, K] · x[t, ks] (broadcast over rows) for each of the NT tokens, fp32
-    a0 += w * _x_tile(x_ptr, ks, km, w.shape)
+    a0 += w * tl.load(x_ptr + ks, mask=km, other=0.0).to(tl.float32)[None, :]
     if NT > 1:
-        a1 += w * _x_tile(x_ptr + D, ks, km, w.shape)
+        a1 += w * tl.load(x_ptr + D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
     if NT > 2:
-        a2 += w * _x_tile(x_ptr + 2 * D, ks, km, w.shape)
+        a2 += w * tl.load(x_ptr + 2 * D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
     if NT > 3:
-        a3 += w * _x_tile(x_ptr + 3 * D, ks, km, w.shape)
+        a3 += w * tl.load(x_ptr + 3 * D + ks, mask=km, other=0.0).to(tl.float32)[None, :]
     return a0, a1, a2, a3
 
 
