@@ -408,13 +408,16 @@ def kernel_times(
             for lc, s in zip(ls, saved, strict=True):  # the count left by the last kernel-1 replay
                 s.copy_(lc.ws[:1])
             union = sum(int(s) for s in saved) / len(saved)
+            if kset == "plane":  # v1's up/down here (the default at this batch may be the small ones)
+                for lc in ls:
+                    lc.small_updown = False
             row["k2_up_us"] = graph_time([lc.up for lc in ls])
             if kset == "plane":  # the small up kernel (no tl.dot), while the list count is still set
                 for lc in ls:
                     lc.small_updown = True
                 row["k2_up_small_us"] = graph_time([lc.up for lc in ls])
                 for lc in ls:
-                    lc.small_updown = lc.n <= decode.SMALL_UPDOWN_BATCH
+                    lc.small_updown = False
             fns = [lambda lc=lc, s=s: (lc.ws[:1].copy_(s), lc.down()) for lc, s in zip(ls, saved, strict=True)]
             row["k3_down_us"] = graph_time(fns) - t_copy
             if kset == "plane":  # the small down kernel (reads the small up's partials)
@@ -429,6 +432,8 @@ def kernel_times(
                 small_better = row["k2_up_small_us"] + row["k3_down_small_us"] < row["k2_up_us"] + row["k3_down_us"]
                 if args.plane_best and small_better and n - 1 == decode.SMALL_UPDOWN_BATCH:
                     decode.SMALL_UPDOWN_BATCH = n  # the whole-layer runs below use the small up/down here
+                elif args.plane_best and not small_better and n == decode.SMALL_UPDOWN_BATCH:
+                    decode.SMALL_UPDOWN_BATCH = n - 1  # ... or v1's
                 # the fused up/down kernel (kernels 2 and 3 in one launch), timed and checked through the op
                 fns = [lambda lc=lc, s=s: (lc.ws[:1].copy_(s), lc.updown()) for lc, s in zip(ls, saved, strict=True)]
                 row["k23_fused_us"] = graph_time(fns) - t_copy

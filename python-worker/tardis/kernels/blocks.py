@@ -4,9 +4,10 @@ from __future__ import annotations
 
 WF_BLOCK_ROWS = 16  # folded rows per program (d/16 programs: several per SM)
 WF_BLOCK_K = 256  # folded GEMV step along d
-# up/down launch (v7: the fastest of bench/ffn_bench.py --updown-sweep at B = 1, 5% on an H100, up + down
-# 8.1 + 11.1 µs against 10.2 + 16.4 for v6's 16 / 32 neurons, 256 columns, 4 programs per SM; not yet
-# measured on the H200 or at other batch sizes)
+# up/down launch (v7: the fastest of bench/ffn_bench.py --updown-sweep at B = 1, 5% on an H100, where batch 1
+# runs the small up/down kernels (SMALL_UPDOWN_BATCH below): up + down 8.1 + 11.1 µs against 10.3 + 16.1
+# at v6's launch (16 / 32 neurons, 256 columns, 4 programs per SM) in the same run. v1's up/down kernels
+# (batch 2..64) take the same launch: not yet measured there, nor on the H200)
 UP_BLOCK_NEURONS = 32  # listed neurons per up-gather item
 UP_BLOCK_K = 128  # up-gather step along d
 UP_SPLITS = 8  # d is split in about this many chunks per neuron block
@@ -52,7 +53,8 @@ PLANE_LAUNCH = {
     4: _PLANE_V3 | {"PRED_FIRST": True, "PF2": True},
 }
 SMALL_MAX_BATCH = 4  # the most tokens the small-batch kernels take (small=True)
-SMALL_UPDOWN_BATCH = 0  # plane batches up to this many tokens use the small up/down kernels (else v1's)
+SMALL_UPDOWN_BATCH = 1  # plane batches up to this many tokens use the small up/down kernels (else v1's;
+# v7, H100: at B = 1 with the launch above 8.1 + 11.1 µs, v6's default v1 pair 8.4 + 13.5)
 SMALL_GROUPS_PER_STEP = 4  # predictor groups loaded per loop step in the small-batch stacked kernel
 SMALL_WARPS = 8  # warps per program of the small-batch stacked kernel
 PROGRAMS_PER_SM = 8  # persistent grid size of the up-gather and down-scatter kernels

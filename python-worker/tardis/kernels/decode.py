@@ -175,10 +175,8 @@ def _down_kernel(
     w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
     N, D, F, n_splits, n_cols,
     BN: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, FENCE: tl.constexpr,
-    DOT_PREC: tl.constexpr, NSP: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):  # fmt: skip
-    # Every load of an item depends only on its neuron list, so all are issued together: one L2 round
-    # trip for the list, then one for the partials, W2ᵀ rows, biases and flags (not one per split).
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     count = tl.load(ws_ptr)
@@ -192,23 +190,20 @@ def _down_kernel(
         js = jb * BJ + tl.arange(0, BJ)
         jmask = js < count
         neur = tl.load(idx_ptr + js, mask=jmask, other=0)
-        # token-major [BN, BJ] (the layout the partials are stored in, and the dot's left operand); all
-        # NSP ≥ n_splits partials in one load; every load of the item is issued before any is used
-        zmask = tmask[:, None] & jmask[None, :]
-        sps = tl.arange(0, NSP)[:, None, None]
-        zoff = (sps * BN + toks[None, :, None]) * F + js[None, None, :]
-        zs = tl.load(zp_ptr + zoff, mask=zmask[None, :, :] & (sps < n_splits), other=0.0)
+        z = tl.zeros((BJ, BN), dtype=tl.float32)
+        zmask = jmask[:, None] & tmask[None, :]
+        for sp in range(0, n_splits):
+            z += tl.load(zp_ptr + (sp * BN + toks[None, :]) * F + js[:, None], mask=zmask, other=0.0)
+        z += tl.load(b1_ptr + neur, mask=jmask, other=0.0).to(tl.float32)[:, None]
+        a = tl.load(slope_ptr + neur, mask=jmask, other=0.0)
+        c = tl.load(icpt_ptr + neur, mask=jmask, other=0.0)
+        fl = tl.load(flags_ptr + toks[None, :] * F + neur[:, None], mask=jmask[:, None] & tmask[None, :], other=0)
+        corr = tl.where(fl != 0, _activation(z, ACT) - a[:, None] * z - c[:, None], 0.0)
         cols = cb * BC + tl.arange(0, BC)
         cmask = cols < D
         w2mask = jmask[:, None] & cmask[None, :]
         w2 = tl.load(w2t_ptr + neur[:, None].to(tl.int64) * D + cols[None, :], mask=w2mask, other=0.0)
-        b1v = tl.load(b1_ptr + neur, mask=jmask, other=0.0).to(tl.float32)
-        a = tl.load(slope_ptr + neur, mask=jmask, other=0.0)
-        c = tl.load(icpt_ptr + neur, mask=jmask, other=0.0)
-        fl = tl.load(flags_ptr + toks[:, None] * F + neur[None, :], mask=zmask, other=0)
-        z = tl.sum(zs, axis=0) + b1v[None, :]
-        corr = tl.where(fl != 0, _activation(z, ACT) - a[None, :] * z - c[None, :], 0.0)
-        part = tl.dot(corr.to(w2.dtype), w2, input_precision=DOT_PREC)  # [BN, BC]
+        part = tl.dot(tl.trans(corr.to(w2.dtype)), w2, input_precision=DOT_PREC)  # [BN, BC]
         omask = tmask[:, None] & cmask[None, :]
         tl.atomic_add(y32_ptr + toks[:, None] * D + cols[None, :], part, mask=omask & (count > 0), sem="relaxed")
         if FENCE:
@@ -1245,7 +1240,6 @@ class DecodeLaunch:
             _down_kernel[(grid,)](
                 *common, self.n, self.d, self.f, self.n_splits, n_cols, BN=self.bn_dot, BJ=DOWN_BLOCK_NEURONS,
                 BC=DOWN_BLOCK_COLS, ACT=self.act, FENCE=not _INTERPRET, DOT_PREC=self.dot_prec,
-                NSP=triton.next_power_of_2(self.n_splits),
             )  # fmt: skip
 
     def updown(self) -> None:
