@@ -3,7 +3,8 @@
 #
 #   bash bench/device_run.sh kernels   # plane sweep + fused up/down at B = 1, 2, 4 and the whole-layer
 #                                      # table there (--plane-best), GPU kernel tests, the bytes-only
-#                                      # predictor probe (bench/pred_probe.py), ncu of kernels 1-3
+#                                      # predictor probe (bench/pred_probe.py), ncu of kernels 1-3 (kernel 1
+#                                      # with SourceCounters: where the warps stall, by source line)
 #   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
 #       (../.cache/device/ffn_sweep.json: the last kernels/quick call's, while the machine stays warm)
@@ -57,6 +58,7 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
     timeout 75 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       --section SchedulerStats --section ComputeWorkloadAnalysis --section Occupancy \
+      --section SourceCounters --import-source yes \
       python ../bench/ncu_pred.py >"$OUT/ncu_pred.txt" 2>&1
     echo "ncu rc $?"
     timeout 50 ncu --clock-control none -k "regex:_up_kernel|_down_kernel|_updown_kernel" --launch-count 3 \
