@@ -628,42 +628,34 @@ def _i8_dot(wv, x0, x1, x2, x3, ASM: tl.constexpr):
 
 
 @triton.jit
-def _i8_x(xq_ptr, xsx_ptr, xsum_ptr, t, g, N_GROUPS, WPG: tl.constexpr):
-    # token t's x of group g for the I8 path, the same for every row: its four packed int8 words per word
-    # position [1, WPG, 1], s_x, and Σ x per word. g may be one past the last group (a prefetch the
-    # loop never uses): it reads the last group instead.
-    gg = tl.minimum(g, N_GROUPS - 1)
-    xw = (t * N_GROUPS + gg) * WPG + tl.arange(0, WPG)[None, :, None]
-    x0 = tl.load(xq_ptr + xw * 4)
-    x1 = tl.load(xq_ptr + xw * 4 + 1)
-    x2 = tl.load(xq_ptr + xw * 4 + 2)
-    x3 = tl.load(xq_ptr + xw * 4 + 3)
-    return x0, x1, x2, x3, tl.load(xsx_ptr + t * N_GROUPS + gg), tl.load(xsum_ptr + xw)
-
-
-@triton.jit
-def _i8_token(acc, wv, sc, oc, xt, ASM: tl.constexpr):
-    # one token's group: acc += s·s_x·Σ code·q + o·Σ x per word (xt: that token's _i8_x of the group)
+def _i8_token(acc, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, t, g, N_GROUPS, WPG: tl.constexpr, ASM: tl.constexpr):
+    # one token's group: acc += s·s_x·Σ code·q + o·Σ x per word (x words are the same for all rows)
     zw = tl.zeros_like(wv)
-    dot = _i8_dot(wv, xt[0] + zw, xt[1] + zw, xt[2] + zw, xt[3] + zw, ASM).to(tl.float32)
-    return acc + (sc * xt[4]) * dot + oc * xt[5]
+    xw = (t * N_GROUPS + g) * WPG + tl.arange(0, WPG)[None, :, None]  # [1, WPG, 1]
+    x0 = tl.load(xq_ptr + xw * 4) + zw
+    x1 = tl.load(xq_ptr + xw * 4 + 1) + zw
+    x2 = tl.load(xq_ptr + xw * 4 + 2) + zw
+    x3 = tl.load(xq_ptr + xw * 4 + 3) + zw
+    dot = _i8_dot(wv, x0, x1, x2, x3, ASM).to(tl.float32)
+    sx = tl.load(xsx_ptr + t * N_GROUPS + g)
+    return acc + (sc * sx) * dot + oc * tl.load(xsum_ptr + xw)
 
 
 @triton.jit
 def _plane_group_i8(
-    a0, a1, a2, a3, wv, sc, oc, x0, x1, x2, x3, NT: tl.constexpr, ASM: tl.constexpr,
+    a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS,
+    NT: tl.constexpr, WPG: tl.constexpr, ASM: tl.constexpr,
 ):  # fmt: skip
-    # _plane_group for int2 groups of 16 full code planes against int8 x (I8): 4 dp4a per word; x0..x3:
-    # each token's _i8_x of the group (loaded a group ahead, so the L1 round trip is off the path)
+    # _plane_group for int2 groups of 16 full code planes against int8 x (I8): 4 dp4a per word
     sc = sc.to(tl.float32)
     oc = oc.to(tl.float32)
-    a0 = _i8_token(a0, wv, sc, oc, x0, ASM)
+    a0 = _i8_token(a0, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 0, g, N_GROUPS, WPG, ASM)
     if NT > 1:
-        a1 = _i8_token(a1, wv, sc, oc, x1, ASM)
+        a1 = _i8_token(a1, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 1, g, N_GROUPS, WPG, ASM)
     if NT > 2:
-        a2 = _i8_token(a2, wv, sc, oc, x2, ASM)
+        a2 = _i8_token(a2, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 2, g, N_GROUPS, WPG, ASM)
     if NT > 3:
-        a3 = _i8_token(a3, wv, sc, oc, x3, ASM)
+        a3 = _i8_token(a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 3, g, N_GROUPS, WPG, ASM)
     return a0, a1, a2, a3
 
 
@@ -688,8 +680,7 @@ def _plane_pred_part(
     # of group g + 1 is prefetched into L1 meanwhile. SPLIT > 1: the groups are cut into SPLIT chunks of
     # CG, one program each; partial sums are added into zacc (fp32, zero at rest) and the last chunk
     # of a tile set to finish (a ticket) runs the flags epilogue and zeroes zacc and its ticket again.
-    # I8: the groups run _plane_group_i8 against the int8 x words that _xq_kernel wrote (each group's
-    # loaded while the group before computes).
+    # I8: the groups run _plane_group_i8 against the int8 x words that _xq_kernel wrote.
     tg = ppid // SPLIT
     g0 = (ppid % SPLIT) * CG
     g1 = tl.minimum(g0 + CG, N_GROUPS)
@@ -712,15 +703,6 @@ def _plane_pred_part(
     if PF4:
         wn3, sn3, on3 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 2, woff, soff, tmask, g1, F_PAD, WPG, BR)
         wn4, sn4, on4 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 3, woff, soff, tmask, g1, F_PAD, WPG, BR)
-    if I8:  # each token's x of the first group (then of the next group while this one computes)
-        xn0 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 0, g0, N_GROUPS, WPG)
-        xn1, xn2, xn3 = xn0, xn0, xn0
-        if NT > 1:
-            xn1 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 1, g0, N_GROUPS, WPG)
-        if NT > 2:
-            xn2 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 2, g0, N_GROUPS, WPG)
-        if NT > 3:
-            xn3 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 3, g0, N_GROUPS, WPG)
     for g in range(g0, gf):
         wv, sc, oc = wn, sn, on
         if PF4:  # four groups in flight (8 KB per program at 64 rows, int2 g128)
@@ -738,15 +720,9 @@ def _plane_pred_part(
             for t in tl.static_range(NT):
                 _x_prefetch(x_ptr + t * D + kp)
         if I8:  # every group (the x words past d are zero), so N_FULL = N_GROUPS
-            xc0, xc1, xc2, xc3 = xn0, xn1, xn2, xn3
-            xn0 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 0, g + 1, N_GROUPS, WPG)
-            if NT > 1:
-                xn1 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 1, g + 1, N_GROUPS, WPG)
-            if NT > 2:
-                xn2 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 2, g + 1, N_GROUPS, WPG)
-            if NT > 3:
-                xn3 = _i8_x(xq_ptr, xsx_ptr, xsum_ptr, 3, g + 1, N_GROUPS, WPG)
-            a0, a1, a2, a3 = _plane_group_i8(a0, a1, a2, a3, wv, sc, oc, xc0, xc1, xc2, xc3, NT, I8_ASM)
+            a0, a1, a2, a3 = _plane_group_i8(
+                a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS, NT, WPG, I8_ASM
+            )
         elif H2:
             a0, a1, a2, a3 = _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
         else:
