@@ -61,7 +61,7 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
       --section SourceCounters --import-source yes \
       python ../bench/ncu_pred.py >"$OUT/ncu_pred.txt" 2>&1
     echo "ncu rc $?"
-    timeout 50 ncu --clock-control none -k "regex:_up_kernel|_down_kernel|_updown_kernel" --launch-count 3 \
+    timeout 50 ncu --clock-control none -k "regex:_up_(small_)?kernel|_down_(small_)?kernel|_updown_kernel" --launch-count 3 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       python ../bench/ncu_pred.py updown >"$OUT/ncu_updown.txt" 2>&1
     echo "ncu updown rc $?"

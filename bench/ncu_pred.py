@@ -8,9 +8,10 @@ dp4a (I8, after its x-rounding kernel, which the regex leaves out), then the Wf 
         --launch-count 4 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \\
         --section SchedulerStats --section ComputeWorkloadAnalysis --section Occupancy python ../bench/ncu_pred.py
 
-`updown` as the argument: kernel 1 once (it writes the list of flagged neurons), then v1's up and
-down kernels and the fused up/down kernel on that list (5% outliers) — for
-`ncu -k "regex:_up_kernel|_down_kernel|_updown_kernel" --launch-count 3 ... python ../bench/ncu_pred.py updown`.
+`updown` as the argument: kernel 1 once (it writes the list of flagged neurons), then the default up
+and down kernels at batch 1 (the small ones while blocks.SMALL_UPDOWN_BATCH ≥ 1, else v1's) and the fused
+up/down kernel on that list (5% outliers) — for `ncu -k "regex:_up_(small_)?kernel|_down_(small_)?kernel|_updown_kernel"
+--launch-count 3 ... python ../bench/ncu_pred.py updown`.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-worker"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from ffn_bench import DT, SHAPES, make_layer, set_thresholds
-
-from tardis.kernels.decode import DecodeLaunch
+from ffn_bench import DT, SHAPES, launches, make_layer, set_thresholds
 
 
 def main() -> None:
@@ -35,10 +34,7 @@ def main() -> None:
     lay = make_layer(d, f, 2, 128, gen)
     set_thresholds(lay, 0.05, gen)
     x = torch.randn(1, d, device="cuda", generator=gen).to(DT)
-    keys = ("wf", "bf", "pred", "b1", "lo_in", "hi_in", "w1", "w2t", "slope", "intercept")
-    lc = DecodeLaunch(
-        x, act="gelu", workspace=lay["ws"], flag_count=lay["fc"], union_count=lay["uc"], **{k: lay[k] for k in keys}
-    )
+    (lc,) = launches([lay], [x], "plane")
     if sys.argv[1:] == ["updown"]:
         lay["ws"].zero_()
         lc.stacked()

@@ -27,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ffn_bench import SHAPES, copy_ceiling, graph_time
 
-WPG, BR = 8, 64  # int2 g128: 8 words of 16 codes per row and group; 64-row tiles (layout.BLOCK_ROWS)
+from tardis.kernels.blocks import PRED_ROWS as BR  # rows of a predictor tile
+
+WPG = 8  # int2 g128: 8 words of 16 codes per row and group
 
 
 @triton.jit
