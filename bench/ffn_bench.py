@@ -40,21 +40,20 @@ SHAPES = {
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
 # plane kernel-1 configurations swept by --kernel-times (T row tiles, warps, PRED_FIRST, XPF, PF2, H2,
-# SPLIT, maxnreg, WPF, PF4, I8: see tardis.kernels.blocks.PLANE_LAUNCH); every one is also run by
+# SPLIT, maxnreg, WPF, PF4, I8, SK: see tardis.kernels.blocks.PLANE_LAUNCH); every one is also run by
 # tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS = (
-    (1, 4, True, False, True, False, 1, None, False, False, False),  # v4 default at B = 1, 4
-    (1, 4, True, False, False, False, 1, None, False, False, False),  # v4 default at B = 2
-    (1, 4, True, False, True, False, 1, None, False, False, True),  # v6: int8 x, dp4a (I8)
-    (1, 4, True, False, False, False, 1, None, False, True, True),  # I8, words four groups ahead
-    (2, 4, True, False, True, False, 1, None, False, False, True),  # I8, two row tiles a program
-    (2, 4, True, False, False, False, 1, None, False, True, True),
-    (1, 8, True, False, True, False, 1, None, False, False, True),  # I8, 8 warps
-    (1, 8, True, False, False, False, 1, None, False, True, True),
-    (1, 4, True, False, True, False, 1, None, True, False, True),  # I8 with the Wf tile prefetch
-    (1, 4, True, False, False, False, 1, None, True, True, True),
+    (1, 4, True, False, True, False, 1, None, False, False, False, 0),  # v4 default at B = 1, 4
+    (1, 4, True, False, False, False, 1, None, False, False, False, 0),  # v4 default at B = 2
+    (1, 4, True, False, True, False, 1, None, False, False, False, 2),  # v8: 2 balanced predictor programs an SM
+    (1, 4, True, False, False, False, 1, None, False, False, False, 2),
+    (1, 4, True, False, True, False, 1, None, False, False, False, 3),
+    (1, 4, True, False, True, False, 1, None, False, False, False, 4),
+    (1, 8, True, False, True, False, 1, None, False, False, False, 2),
+    (1, 4, True, False, True, False, 1, None, False, False, True, 0),  # v6: int8 x, dp4a (I8)
+    (1, 4, True, False, True, False, 1, None, False, False, True, 2),  # I8, balanced
 )
-PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8")
+PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8", "SK")
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
 # down item, output columns per down item (at least blocks.TICKET_BLOCK_COLS: the workspace holds that many
@@ -88,9 +87,9 @@ def set_updown(cfg: tuple) -> None:
 
 def plane_name(cfg: tuple) -> str:
     """A short name of a plane launch configuration, e.g. T1_w4_pf_p2_h2_wpf_s4_r128."""
-    t, nw, first, xpf, pf2, h2, split, maxnreg, wpf, pf4, i8 = cfg
+    t, nw, first, xpf, pf2, h2, split, maxnreg, wpf, pf4, i8, sk = cfg
     name = f"T{t}_w{nw}" + "_pf" * first + "_x" * xpf + "_p2" * pf2 + "_p4" * pf4 + "_h2" * h2 + "_wpf" * wpf
-    name += "_i8" * i8
+    name += "_i8" * i8 + (f"_sk{sk}" if sk else "")
     return name + (f"_s{split}" if split > 1 else "") + (f"_r{maxnreg}" if maxnreg else "")
 
 

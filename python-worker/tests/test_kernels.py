@@ -245,20 +245,19 @@ def test_fp32_layers_get_fp32_products_on_gpu(n: int, kernels: str) -> None:
 
 
 # the plane kernel's launch configurations that the benchmark sweeps: T row tiles per program, warps,
-# PRED_FIRST, XPF, PF2, H2 (fp16x2 int2 codes), SPLIT (programs per row tile), maxnreg, WPF, PF4, I8 (see
+# PRED_FIRST, XPF, PF2, H2 (fp16x2 int2 codes), SPLIT (programs per row tile), maxnreg, WPF, PF4, I8, SK (see
 # blocks.PLANE_LAUNCH and bench/ffn_bench.py's PLANE_CONFIGS)
-PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8")
+PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8", "SK")
 PLANE_CONFIGS = [
-    (1, 4, True, False, True, False, 1, None, False, False, False),
-    (1, 4, True, False, False, False, 1, None, False, False, False),
-    (1, 4, True, False, True, False, 1, None, False, False, True),
-    (1, 4, True, False, False, False, 1, None, False, True, True),
-    (2, 4, True, False, True, False, 1, None, False, False, True),
-    (2, 4, True, False, False, False, 1, None, False, True, True),
-    (1, 8, True, False, True, False, 1, None, False, False, True),
-    (1, 8, True, False, False, False, 1, None, False, True, True),
-    (1, 4, True, False, True, False, 1, None, True, False, True),
-    (1, 4, True, False, False, False, 1, None, True, True, True),
+    (1, 4, True, False, True, False, 1, None, False, False, False, 0),
+    (1, 4, True, False, False, False, 1, None, False, False, False, 0),
+    (1, 4, True, False, True, False, 1, None, False, False, False, 2),
+    (1, 4, True, False, False, False, 1, None, False, False, False, 2),
+    (1, 4, True, False, True, False, 1, None, False, False, False, 3),
+    (1, 4, True, False, True, False, 1, None, False, False, False, 4),
+    (1, 8, True, False, True, False, 1, None, False, False, False, 2),
+    (1, 4, True, False, True, False, 1, None, False, False, True, 0),
+    (1, 4, True, False, True, False, 1, None, False, False, True, 2),
 ]
 
 
@@ -400,6 +399,10 @@ def test_up_down_launch_settings_in_the_interpreter(
         (3, 450, 330, 2, "plane", {"I8": True, "SPLIT": 3, "PF2": True}),
         (4, 300, 200, 2, "plane", {"I8": True, "T": 2, "PRED_FIRST": True}),
         (2, 130, 70, 2, "plane", {"I8": True, "PF4": True, "small_updown": True}),
+        (1, 260, 400, 2, "plane", {"SK": 1, "PF2": True}),  # one program's run spans 4 tiles, cuts one
+        (3, 450, 130, 2, "plane", {"SK": 4, "I8": True, "T": 2}),  # 3 programs per tile (T is 1 under SK)
+        (2, 1000, 300, 3, "plane", {"SK": 2, "PF4": True}),
+        (4, 200, 150, 4, "plane", {"SK": 3, "PRED_FIRST": True}),
         (1, 1100, 150, 2, "plane", {"fused_updown": True}),
         (2, 300, 200, 3, "plane", {"fused_updown": True, "I8": True}),
         (3, 2100, 330, 4, "plane", {"fused_updown": True, "T": 2}),
