@@ -27,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-worker"))
 
 from tardis.kernels import decode
-from tardis.kernels.blocks import PLANE_LAUNCH, UPDOWN_LAUNCH_KEYS, workspace_size
+from tardis.kernels.blocks import PLANE_BASE, PLANE_LAUNCH, UPDOWN_LAUNCH_KEYS, workspace_size
 from tardis.kernels.layout import TiledPredictor, predict_i8
 from tardis.kernels.op import KernelPack, ffn_decode
 from tardis.kernels.policy import fit_policy
@@ -39,21 +39,22 @@ SHAPES = {
 }
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
-# plane kernel-1 configurations swept by --kernel-times (T row tiles, warps, PRED_FIRST, XPF, PF2, H2,
-# SPLIT, maxnreg, WPF, PF4, I8, SK: see tardis.kernels.blocks.PLANE_LAUNCH); every one is also run by
-# tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
-PLANE_CONFIGS = (
-    (1, 4, True, False, True, False, 1, None, False, False, False, 0),  # v4 default at B = 1, 4
-    (1, 4, True, False, False, False, 1, None, False, False, False, 0),  # v4 default at B = 2
-    (1, 4, True, False, True, False, 1, None, False, False, False, 2),  # v8: 2 balanced predictor programs an SM
-    (1, 4, True, False, False, False, 1, None, False, False, False, 2),
-    (1, 4, True, False, True, False, 1, None, False, False, False, 3),
-    (1, 4, True, False, True, False, 1, None, False, False, False, 4),
-    (1, 8, True, False, True, False, 1, None, False, False, False, 2),
-    (1, 4, True, False, True, False, 1, None, False, False, True, 0),  # v6: int8 x, dp4a (I8)
-    (1, 4, True, False, True, False, 1, None, False, False, True, 2),  # I8, balanced
+# plane kernel-1 configurations swept by --kernel-times: overrides of blocks.PLANE_BASE (T row tiles, warps,
+# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, SK, BMF: see tardis.kernels.blocks); every one is
+# also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
+PLANE_CONFIGS: tuple[dict, ...] = (
+    {"PRED_FIRST": True, "PF2": True},  # v4 default at B = 1, 4
+    {"PRED_FIRST": True},  # v4 default at B = 2
+    {"PRED_FIRST": True, "PF2": True, "SK": 2},  # v8: 2 equal predictor programs an SM (stream-K)
+    {"PRED_FIRST": True, "SK": 2},
+    {"PRED_FIRST": True, "PF2": True, "SK": 3},
+    {"PRED_FIRST": True, "PF2": True, "SK": 4},
+    {"PRED_FIRST": True, "PF2": True, "SK": 2, "BMF": 8},  # and twice as many Wf programs, half as long
+    {"PRED_FIRST": True, "PF2": True, "BMF": 8},
+    {"PRED_FIRST": True, "PF2": True, "SK": 2, "num_warps": 8},
+    {"PRED_FIRST": True, "PF2": True, "I8": True},  # v6: int8 x, dp4a (I8)
+    {"PRED_FIRST": True, "PF2": True, "I8": True, "SK": 2},
 )
-PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8", "SK")
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
 # down item, output columns per down item (at least blocks.TICKET_BLOCK_COLS: the workspace holds that many
@@ -85,12 +86,18 @@ def set_updown(cfg: tuple) -> None:
         setattr(decode, key, value)
 
 
-def plane_name(cfg: tuple) -> str:
+def plane_launch(over: dict) -> dict:
+    """A whole plane launch: blocks.PLANE_BASE with the overrides `over`."""
+    return PLANE_BASE | over
+
+
+def plane_name(over: dict) -> str:
     """A short name of a plane launch configuration, e.g. T1_w4_pf_p2_h2_wpf_s4_r128."""
-    t, nw, first, xpf, pf2, h2, split, maxnreg, wpf, pf4, i8, sk = cfg
-    name = f"T{t}_w{nw}" + "_pf" * first + "_x" * xpf + "_p2" * pf2 + "_p4" * pf4 + "_h2" * h2 + "_wpf" * wpf
-    name += "_i8" * i8 + (f"_sk{sk}" if sk else "")
-    return name + (f"_s{split}" if split > 1 else "") + (f"_r{maxnreg}" if maxnreg else "")
+    c = plane_launch(over)
+    name = f"T{c['T']}_w{c['num_warps']}" + "_pf" * c["PRED_FIRST"] + "_x" * c["XPF"] + "_p2" * c["PF2"]
+    name += "_p4" * c["PF4"] + "_h2" * c["H2"] + "_wpf" * c["WPF"] + "_i8" * c["I8"]
+    name += (f"_sk{c['SK']}" if c["SK"] else "") + (f"_f{c['BMF']}" if c["BMF"] != PLANE_BASE["BMF"] else "")
+    return name + (f"_s{c['SPLIT']}" if c["SPLIT"] > 1 else "") + (f"_r{c['maxnreg']}" if c["maxnreg"] else "")
 
 
 DT = torch.bfloat16
@@ -459,12 +466,12 @@ def kernel_times(
                 sweep, errs = {}, {}
                 default = dict(PLANE_LAUNCH[n])
                 for cfg in PLANE_CONFIGS:
-                    PLANE_LAUNCH[n] = dict(zip(PLANE_KEYS, cfg, strict=True))  # the op's configuration
+                    PLANE_LAUNCH[n] = plane_launch(cfg)  # the op's configuration
                     layers[0]["ws"].zero_()  # the timings above leave list counts behind; the op needs zero
                     errs[plane_name(cfg)] = check(layers[0], n, gen)["rel_err"]
                     PLANE_LAUNCH[n] = default
                     for lc in ls:
-                        lc.plane_cfg |= dict(zip(PLANE_KEYS, cfg, strict=True))
+                        lc.plane_cfg |= plane_launch(cfg)
                     fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("all")) for lc in ls]
                     sweep[plane_name(cfg)] = graph_time(fns) - t_zero
                     fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("pred")) for lc in ls]
@@ -475,7 +482,7 @@ def kernel_times(
                 best = min(valid, key=lambda c: sweep[plane_name(c)])
                 row["k1_best"] = plane_name(best)
                 if args.plane_best:  # the whole-layer runs below use the fastest configuration
-                    PLANE_LAUNCH[n] = dict(zip(PLANE_KEYS, best, strict=True))
+                    PLANE_LAUNCH[n] = plane_launch(best)
                 shown = {k: f"{v:.1f}" for k, v in sweep.items()}
                 print_sweep(f"plane k1 sweep B={n} (all / pred only)", shown, errs, row["k1_best"])
                 for lc in ls:

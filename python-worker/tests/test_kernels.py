@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tardis.core.predictor import quantize_rtn
+from tardis.kernels.blocks import PLANE_BASE
 from tardis.kernels.layout import predict_i8, quantize_x_i8, tile_predictor, untile_predictor
 from tardis.kernels.op import ffn_decode, make_pack
 from tardis.kernels.policy import decode_token_limit, fit_policy, policy_from_bench
@@ -244,28 +245,28 @@ def test_fp32_layers_get_fp32_products_on_gpu(n: int, kernels: str) -> None:
     _kernel_case("cuda", n, 777, 2050, 2, 128, torch.float32, "gelu", seed=31 + n, kernels=kernels)
 
 
-# the plane kernel's launch configurations that the benchmark sweeps: T row tiles per program, warps,
-# PRED_FIRST, XPF, PF2, H2 (fp16x2 int2 codes), SPLIT (programs per row tile), maxnreg, WPF, PF4, I8, SK (see
-# blocks.PLANE_LAUNCH and bench/ffn_bench.py's PLANE_CONFIGS)
-PLANE_KEYS = ("T", "num_warps", "PRED_FIRST", "XPF", "PF2", "H2", "SPLIT", "maxnreg", "WPF", "PF4", "I8", "SK")
+# the plane kernel's launch configurations that the benchmark sweeps (bench/ffn_bench.py's PLANE_CONFIGS):
+# overrides of blocks.PLANE_BASE
 PLANE_CONFIGS = [
-    (1, 4, True, False, True, False, 1, None, False, False, False, 0),
-    (1, 4, True, False, False, False, 1, None, False, False, False, 0),
-    (1, 4, True, False, True, False, 1, None, False, False, False, 2),
-    (1, 4, True, False, False, False, 1, None, False, False, False, 2),
-    (1, 4, True, False, True, False, 1, None, False, False, False, 3),
-    (1, 4, True, False, True, False, 1, None, False, False, False, 4),
-    (1, 8, True, False, True, False, 1, None, False, False, False, 2),
-    (1, 4, True, False, True, False, 1, None, False, False, True, 0),
-    (1, 4, True, False, True, False, 1, None, False, False, True, 2),
+    {"PRED_FIRST": True, "PF2": True},
+    {"PRED_FIRST": True},
+    {"PRED_FIRST": True, "PF2": True, "SK": 2},
+    {"PRED_FIRST": True, "SK": 2},
+    {"PRED_FIRST": True, "PF2": True, "SK": 3},
+    {"PRED_FIRST": True, "PF2": True, "SK": 4},
+    {"PRED_FIRST": True, "PF2": True, "SK": 2, "BMF": 8},
+    {"PRED_FIRST": True, "PF2": True, "BMF": 8},
+    {"PRED_FIRST": True, "PF2": True, "SK": 2, "num_warps": 8},
+    {"PRED_FIRST": True, "PF2": True, "I8": True},
+    {"PRED_FIRST": True, "PF2": True, "I8": True, "SK": 2},
 ]
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("cfg", PLANE_CONFIGS)
 @pytest.mark.parametrize(("n", "d", "f"), [(1, 4544, 2240), (2, 4544, 2240), (4, 4544, 2240)])
-def test_plane_kernel_configurations_on_gpu(cfg: tuple, n: int, d: int, f: int) -> None:
-    plane_cfg = dict(zip(PLANE_KEYS, cfg, strict=True))
+def test_plane_kernel_configurations_on_gpu(cfg: dict, n: int, d: int, f: int) -> None:
+    plane_cfg = PLANE_BASE | cfg
     _kernel_case("cuda", n, d, f, 2, 128, torch.bfloat16, "gelu", seed=11 + n, kernels="plane", plane_cfg=plane_cfg)
 
 
@@ -402,7 +403,7 @@ def test_up_down_launch_settings_in_the_interpreter(
         (1, 260, 400, 2, "plane", {"SK": 1, "PF2": True}),  # one program's run spans 4 tiles, cuts one
         (3, 450, 130, 2, "plane", {"SK": 4, "I8": True, "T": 2}),  # 3 programs per tile (T is 1 under SK)
         (2, 1000, 300, 3, "plane", {"SK": 2, "PF4": True}),
-        (4, 200, 150, 4, "plane", {"SK": 3, "PRED_FIRST": True}),
+        (4, 200, 150, 4, "plane", {"SK": 3, "PRED_FIRST": True, "BMF": 8}),
         (1, 1100, 150, 2, "plane", {"fused_updown": True}),
         (2, 300, 200, 3, "plane", {"fused_updown": True, "I8": True}),
         (3, 2100, 330, 4, "plane", {"fused_updown": True, "T": 2}),

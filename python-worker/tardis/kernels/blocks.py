@@ -32,12 +32,13 @@ PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor 
 # runs, one per program (stream-K; a tile cut between programs is summed in zacc like SPLIT's, the last to
 # finish runs its epilogue), so no SM gets a third long program while others idle: 284 whole-tile programs
 # on 132 SMs are 2.15 of them per SM (T = 1 and SPLIT = 1 under SK).
+# BMF: folded rows per Wf program (WF_BLOCK_ROWS; fewer rows: more, shorter programs, a shorter tail).
 # maxnreg: a register cap (None: the compiler's choice; 128 lets 4 programs of 4 warps share an SM).
 # I8 (int2 with 16 full code planes only): x rounded per token and group to int8 by the group's absmax
 # (a small kernel before kernel 1 packs it for dp4a), and each word's 16 codes multiply it with four
 # dp4a instructions (integer products, exact); per group and row fp32 s·s_x·Σ code·q + o·Σ x. The
 # predictor then sees x to int8 precision (layout.predict_i8 is its reference).
-_PLANE_V3 = {
+PLANE_BASE = {  # v3's launch; every key the plane kernel's launch takes
     "T": 1,
     "num_warps": 4,
     "PRED_FIRST": False,
@@ -50,12 +51,13 @@ _PLANE_V3 = {
     "PF4": False,
     "I8": False,
     "SK": 0,
+    "BMF": WF_BLOCK_ROWS,
 }
 PLANE_LAUNCH = {
-    1: _PLANE_V3 | {"PRED_FIRST": True, "PF2": True},
-    2: _PLANE_V3 | {"PRED_FIRST": True},
-    3: dict(_PLANE_V3),
-    4: _PLANE_V3 | {"PRED_FIRST": True, "PF2": True},
+    1: PLANE_BASE | {"PRED_FIRST": True, "PF2": True},
+    2: PLANE_BASE | {"PRED_FIRST": True},
+    3: dict(PLANE_BASE),
+    4: PLANE_BASE | {"PRED_FIRST": True, "PF2": True},
 }
 SMALL_MAX_BATCH = 4  # the most tokens the small-batch kernels take (small=True)
 SMALL_UPDOWN_BATCH = 1  # plane batches up to this many tokens use the small up/down kernels (else v1's;
