@@ -43,7 +43,7 @@ sweep() {  # LIMIT_S BATCHES: kernel-1 and up/down launch sweeps (Falcon-7B, 5%)
 }
 gpu_tests() {  # LIMIT_S: the GPU kernel tests of the plane paths
   timeout "$1" python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
-    -k "int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
+    -k "pdl or int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
 }
 

@@ -213,6 +213,26 @@ def check(layer: dict, n: int, gen: torch.Generator) -> dict:
     }
 
 
+def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Generator) -> dict:
+    """The whole layer (the launches in force) timed with the up/down kernels launched without and with
+    programmatic dependent launch, the PDL one also checked through the op; decode.PDL_UPDOWN is left as
+    it was."""
+    before = decode.PDL_UPDOWN
+    us = {}
+    try:
+        for on in (False, True):
+            decode.PDL_UPDOWN = on
+            ls = launches(layers, xs, "plane")
+            for lc in ls:
+                lc.ws.zero_()
+            us[on] = graph_time([lc.run for lc in ls])
+        layers[0]["ws"].zero_()
+        err = check(layers[0], n, gen)["rel_err"]  # PDL on
+    finally:
+        decode.PDL_UPDOWN = before
+    return {"off_us": us[False], "on_us": us[True], "rel_err": err, "better": us[True] < us[False] and err < 1e-2}
+
+
 def graph_time(fns: list, reps: int = 30) -> float:
     """Median µs of one replay of a CUDA graph that calls every fn once, divided by len(fns)."""
     s = torch.cuda.Stream()
@@ -487,6 +507,12 @@ def kernel_times(
                 print_sweep(f"plane k1 sweep B={n} (all / pred only)", shown, errs, row["k1_best"])
                 for lc in ls:
                     lc.ws.zero_()
+            if kset == "plane":  # the whole layer with the launches now in force, up/down without and with PDL
+                row["pdl"] = pdl_ab(layers, xs, n, gen)
+                if args.plane_best and n == 1:  # one choice for every batch: B = 1's
+                    decode.PDL_UPDOWN = row["pdl"]["better"]
+                print(f"PDL B={n}: layer {row['pdl']['off_us']:.1f} us without, {row['pdl']['on_us']:.1f} with "
+                      f"(err {row['pdl']['rel_err']:.1e})", flush=True)  # fmt: skip
             on_row(row)
             print(
                 f"kernels {name} B={n} {row['kernels']:5}: all {row['all_us']:6.1f} | k1 {row['k1_all_us']:6.1f} "
@@ -566,6 +592,7 @@ def main() -> None:
             "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
             "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
             "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
+            "pdl_updown": decode.PDL_UPDOWN,
             "updown_launch": {k: getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS},
             "wall_s": time.time() - t_start,
         } | extra  # fmt: skip

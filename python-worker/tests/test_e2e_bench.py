@@ -250,16 +250,17 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
     pytest.importorskip("triton")
     from tardis.kernels import blocks, decode
 
-    saved = (dict(blocks.PLANE_LAUNCH), decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH)
+    saved = (dict(blocks.PLANE_LAUNCH), decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN)
     saved_updown = {k: getattr(decode, k) for k in bench.UPDOWN_LAUNCH_KEYS}  # each one a launcher setting
     chosen = {"plane_launch": {"1": blocks.PLANE_LAUNCH[1] | {"I8": True}}, "small_updown_batch": 0}
     updown = {"PROGRAMS_PER_SM": 8, "UP_SPLITS": 36}
     path = tmp_path / "ffn.json"
-    path.write_text(json.dumps(chosen | {"fused_updown_batch": 2, "updown_launch": updown}))
+    path.write_text(json.dumps(chosen | {"fused_updown_batch": 2, "updown_launch": updown, "pdl_updown": True}))
     try:
         applied = bench.apply_kernel_launch(str(path))
         assert blocks.PLANE_LAUNCH[1]["I8"] and decode.FUSED_UPDOWN_BATCH == 2
         assert applied["fused_updown_batch"] == 2 and applied["small_updown_batch"] == 0
+        assert decode.PDL_UPDOWN and applied["pdl_updown"]
         assert decode.PROGRAMS_PER_SM == 8 and decode.UP_SPLITS == 36
         assert applied["updown_launch"] == saved_updown | updown
         path.write_text(json.dumps(chosen | {"updown_launch": {"UP_SPLIT": 4}}))
@@ -268,7 +269,7 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
     finally:
         blocks.PLANE_LAUNCH.clear()
         blocks.PLANE_LAUNCH.update(saved[0])
-        decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH = saved[1], saved[2]
+        decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN = saved[1], saved[2], saved[3]
         for k, v in saved_updown.items():
             setattr(decode, k, v)
 

@@ -245,6 +245,16 @@ def test_fp32_layers_get_fp32_products_on_gpu(n: int, kernels: str) -> None:
     _kernel_case("cuda", n, 777, 2050, 2, 128, torch.float32, "gelu", seed=31 + n, kernels=kernels)
 
 
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("n", "kernels"), [(1, "plane"), (3, "plane"), (8, "v1")])
+def test_pdl_updown_launch_matches_float64_reference_on_gpu(n: int, kernels: str, monkeypatch) -> None:
+    # the up/down kernels launched before the kernel ahead of them ends (griddepcontrol.wait in-kernel)
+    from tardis.kernels import decode
+
+    monkeypatch.setattr(decode, "PDL_UPDOWN", True)
+    _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=41 + n, kernels=kernels)
+
+
 # the plane kernel's launch configurations that the benchmark sweeps (bench/ffn_bench.py's PLANE_CONFIGS):
 # overrides of blocks.PLANE_BASE
 PLANE_CONFIGS = [

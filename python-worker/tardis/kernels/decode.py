@@ -33,6 +33,7 @@ from tardis.kernels.blocks import (
     DOWN_BLOCK_COLS,
     DOWN_BLOCK_NEURONS,
     FUSED_UPDOWN_BATCH,
+    PDL_UPDOWN,
     PLANE_BATCH,
     PLANE_LAUNCH,
     PRED_ROWS,
@@ -56,6 +57,11 @@ from tardis.kernels.blocks import (
 )
 from tardis.kernels.layout import TiledPredictor
 
+try:  # grid dependency control (Hopper's programmatic dependent launch): Triton ≥ 3.4
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - older Triton: PDL_UPDOWN cannot be used
+    gdc_launch_dependents = gdc_wait = None
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # no inline PTX in Triton's interpreter
 ACT_IDS = {"identity": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "quick_gelu": 4}
 
@@ -74,6 +80,16 @@ def _activation(z, ACT: tl.constexpr):
     else:
         r = z
     return r
+
+
+@triton.jit
+def _pdl_wait(PDL: tl.constexpr):
+    # PDL: this grid was launched before the one it follows finished (programmatic dependent launch).
+    # Let the next launch start early too, then wait here until the previous grid has finished and its
+    # writes are visible: nothing written by it may be read before this.
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
 
 
 @triton.jit
@@ -144,10 +160,11 @@ def _stacked_kernel(
 @triton.jit
 def _up_kernel(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, N, D, F, n_splits, chunk,
-    BN: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, DOT_PREC: tl.constexpr,
+    BN: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, DOT_PREC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
+    _pdl_wait(PDL)
     count = tl.load(ws_ptr)
     n_items = tl.cdiv(count, BJ) * n_splits
     toks = tl.arange(0, BN)
@@ -175,10 +192,11 @@ def _down_kernel(
     w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
     N, D, F, n_splits, n_cols,
     BN: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, FENCE: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    DOT_PREC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
+    _pdl_wait(PDL)
     count = tl.load(ws_ptr)
     n_jb = tl.maximum(tl.cdiv(count, BJ), 1)
     n_items = n_jb * n_cols
@@ -818,10 +836,14 @@ def _stacked_plane_kernel(
     BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
     WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, SK: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
-    # (PRED_FIRST: the predictor part), the rest the other part.
+    # (PRED_FIRST: the predictor part), the rest the other part. PDL: the up kernel may be launched once
+    # every program here has started (it waits for this grid to finish before it reads anything).
     pid = tl.program_id(0)
+    if PDL:
+        gdc_launch_dependents()
     if PRED_FIRST:
         is_pred = pid < n_first
         ppid = pid
@@ -844,11 +866,12 @@ def _stacked_plane_kernel(
 @triton.jit
 def _up_small_kernel(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk,
-    NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr,
+    NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 up-gather without tl.dot: [BJ, BK] FMA tiles per token, one reduction per item.
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
+    _pdl_wait(PDL)
     count = tl.load(ws_ptr)
     n_items = tl.cdiv(count, BJ) * n_splits
     for item in range(pid, n_items, nprog):
@@ -896,11 +919,12 @@ def _down_small_kernel(
     w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
     D, F, n_splits, n_cols,
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
-    FENCE: tl.constexpr,
+    FENCE: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 down-scatter without tl.dot: per token Σ_j corr_j · W2ᵀ[j, cols] (one reduction).
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
+    _pdl_wait(PDL)
     count = tl.load(ws_ptr)
     n_jb = tl.maximum(tl.cdiv(count, BJ), 1)
     n_items = n_jb * n_cols
@@ -1140,6 +1164,8 @@ class DecodeLaunch:
         # I8 (plane kernel, int2 groups of 16 full code planes): x as int8 words for dp4a (allocated by
         # stacked() only when the launch uses it)
         self.i8_ok = pred.bits == 2 and pred.group_size == 16 * pred.words_per_group
+        # the up/down kernels launched before the previous kernel ends (programmatic dependent launch)
+        self.pdl = PDL_UPDOWN and x.is_cuda and not _INTERPRET and gdc_wait is not None
         # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
         self.plane_cfg: dict[str, Any] = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[
@@ -1200,7 +1226,7 @@ class DecodeLaunch:
                 *args, self.zacc, self.tick, xq, xsx, xsum, d, f, p.scales.shape[1], p.n_groups,
                 p.n_groups if cfg["I8"] else d // p.group_size, n_tiles, n_first, 0x3F800000, cg, H2_MAGIC,
                 NT=n, BITS=p.bits, GS=p.group_size, WPG=wpg, NPL=min(per_word, triton.cdiv(p.group_size, wpg)),
-                BR=p.block_rows, I8_ASM=not _INTERPRET, **{k: v for k, v in cfg.items() if v is not None},
+                BR=p.block_rows, I8_ASM=not _INTERPRET, PDL=self.pdl, **{k: v for k, v in cfg.items() if v is not None},
             )  # fmt: skip
         elif self.small:
             _stacked_small_kernel[(grid,)](
@@ -1215,18 +1241,30 @@ class DecodeLaunch:
                 DOT_PREC=self.dot_prec,
             )  # fmt: skip
 
+    def _pdl_args(self) -> dict[str, bool]:
+        # PDL: the kernel waits for the previous grid itself, so it may be launched before that one ends
+        return {"PDL": True, "launch_pdl": True} if self.pdl else {"PDL": False}
+
     def up(self) -> None:
         """Kernel 2: z partials of the listed neurons."""
         grid = min(triton.cdiv(self.f, UP_BLOCK_NEURONS) * self.n_splits, self.sms * PROGRAMS_PER_SM)
         common = (self.x, self.w1, self.idx, self.ws, self.zp)
         if self.small_updown:
             _up_small_kernel[(grid,)](
-                *common, self.d, self.f, self.n_splits, self.chunk, NT=self.n, BJ=UP_BLOCK_NEURONS, BK=UP_BLOCK_K
+                *common,
+                self.d,
+                self.f,
+                self.n_splits,
+                self.chunk,
+                NT=self.n,
+                BJ=UP_BLOCK_NEURONS,
+                BK=UP_BLOCK_K,
+                **self._pdl_args(),
             )
         else:
             _up_kernel[(grid,)](
                 *common, self.n, self.d, self.f, self.n_splits, self.chunk, BN=self.bn_dot, BJ=UP_BLOCK_NEURONS,
-                BK=UP_BLOCK_K, DOT_PREC=self.dot_prec,
+                BK=UP_BLOCK_K, DOT_PREC=self.dot_prec, **self._pdl_args(),
             )  # fmt: skip
 
     def down(self) -> None:
@@ -1254,11 +1292,12 @@ class DecodeLaunch:
             _down_small_kernel[(grid,)](
                 *common, self.d, self.f, self.n_splits, n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
                 BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=triton.next_power_of_2(self.n_splits), FENCE=not _INTERPRET,
+                **self._pdl_args(),
             )  # fmt: skip
         else:
             _down_kernel[(grid,)](
                 *common, self.n, self.d, self.f, self.n_splits, n_cols, BN=self.bn_dot, BJ=DOWN_BLOCK_NEURONS,
-                BC=DOWN_BLOCK_COLS, ACT=self.act, FENCE=not _INTERPRET, DOT_PREC=self.dot_prec,
+                BC=DOWN_BLOCK_COLS, ACT=self.act, FENCE=not _INTERPRET, DOT_PREC=self.dot_prec, **self._pdl_args(),
             )  # fmt: skip
 
     def updown(self) -> None:
