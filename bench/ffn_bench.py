@@ -508,11 +508,15 @@ def kernel_times(
                 for lc in ls:
                     lc.ws.zero_()
             if kset == "plane":  # the whole layer with the launches now in force, up/down without and with PDL
-                row["pdl"] = pdl_ab(layers, xs, n, gen)
+                try:
+                    row["pdl"] = pdl_ab(layers, xs, n, gen)
+                    print(f"PDL B={n}: layer {row['pdl']['off_us']:.1f} us without, {row['pdl']['on_us']:.1f} with "
+                          f"(err {row['pdl']['rel_err']:.1e})", flush=True)  # fmt: skip
+                except RuntimeError as e:  # e.g. a driver that cannot capture PDL launches into a graph
+                    row["pdl"] = {"error": str(e)[:400], "better": False}
+                    print(f"PDL B={n}: failed: {e}", flush=True)
                 if args.plane_best and n == 1:  # one choice for every batch: B = 1's
                     decode.PDL_UPDOWN = row["pdl"]["better"]
-                print(f"PDL B={n}: layer {row['pdl']['off_us']:.1f} us without, {row['pdl']['on_us']:.1f} with "
-                      f"(err {row['pdl']['rel_err']:.1e})", flush=True)  # fmt: skip
             on_row(row)
             print(
                 f"kernels {name} B={n} {row['kernels']:5}: all {row['all_us']:6.1f} | k1 {row['k1_all_us']:6.1f} "
