@@ -40,20 +40,13 @@ SHAPES = {
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
 # plane kernel-1 configurations swept by --kernel-times: overrides of blocks.PLANE_BASE (T row tiles, warps,
-# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, SK, BMF: see tardis.kernels.blocks); every one is
+# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF: see tardis.kernels.blocks); every one is
 # also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS: tuple[dict, ...] = (
     {"PRED_FIRST": True, "PF2": True},  # v4 default at B = 1, 4
     {"PRED_FIRST": True},  # v4 default at B = 2
-    {"PRED_FIRST": True, "PF2": True, "SK": 2},  # v8: 2 equal predictor programs an SM (stream-K)
-    {"PRED_FIRST": True, "SK": 2},
-    {"PRED_FIRST": True, "PF2": True, "SK": 3},
-    {"PRED_FIRST": True, "PF2": True, "SK": 4},
-    {"PRED_FIRST": True, "PF2": True, "SK": 2, "BMF": 8},  # and twice as many Wf programs, half as long
-    {"PRED_FIRST": True, "PF2": True, "BMF": 8},
-    {"PRED_FIRST": True, "PF2": True, "SK": 2, "num_warps": 8},
+    {"PRED_FIRST": True, "PF2": True, "BMF": 8},  # twice as many Wf programs, half as long
     {"PRED_FIRST": True, "PF2": True, "I8": True},  # v6: int8 x, dp4a (I8)
-    {"PRED_FIRST": True, "PF2": True, "I8": True, "SK": 2},
 )
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
@@ -96,7 +89,7 @@ def plane_name(over: dict) -> str:
     c = plane_launch(over)
     name = f"T{c['T']}_w{c['num_warps']}" + "_pf" * c["PRED_FIRST"] + "_x" * c["XPF"] + "_p2" * c["PF2"]
     name += "_p4" * c["PF4"] + "_h2" * c["H2"] + "_wpf" * c["WPF"] + "_i8" * c["I8"]
-    name += (f"_sk{c['SK']}" if c["SK"] else "") + (f"_f{c['BMF']}" if c["BMF"] != PLANE_BASE["BMF"] else "")
+    name += f"_f{c['BMF']}" if c["BMF"] != PLANE_BASE["BMF"] else ""
     return name + (f"_s{c['SPLIT']}" if c["SPLIT"] > 1 else "") + (f"_r{c['maxnreg']}" if c["maxnreg"] else "")
 
 

@@ -260,15 +260,8 @@ def test_pdl_updown_launch_matches_float64_reference_on_gpu(n: int, kernels: str
 PLANE_CONFIGS = [
     {"PRED_FIRST": True, "PF2": True},
     {"PRED_FIRST": True},
-    {"PRED_FIRST": True, "PF2": True, "SK": 2},
-    {"PRED_FIRST": True, "SK": 2},
-    {"PRED_FIRST": True, "PF2": True, "SK": 3},
-    {"PRED_FIRST": True, "PF2": True, "SK": 4},
-    {"PRED_FIRST": True, "PF2": True, "SK": 2, "BMF": 8},
     {"PRED_FIRST": True, "PF2": True, "BMF": 8},
-    {"PRED_FIRST": True, "PF2": True, "SK": 2, "num_warps": 8},
     {"PRED_FIRST": True, "PF2": True, "I8": True},
-    {"PRED_FIRST": True, "PF2": True, "I8": True, "SK": 2},
 ]
 
 
@@ -410,10 +403,7 @@ def test_up_down_launch_settings_in_the_interpreter(
         (3, 450, 330, 2, "plane", {"I8": True, "SPLIT": 3, "PF2": True}),
         (4, 300, 200, 2, "plane", {"I8": True, "T": 2, "PRED_FIRST": True}),
         (2, 130, 70, 2, "plane", {"I8": True, "PF4": True, "small_updown": True}),
-        (1, 260, 400, 2, "plane", {"SK": 1, "PF2": True}),  # one program's run spans 4 tiles, cuts one
-        (3, 450, 130, 2, "plane", {"SK": 4, "I8": True, "T": 2}),  # 3 programs per tile (T is 1 under SK)
-        (2, 1000, 300, 3, "plane", {"SK": 2, "PF4": True}),
-        (4, 200, 150, 4, "plane", {"SK": 3, "PRED_FIRST": True, "BMF": 8}),
+        (4, 200, 150, 4, "plane", {"PRED_FIRST": True, "BMF": 8}),
         (1, 1100, 150, 2, "plane", {"fused_updown": True}),
         (2, 300, 200, 3, "plane", {"fused_updown": True, "I8": True}),
         (3, 2100, 330, 4, "plane", {"fused_updown": True, "T": 2}),

@@ -28,10 +28,6 @@ PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor 
 # tile cut into this many programs (fp32 atomics into a zero-at-rest buffer, the last one runs the epilogue).
 # PF4: the predictor words four groups ahead (over PF2).
 # WPF: the Wf programs load their next tile before the current one's FMAs.
-# SK: predictor programs per SM (0: off). The n_tiles × n_groups (row tile, group) steps are cut into equal
-# runs, one per program (stream-K; a tile cut between programs is summed in zacc like SPLIT's, the last to
-# finish runs its epilogue), so no SM gets a third long program while others idle: 284 whole-tile programs
-# on 132 SMs are 2.15 of them per SM (T = 1 and SPLIT = 1 under SK).
 # BMF: folded rows per Wf program (WF_BLOCK_ROWS; fewer rows: more, shorter programs, a shorter tail).
 # maxnreg: a register cap (None: the compiler's choice; 128 lets 4 programs of 4 warps share an SM).
 # I8 (int2 with 16 full code planes only): x rounded per token and group to int8 by the group's absmax
@@ -50,7 +46,6 @@ PLANE_BASE = {  # v3's launch; every key the plane kernel's launch takes
     "WPF": False,
     "PF4": False,
     "I8": False,
-    "SK": 0,
     "BMF": WF_BLOCK_ROWS,
 }
 PLANE_LAUNCH = {

@@ -686,20 +686,22 @@ def _x_prefetch(ptrs):
 
 
 @triton.jit
-def _plane_tiles(
+def _plane_pred_part(
     x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
-    zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, tg, g0, g1, n_contrib, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles,
-    ONE_BITS, magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
+    zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG,
+    magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr,
-    ATOMIC: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
+    SPLIT: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
 ):  # fmt: skip
-    # Groups [g0, g1) of the T row tiles from tile set tg (T tiles of BR rows), streamed group after group
-    # (full groups without x masks, then the partial last group); the words of group g + 1 (PF2: g + 2,
-    # PF4: g + 4) load while group g computes; XPF: the x slice of group g + 1 is prefetched into L1
-    # meanwhile. ATOMIC and n_contrib > 1 (the tile set's groups are cut among n_contrib programs): the
-    # partial sums are added into zacc (fp32, zero at rest) and the last program of the tile set to finish
-    # (a ticket) runs the flags epilogue and zeroes zacc and its ticket again; otherwise the epilogue runs
-    # at once. I8: the groups run _plane_group_i8 against the int8 x words that _xq_kernel wrote.
+    # T row tiles of BR rows streamed group after group (full groups without x masks, then the partial
+    # last group); the words of group g + 1 (PF2: g + 2, PF4: g + 4) load while group g computes; XPF: the x slice
+    # of group g + 1 is prefetched into L1 meanwhile. SPLIT > 1: the groups are cut into SPLIT chunks of
+    # CG, one program each; partial sums are added into zacc (fp32, zero at rest) and the last chunk
+    # of a tile set to finish (a ticket) runs the flags epilogue and zeroes zacc and its ticket again.
+    # I8: the groups run _plane_group_i8 against the int8 x words that _xq_kernel wrote.
+    tg = ppid // SPLIT
+    g0 = (ppid % SPLIT) * CG
+    g1 = tl.minimum(g0 + CG, N_GROUPS)
     gf = tl.minimum(g1, N_FULL)
     t0 = tg * T
     tt = t0 + tl.arange(0, T)[:, None, None]
@@ -753,7 +755,7 @@ def _plane_tiles(
     s1 = tl.reshape(tl.sum(a1, axis=1), (T * BR,))
     s2 = tl.reshape(tl.sum(a2, axis=1), (T * BR,))
     s3 = tl.reshape(tl.sum(a3, axis=1), (T * BR,))
-    if ATOMIC and n_contrib > 1:
+    if SPLIT > 1:
         pmask = rows < n_tiles * BR
         tl.atomic_add(zacc_ptr + rows, s0, mask=pmask)
         if NT > 1:
@@ -764,7 +766,7 @@ def _plane_tiles(
             tl.atomic_add(zacc_ptr + 3 * F_PAD + rows, s3, mask=pmask)
         tl.debug_barrier()  # every thread's adds issued before the ticket (released at gpu scope)
         ticket = tl.atomic_add(tick_ptr + tg, 1)
-        if ticket == n_contrib - 1:  # the last chunk of these tiles: the sums are complete
+        if ticket == SPLIT - 1:  # the last chunk of these tiles: the sums are complete
             zero = tl.zeros((T * BR,), dtype=tl.float32)
             s0 = tl.load(zacc_ptr + rows, mask=pmask, other=0.0, cache_modifier=".cg")
             tl.store(zacc_ptr + rows, zero, mask=pmask)
@@ -790,44 +792,6 @@ def _plane_tiles(
 
 
 @triton.jit
-def _plane_pred_part(
-    x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
-    zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG,
-    magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
-    BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr,
-    SPLIT: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
-    SK: tl.constexpr,
-):  # fmt: skip
-    # Which groups of which row tiles this predictor program runs. SK > 0 (T = 1): the n_tiles·N_GROUPS
-    # (tile, group) steps in tile-major order are cut into runs of CG, one per program, so every program
-    # has the same work whatever the tile count (a tile cut between programs is summed through zacc).
-    # Else SPLIT programs per tile set, each CG groups of it (SPLIT = 1: a whole tile set per program).
-    if SK > 0:
-        i0 = ppid * CG
-        i1 = tl.minimum(i0 + CG, n_tiles * N_GROUPS)
-        for tg in range(i0 // N_GROUPS, (i1 - 1) // N_GROUPS + 1):
-            g0 = tl.maximum(i0 - tg * N_GROUPS, 0)
-            g1 = tl.minimum(i1 - tg * N_GROUPS, N_GROUPS)
-            n_contrib = ((tg + 1) * N_GROUPS - 1) // CG - (tg * N_GROUPS) // CG + 1  # programs on this tile
-            _plane_tiles(
-                x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
-                nunion_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, tg, g0, g1, n_contrib, D, F, F_PAD,
-                N_GROUPS, N_FULL, n_tiles, ONE_BITS, magic, NT, BITS, GS, WPG, NPL, BR, 1, XPF, PF2, H2, True,
-                X_FP16, PF4, I8, I8_ASM,
-            )  # fmt: skip
-    else:
-        tg = ppid // SPLIT
-        g0 = (ppid % SPLIT) * CG
-        g1 = tl.minimum(g0 + CG, N_GROUPS)
-        _plane_tiles(
-            x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
-            nunion_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, tg, g0, g1, SPLIT, D, F, F_PAD, N_GROUPS,
-            N_FULL, n_tiles, ONE_BITS, magic, NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT > 1, X_FP16, PF4,
-            I8, I8_ASM,
-        )  # fmt: skip
-
-
-@triton.jit
 def _stacked_plane_kernel(
     x_ptr, wf_ptr, bf_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr,
     y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr,
@@ -835,7 +799,7 @@ def _stacked_plane_kernel(
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
-    WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, SK: tl.constexpr,
+    WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
     PDL: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
@@ -857,7 +821,7 @@ def _stacked_plane_kernel(
             x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
             nunion_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles,
             ONE_BITS, CG, magic, NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT,
-            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, SK,
+            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM,
         )  # fmt: skip
     else:
         _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF)
@@ -1191,19 +1155,12 @@ class DecodeLaunch:
                 cfg = cfg | {"H2": False}  # fp16x2 path: int2 groups of 16 full code planes, 16-bit x
             i8 = bool(cfg.get("I8")) and self.i8_ok
             cfg = cfg | {"I8": i8, "H2": cfg["H2"] and not i8}
-            sk = int(cfg.get("SK") or 0) if p.block_rows == PRED_ROWS else 0  # zacc holds PRED_ROWS-row tiles
+            split = max(1, min(cfg["SPLIT"], p.n_groups)) if p.block_rows == PRED_ROWS else 1
+            cg = triton.cdiv(p.n_groups, split)
+            split = triton.cdiv(p.n_groups, cg)  # no empty chunk
+            cfg = cfg | {"SPLIT": split}
             n_wf = triton.cdiv(d, cfg["BMF"])
-            if sk > 0:  # equal runs of (tile, group) steps: SK programs per SM, one tile per step
-                steps = n_tiles * p.n_groups
-                cg = triton.cdiv(steps, min(sk * self.sms, steps))
-                n_pred = triton.cdiv(steps, cg)  # no empty run
-                cfg = cfg | {"SK": sk, "T": 1, "SPLIT": 1}
-            else:
-                split = max(1, min(cfg["SPLIT"], p.n_groups)) if p.block_rows == PRED_ROWS else 1
-                cg = triton.cdiv(p.n_groups, split)
-                split = triton.cdiv(p.n_groups, cg)  # no empty chunk
-                cfg = cfg | {"SPLIT": split, "SK": 0}
-                n_pred = triton.cdiv(n_tiles, cfg["T"]) * split
+            n_pred = triton.cdiv(n_tiles, cfg["T"]) * split
         else:
             cfg = self.k1_cfg
             n_wf = triton.cdiv(d, cfg["BMF"] if self.small else WF_BLOCK_ROWS)
