@@ -4,7 +4,8 @@
 #   bash bench/device_run.sh kernels   # plane sweep + fused up/down at B = 1, 2, 4 and the whole-layer
 #                                      # table there (--plane-best), GPU kernel tests, the bytes-only
 #                                      # predictor probe (bench/pred_probe.py), ncu of kernels 1-3 (kernel 1
-#                                      # with SourceCounters: where the warps stall, by source line)
+#                                      # with SourceCounters: where the warps stall, by source line; and
+#                                      # its SASS source page as CSV: the stall samples per instruction)
 #   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
 #       (../.cache/device/ffn_sweep.json: the last kernels/quick call's, while the machine stays warm)
@@ -61,6 +62,13 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
       --section SourceCounters --import-source yes \
       python ../bench/ncu_pred.py >"$OUT/ncu_pred.txt" 2>&1
     echo "ncu rc $?"
+    # the stall samples per SASS instruction of the first predictor-only launch (the source page as CSV;
+    # the report itself is kept too)
+    timeout 60 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 1 \
+      --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu_pred_src" \
+      python ../bench/ncu_pred.py >"$OUT/ncu_pred_src.log" 2>&1 \
+      && ncu --import "$OUT/ncu_pred_src.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu_pred_sass.csv" 2>&1
+    echo "ncu source page rc $?"
     timeout 50 ncu --clock-control none -k "regex:_up_(small_)?kernel|_down_(small_)?kernel|_updown_kernel" --launch-count 3 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       python ../bench/ncu_pred.py updown >"$OUT/ncu_updown.txt" 2>&1
