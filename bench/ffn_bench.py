@@ -181,28 +181,45 @@ def reference(layer: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     else:
         zhat = x64 @ layer["pred"].dequantize(torch.float64).T + layer["b1"].to(d64)
     flags = (zhat < layer["lo_in"].to(d64)) | (zhat > layer["hi_in"].to(d64))
+    return reference_with(layer, x, flags), flags, zhat
+
+
+def reference_with(layer: dict, x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+    """float64 TARDIS output with the given flags [n, f] (bool)."""
+    d64 = torch.float64
+    x64 = x.to(d64)
     z = x64 @ layer["w1"].to(d64).T + layer["b1"].to(d64)
     corr = (F.gelu(z) - layer["slope"].to(d64) * z - layer["intercept"].to(d64)) * flags
-    y = x64 @ layer["wf"].to(d64).T + layer["bf"].to(d64) + corr @ layer["w2t"].to(d64)
-    return y, flags, zhat
+    return x64 @ layer["wf"].to(d64).T + layer["bf"].to(d64) + corr @ layer["w2t"].to(d64)
 
 
 def check(layer: dict, n: int, gen: torch.Generator) -> dict:
-    """Relative error vs float64 on fresh x; flags that differ must sit at a threshold (within 1e-3)."""
+    """Relative error vs float64 on fresh x through the op. Also, from a direct launch (which returns the
+    kernel's flags): the error against float64 with the kernel's own flags (the arithmetic alone), and the
+    flags that differ from the reference's, with the largest relative distance of their ẑ from a threshold
+    (≈ 1e-7: rounding; larger: a wrong predictor sum)."""
     x = torch.randn(n, layer["w1"].shape[1], device="cuda", generator=gen).to(DT)
     torch.cuda.empty_cache()
     y = run_tardis(layer, x)
     y_ref, flags, zhat = reference(layer, x)
-    # The kernel's flags are not returned by the op: judge agreement by the count, and the error.
     margin = torch.minimum((zhat - layer["lo_in"].double()).abs(), (zhat - layer["hi_in"].double()).abs())
-    near = int((margin < 1e-3 * zhat.abs().mean()).sum())
+    rel_margin = margin / zhat.abs().mean()
+    near = int((rel_margin < 1e-3).sum())
     err = float((y.double() - y_ref).norm() / y_ref.norm())
     ok = bool(torch.isfinite(y).all()) and err < 1e-2
+    y2, kflags = launches([layer], [x], decode.default_kernels(n))[0].run()
+    kflags = kflags.bool()
+    wrong = kflags != flags
+    y_own = reference_with(layer, x, kflags)
     return {
         "rel_err": err,
         "ok": ok,
         "ref_flags": int(flags.sum()),
         "near_threshold": near,
+        "kernel_flags": int(kflags.sum()),
+        "flags_differing": int(wrong.sum()),
+        "differing_max_rel_margin": float(rel_margin[wrong].max()) if bool(wrong.any()) else 0.0,
+        "rel_err_own_flags": float((y2.double() - y_own).norm() / y_own.norm()),
     }
 
 
@@ -476,12 +493,13 @@ def kernel_times(
                 if args.plane_best and n == 1:  # the up/down launch is one for every batch: B = 1's choice
                     set_updown(tuple(row["updown_sweep"]["best_cfg"].values()))
             if kset == "plane":  # kernel-1 configurations (PLANE_CONFIGS)
-                sweep, errs = {}, {}
+                sweep, errs, checks = {}, {}, {}
                 default = dict(PLANE_LAUNCH[n])
                 for cfg in PLANE_CONFIGS:
                     PLANE_LAUNCH[n] = plane_launch(cfg)  # the op's configuration
                     layers[0]["ws"].zero_()  # the timings above leave list counts behind; the op needs zero
-                    errs[plane_name(cfg)] = check(layers[0], n, gen)["rel_err"]
+                    checks[plane_name(cfg)] = check(layers[0], n, gen)
+                    errs[plane_name(cfg)] = checks[plane_name(cfg)]["rel_err"]
                     PLANE_LAUNCH[n] = default
                     for lc in ls:
                         lc.plane_cfg |= plane_launch(cfg)
@@ -491,6 +509,15 @@ def kernel_times(
                     sweep[plane_name(cfg) + "_pred"] = graph_time(fns) - t_zero
                 row["k1_sweep_us"] = sweep
                 row["k1_sweep_rel_err"] = errs
+                row["k1_sweep_checks"] = checks  # flags against the reference's: which differ, how near
+                for k, c in checks.items():
+                    if c["rel_err"] >= 1e-2 or c["flags_differing"]:
+                        print(
+                            f"  {k}: err {c['rel_err']:.1e}, with its own flags {c['rel_err_own_flags']:.1e}; "
+                            f"{c['flags_differing']} flags differ (largest rel. margin "
+                            f"{c['differing_max_rel_margin']:.1e}), {c['near_threshold']} near a threshold",
+                            flush=True,
+                        )
                 valid = [c for c in PLANE_CONFIGS if errs[plane_name(c)] < 1e-2]  # a wrong kernel is never "best"
                 best = min(valid, key=lambda c: sweep[plane_name(c)])
                 row["k1_best"] = plane_name(best)
