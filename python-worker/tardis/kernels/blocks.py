@@ -63,13 +63,14 @@ PROGRAMS_PER_SM = 8  # persistent grid size of the up-gather and down-scatter ke
 # the up/down launch settings above that bench/ffn_bench.py --updown-sweep varies and that an ffn_bench
 # JSON's "updown_launch" sets (bench/e2e_hf.py --kernel-launch); DecodeLaunch reads them when built
 UPDOWN_LAUNCH_KEYS = ("PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS")
-# The fused up/down kernel (kernels 2 and 3 in one launch, batch 1..4, no tl.dot): BJ listed neurons an
-# item, z over all of d in BK steps, the scatter in column blocks of BC (one ticket per block).
 PDL_UPDOWN = True  # launch the up and down kernels with programmatic dependent launch (Hopper): each may
 # start while the kernel before it drains, and waits in-kernel (griddepcontrol.wait) before reading its output;
 # kernel 1 lets them launch once all its programs run. ffn_bench times the layer both ways (--plane-best keeps
 # the faster). v8, H200, Falcon-7B layer at 5%: 45.9 → 44.7 µs at B = 1, 75.0 → 73.8 at B = 2 (same run)
-FUSED_UPDOWN_BATCH = 0  # batches up to this many tokens run it by default (not yet measured on a GPU)
+# The fused up/down kernel (kernels 2 and 3 in one launch, batch 1..4, no tl.dot): BJ listed neurons an
+# item, z over all of d in BK steps, the scatter in column blocks of BC (one ticket per block).
+FUSED_UPDOWN_BATCH = 0  # batches up to this many tokens run it by default (none: slower, e.g. H200 B = 1
+# at 5%: 24.0 µs against 7.4 + 10.4 for the small up/down pair, bench/results/ffn_2026-12-05_h200_v8_sweep.json)
 UPDOWN_BLOCK_NEURONS = 4
 UPDOWN_BLOCK_K = 512
 UPDOWN_BLOCK_COLS = 1024
