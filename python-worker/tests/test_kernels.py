@@ -73,6 +73,20 @@ def test_cpu_op_matches_the_reference_and_counts_on_device() -> None:
     assert int(uc) == int(flags.any(0).sum())
 
 
+def test_int8_x_reference_divides_as_the_kernel_does() -> None:
+    # the kernel computes 127 / absmax and absmax / 127 as single IEEE divisions (div_rn); torch's
+    # `127.0 / t` is t.reciprocal() * 127, an ulp off in about a quarter of the groups, which moves the
+    # int8 of a value next to a rounding boundary
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2000, 128 * 100, generator=gen) * torch.rand(2000, 1, generator=gen) * 4
+    q8, sx = quantize_x_i8(x, 128, 100)
+    amax = x.view(2000, 100, 128).abs().amax(-1)
+    inv = (127.0 / amax.double()).float()  # the correctly rounded fp32 quotient
+    assert torch.equal(sx, (amax.double() / 127.0).float())
+    assert torch.equal(q8, torch.round(x.view(2000, 100, 128) * inv[..., None]))
+    assert not torch.equal(q8, torch.round(x.view(2000, 100, 128) * (127.0 / amax)[..., None]))  # it matters
+
+
 @pytest.mark.parametrize(("d", "gs"), [(200, 64), (4544, 128)])
 def test_int8_x_reference_rounds_per_group_and_sums_exactly(d: int, gs: int) -> None:
     g = torch.Generator().manual_seed(d)
