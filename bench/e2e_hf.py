@@ -546,11 +546,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def apply_kernel_launch(path: str) -> dict[str, Any]:
     """Use the decode-kernel launch choices a ffn_bench.py run recorded (CUDA only); returns them."""
     from tardis.kernels import decode
-    from tardis.kernels.blocks import PLANE_LAUNCH
+    from tardis.kernels.blocks import PLANE_BASE, PLANE_LAUNCH, RETIRED_PLANE_KEYS
 
     chosen = json.loads(Path(path).read_text())
     for n, cfg in chosen["plane_launch"].items():
-        PLANE_LAUNCH[int(n)] = dict(cfg)
+        cfg = {k: v for k, v in cfg.items() if not (k in RETIRED_PLANE_KEYS and v == RETIRED_PLANE_KEYS[k])}
+        unknown = sorted(set(cfg) - set(PLANE_BASE))
+        if unknown:
+            raise SystemExit(
+                f"{path}: batch {n}'s plane launch has settings this kernel does not take: {', '.join(unknown)} "
+                f"(known: {', '.join(PLANE_BASE)}); rerun ffn_bench.py --plane-best for a current launch"
+            )
+        PLANE_LAUNCH[int(n)] = PLANE_BASE | cfg
     decode.SMALL_UPDOWN_BATCH = int(chosen.get("small_updown_batch", decode.SMALL_UPDOWN_BATCH))
     decode.FUSED_UPDOWN_BATCH = int(chosen.get("fused_updown_batch", decode.FUSED_UPDOWN_BATCH))
     decode.PDL_UPDOWN = bool(chosen.get("pdl_updown", decode.PDL_UPDOWN))

@@ -48,6 +48,9 @@ PLANE_BASE = {  # v3's launch; every key the plane kernel's launch takes
     "I8": False,
     "BMF": WF_BLOCK_ROWS,
 }
+# launch keys of reverted experiments that older ffn_bench JSONs still record, with their "off" value (the
+# JSON's launch is usable when they are off): SK, the stream-K predictor (v8, slower, reverted)
+RETIRED_PLANE_KEYS = {"SK": 0}
 PLANE_LAUNCH = {
     1: PLANE_BASE | {"PRED_FIRST": True, "PF2": True},
     2: PLANE_BASE | {"PRED_FIRST": True},
