@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 import transformers
+from bench_scripts import load
 
 from tardis import FoldConfig, calibrate
 from tardis.engines import hf
@@ -28,12 +27,7 @@ TINY = [
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("e2e_hf", REPO / "bench" / "e2e_hf.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["e2e_hf"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load("e2e_hf")
 
 
 @pytest.fixture(scope="module")

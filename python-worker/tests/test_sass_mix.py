@@ -3,15 +3,10 @@ kernel 1 compiled offline for sm_90."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from bench_scripts import load
 
 # nvdisasm's layout: labels on their own line, /*addr*/ then an optional predicate, opcode, operands
 SASS = """
@@ -31,17 +26,8 @@ SASS = """
 """
 
 
-def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sass_mix", REPO / "bench" / "sass_mix.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sass_mix"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_loops_are_the_backward_branches_with_their_bodies() -> None:
-    found = _module().loops(SASS)
+    found = load("sass_mix").loops(SASS)
     # the forward branch to .L_x_2 is no loop; the inner loop is [0x60, 0x70], the outer [0x20, 0x80]
     assert [(lp["start"], lp["end"], lp["instructions"]) for lp in found] == [("0x60", "0x70", 2), ("0x20", "0x80", 7)]
     assert found[1]["mix"] == {"FFMA": 2, "BRA": 2, "LDG": 1, "IMAD": 1, "LOP3": 1}
@@ -51,7 +37,7 @@ def test_kernel_one_compiles_for_sm90_and_has_its_group_loop(capsys: pytest.Capt
     pytest.importorskip("triton")
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("compiles for the GPU; scripts/test_kernels_interp.sh runs it without the interpreter")
-    mod = _module()
+    mod = load("sass_mix")
     assert mod.main(["--batch", "1"]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("0x")]
