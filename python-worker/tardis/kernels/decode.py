@@ -1129,9 +1129,9 @@ class DecodeLaunch:
         # stacked() only when the launch uses it)
         self.i8_ok = pred.bits == 2 and pred.group_size == 16 * pred.words_per_group
         # the up/down kernels launched before the previous kernel ends (programmatic dependent launch)
-        # (griddepcontrol: sm_90 and later)
+        # (griddepcontrol: NVIDIA sm_90 and later)
         self.pdl = bool(PDL_UPDOWN and x.is_cuda and not _INTERPRET and gdc_wait is not None)
-        self.pdl = self.pdl and torch.cuda.get_device_capability(x.device)[0] >= 9
+        self.pdl = self.pdl and torch.version.hip is None and torch.cuda.get_device_capability(x.device)[0] >= 9
         # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
         self.plane_cfg: dict[str, Any] = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[
