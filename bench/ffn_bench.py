@@ -170,9 +170,10 @@ def run_dense(layer: dict, x: torch.Tensor) -> torch.Tensor:
     return F.linear(F.gelu(F.linear(x, layer["w1"], layer["b1"])), layer["w2"], layer["b2"])
 
 
-def reference(layer: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """float64 TARDIS output, its flags and ẑ (for flags near a threshold); ẑ as the op's launch at this
-    batch computes it (x rounded to int8 per group where its plane launch has I8)."""
+def reference(layer: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
+    """float64 TARDIS output, its flags, ẑ (for flags near a threshold) and the output's flag-independent
+    parts (`reference_with`); ẑ as the op's launch at this batch computes it (x rounded to int8 per group
+    where its plane launch has I8)."""
     d64 = torch.float64
     x64 = x.to(d64)
     n = x.shape[0]
@@ -181,16 +182,18 @@ def reference(layer: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     else:
         zhat = x64 @ layer["pred"].dequantize(torch.float64).T + layer["b1"].to(d64)
     flags = (zhat < layer["lo_in"].to(d64)) | (zhat > layer["hi_in"].to(d64))
-    return reference_with(layer, x, flags), flags, zhat
-
-
-def reference_with(layer: dict, x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
-    """float64 TARDIS output with the given flags [n, f] (bool)."""
-    d64 = torch.float64
-    x64 = x.to(d64)
     z = x64 @ layer["w1"].to(d64).T + layer["b1"].to(d64)
-    corr = (F.gelu(z) - layer["slope"].to(d64) * z - layer["intercept"].to(d64)) * flags
-    return x64 @ layer["wf"].to(d64).T + layer["bf"].to(d64) + corr @ layer["w2t"].to(d64)
+    parts = (
+        x64 @ layer["wf"].to(d64).T + layer["bf"].to(d64),  # Wf·x + bf
+        F.gelu(z) - layer["slope"].to(d64) * z - layer["intercept"].to(d64),  # every neuron's correction
+    )
+    return reference_with(layer, parts, flags), flags, zhat, parts
+
+
+def reference_with(layer: dict, parts: tuple, flags: torch.Tensor) -> torch.Tensor:
+    """float64 TARDIS output from `reference`'s parts with the given flags [n, f] (bool)."""
+    folded, corr = parts
+    return folded + (corr * flags) @ layer["w2t"].to(torch.float64)
 
 
 def check(layer: dict, n: int, gen: torch.Generator) -> dict:
@@ -201,7 +204,7 @@ def check(layer: dict, n: int, gen: torch.Generator) -> dict:
     x = torch.randn(n, layer["w1"].shape[1], device="cuda", generator=gen).to(DT)
     torch.cuda.empty_cache()
     y = run_tardis(layer, x)
-    y_ref, flags, zhat = reference(layer, x)
+    y_ref, flags, zhat, parts = reference(layer, x)
     margin = torch.minimum((zhat - layer["lo_in"].double()).abs(), (zhat - layer["hi_in"].double()).abs())
     rel_margin = margin / zhat.abs().mean()
     near = int((rel_margin < 1e-3).sum())
@@ -210,7 +213,7 @@ def check(layer: dict, n: int, gen: torch.Generator) -> dict:
     y2, kflags = launches([layer], [x], decode.default_kernels(n))[0].run()
     kflags = kflags.bool()
     wrong = kflags != flags
-    y_own = reference_with(layer, x, kflags)
+    y_own = reference_with(layer, parts, kflags)
     return {
         "rel_err": err,
         "ok": ok,
