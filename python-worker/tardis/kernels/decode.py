@@ -1124,14 +1124,17 @@ class DecodeLaunch:
         self.chunk = triton.cdiv(triton.cdiv(d, UP_SPLITS), UP_BLOCK_K) * UP_BLOCK_K
         self.n_splits = triton.cdiv(d, self.chunk)
         self.zp = torch.empty(self.n_splits, self.bn_dot, f, device=x.device, dtype=torch.float32)
-        self.sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 2
+        props = torch.cuda.get_device_properties(x.device) if x.is_cuda else None
+        self.sms = props.multi_processor_count if props is not None else 2
         # I8 (plane kernel, int2 groups of 16 full code planes): x as int8 words for dp4a (allocated by
         # stacked() only when the launch uses it)
         self.i8_ok = pred.bits == 2 and pred.group_size == 16 * pred.words_per_group
-        # the up/down kernels launched before the previous kernel ends (programmatic dependent launch)
-        # (griddepcontrol: NVIDIA sm_90 and later)
-        self.pdl = bool(PDL_UPDOWN and x.is_cuda and not _INTERPRET and gdc_wait is not None)
-        self.pdl = self.pdl and torch.version.hip is None and torch.cuda.get_device_capability(x.device)[0] >= 9
+        # the up/down kernels launched before the previous kernel ends (programmatic dependent launch;
+        # griddepcontrol: NVIDIA sm_90 and later)
+        self.pdl = bool(
+            PDL_UPDOWN and props is not None and props.major >= 9 and torch.version.hip is None
+            and not _INTERPRET and gdc_wait is not None
+        )  # fmt: skip
         # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
         self.plane_cfg: dict[str, Any] = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[
@@ -1210,16 +1213,9 @@ class DecodeLaunch:
         common = (self.x, self.w1, self.idx, self.ws, self.zp)
         if self.small_updown:
             _up_small_kernel[(grid,)](
-                *common,
-                self.d,
-                self.f,
-                self.n_splits,
-                self.chunk,
-                NT=self.n,
-                BJ=UP_BLOCK_NEURONS,
-                BK=UP_BLOCK_K,
+                *common, self.d, self.f, self.n_splits, self.chunk, NT=self.n, BJ=UP_BLOCK_NEURONS, BK=UP_BLOCK_K,
                 **self._pdl_args(),
-            )
+            )  # fmt: skip
         else:
             _up_kernel[(grid,)](
                 *common, self.n, self.d, self.f, self.n_splits, self.chunk, BN=self.bn_dot, BJ=UP_BLOCK_NEURONS,
