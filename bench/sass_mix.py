@@ -43,20 +43,21 @@ LABEL = re.compile(r"^\.(L_x_\d+):")
 
 
 def compile_sass(batch: int, launch: dict[str, Any], bits: int, group_size: int) -> tuple[str, int]:
-    """(SASS text, registers) of the plane kernel for this batch and launch, int2..4 predictor."""
+    """(SASS text, registers) of the plane kernel for this batch and its whole launch (`plane_launch`),
+    int2..4 predictor."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     from tardis.kernels import decode
-    from tardis.kernels.blocks import PLANE_LAUNCH, PRED_ROWS, WF_BLOCK_K, WF_BLOCK_ROWS
+    from tardis.kernels.blocks import PRED_ROWS, WF_BLOCK_K
 
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("sass_mix compiles for the GPU: unset TRITON_INTERPRET (the interpreter has no compiler)")
     kern = decode._stacked_plane_kernel
     per_word = 32 // bits
     wpg = group_size // per_word
-    cfg = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[min(batch, 4)] | launch
+    cfg = {"BKF": WF_BLOCK_K} | launch
     num_warps = cfg.pop("num_warps")
     cfg.pop("maxnreg", None)
     const = cfg | {
@@ -90,6 +91,13 @@ def compile_sass(batch: int, launch: dict[str, Any], bits: int, group_size: int)
         usage = subprocess.run([os.path.join(bin_dir, "cuobjdump"), "-res-usage", fh.name], **run).stdout
     regs = re.search(r"REG:(\d+)", usage)
     return sass, int(regs.group(1)) if regs else 0
+
+
+def plane_launch(batch: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The whole plane launch at this batch: blocks.PLANE_LAUNCH (PLANE_BASE's keys) with the overrides."""
+    from tardis.kernels.blocks import PLANE_BASE, PLANE_LAUNCH
+
+    return PLANE_BASE | PLANE_LAUNCH[min(batch, 4)] | overrides
 
 
 def loops(sass: str) -> list[dict[str, Any]]:
@@ -133,12 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    from tardis.kernels.blocks import PLANE_LAUNCH, PRED_ROWS
+    from tardis.kernels.blocks import PRED_ROWS
 
-    launch = json.loads(args.launch)
-    sass, regs = compile_sass(args.batch, launch, args.bits, args.group_size)
+    cfg = plane_launch(args.batch, json.loads(args.launch))
+    sass, regs = compile_sass(args.batch, cfg, args.bits, args.group_size)
     found = loops(sass)
-    cfg = PLANE_LAUNCH[min(args.batch, 4)] | launch
     # one predictor-loop iteration: one group of T row tiles, spread over the program's threads
     weights_per_thread = cfg["T"] * PRED_ROWS * args.group_size / (32 * cfg["num_warps"])
     print(f"plane kernel, B = {args.batch}, launch {cfg}, int{args.bits} g{args.group_size}: {regs} registers, "
