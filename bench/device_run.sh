@@ -5,7 +5,8 @@
 #                                      # table there (--plane-best), GPU kernel tests, the bytes-only
 #                                      # predictor probe (bench/pred_probe.py), ncu of kernels 1-3 (kernel 1
 #                                      # with SourceCounters: where the warps stall, by source line; and
-#                                      # its SASS source page as CSV: the stall samples per instruction)
+#                                      # its SASS source page as CSV: the stall samples per instruction);
+#                                      # SWEEP_S, SWEEP_BATCHES, GPU_TESTS_S, PROBE_S (0: skip) trim the stages
 #   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
 #       (../.cache/device/ffn_sweep.json: the last kernels/quick call's, while the machine stays warm)
@@ -44,27 +45,30 @@ sweep() {  # LIMIT_S BATCHES: kernel-1 and up/down launch sweeps (Falcon-7B, 5%)
 }
 gpu_tests() {  # LIMIT_S: the GPU kernel tests of the plane paths
   timeout "$1" python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
-    -k "pdl or int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
+    -k "pdl or pipelined or int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)" >"$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
 }
 
 if [ "$stage" = kernels ] || [ "$stage" = all ]; then
   # the sweep first (its JSON is written after every row, so a time limit keeps what ran)
-  sweep 280 1,2,4
-  gpu_tests 100
+  # SWEEP_S / SWEEP_BATCHES / GPU_TESTS_S / PROBE_S (0: skip) trim the stages to fit one call
+  sweep "${SWEEP_S:-280}" "${SWEEP_BATCHES:-1,2,4}"
+  gpu_tests "${GPU_TESTS_S:-100}"
   # the predictor words read bytes-only in kernel 1's order: memory-bound or instruction-bound?
-  timeout 60 python ../bench/pred_probe.py --out "$OUT/pred_probe.json" >"$OUT/pred_probe.txt" 2>&1
-  echo "pred probe rc $?"
+  if [ "${PROBE_S:-60}" -gt 0 ]; then
+    timeout "${PROBE_S:-60}" python ../bench/pred_probe.py --out "$OUT/pred_probe.json" >"$OUT/pred_probe.txt" 2>&1
+    echo "pred probe rc $?"
+  fi
   if command -v ncu >/dev/null; then
-    timeout 75 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4 \
+    timeout 90 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 5 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
       --section SchedulerStats --section ComputeWorkloadAnalysis --section Occupancy \
       --section SourceCounters --import-source yes \
       python ../bench/ncu_pred.py >"$OUT/ncu_pred.txt" 2>&1
     echo "ncu rc $?"
-    # the stall samples per SASS instruction of the first predictor-only launch (the source page as CSV;
-    # the report itself is kept too)
-    timeout 60 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 1 \
+    # the stall samples per SASS instruction of the pipelined predictor-only launch (PS 4; the source page
+    # as CSV; the report itself is kept too)
+    timeout 60 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 2 --launch-count 1 \
       --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu_pred_src" \
       python ../bench/ncu_pred.py >"$OUT/ncu_pred_src.log" 2>&1 \
       && ncu --import "$OUT/ncu_pred_src.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu_pred_sass.csv" 2>&1
@@ -100,7 +104,7 @@ fi
 
 # the short tables, last
 for f in "$OUT/ncu_pred.txt" "$OUT/ncu_updown.txt"; do
-  [ -f "$f" ] && grep -E "^\s+(Duration|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy)" "$f" | head -24
+  [ -f "$f" ] && grep -E "^\s+(Duration|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy)" "$f" | head -36
 done
 [ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|up/down sweep|^kernels|^PDL|flags differ" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"
 [ -f "$OUT/pred_probe.txt" ] && tail -20 "$OUT/pred_probe.txt"

@@ -40,37 +40,44 @@ SHAPES = {
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
 # plane kernel-1 configurations swept by --kernel-times: overrides of blocks.PLANE_BASE (T row tiles, warps,
-# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF: see tardis.kernels.blocks); every one is
+# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF, PS, WS: see tardis.kernels.blocks); every one is
 # also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS: tuple[dict, ...] = (
     {"PRED_FIRST": True, "PF2": True},  # v4 default at B = 1, 4
     {"PRED_FIRST": True},  # v4 default at B = 2
     {"PRED_FIRST": True, "PF2": True, "BMF": 8},  # twice as many Wf programs, half as long
     {"PRED_FIRST": True, "PF2": True, "I8": True},  # v6: int8 x, dp4a (I8)
+    # v9: Triton's software pipeline (cp.async stages) for the predictor's groups and the Wf part's K steps
+    {"PRED_FIRST": True, "PS": 4, "WS": 3},
+    {"PRED_FIRST": True, "PS": 3, "WS": 3},
+    {"PRED_FIRST": True, "PS": 6, "WS": 4},
+    {"PRED_FIRST": True, "PS": 4, "WS": 3, "I8": True},
 )
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
 # down item, output columns per down item (at least blocks.TICKET_BLOCK_COLS: the workspace holds that many
-# column tickets). At B = 1 and 5% each program of the default does about one item, a serial chain of
-# memory round trips.
+# column tickets), pipeline stages of the small up kernel's K loop (0: none). At B = 1 and 5% each program of
+# the default does about one item, a serial chain of memory round trips.
 UPDOWN_CONFIGS = (
-    (8, 32, 8, 64, 512),  # the default (v7: the fastest of this sweep on an H100)
-    (4, 16, 8, 32, 256),  # v6's default
-    (8, 16, 8, 32, 256),  # more programs per SM
-    (16, 16, 8, 32, 256),
-    (8, 16, 18, 32, 256),  # shorter chunks of d per up item (2 steps of 128)
-    (8, 32, 18, 64, 512),
-    (16, 32, 8, 64, 512),
-    (8, 32, 8, 128, 512),  # more neurons per down item
-    (8, 64, 8, 64, 1024),  # more work per item
-    (4, 32, 8, 64, 512),
+    (8, 32, 8, 64, 512, 0),  # the default (v7: the fastest of this sweep on an H100)
+    (4, 16, 8, 32, 256, 0),  # v6's default
+    (8, 16, 8, 32, 256, 0),  # more programs per SM
+    (8, 16, 18, 32, 256, 0),  # shorter chunks of d per up item (2 steps of 128)
+    (16, 32, 8, 64, 512, 0),
+    (8, 32, 8, 128, 512, 0),  # more neurons per down item
+    (8, 64, 8, 64, 1024, 0),  # more work per item
+    # v9: the small up kernel's K loop software-pipelined (UP_STAGES), with longer chunks of d to pipeline
+    (8, 32, 8, 64, 512, 3),
+    (8, 32, 4, 64, 512, 3),
+    (8, 32, 2, 64, 512, 4),
+    (8, 16, 4, 64, 512, 3),
 )
 
 
 def updown_name(cfg: tuple) -> str:
-    """A short name of an up/down launch, e.g. p8_u16x36_d32x256."""
-    p, un, us, dn, dc = cfg
-    return f"p{p}_u{un}x{us}_d{dn}x{dc}"
+    """A short name of an up/down launch, e.g. p8_u16x36_d32x256 (_st3: the up loop in 3 pipeline stages)."""
+    p, un, us, dn, dc, st = cfg
+    return f"p{p}_u{un}x{us}_d{dn}x{dc}" + (f"_st{st}" if st > 1 else "")
 
 
 def set_updown(cfg: tuple) -> None:
@@ -90,6 +97,7 @@ def plane_name(over: dict) -> str:
     name = f"T{c['T']}_w{c['num_warps']}" + "_pf" * c["PRED_FIRST"] + "_x" * c["XPF"] + "_p2" * c["PF2"]
     name += "_p4" * c["PF4"] + "_h2" * c["H2"] + "_wpf" * c["WPF"] + "_i8" * c["I8"]
     name += f"_f{c['BMF']}" if c["BMF"] != PLANE_BASE["BMF"] else ""
+    name += (f"_ps{c['PS']}" if c["PS"] > 1 else "") + (f"_ws{c['WS']}" if c["WS"] > 1 else "")
     return name + (f"_s{c['SPLIT']}" if c["SPLIT"] > 1 else "") + (f"_r{c['maxnreg']}" if c["maxnreg"] else "")
 
 

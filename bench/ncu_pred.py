@@ -1,11 +1,12 @@
 """Launches for a hardware-counter profile of decode kernel 1 (one Falcon-7B layer, int2, batch 1).
 
-Launch order (for `ncu -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 4`): the
-predictor programs twice with the committed fp32-dequant configuration (v4), twice with int8 x and
-dp4a (I8, after its x-rounding kernel, which the regex leaves out), then the Wf programs alone.
+Launch order (for `ncu -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 5`): the
+predictor programs twice with the v4 fp32-dequant configuration (register prefetch), then with Triton's
+cp.async pipeline (PS 4), then PS 4 with int8 x and dp4a (I8, after its x-rounding kernel, which the regex
+leaves out), then the Wf programs alone, plain and pipelined (WS 3): `PROFILED` below.
 
     cd python-worker && ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 \\
-        --launch-count 4 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \\
+        --launch-count 5 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \\
         --section SchedulerStats --section ComputeWorkloadAnalysis --section Occupancy python ../bench/ncu_pred.py
 
 `updown` as the argument: kernel 1 once (it writes the list of flagged neurons), then the default up
@@ -25,6 +26,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ffn_bench import DT, SHAPES, launches, make_layer, set_thresholds
+
+V4 = {"PF2": True, "PRED_FIRST": True, "I8": False, "H2": False, "PS": 0, "WS": 0}
+# (name, launch overrides, part) in launch order; the first is a warm-up launch that --launch-skip 1 skips
+PROFILED = (
+    ("pred v4 (warm-up)", V4, "pred"),
+    ("pred v4", V4, "pred"),
+    ("pred PS4 (cp.async stages)", V4 | {"PS": 4}, "pred"),
+    ("pred PS4 I8", V4 | {"PS": 4, "I8": True}, "pred"),
+    ("wf", V4, "wf"),
+    ("wf WS3", V4 | {"WS": 3}, "wf"),
+)
 
 
 def main() -> None:
@@ -46,15 +58,12 @@ def main() -> None:
         torch.cuda.synchronize()
         print(f"launched: kernel 1, up, down, fused up/down over {int(count)} listed neurons")
         return
-    v4 = {"PF2": True, "PRED_FIRST": True, "I8": False, "H2": False}
-    for cfg in (v4, v4, v4 | {"I8": True}, v4 | {"I8": True}):
+    for _, cfg, part in PROFILED:
         lay["ws"].zero_()
         lc.plane_cfg |= cfg
-        lc.stacked("pred")
-    lc.plane_cfg |= v4
-    lc.stacked("wf")
+        lc.stacked(part)
     torch.cuda.synchronize()
-    print("launched: pred x2 (v4), pred x2 (I8), wf")
+    print("launched: " + ", ".join(name for name, _, _ in PROFILED))
 
 
 if __name__ == "__main__":

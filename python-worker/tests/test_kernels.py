@@ -276,6 +276,10 @@ PLANE_CONFIGS = [
     {"PRED_FIRST": True},
     {"PRED_FIRST": True, "PF2": True, "BMF": 8},
     {"PRED_FIRST": True, "PF2": True, "I8": True},
+    {"PRED_FIRST": True, "PS": 4, "WS": 3},
+    {"PRED_FIRST": True, "PS": 3, "WS": 3},
+    {"PRED_FIRST": True, "PS": 6, "WS": 4},
+    {"PRED_FIRST": True, "PS": 4, "WS": 3, "I8": True},
 ]
 
 
@@ -285,6 +289,18 @@ PLANE_CONFIGS = [
 def test_plane_kernel_configurations_on_gpu(cfg: dict, n: int, d: int, f: int) -> None:
     plane_cfg = PLANE_BASE | cfg
     _kernel_case("cuda", n, d, f, 2, 128, torch.bfloat16, "gelu", seed=11 + n, kernels="plane", plane_cfg=plane_cfg)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("n", "splits", "stages"), [(1, 2, 4), (1, 8, 3), (3, 4, 3)])
+def test_pipelined_small_up_kernel_on_gpu(monkeypatch: pytest.MonkeyPatch, n: int, splits: int, stages: int) -> None:
+    # the small up kernel's K loop in cp.async stages (UP_STAGES), d in `splits` chunks, Falcon-7B's shape
+    from tardis.kernels import decode
+
+    monkeypatch.setattr(decode, "UP_STAGES", stages)
+    monkeypatch.setattr(decode, "UP_SPLITS", splits)
+    cfg = {"PRED_FIRST": True, "small_updown": True}
+    _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=61 + n, kernels="plane", plane_cfg=cfg)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
@@ -364,17 +380,18 @@ def test_down_column_block_narrower_than_the_tickets_is_refused_in_the_interpret
 @pytest.mark.parametrize(
     ("n", "d", "f", "updown"),
     [
-        (1, 700, 400, (8, 16, 36, 32, 256)),  # one 128-column step per up item, d not a multiple of it
-        (2, 600, 300, (16, 16, 18, 16, 256)),
-        (1, 1100, 500, (8, 32, 8, 64, 512)),  # the default (v7): fewer column tickets than the workspace has
-        (3, 300, 200, (1, 16, 8, 32, 512)),  # one program per SM: every program loops over several items
+        (1, 700, 400, (8, 16, 36, 32, 256, 0)),  # one 128-column step per up item, d not a multiple of it
+        (2, 600, 300, (16, 16, 18, 16, 256, 0)),
+        (1, 1100, 500, (8, 32, 8, 64, 512, 0)),  # the default (v7): fewer column tickets than the workspace has
+        (3, 300, 200, (1, 16, 8, 32, 512, 0)),  # one program per SM: every program loops over several items
+        (1, 1100, 500, (8, 32, 2, 64, 512, 4)),  # the up loop pipelined (stages only matter on a GPU)
     ],
 )
 def test_up_down_launch_settings_in_the_interpreter(
     monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, updown: tuple
 ) -> None:
     # the up/down launches bench/ffn_bench.py --updown-sweep times (programs per SM, neurons per up item,
-    # d splits, neurons per down item, down columns) give the reference's output and leave the workspace zero
+    # d splits, neurons per down item, down columns, up stages) give the reference's output and leave the workspace zero
     from tardis.kernels import decode
     from tardis.kernels.blocks import UPDOWN_LAUNCH_KEYS
 
@@ -423,6 +440,9 @@ def test_up_down_launch_settings_in_the_interpreter(
         (3, 2100, 330, 4, "plane", {"fused_updown": True, "T": 2}),
         (4, 96, 64, 2, "plane", {"fused_updown": True}),
         (2, 200, 150, 3, "small", {"fused_updown": True}),
+        (1, 450, 130, 2, "plane", {"PS": 4, "WS": 3}),
+        (3, 300, 200, 3, "plane", {"PS": 3, "WS": 4, "SPLIT": 2, "PRED_FIRST": True}),
+        (2, 450, 330, 2, "plane", {"PS": 4, "I8": True, "T": 2}),
     ],
 )
 def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, kernels, t) -> None:

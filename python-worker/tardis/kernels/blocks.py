@@ -13,6 +13,7 @@ UP_BLOCK_K = 128  # up-gather step along d
 UP_SPLITS = 8  # d is split in about this many chunks per neuron block
 DOWN_BLOCK_NEURONS = 64  # listed neurons per down-scatter item
 DOWN_BLOCK_COLS = 512  # output columns per down-scatter item
+UP_STAGES = 0  # > 1: the small up kernel's K loop software-pipelined by Triton (cp.async stages; v9, untimed)
 TICKET_BLOCK_COLS = 256  # the narrowest column block a down-scatter launch may use: the workspace holds one
 # ticket per this many output columns
 SMALL_BATCH = 0  # batches up to this many tokens run the v2 "small" kernels by default (they take 1..4;
@@ -30,6 +31,10 @@ PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor 
 # WPF: the Wf programs load their next tile before the current one's FMAs.
 # BMF: folded rows per Wf program (WF_BLOCK_ROWS; fewer rows: more, shorter programs, a shorter tail).
 # maxnreg: a register cap (None: the compiler's choice; 128 lets 4 programs of 4 warps share an SM).
+# PS / WS (> 1): the predictor's group loop / the Wf part's K loop software-pipelined by Triton (`tl.range`
+# num_stages): each step's loads go by cp.async into shared memory PS - 1 (WS - 1) steps ahead, with no
+# register rotation (PF2 / PF4 / WPF rotate registers, and the moves wait for the loads: offline SASS showed
+# the words PF2 loaded one group ahead in effect). 0 (or 1): the register-prefetch loops above.
 # I8 (int2 with 16 full code planes only): x rounded per token and group to int8 by the group's absmax
 # (a small kernel before kernel 1 packs it for dp4a), and each word's 16 codes multiply it with four
 # dp4a instructions (integer products, exact); per group and row fp32 s·s_x·Σ code·q + o·Σ x. The
@@ -47,6 +52,8 @@ PLANE_BASE = {  # v3's launch; every key the plane kernel's launch takes
     "PF4": False,
     "I8": False,
     "BMF": WF_BLOCK_ROWS,
+    "PS": 0,
+    "WS": 0,
 }
 # launch keys of reverted experiments that older ffn_bench JSONs still record, with their "off" value (the
 # JSON's launch is usable when they are off): SK, the stream-K predictor (v8, slower, reverted)
@@ -65,7 +72,9 @@ SMALL_WARPS = 8  # warps per program of the small-batch stacked kernel
 PROGRAMS_PER_SM = 8  # persistent grid size of the up-gather and down-scatter kernels
 # the up/down launch settings above that bench/ffn_bench.py --updown-sweep varies and that an ffn_bench
 # JSON's "updown_launch" sets (bench/e2e_hf.py --kernel-launch); DecodeLaunch reads them when built
-UPDOWN_LAUNCH_KEYS = ("PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS")
+UPDOWN_LAUNCH_KEYS = (
+    "PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS", "UP_STAGES",
+)  # fmt: skip
 PDL_UPDOWN = True  # launch the up and down kernels with programmatic dependent launch (Hopper): each may
 # start while the kernel before it drains, and waits in-kernel (griddepcontrol.wait) before reading its output;
 # kernel 1 lets them launch once all its programs run. ffn_bench times the layer both ways (--plane-best keeps

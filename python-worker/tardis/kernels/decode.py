@@ -47,6 +47,7 @@ from tardis.kernels.blocks import (
     UP_BLOCK_K,
     UP_BLOCK_NEURONS,
     UP_SPLITS,
+    UP_STAGES,
     UPDOWN_BLOCK_COLS,
     UPDOWN_BLOCK_K,
     UPDOWN_BLOCK_NEURONS,
@@ -257,27 +258,35 @@ def _fma_tokens(a0, a1, a2, a3, w, x_ptr, ks, km, D, NT: tl.constexpr):
 @triton.jit
 def _wf_small_part(
     x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, D, NT: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
-    WPF: tl.constexpr = False,
+    WPF: tl.constexpr = False, WS: tl.constexpr = 0,
 ):  # fmt: skip
     # Folded rows y32[:, rows] = Wf[rows]·x + bf without tl.dot: [BMF, BKF] fp32 FMA tiles per token.
     # WPF: the next step's Wf tile is loaded before this step's FMAs (two tiles in flight per program).
+    # WS > 1: Triton's software pipeline instead (cp.async into WS - 1 shared-memory stages ahead).
     rows_f = pid * BMF + tl.arange(0, BMF)
     rmask_f = rows_f < D
     fa0 = tl.zeros((BMF, BKF), dtype=tl.float32)
     fa1 = tl.zeros((BMF, BKF), dtype=tl.float32)
     fa2 = tl.zeros((BMF, BKF), dtype=tl.float32)
     fa3 = tl.zeros((BMF, BKF), dtype=tl.float32)
-    if WPF:
-        w_next = _wf_tile(wf_ptr, rows_f, rmask_f, 0, D, BKF)
-    for k0_f in range(0, D, BKF):
-        ks_f = k0_f + tl.arange(0, BKF)
-        kmask_f = ks_f < D
-        if WPF:
-            w_f = w_next
-            w_next = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f + BKF, D, BKF)
-        else:
+    if WS > 1:
+        for k0_f in tl.range(0, D, BKF, num_stages=WS):
+            ks_f = k0_f + tl.arange(0, BKF)
+            kmask_f = ks_f < D
             w_f = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF)
-        fa0, fa1, fa2, fa3 = _fma_tokens(fa0, fa1, fa2, fa3, w_f.to(tl.float32), x_ptr, ks_f, kmask_f, D, NT)
+            fa0, fa1, fa2, fa3 = _fma_tokens(fa0, fa1, fa2, fa3, w_f.to(tl.float32), x_ptr, ks_f, kmask_f, D, NT)
+    else:
+        if WPF:
+            w_next = _wf_tile(wf_ptr, rows_f, rmask_f, 0, D, BKF)
+        for k0_f in range(0, D, BKF):
+            ks_f = k0_f + tl.arange(0, BKF)
+            kmask_f = ks_f < D
+            if WPF:
+                w_f = w_next
+                w_next = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f + BKF, D, BKF)
+            else:
+                w_f = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF)
+            fa0, fa1, fa2, fa3 = _fma_tokens(fa0, fa1, fa2, fa3, w_f.to(tl.float32), x_ptr, ks_f, kmask_f, D, NT)
     bias_f = tl.load(bf_ptr + rows_f, mask=rmask_f, other=0.0).to(tl.float32)
     tl.store(y32_ptr + rows_f, tl.sum(fa0, axis=1) + bias_f, mask=rmask_f)
     if NT > 1:
@@ -692,6 +701,7 @@ def _plane_pred_part(
     magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr,
     SPLIT: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
+    PS: tl.constexpr,
 ):  # fmt: skip
     # T row tiles of BR rows streamed group after group (full groups without x masks, then the partial
     # last group); the words of group g + 1 (PF2: g + 2, PF4: g + 4) load while group g computes; XPF: the x slice
@@ -714,41 +724,62 @@ def _plane_pred_part(
     a1 = tl.zeros((T, WPG, BR), dtype=tl.float32)
     a2 = tl.zeros((T, WPG, BR), dtype=tl.float32)
     a3 = tl.zeros((T, WPG, BR), dtype=tl.float32)
-    wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0, woff, soff, tmask, g1, F_PAD, WPG, BR)
-    wn2, sn2, on2 = wn, sn, on
-    if PF2 or PF4:
-        wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 1, woff, soff, tmask, g1, F_PAD, WPG, BR)
-    if PF4:
-        wn3, sn3, on3 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 2, woff, soff, tmask, g1, F_PAD, WPG, BR)
-        wn4, sn4, on4 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 3, woff, soff, tmask, g1, F_PAD, WPG, BR)
-    for g in range(g0, gf):
-        wv, sc, oc = wn, sn, on
-        if PF4:  # four groups in flight (8 KB per program at 64 rows, int2 g128)
-            wn, sn, on = wn2, sn2, on2
-            wn2, sn2, on2 = wn3, sn3, on3
-            wn3, sn3, on3 = wn4, sn4, on4
-            wn4, sn4, on4 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 4, woff, soff, tmask, g1, F_PAD, WPG, BR)
-        elif PF2:
-            wn, sn, on = wn2, sn2, on2
-            wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 2, woff, soff, tmask, g1, F_PAD, WPG, BR)
-        else:
-            wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 1, woff, soff, tmask, g1, F_PAD, WPG, BR)
-        if XPF:
-            kp = tl.minimum((g + 1) * GS + tl.arange(0, 8) * 32, D - 1)  # lines of GS ≤ 256 values
-            for t in tl.static_range(NT):
-                _x_prefetch(x_ptr + t * D + kp)
-        if I8:  # every group (the x words past d are zero), so N_FULL = N_GROUPS
-            a0, a1, a2, a3 = _plane_group_i8(
-                a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS, NT, WPG, I8_ASM
-            )
-        elif H2:
-            a0, a1, a2, a3 = _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
-        else:
+    if PS > 1:  # Triton's software pipeline: each group's loads in the loop, cp.async PS - 1 groups ahead
+        for g in tl.range(g0, gf, num_stages=PS):
+            wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
+            if I8:
+                a0, a1, a2, a3 = _plane_group_i8(
+                    a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS, NT, WPG, I8_ASM
+                )
+            elif H2:
+                a0, a1, a2, a3 = _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
+            else:
+                a0, a1, a2, a3 = _plane_group(
+                    a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False
+                )
+        for g in range(tl.maximum(g0, N_FULL), g1):  # the partial last group (at most one; fp32 path)
+            wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
             a0, a1, a2, a3 = _plane_group(
-                a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False
+                a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, True
             )
-    for g in range(tl.maximum(g0, N_FULL), g1):  # the partial last group (at most one; fp32 path)
-        a0, a1, a2, a3 = _plane_group(a0, a1, a2, a3, wn, sn, on, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, True)
+    else:
+        wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0, woff, soff, tmask, g1, F_PAD, WPG, BR)
+        wn2, sn2, on2 = wn, sn, on
+        if PF2 or PF4:
+            wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 1, woff, soff, tmask, g1, F_PAD, WPG, BR)
+        if PF4:
+            wn3, sn3, on3 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 2, woff, soff, tmask, g1, F_PAD, WPG, BR)
+            wn4, sn4, on4 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g0 + 3, woff, soff, tmask, g1, F_PAD, WPG, BR)
+        for g in range(g0, gf):
+            wv, sc, oc = wn, sn, on
+            if PF4:  # four groups in flight (8 KB per program at 64 rows, int2 g128)
+                wn, sn, on = wn2, sn2, on2
+                wn2, sn2, on2 = wn3, sn3, on3
+                wn3, sn3, on3 = wn4, sn4, on4
+                wn4, sn4, on4 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 4, woff, soff, tmask, g1, F_PAD, WPG, BR)
+            elif PF2:
+                wn, sn, on = wn2, sn2, on2
+                wn2, sn2, on2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 2, woff, soff, tmask, g1, F_PAD, WPG, BR)
+            else:
+                wn, sn, on = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 1, woff, soff, tmask, g1, F_PAD, WPG, BR)
+            if XPF:
+                kp = tl.minimum((g + 1) * GS + tl.arange(0, 8) * 32, D - 1)  # lines of GS ≤ 256 values
+                for t in tl.static_range(NT):
+                    _x_prefetch(x_ptr + t * D + kp)
+            if I8:  # every group (the x words past d are zero), so N_FULL = N_GROUPS
+                a0, a1, a2, a3 = _plane_group_i8(
+                    a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS, NT, WPG, I8_ASM
+                )
+            elif H2:
+                a0, a1, a2, a3 = _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
+            else:
+                a0, a1, a2, a3 = _plane_group(
+                    a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False
+                )
+        for g in range(tl.maximum(g0, N_FULL), g1):  # the partial last group (at most one; fp32 path)
+            a0, a1, a2, a3 = _plane_group(
+                a0, a1, a2, a3, wn, sn, on, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, True
+            )
     rows = t0 * BR + tl.arange(0, T * BR)
     rmask = rows < F
     s0 = tl.reshape(tl.sum(a0, axis=1), (T * BR,))
@@ -799,8 +830,8 @@ def _stacked_plane_kernel(
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
-    WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
-    PDL: tl.constexpr,
+    WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, PS: tl.constexpr,
+    WS: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part. PDL: the up kernel may be launched once
@@ -821,18 +852,28 @@ def _stacked_plane_kernel(
             x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
             nunion_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles,
             ONE_BITS, CG, magic, NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT,
-            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM,
+            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, PS,
         )  # fmt: skip
     else:
-        _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF)
+        _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF, WS)
+
+
+@triton.jit
+def _up_small_step(a0, a1, a2, a3, x_ptr, w1_ptr, neur, jmask, k0, D, NT: tl.constexpr, BK: tl.constexpr):
+    # one [BJ, BK] step of the listed neurons' W1 rows against each token's x slice
+    ks = k0 + tl.arange(0, BK)
+    kmask = ks < D
+    w = tl.load(w1_ptr + neur[:, None].to(tl.int64) * D + ks[None, :], mask=jmask[:, None] & kmask[None, :], other=0.0)
+    return _fma_tokens(a0, a1, a2, a3, w.to(tl.float32), x_ptr, ks, kmask, D, NT)
 
 
 @triton.jit
 def _up_small_kernel(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk,
-    NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr,
+    NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr = 0,
 ):  # fmt: skip
     # Batch 1..4 up-gather without tl.dot: [BJ, BK] FMA tiles per token, one reduction per item.
+    # US > 1: the K loop software-pipelined (cp.async, US - 1 steps of W1 rows ahead).
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     _pdl_wait(PDL)
@@ -848,13 +889,12 @@ def _up_small_kernel(
         a1 = tl.zeros((BJ, BK), dtype=tl.float32)
         a2 = tl.zeros((BJ, BK), dtype=tl.float32)
         a3 = tl.zeros((BJ, BK), dtype=tl.float32)
-        for k0 in range(sp * chunk, tl.minimum(sp * chunk + chunk, D), BK):
-            ks = k0 + tl.arange(0, BK)
-            kmask = ks < D
-            w = tl.load(
-                w1_ptr + neur[:, None].to(tl.int64) * D + ks[None, :], mask=jmask[:, None] & kmask[None, :], other=0.0
-            )
-            a0, a1, a2, a3 = _fma_tokens(a0, a1, a2, a3, w.to(tl.float32), x_ptr, ks, kmask, D, NT)
+        if US > 1:
+            for k0 in tl.range(sp * chunk, tl.minimum(sp * chunk + chunk, D), BK, num_stages=US):
+                a0, a1, a2, a3 = _up_small_step(a0, a1, a2, a3, x_ptr, w1_ptr, neur, jmask, k0, D, NT, BK)
+        else:
+            for k0 in range(sp * chunk, tl.minimum(sp * chunk + chunk, D), BK):
+                a0, a1, a2, a3 = _up_small_step(a0, a1, a2, a3, x_ptr, w1_ptr, neur, jmask, k0, D, NT, BK)
         zrow = zp_ptr + sp * NT * F + js  # token-major partials [split, token, list position]
         tl.store(zrow, tl.sum(a0, axis=1), mask=jmask)
         if NT > 1:
@@ -1214,7 +1254,7 @@ class DecodeLaunch:
         if self.small_updown:
             _up_small_kernel[(grid,)](
                 *common, self.d, self.f, self.n_splits, self.chunk, NT=self.n, BJ=UP_BLOCK_NEURONS, BK=UP_BLOCK_K,
-                **self._pdl_args(),
+                US=UP_STAGES, **self._pdl_args(),
             )  # fmt: skip
         else:
             _up_kernel[(grid,)](
