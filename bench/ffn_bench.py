@@ -43,15 +43,17 @@ RATES = (0.01, 0.05, 0.10, 0.20)
 # PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF, PS, WS: see tardis.kernels.blocks); every one is
 # also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS: tuple[dict, ...] = (
-    {"PRED_FIRST": True, "PF2": True},  # v4 default at B = 1, 4
-    {"PRED_FIRST": True},  # v4 default at B = 2
-    {"PRED_FIRST": True, "PF2": True, "BMF": 8},  # twice as many Wf programs, half as long
-    {"PRED_FIRST": True, "PF2": True, "I8": True},  # v6: int8 x, dp4a (I8)
-    # v9: Triton's software pipeline (cp.async stages) for the predictor's groups and the Wf part's K steps
-    {"PRED_FIRST": True, "PS": 4, "WS": 3},
-    {"PRED_FIRST": True, "PS": 3, "WS": 3},
-    {"PRED_FIRST": True, "PS": 6, "WS": 4},
-    {"PRED_FIRST": True, "PS": 4, "WS": 3, "I8": True},
+    {"PRED_FIRST": True, "PF2": True},  # v4's default at B = 1
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},  # v9's default at B = 1, 2 (int8 x, cp.async stages)
+    {"PRED_FIRST": True, "PS": 4, "WS": 3},  # the float predictor in stages
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "num_warps": 8},  # twice the warps per SM
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 8},  # twice the Wf programs, half as long
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 8, "num_warps": 8},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32},  # half the Wf programs
+    {"PRED_FIRST": True, "I8": True, "PS": 6, "WS": 3},  # deeper predictor pipeline
+    {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "SPLIT": 2},  # twice the predictor programs (atomics)
+    {"I8": True, "PS": 4, "WS": 3},  # the Wf programs first
 )
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
@@ -518,6 +520,8 @@ def kernel_times(
                     sweep[plane_name(cfg)] = graph_time(fns) - t_zero
                     fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("pred")) for lc in ls]
                     sweep[plane_name(cfg) + "_pred"] = graph_time(fns) - t_zero
+                    fns = [lambda lc=lc: (lc.ws.zero_(), lc.stacked("wf")) for lc in ls]
+                    sweep[plane_name(cfg) + "_wf"] = graph_time(fns) - t_zero
                 row["k1_sweep_us"] = sweep
                 row["k1_sweep_rel_err"] = errs
                 row["k1_sweep_checks"] = checks  # flags against the reference's: which differ, how near
@@ -535,7 +539,7 @@ def kernel_times(
                 if args.plane_best:  # the whole-layer runs below use the fastest configuration
                     PLANE_LAUNCH[n] = plane_launch(best)
                 shown = {k: f"{v:.1f}" for k, v in sweep.items()}
-                print_sweep(f"plane k1 sweep B={n} (all / pred only)", shown, errs, row["k1_best"])
+                print_sweep(f"plane k1 sweep B={n} (all / pred only / wf only)", shown, errs, row["k1_best"])
                 for lc in ls:
                     lc.ws.zero_()
             if kset == "plane":  # the whole layer with the launches now in force, up/down without and with PDL

@@ -273,13 +273,16 @@ def test_pdl_updown_launch_matches_float64_reference_on_gpu(n: int, kernels: str
 # overrides of blocks.PLANE_BASE
 PLANE_CONFIGS = [
     {"PRED_FIRST": True, "PF2": True},
-    {"PRED_FIRST": True},
-    {"PRED_FIRST": True, "PF2": True, "BMF": 8},
-    {"PRED_FIRST": True, "PF2": True, "I8": True},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},
     {"PRED_FIRST": True, "PS": 4, "WS": 3},
-    {"PRED_FIRST": True, "PS": 3, "WS": 3},
-    {"PRED_FIRST": True, "PS": 6, "WS": 4},
-    {"PRED_FIRST": True, "PS": 4, "WS": 3, "I8": True},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "num_warps": 8},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 8},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 8, "num_warps": 8},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32},
+    {"PRED_FIRST": True, "I8": True, "PS": 6, "WS": 3},
+    {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "SPLIT": 2},
+    {"I8": True, "PS": 4, "WS": 3},
 ]
 
 
