@@ -58,28 +58,29 @@ PLANE_CONFIGS: tuple[dict, ...] = (
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
 # down item, output columns per down item (at least blocks.TICKET_BLOCK_COLS: the workspace holds that many
-# column tickets), pipeline stages of the small up kernel's K loop (0: none). At B = 1 and 5% each program of
-# the default does about one item, a serial chain of memory round trips.
+# column tickets), pipeline stages of the small up kernel's K loop (0: none), warps per small down program.
+# At B = 1 and 5% each program of the default does about one item, a serial chain of memory round trips.
 UPDOWN_CONFIGS = (
-    (8, 32, 8, 64, 512, 0),  # the default (v7: the fastest of this sweep on an H100)
-    (4, 16, 8, 32, 256, 0),  # v6's default
-    (8, 16, 8, 32, 256, 0),  # more programs per SM
-    (8, 16, 18, 32, 256, 0),  # shorter chunks of d per up item (2 steps of 128)
-    (16, 32, 8, 64, 512, 0),
-    (8, 32, 8, 128, 512, 0),  # more neurons per down item
-    (8, 64, 8, 64, 1024, 0),  # more work per item
+    (8, 32, 8, 64, 512, 0, 4),  # the default (v7: the fastest of this sweep on an H100)
+    (16, 32, 8, 64, 512, 0, 4),
+    # v9: 8 warps per small down program (4 spill at 64 x 512), so larger down items fit
+    (8, 32, 8, 64, 512, 0, 8),
+    (8, 32, 8, 32, 512, 0, 8),
+    (8, 32, 8, 128, 512, 0, 8),
+    (8, 32, 8, 64, 1024, 0, 8),
+    (8, 64, 8, 64, 1024, 0, 8),
+    (16, 32, 8, 64, 512, 0, 8),
     # v9: the small up kernel's K loop software-pipelined (UP_STAGES), with longer chunks of d to pipeline
-    (8, 32, 8, 64, 512, 3),
-    (8, 32, 4, 64, 512, 3),
-    (8, 32, 2, 64, 512, 4),
-    (8, 16, 4, 64, 512, 3),
+    (8, 32, 4, 64, 512, 3, 8),
+    (8, 16, 4, 64, 512, 3, 8),
 )
 
 
 def updown_name(cfg: tuple) -> str:
-    """A short name of an up/down launch, e.g. p8_u16x36_d32x256 (_st3: the up loop in 3 pipeline stages)."""
-    p, un, us, dn, dc, st = cfg
-    return f"p{p}_u{un}x{us}_d{dn}x{dc}" + (f"_st{st}" if st > 1 else "")
+    """A short name of an up/down launch, e.g. p8_u16x36_d32x256 (_st3: the up loop in 3 pipeline stages; _w8: 8
+    warps per small down program)."""
+    p, un, us, dn, dc, st, dw = cfg
+    return f"p{p}_u{un}x{us}_d{dn}x{dc}" + (f"_st{st}" if st > 1 else "") + (f"_w{dw}" if dw != 4 else "")
 
 
 def set_updown(cfg: tuple) -> None:

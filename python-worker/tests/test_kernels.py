@@ -295,13 +295,17 @@ def test_plane_kernel_configurations_on_gpu(cfg: dict, n: int, d: int, f: int) -
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-@pytest.mark.parametrize(("n", "splits", "stages"), [(1, 2, 4), (1, 8, 3), (3, 4, 3)])
-def test_pipelined_small_up_kernel_on_gpu(monkeypatch: pytest.MonkeyPatch, n: int, splits: int, stages: int) -> None:
-    # the small up kernel's K loop in cp.async stages (UP_STAGES), d in `splits` chunks, Falcon-7B's shape
+@pytest.mark.parametrize(("n", "splits", "stages", "down_warps"), [(1, 2, 4, 8), (1, 8, 3, 4), (3, 4, 3, 8)])
+def test_pipelined_small_up_kernel_on_gpu(
+    monkeypatch: pytest.MonkeyPatch, n: int, splits: int, stages: int, down_warps: int
+) -> None:
+    # the small up kernel's K loop in cp.async stages (UP_STAGES), d in `splits` chunks, the small down kernel
+    # with `down_warps` warps, Falcon-7B's shape
     from tardis.kernels import decode
 
     monkeypatch.setattr(decode, "UP_STAGES", stages)
     monkeypatch.setattr(decode, "UP_SPLITS", splits)
+    monkeypatch.setattr(decode, "DOWN_WARPS", down_warps)
     cfg = {"PRED_FIRST": True, "small_updown": True}
     _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=61 + n, kernels="plane", plane_cfg=cfg)
 
@@ -383,18 +387,19 @@ def test_down_column_block_narrower_than_the_tickets_is_refused_in_the_interpret
 @pytest.mark.parametrize(
     ("n", "d", "f", "updown"),
     [
-        (1, 700, 400, (8, 16, 36, 32, 256, 0)),  # one 128-column step per up item, d not a multiple of it
-        (2, 600, 300, (16, 16, 18, 16, 256, 0)),
-        (1, 1100, 500, (8, 32, 8, 64, 512, 0)),  # the default (v7): fewer column tickets than the workspace has
-        (3, 300, 200, (1, 16, 8, 32, 512, 0)),  # one program per SM: every program loops over several items
-        (1, 1100, 500, (8, 32, 2, 64, 512, 4)),  # the up loop pipelined (stages only matter on a GPU)
+        (1, 700, 400, (8, 16, 36, 32, 256, 0, 4)),  # one 128-column step per up item, d not a multiple of it
+        (2, 600, 300, (16, 16, 18, 16, 256, 0, 4)),
+        (1, 1100, 500, (8, 32, 8, 64, 512, 0, 4)),  # the default (v7): fewer column tickets than the workspace has
+        (3, 300, 200, (1, 16, 8, 32, 512, 0, 4)),  # one program per SM: every program loops over several items
+        (1, 1100, 500, (8, 32, 2, 64, 1024, 4, 8)),  # the up loop pipelined, 8 warps per down program
     ],
 )
 def test_up_down_launch_settings_in_the_interpreter(
     monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, updown: tuple
 ) -> None:
     # the up/down launches bench/ffn_bench.py --updown-sweep times (programs per SM, neurons per up item,
-    # d splits, neurons per down item, down columns, up stages) give the reference's output and leave the workspace zero
+    # d splits, neurons per down item, down columns, up stages, down warps) give the reference's output and
+    # leave the workspace zero
     from tardis.kernels import decode
     from tardis.kernels.blocks import UPDOWN_LAUNCH_KEYS
 

@@ -13,7 +13,10 @@ UP_BLOCK_K = 128  # up-gather step along d
 UP_SPLITS = 8  # d is split in about this many chunks per neuron block
 DOWN_BLOCK_NEURONS = 64  # listed neurons per down-scatter item
 DOWN_BLOCK_COLS = 512  # output columns per down-scatter item
-UP_STAGES = 0  # > 1: the small up kernel's K loop software-pipelined by Triton (cp.async stages; v9, untimed)
+UP_STAGES = 0  # > 1: the small up kernel's K loop software-pipelined by Triton (cp.async stages; v9, H100 at
+# B = 1, 5%: 7.8 vs 7.4 µs, not faster)
+DOWN_WARPS = 4  # warps per program of the small down kernel (batch 1; at 64 neurons x 512 columns and 4 warps it
+# takes 255 registers and spills, offline sm_90 compile; 8 warps: 123 registers, no spill)
 TICKET_BLOCK_COLS = 256  # the narrowest column block a down-scatter launch may use: the workspace holds one
 # ticket per this many output columns
 SMALL_BATCH = 0  # batches up to this many tokens run the v2 "small" kernels by default (they take 1..4;
@@ -77,6 +80,7 @@ PROGRAMS_PER_SM = 8  # persistent grid size of the up-gather and down-scatter ke
 # JSON's "updown_launch" sets (bench/e2e_hf.py --kernel-launch); DecodeLaunch reads them when built
 UPDOWN_LAUNCH_KEYS = (
     "PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS", "UP_STAGES",
+    "DOWN_WARPS",
 )  # fmt: skip
 PDL_UPDOWN = True  # launch the up and down kernels with programmatic dependent launch (Hopper): each may
 # start while the kernel before it drains, and waits in-kernel (griddepcontrol.wait) before reading its output;

@@ -32,6 +32,7 @@ import triton.language as tl
 from tardis.kernels.blocks import (
     DOWN_BLOCK_COLS,
     DOWN_BLOCK_NEURONS,
+    DOWN_WARPS,
     FUSED_UPDOWN_BATCH,
     PDL_UPDOWN,
     PLANE_BATCH,
@@ -1287,7 +1288,7 @@ class DecodeLaunch:
             _down_small_kernel[(grid,)](
                 *common, self.d, self.f, self.n_splits, n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
                 BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=triton.next_power_of_2(self.n_splits), FENCE=not _INTERPRET,
-                **self._pdl_args(),
+                num_warps=DOWN_WARPS, **self._pdl_args(),
             )  # fmt: skip
         else:
             _down_kernel[(grid,)](
