@@ -417,6 +417,19 @@ def first_divergence(a: list[int], b: list[int], logits_b: list[torch.Tensor]) -
     return None
 
 
+def i8_decode(device: torch.device, variant: Any) -> bool:
+    """Whether batch-1 decode on `device` runs the int8-x predictor (the plane kernel's I8 launch and an
+    int2 predictor whose groups fill whole 16-code words, as `DecodeLaunch` decides)."""
+    from tardis.kernels.blocks import PLANE_BATCH, PLANE_LAUNCH
+
+    gs = variant.config.group_size
+    fills_words = gs % 16 == 0 and (gs // 16) & (gs // 16 - 1) == 0
+    return bool(
+        device.type == "cuda" and PLANE_BATCH >= 1 and PLANE_LAUNCH[1].get("I8")
+        and variant.config.predictor_bits == 2 and fills_words
+    )  # fmt: skip
+
+
 def compare_small_model(
     path: Path,
     prompts: list[str],
@@ -429,7 +442,8 @@ def compare_small_model(
 ) -> dict[str, Any]:
     """Calibrate `path` (float32, on the fast device), then greedy-decode each prompt with TARDIS on the
     fast device (`fast_dtype`: the op path on CUDA) and on the CPU (float32 reference path); same for
-    the dense models as a control."""
+    the dense models as a control. Where the GPU's batch-1 decode runs the int8-x predictor (I8), the
+    TARDIS rows also compare with the CPU reference of that predictor (flag mode "predict_i8")."""
     tok = transformers.AutoTokenizer.from_pretrained(str(path))
     base = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(fast_device).eval()
     t0 = time.perf_counter()
@@ -444,9 +458,14 @@ def compare_small_model(
         return m
 
     rows: dict[str, list[dict[str, Any]]] = {"tardis": [], "dense": []}
+    i8 = i8_decode(fast_device, variant)
     for kind in ("tardis", "dense"):
         fast = build(fast_device, fast_dtype, kind == "tardis")
         ref = build(torch.device("cpu"), torch.float32, kind == "tardis")
+        ref_i8 = None
+        if kind == "tardis" and i8:  # the CPU reference of the predictor the GPU runs: x rounded to int8
+            ref_i8 = build(torch.device("cpu"), torch.float32, True)
+            hf.set_flag_mode(ref_i8, "predict_i8")
         for k, text in enumerate(prompts):
             ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"][:32]], dtype=torch.long)
             hf.reset_counters(fast)
@@ -454,10 +473,14 @@ def compare_small_model(
             ref_toks, ref_logits = greedy(ref, ids, new_tokens)
             row: dict[str, Any] = {"prompt": k, "match": fast_toks == ref_toks}
             row["divergence"] = first_divergence(fast_toks, ref_toks, ref_logits)
+            if ref_i8 is not None:
+                i8_toks, i8_logits = greedy(ref_i8, ids, new_tokens)
+                row["match_i8_reference"] = fast_toks == i8_toks
+                row["divergence_i8_reference"] = first_divergence(fast_toks, i8_toks, i8_logits)
             if kind == "tardis":
                 row["fast_counters"] = decode_counters(fast)
             rows[kind].append(row)
-        del fast, ref
+        del fast, ref, ref_i8
     report = variant.report()
     return {
         "model": path.name,
@@ -915,10 +938,17 @@ def table(result: dict[str, Any]) -> str:
         div = [r["divergence"] for r in m["tardis"] if r["divergence"]]
         ctl = [r["divergence"] for r in m["dense_control"] if r["divergence"]]
         where = ", ".join(f"pos {d['position']} (cpu margin {d['cpu_margin']:.3f})" for d in div) or "none"
+        i8 = [r for r in m["tardis"] if "match_i8_reference" in r]
+        i8_note = ""
+        if i8:
+            i8_div = [r["divergence_i8_reference"] for r in i8 if r["divergence_i8_reference"]]
+            i8_where = ", ".join(f"pos {d['position']} (margin {d['cpu_margin']:.3f})" for d in i8_div) or "none"
+            n_i8 = sum(r["match_i8_reference"] for r in i8)
+            i8_note = f"; vs the CPU int8-x reference: {n_i8}/{len(i8)} ({i8_where})"
         lines.append(
             f"{m['model']}: TARDIS {m['fast_device']}/{m['fast_dtype']} vs CPU fp32: "
             f"{sum(r['match'] for r in m['tardis'])}/{len(m['tardis'])} prompts identical; divergences: {where}; "
-            f"dense control: {len(ctl)} divergent"
+            f"dense control: {len(ctl)} divergent{i8_note}"
         )
     for e in result.get("errors", []):
         lines.append(f"error: {e}")

@@ -111,6 +111,27 @@ def test_first_divergence_reports_the_position_and_the_cpu_margin(bench: ModuleT
     assert bench.first_divergence([1, 0], [1, 0], logits) is None
 
 
+def test_the_int8_x_reference_is_compared_only_where_the_gpu_decode_runs_it(bench: ModuleType) -> None:
+    # batch-1 decode on CUDA with the I8 launch and an int2 predictor of whole 16-code words: compare with
+    # the CPU's "predict_i8" reference too; not on the CPU, with other predictors, or with I8 off
+    from types import SimpleNamespace
+
+    from tardis.kernels import blocks
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    variant = SimpleNamespace(config=SimpleNamespace(group_size=128, predictor_bits=2))
+    saved = dict(blocks.PLANE_LAUNCH[1])
+    try:
+        blocks.PLANE_LAUNCH[1] = saved | {"I8": True}
+        assert bench.i8_decode(cuda, variant) and not bench.i8_decode(cpu, variant)
+        assert not bench.i8_decode(cuda, SimpleNamespace(config=SimpleNamespace(group_size=128, predictor_bits=3)))
+        assert not bench.i8_decode(cuda, SimpleNamespace(config=SimpleNamespace(group_size=96, predictor_bits=2)))
+        blocks.PLANE_LAUNCH[1] = saved | {"I8": False}
+        assert not bench.i8_decode(cuda, variant)
+    finally:
+        blocks.PLANE_LAUNCH[1] = saved
+
+
 def test_amdahl_bound_matches_method_section_5(bench: ModuleType) -> None:
     # METHOD.md §5 (its figures rounded): FFN = 76% of the bytes, S = 2.6x → ≈ 1.89x; S = 3.5x → ≈ 2.18x.
     assert bench.amdahl(0.76, 2.6) == pytest.approx(1.89, abs=0.015)

@@ -94,3 +94,38 @@ def test_unknown_family_names_the_supported_ones(tokenizer: Any, texts: list[str
     model = transformers.T5ForConditionalGeneration(config)
     with pytest.raises(tardis.UnsupportedModelError, match=r"no TARDIS adapter for model_type 't5'.*gpt2"):
         tardis.calibrate(model, tokenizer, texts, SMALL)
+
+
+def test_predict_i8_flag_mode_is_the_int8_x_predictor(tokenizer: Any, texts: list[str]) -> None:
+    # flag mode "predict_i8" (the CPU mirror of the GPU's I8 kernels): flags from x rounded to int8 per token
+    # and group (layout.predict_i8), corrections exact, checked against a float64 recomputation
+    from dataclasses import replace
+
+    from tardis.core.activations import activation
+    from tardis.kernels.layout import predict_i8, tile_predictor
+
+    model = build_model("gpt2", len(tokenizer))
+    variant = tardis.calibrate(model, tokenizer, texts, SMALL)
+    modules = hf.install(model, variant, prefill="tardis")
+    hf.set_flag_mode(model, "predict_i8")
+    gen = torch.Generator().manual_seed(3)
+    for m in modules:
+        x = torch.randn(5, m.in_features, generator=gen) * 2
+        with torch.no_grad():
+            y = m(x)
+        zhat = predict_i8(x, tile_predictor(m._predictor)) + m.b1.double()
+        flags = (zhat < m.lo_in.double()) | (zhat > m.hi_in.double())
+        assert 0 < int(flags.sum()) < flags.numel()
+        xd = x.double()
+        z = xd @ m.w1.double().T + m.b1.double()
+        corr = (activation(m.act)(z) - m.slope.double() * z - m.intercept.double()) * flags
+        want = xd @ m.wf.double().T + m.bf.double() + corr @ m.w2t.double()
+        assert float((y.double() - want).abs().max() / want.abs().max()) < 1e-5
+        assert m.counters()["flagged"] == int(flags.sum())
+    # a predictor the int8-x path does not take (int3) is refused by name
+    model3 = build_model("gpt2", len(tokenizer))
+    variant3 = tardis.calibrate(model3, tokenizer, texts, replace(SMALL, predictor_bits=3))
+    (m3, *_) = hf.install(model3, variant3, prefill="tardis")
+    m3.flag_mode = "predict_i8"
+    with pytest.raises(ValueError, match=r"predict_i8.*int3"):
+        m3(torch.randn(2, m3.in_features))

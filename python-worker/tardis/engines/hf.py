@@ -95,7 +95,9 @@ def set_mode(model: nn.Module, mode: Mode) -> None:
 
 
 def set_flag_mode(model: nn.Module, flag_mode: FlagMode) -> None:
-    """Choose flags: "predict" (the predictor), "oracle" (exact z), "all" (every neuron: exact FFN)."""
+    """Choose flags: "predict" (the predictor), "predict_i8" (the predictor with x rounded to int8 per group,
+    as the GPU's I8 kernels run it; int2 predictors, reference path), "oracle" (exact z), "all" (every neuron:
+    exact FFN)."""
     for m in tardis_modules(model):
         m.flag_mode = flag_mode
 

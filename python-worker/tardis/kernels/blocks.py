@@ -61,11 +61,12 @@ PLANE_BASE = {  # v3's launch; every key the plane kernel's launch takes
 # launch keys of reverted experiments that older ffn_bench JSONs still record, with their "off" value (the
 # JSON's launch is usable when they are off): SK, the stream-K predictor (v8, slower, reverted)
 RETIRED_PLANE_KEYS = {"SK": 0}
-# v9 (H100, bench/NOTES.md): at B = 1 and 2 the int8-x predictor and the Wf part in cp.async stages (I8, PS 4,
-# WS 3): kernel 1 30.9 vs 34.9 µs (v4's launch) at B = 1, 34.8 vs 45.2 at B = 2, same run. A predictor that
-# I8 does not take (not int2 with 16 full code planes) runs the float path with the same stages.
+# v9 (bench/NOTES.md): at B = 1 and 2 the int8-x predictor and the Wf part in cp.async stages (I8, PS 4, WS 3;
+# at B = 1 with 32 folded rows per Wf program). H200, kernel 1: 23.9 vs 32.2 µs (v8's launch) at B = 1, 30.6
+# vs 45.4 at B = 2, same run (H100: 30.9 vs 34.9, 34.8 vs 45.2). A predictor that I8 does not take (not int2
+# with 16 full code planes) runs the float path with the same stages.
 PLANE_LAUNCH = {
-    1: PLANE_BASE | {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},
+    1: PLANE_BASE | {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32},
     2: PLANE_BASE | {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},
     3: dict(PLANE_BASE),
     4: PLANE_BASE | {"PRED_FIRST": True, "PF2": True},

@@ -11,6 +11,7 @@ from tardis.core.layer import FoldedLayer
 from tardis.runtime.reference import FlagMode, dense_ffn, tardis_ffn
 
 if TYPE_CHECKING:
+    from tardis.kernels.layout import TiledPredictor
     from tardis.kernels.op import KernelPack
 
 Mode = Literal["tardis", "dense"]
@@ -112,6 +113,8 @@ class TardisFFN(nn.Module):
         buf("bf", folded.bf)
         # Dequantize where the module lives (a GPU unpacks a 7B-sized predictor in milliseconds).
         buf("w1q", folded.predictor.to(device).dequantize(torch.float32))
+        self._predictor = folded.predictor  # tiled on first use by flag mode "predict_i8"
+        self._i8_pred: TiledPredictor | None = None
         for name, t in (("lo_in", lo_in), ("hi_in", hi_in), ("lo", folded.lo), ("hi", folded.hi)):
             buf(name, t, torch.float32)
         buf("slope", folded.slope, torch.float32)
@@ -188,6 +191,7 @@ class TardisFFN(nn.Module):
                 intercept=self.intercept,
                 act=self.act,
                 mode=self.flag_mode,
+                i8_pred=self.i8_predictor(x2.device) if self.flag_mode == "predict_i8" else None,
             )
             with torch.no_grad():
                 self.flag_count += flags.sum()
@@ -195,6 +199,21 @@ class TardisFFN(nn.Module):
                 self.union_count += flags.any(0).sum()
                 self.step_count += 1
         return y
+
+    def i8_predictor(self, device: torch.device) -> TiledPredictor:
+        """The tiled predictor for flag mode "predict_i8" (the GPU's int8-x predictor, as a reference)."""
+        from tardis.kernels.layout import tile_predictor
+
+        if self._i8_pred is None or self._i8_pred.words.device != device:
+            pred = tile_predictor(self._predictor.to(device))
+            if not (pred.bits == 2 and pred.group_size == 16 * pred.words_per_group):  # as the GPU's I8 path
+                raise ValueError(
+                    f'flag mode "predict_i8" needs an int2 predictor whose groups fill whole 16-code words '
+                    f"(the GPU's int8-x path); this layer's is int{pred.bits} with groups of {pred.group_size}: "
+                    'use flag mode "predict"'
+                )
+            self._i8_pred = pred
+        return self._i8_pred
 
     def counters(self) -> dict[str, int]:
         """Live counters: flagged (neuron, token) pairs, tokens, per-step union sizes, TARDIS steps,

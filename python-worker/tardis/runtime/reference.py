@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch.nn import functional as F
 
 from tardis.core.activations import activation
 
-FlagMode = Literal["predict", "oracle", "all"]
+if TYPE_CHECKING:
+    from tardis.kernels.layout import TiledPredictor
+
+FlagMode = Literal["predict", "predict_i8", "oracle", "all"]
 
 
 def dense_ffn(
@@ -40,18 +43,30 @@ def tardis_ffn(
     intercept: torch.Tensor,
     act: str,
     mode: FlagMode = "predict",
+    i8_pred: TiledPredictor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """y = Wf·x + bf + Σ_{i flagged} W2[:, i]·(act(z_i) − a_i·z_i − c_i), and the flag mask.
 
     x [N, d]; w1, w2t, w1q [f, d]; thresholds and lines [f]. `mode` picks the flags: "predict" uses
     ẑ = w1q·x + b1 against [lo_in, hi_in]; "oracle" uses the exact z against [lo, hi]; "all" flags
-    every neuron (then y equals the dense FFN up to rounding). The correction is computed only for
+    every neuron (then y equals the dense FFN up to rounding); "predict_i8" predicts as the GPU's int8-x
+    predictor does (x rounded to int8 per token and group, `kernels.layout.predict_i8`, float64; needs
+    `i8_pred`, the tiled int2 predictor). The correction is computed only for
     the union of flagged neurons over the rows (exact for every row), as the GPU path does.
     Returns (y [N, d] in x's dtype, flags [N, f] bool).
     """
     y = x @ wf.T + bf
     if mode == "all":
         flags = torch.ones(x.shape[0], w1.shape[0], dtype=torch.bool, device=x.device)
+    elif mode == "predict_i8":
+        if i8_pred is None:
+            raise ValueError(
+                'flag mode "predict_i8" needs i8_pred (the tiled predictor: kernels.layout.tile_predictor)'
+            )
+        from tardis.kernels.layout import predict_i8
+
+        zhat64 = predict_i8(x, i8_pred) + b1.double()
+        flags = (zhat64 < lo_in.double()) | (zhat64 > hi_in.double())
     elif mode == "oracle":
         z_all = (x @ w1.T + b1).float()
         flags = (z_all < lo) | (z_all > hi)
