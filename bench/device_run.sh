@@ -66,9 +66,9 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
       --section SourceCounters --import-source yes \
       python ../bench/ncu_pred.py >"$OUT/ncu_pred.txt" 2>&1
     echo "ncu rc $?"
-    # the stall samples per SASS instruction of the pipelined predictor-only launch (PS 4; the source page
-    # as CSV; the report itself is kept too)
-    timeout 60 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 2 --launch-count 1 \
+    # the stall samples per SASS instruction of the pipelined int8-x predictor-only launch (I8, PS 4: v9's;
+    # the source page as CSV; the report itself is kept too)
+    timeout 60 ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 3 --launch-count 1 \
       --section SourceCounters --section WarpStateStats --import-source yes -f -o "$OUT/ncu_pred_src" \
       python ../bench/ncu_pred.py >"$OUT/ncu_pred_src.log" 2>&1 \
       && ncu --import "$OUT/ncu_pred_src.ncu-rep" --page source --csv --print-source sass >"$OUT/ncu_pred_sass.csv" 2>&1
