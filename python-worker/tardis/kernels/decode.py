@@ -696,6 +696,22 @@ def _x_prefetch(ptrs):
 
 
 @triton.jit
+def _plane_full_group(
+    a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
+    NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr, H2: tl.constexpr,
+    X_FP16: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
+):  # fmt: skip
+    # one full group of the predictor by the launch's path: I8 (int8 x words; every group, the x words past d
+    # are zero, so N_FULL = N_GROUPS), H2 (fp16x2) or the fp32 dequantization
+    if I8:
+        return _plane_group_i8(a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS, NT, WPG, I8_ASM)
+    elif H2:
+        return _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
+    else:
+        return _plane_group(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False)
+
+
+@triton.jit
 def _plane_pred_part(
     x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
     zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG,
@@ -728,16 +744,10 @@ def _plane_pred_part(
     if PS > 1:  # Triton's software pipeline: each group's loads in the loop, cp.async PS - 1 groups ahead
         for g in tl.range(g0, gf, num_stages=PS):
             wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
-            if I8:
-                a0, a1, a2, a3 = _plane_group_i8(
-                    a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS, NT, WPG, I8_ASM
-                )
-            elif H2:
-                a0, a1, a2, a3 = _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
-            else:
-                a0, a1, a2, a3 = _plane_group(
-                    a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False
-                )
+            a0, a1, a2, a3 = _plane_full_group(
+                a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
+                NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM,
+            )  # fmt: skip
         for g in range(tl.maximum(g0, N_FULL), g1):  # the partial last group (at most one; fp32 path)
             wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
             a0, a1, a2, a3 = _plane_group(
@@ -767,16 +777,10 @@ def _plane_pred_part(
                 kp = tl.minimum((g + 1) * GS + tl.arange(0, 8) * 32, D - 1)  # lines of GS ≤ 256 values
                 for t in tl.static_range(NT):
                     _x_prefetch(x_ptr + t * D + kp)
-            if I8:  # every group (the x words past d are zero), so N_FULL = N_GROUPS
-                a0, a1, a2, a3 = _plane_group_i8(
-                    a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS, NT, WPG, I8_ASM
-                )
-            elif H2:
-                a0, a1, a2, a3 = _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
-            else:
-                a0, a1, a2, a3 = _plane_group(
-                    a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, False
-                )
+            a0, a1, a2, a3 = _plane_full_group(
+                a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
+                NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM,
+            )  # fmt: skip
         for g in range(tl.maximum(g0, N_FULL), g1):  # the partial last group (at most one; fp32 path)
             a0, a1, a2, a3 = _plane_group(
                 a0, a1, a2, a3, wn, sn, on, x_ptr, g, D, ONE_BITS, NT, BITS, GS, WPG, NPL, True
