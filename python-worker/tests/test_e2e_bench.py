@@ -282,10 +282,10 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
         with pytest.raises(SystemExit, match="unknown up/down launch setting 'UP_SPLIT'"):
             bench.apply_kernel_launch(str(path))
         # a JSON from before a launch key was retired still works while that key is off; not when it is on
-        old = {"1": blocks.PLANE_LAUNCH[1] | {"SK": 0}}
+        old = {"1": blocks.PLANE_BASE | {"SK": 0, "BMF": 8}}
         path.write_text(json.dumps({"plane_launch": old}))
         bench.apply_kernel_launch(str(path))
-        assert "SK" not in blocks.PLANE_LAUNCH[1] and blocks.PLANE_LAUNCH[1]["BMF"] == blocks.PLANE_BASE["BMF"]
+        assert "SK" not in blocks.PLANE_LAUNCH[1] and blocks.PLANE_LAUNCH[1]["BMF"] == 8
         path.write_text(json.dumps({"plane_launch": {"1": {"SK": 2}}}))
         with pytest.raises(SystemExit, match="settings this kernel does not take: SK"):
             bench.apply_kernel_launch(str(path))
