@@ -113,7 +113,9 @@ class TardisFFN(nn.Module):
         buf("bf", folded.bf)
         # Dequantize where the module lives (a GPU unpacks a 7B-sized predictor in milliseconds).
         buf("w1q", folded.predictor.to(device).dequantize(torch.float32))
-        self._predictor = folded.predictor  # tiled on first use by flag mode "predict_i8"
+        # flag mode "predict_i8" tiles the packed predictor on first use (on CUDA the kernel pack holds it
+        # tiled already, so no host copy is kept there)
+        self._predictor = folded.predictor if device.type == "cpu" else None
         self._i8_pred: TiledPredictor | None = None
         for name, t in (("lo_in", lo_in), ("hi_in", hi_in), ("lo", folded.lo), ("hi", folded.hi)):
             buf(name, t, torch.float32)
@@ -205,7 +207,13 @@ class TardisFFN(nn.Module):
         from tardis.kernels.layout import tile_predictor
 
         if self._i8_pred is None or self._i8_pred.words.device != device:
-            pred = tile_predictor(self._predictor.to(device))
+            pack = getattr(self, "kernel_pack", None)
+            if pack is not None:
+                pred = pack.pred.to(device)
+            elif self._predictor is not None:
+                pred = tile_predictor(self._predictor.to(device))
+            else:
+                raise ValueError('flag mode "predict_i8" on CUDA needs the kernel pack (tardis.kernels.attach)')
             if not (pred.bits == 2 and pred.group_size == 16 * pred.words_per_group):  # as the GPU's I8 path
                 raise ValueError(
                     f'flag mode "predict_i8" needs an int2 predictor whose groups fill whole 16-code words '
