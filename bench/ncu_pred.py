@@ -3,7 +3,8 @@
 Launch order (for `ncu -k regex:_stacked_plane_kernel --launch-skip 1 --launch-count 5`): the
 predictor programs twice with the v4 fp32-dequant configuration (register prefetch), then with Triton's
 cp.async pipeline (PS 4), then PS 4 with int8 x and dp4a (I8, after its x-rounding kernel, which the regex
-leaves out), then the Wf programs alone, plain and pipelined (WS 3): `PROFILED` below.
+leaves out), then the Wf programs alone, plain (16 rows a program) and pipelined (WS 3, 32 rows): `PROFILED`
+below.
 
     cd python-worker && ncu --clock-control none -k regex:_stacked_plane_kernel --launch-skip 1 \\
         --launch-count 5 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \\
@@ -27,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ffn_bench import DT, SHAPES, launches, make_layer, set_thresholds
 
-V4 = {"PF2": True, "PRED_FIRST": True, "I8": False, "H2": False, "PS": 0, "WS": 0}
+V4 = {"PF2": True, "PRED_FIRST": True, "I8": False, "H2": False, "PS": 0, "WS": 0, "BMF": 16}
 # (name, launch overrides, part) in launch order; the first is a warm-up launch that --launch-skip 1 skips
 PROFILED = (
     ("pred v4 (warm-up)", V4, "pred"),
@@ -35,7 +36,7 @@ PROFILED = (
     ("pred PS4 (cp.async stages)", V4 | {"PS": 4}, "pred"),
     ("pred PS4 I8", V4 | {"PS": 4, "I8": True}, "pred"),
     ("wf", V4, "wf"),
-    ("wf WS3", V4 | {"WS": 3}, "wf"),
+    ("wf WS3, 32 rows (v9's batch-1 Wf part)", V4 | {"WS": 3, "BMF": 32}, "wf"),
 )
 
 
