@@ -44,12 +44,12 @@ RATES = (0.01, 0.05, 0.10, 0.20)
 # also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS: tuple[dict, ...] = (
     {"PRED_FIRST": True, "PF2": True},  # v4's default at B = 1
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},  # v9's default at B = 1, 2 (int8 x, cp.async stages)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},  # v9's default at B = 2 (int8 x, cp.async stages)
     {"PRED_FIRST": True, "PS": 4, "WS": 3},  # the float predictor in stages
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "num_warps": 8},  # twice the warps per SM
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 8},  # twice the Wf programs, half as long
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 8, "num_warps": 8},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32},  # half the Wf programs
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32},  # half the Wf programs (v9's default at B = 1)
     {"PRED_FIRST": True, "I8": True, "PS": 6, "WS": 3},  # deeper predictor pipeline
     {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "SPLIT": 2},  # twice the predictor programs (atomics)
@@ -63,14 +63,14 @@ PLANE_CONFIGS: tuple[dict, ...] = (
 UPDOWN_CONFIGS = (
     (8, 32, 8, 64, 512, 0, 4),  # the default (v7: the fastest of this sweep on an H100)
     (16, 32, 8, 64, 512, 0, 4),
-    # v9: 8 warps per small down program (4 spill at 64 x 512), so larger down items fit
+    # v9: 8 warps per small down program (4 spill at 64 x 512), so larger down items fit (H200: slower)
     (8, 32, 8, 64, 512, 0, 8),
     (8, 32, 8, 32, 512, 0, 8),
     (8, 32, 8, 128, 512, 0, 8),
     (8, 32, 8, 64, 1024, 0, 8),
     (8, 64, 8, 64, 1024, 0, 8),
     (16, 32, 8, 64, 512, 0, 8),
-    # v9: the small up kernel's K loop software-pipelined (UP_STAGES), with longer chunks of d to pipeline
+    # v9: the small up kernel's K loop software-pipelined (UP_STAGES), with longer chunks of d to pipeline (slower)
     (8, 32, 4, 64, 512, 3, 8),
     (8, 16, 4, 64, 512, 3, 8),
 )
