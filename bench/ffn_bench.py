@@ -40,7 +40,7 @@ SHAPES = {
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
 # plane kernel-1 configurations swept by --kernel-times: overrides of blocks.PLANE_BASE (T row tiles, warps,
-# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF, PS, WS: see tardis.kernels.blocks); every one is
+# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF, PS, WS, PG: see tardis.kernels.blocks); every one is
 # also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS: tuple[dict, ...] = (
     {"PRED_FIRST": True, "PF2": True},  # v4's default at B = 1
@@ -54,6 +54,9 @@ PLANE_CONFIGS: tuple[dict, ...] = (
     {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "SPLIT": 2},  # twice the predictor programs (atomics)
     {"I8": True, "PS": 4, "WS": 3},  # the Wf programs first
+    # two predictor groups a pipelined step (PG 2: half the waits and barriers; untimed yet)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 3, "BMF": 32, "PG": 2},
 )
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
@@ -101,6 +104,7 @@ def plane_name(over: dict) -> str:
     name += "_p4" * c["PF4"] + "_h2" * c["H2"] + "_wpf" * c["WPF"] + "_i8" * c["I8"]
     name += f"_f{c['BMF']}" if c["BMF"] != PLANE_BASE["BMF"] else ""
     name += (f"_ps{c['PS']}" if c["PS"] > 1 else "") + (f"_ws{c['WS']}" if c["WS"] > 1 else "")
+    name += f"_g{c['PG']}" if c["PG"] > 1 else ""
     return name + (f"_s{c['SPLIT']}" if c["SPLIT"] > 1 else "") + (f"_r{c['maxnreg']}" if c["maxnreg"] else "")
 
 

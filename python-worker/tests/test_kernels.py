@@ -283,6 +283,8 @@ PLANE_CONFIGS = [
     {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "SPLIT": 2},
     {"I8": True, "PS": 4, "WS": 3},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 3, "BMF": 32, "PG": 2},
 ]
 
 
@@ -451,6 +453,8 @@ def test_up_down_launch_settings_in_the_interpreter(
         (1, 450, 130, 2, "plane", {"PS": 4, "WS": 3}),
         (3, 300, 200, 3, "plane", {"PS": 3, "WS": 4, "SPLIT": 2, "PRED_FIRST": True}),
         (2, 450, 330, 2, "plane", {"PS": 4, "I8": True, "T": 2}),
+        (1, 450, 130, 2, "plane", {"PS": 4, "PG": 2}),  # 7 full groups: three pairs and one alone
+        (3, 300, 200, 2, "plane", {"PS": 3, "PG": 2, "I8": True, "SPLIT": 2}),
     ],
 )
 def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, kernels, t) -> None:

@@ -718,7 +718,7 @@ def _plane_pred_part(
     magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr,
     SPLIT: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
-    PS: tl.constexpr,
+    PS: tl.constexpr, PG: tl.constexpr,
 ):  # fmt: skip
     # T row tiles of BR rows streamed group after group (full groups without x masks, then the partial
     # last group); the words of group g + 1 (PF2: g + 2, PF4: g + 4) load while group g computes; XPF: the x slice
@@ -741,8 +741,24 @@ def _plane_pred_part(
     a1 = tl.zeros((T, WPG, BR), dtype=tl.float32)
     a2 = tl.zeros((T, WPG, BR), dtype=tl.float32)
     a3 = tl.zeros((T, WPG, BR), dtype=tl.float32)
-    if PS > 1:  # Triton's software pipeline: each group's loads in the loop, cp.async PS - 1 groups ahead
-        for g in tl.range(g0, gf, num_stages=PS):
+    if PS > 1:  # Triton's software pipeline: each step's loads in the loop, cp.async PS - 1 steps ahead
+        # PG groups a step (2: twice the work between the pipeline's waits and barriers); an odd last one alone
+        n_steps = (gf - g0) // PG
+        for i in tl.range(0, n_steps, num_stages=PS):
+            g = g0 + i * PG
+            wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
+            if PG == 2:
+                wv2, sc2, oc2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 1, woff, soff, tmask, g1, F_PAD, WPG, BR)
+            a0, a1, a2, a3 = _plane_full_group(
+                a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
+                NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM,
+            )  # fmt: skip
+            if PG == 2:
+                a0, a1, a2, a3 = _plane_full_group(
+                    a0, a1, a2, a3, wv2, sc2, oc2, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g + 1, D, N_GROUPS, ONE_BITS,
+                    magic, NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM,
+                )  # fmt: skip
+        for g in range(g0 + n_steps * PG, gf):  # PG = 2 with an odd number of full groups: the last one
             wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
             a0, a1, a2, a3 = _plane_full_group(
                 a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
@@ -836,7 +852,7 @@ def _stacked_plane_kernel(
     BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
     WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, PS: tl.constexpr,
-    WS: tl.constexpr, PDL: tl.constexpr,
+    WS: tl.constexpr, PG: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part. PDL: the up kernel may be launched once
@@ -857,7 +873,7 @@ def _stacked_plane_kernel(
             x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
             nunion_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles,
             ONE_BITS, CG, magic, NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT,
-            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, PS,
+            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, PS, PG,
         )  # fmt: skip
     else:
         _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF, WS)
