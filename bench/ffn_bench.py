@@ -243,22 +243,33 @@ def check(layer: dict, n: int, gen: torch.Generator) -> dict:
 
 def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Generator) -> dict:
     """The whole layer (the launches in force) timed with the up/down kernels launched without and with
-    programmatic dependent launch, the PDL one also checked through the op; decode.PDL_UPDOWN is left as
-    it was."""
-    before = decode.PDL_UPDOWN
-    us = {}
+    programmatic dependent launch, and with PDL plus the early small down kernel (`DOWN_EARLY`: it reads kernel
+    1's list and its W2ᵀ rows before waiting for the up kernel; only where this batch runs the small up/down
+    kernels); each PDL variant is also checked through the op. decode.PDL_UPDOWN and DOWN_EARLY are left as
+    they were."""
+    before = (decode.PDL_UPDOWN, decode.DOWN_EARLY)
+    us, errs = {}, {}
+    variants = [("off", False, False), ("on", True, False)]
+    if n <= decode.SMALL_UPDOWN_BATCH:
+        variants.append(("early", True, True))
     try:
-        for on in (False, True):
-            decode.PDL_UPDOWN = on
+        for key, pdl, early in variants:
+            decode.PDL_UPDOWN, decode.DOWN_EARLY = pdl, early
             ls = launches(layers, xs, "plane")
             for lc in ls:
                 lc.ws.zero_()
-            us[on] = graph_time([lc.run for lc in ls])
-        layers[0]["ws"].zero_()
-        err = check(layers[0], n, gen)["rel_err"]  # PDL on
+            us[key] = graph_time([lc.run for lc in ls])
+            if pdl:
+                layers[0]["ws"].zero_()
+                errs[key] = check(layers[0], n, gen)["rel_err"]
     finally:
-        decode.PDL_UPDOWN = before
-    return {"off_us": us[False], "on_us": us[True], "rel_err": err, "better": us[True] < us[False] and err < 1e-2}
+        decode.PDL_UPDOWN, decode.DOWN_EARLY = before
+    out = {"off_us": us["off"], "on_us": us["on"], "rel_err": errs["on"]}
+    out["better"] = us["on"] < us["off"] and errs["on"] < 1e-2
+    if "early" in us:
+        out |= {"early_us": us["early"], "early_rel_err": errs["early"]}
+        out["early_better"] = out["better"] and us["early"] < us["on"] and errs["early"] < 1e-2
+    return out
 
 
 def graph_time(fns: list, reps: int = 30) -> float:
@@ -550,13 +561,17 @@ def kernel_times(
             if kset == "plane":  # the whole layer with the launches now in force, up/down without and with PDL
                 try:
                     row["pdl"] = pdl_ab(layers, xs, n, gen)
+                    early = row["pdl"].get("early_us")
                     print(f"PDL B={n}: layer {row['pdl']['off_us']:.1f} us without, {row['pdl']['on_us']:.1f} with "
-                          f"(err {row['pdl']['rel_err']:.1e})", flush=True)  # fmt: skip
+                          f"(err {row['pdl']['rel_err']:.1e})"
+                          + (f", {early:.1f} with the early down kernel (err {row['pdl']['early_rel_err']:.1e})"
+                             if early is not None else ""), flush=True)  # fmt: skip
                 except RuntimeError as e:  # e.g. a driver that cannot capture PDL launches into a graph
                     row["pdl"] = {"error": str(e)[:400], "better": False}
                     print(f"PDL B={n}: failed: {e}", flush=True)
                 if args.plane_best and n == 1:  # one choice for every batch: B = 1's
                     decode.PDL_UPDOWN = row["pdl"]["better"]
+                    decode.DOWN_EARLY = bool(row["pdl"].get("early_better"))
             on_row(row)
             print(
                 f"kernels {name} B={n} {row['kernels']:5}: all {row['all_us']:6.1f} | k1 {row['k1_all_us']:6.1f} "
@@ -637,6 +652,7 @@ def main() -> None:
             "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
             "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
             "pdl_updown": decode.PDL_UPDOWN,
+            "down_early": decode.DOWN_EARLY,
             "updown_launch": {k: getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS},
             "wall_s": time.time() - t_start,
         } | extra  # fmt: skip

@@ -265,17 +265,22 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
     pytest.importorskip("triton")
     from tardis.kernels import blocks, decode
 
-    saved = (dict(blocks.PLANE_LAUNCH), decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN)
+    saved = (
+        dict(blocks.PLANE_LAUNCH), decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN,
+        decode.DOWN_EARLY,
+    )  # fmt: skip
     saved_updown = {k: getattr(decode, k) for k in bench.UPDOWN_LAUNCH_KEYS}  # each one a launcher setting
     chosen = {"plane_launch": {"1": blocks.PLANE_LAUNCH[1] | {"I8": True}}, "small_updown_batch": 0}
     updown = {"PROGRAMS_PER_SM": 8, "UP_SPLITS": 36}
     path = tmp_path / "ffn.json"
-    path.write_text(json.dumps(chosen | {"fused_updown_batch": 2, "updown_launch": updown, "pdl_updown": True}))
+    extra = {"fused_updown_batch": 2, "updown_launch": updown, "pdl_updown": True, "down_early": True}
+    path.write_text(json.dumps(chosen | extra))
     try:
         applied = bench.apply_kernel_launch(str(path))
         assert blocks.PLANE_LAUNCH[1]["I8"] and decode.FUSED_UPDOWN_BATCH == 2
         assert applied["fused_updown_batch"] == 2 and applied["small_updown_batch"] == 0
         assert decode.PDL_UPDOWN and applied["pdl_updown"]
+        assert decode.DOWN_EARLY and applied["down_early"]
         assert decode.PROGRAMS_PER_SM == 8 and decode.UP_SPLITS == 36
         assert applied["updown_launch"] == saved_updown | updown
         path.write_text(json.dumps(chosen | {"updown_launch": {"UP_SPLIT": 4}}))
@@ -293,6 +298,7 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
         blocks.PLANE_LAUNCH.clear()
         blocks.PLANE_LAUNCH.update(saved[0])
         decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN = saved[1], saved[2], saved[3]
+        decode.DOWN_EARLY = saved[4]
         for k, v in saved_updown.items():
             setattr(decode, k, v)
 

@@ -269,6 +269,20 @@ def test_pdl_updown_launch_matches_float64_reference_on_gpu(n: int, kernels: str
     _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=41 + n, kernels=kernels)
 
 
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("n", "d", "f", "pdl"), [(1, 4544, 18176, True), (2, 777, 2050, True), (1, 4544, 2240, False)])
+def test_pdl_early_down_kernel_matches_float64_reference_on_gpu(
+    n: int, d: int, f: int, pdl: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DOWN_EARLY: the small down kernel reads kernel 1's list and the W2ᵀ rows before its wait for the up kernel
+    from tardis.kernels import decode
+
+    monkeypatch.setattr(decode, "PDL_UPDOWN", pdl)
+    monkeypatch.setattr(decode, "DOWN_EARLY", True)
+    cfg = {"PRED_FIRST": True, "small_updown": True}
+    _kernel_case("cuda", n, d, f, 2, 128, torch.bfloat16, "gelu", seed=51 + n, kernels="plane", plane_cfg=cfg)
+
+
 # the plane kernel's launch configurations that the benchmark sweeps (bench/ffn_bench.py's PLANE_CONFIGS):
 # overrides of blocks.PLANE_BASE
 PLANE_CONFIGS = [
@@ -408,6 +422,20 @@ def test_up_down_launch_settings_in_the_interpreter(
     for key, value in zip(UPDOWN_LAUNCH_KEYS, updown, strict=True):
         monkeypatch.setattr(decode, key, value)
     _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=40 + n, kernels="plane")
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize(("n", "d", "f"), [(1, 300, 200), (3, 450, 330)])
+def test_early_down_kernel_in_the_interpreter(monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int) -> None:
+    # DOWN_EARLY's kernels (the list and W2ᵀ rows read first; the PDL waits are GPU-only) give the reference's
+    # output and leave the workspace zero
+    from tardis.kernels import decode
+
+    monkeypatch.setattr(decode, "DOWN_EARLY", True)
+    cfg = {"small_updown": True}
+    _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=70 + n, kernels="plane", plane_cfg=cfg)
 
 
 @pytest.mark.skipif(

@@ -90,6 +90,9 @@ PDL_UPDOWN = True  # launch the up and down kernels with programmatic dependent 
 # start while the kernel before it drains, and waits in-kernel (griddepcontrol.wait) before reading its output;
 # kernel 1 lets them launch once all its programs run. ffn_bench times the layer both ways (--plane-best keeps
 # the faster). v8, H200, Falcon-7B layer at 5%: 45.9 → 44.7 µs at B = 1, 75.0 → 73.8 at B = 2 (same run)
+DOWN_EARLY = False  # the small down kernel reads kernel 1's neuron list and its W2ᵀ rows before it waits for the
+# small up kernel (which then releases it only after its own wait for kernel 1): the W2ᵀ bytes stream in while
+# the up kernel runs. v9, untimed; ffn_bench times the layer with it (pdl_ab) and --plane-best keeps it if faster
 # The fused up/down kernel (kernels 2 and 3 in one launch, batch 1..4, no tl.dot): BJ listed neurons an
 # item, z over all of d in BK steps, the scatter in column blocks of BC (one ticket per block).
 FUSED_UPDOWN_BATCH = 0  # batches up to this many tokens run it by default (none: slower, e.g. H200 B = 1

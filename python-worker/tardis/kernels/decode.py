@@ -32,6 +32,7 @@ import triton.language as tl
 from tardis.kernels.blocks import (
     DOWN_BLOCK_COLS,
     DOWN_BLOCK_NEURONS,
+    DOWN_EARLY,
     DOWN_WARPS,
     FUSED_UPDOWN_BATCH,
     PDL_UPDOWN,
@@ -85,13 +86,17 @@ def _activation(z, ACT: tl.constexpr):
 
 
 @triton.jit
-def _pdl_wait(PDL: tl.constexpr):
+def _pdl_wait(PDL: tl.constexpr, RELEASE_AFTER: tl.constexpr = False):
     # PDL: this grid was launched before the one it follows finished (programmatic dependent launch).
     # Let the next launch start early too, then wait here until the previous grid has finished and its
-    # writes are visible: nothing written by it may be read before this.
+    # writes are visible: nothing written by it may be read before this. RELEASE_AFTER: let the next launch
+    # start only after the wait (so it starts after the grid before this one has finished, too).
     if PDL:
-        gdc_launch_dependents()
+        if not RELEASE_AFTER:
+            gdc_launch_dependents()
         gdc_wait()
+        if RELEASE_AFTER:
+            gdc_launch_dependents()
 
 
 @triton.jit
@@ -892,12 +897,15 @@ def _up_small_step(a0, a1, a2, a3, x_ptr, w1_ptr, neur, jmask, k0, D, NT: tl.con
 def _up_small_kernel(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk,
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr = 0,
+    EARLY: tl.constexpr = False,
 ):  # fmt: skip
     # Batch 1..4 up-gather without tl.dot: [BJ, BK] FMA tiles per token, one reduction per item.
-    # US > 1: the K loop software-pipelined (cp.async, US - 1 steps of W1 rows ahead).
+    # US > 1: the K loop software-pipelined (cp.async, US - 1 steps of W1 rows ahead). EARLY (the down kernel
+    # reads kernel 1's list before it waits for this one): the down kernel is released only after this
+    # kernel's wait for kernel 1.
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    _pdl_wait(PDL)
+    _pdl_wait(PDL, EARLY)
     count = tl.load(ws_ptr)
     n_items = tl.cdiv(count, BJ) * n_splits
     for item in range(pid, n_items, nprog):
@@ -944,13 +952,21 @@ def _down_small_kernel(
     w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
     D, F, n_splits, n_cols,
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
-    FENCE: tl.constexpr, PDL: tl.constexpr,
+    FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr = False,
 ):  # fmt: skip
     # Batch 1..4 down-scatter without tl.dot: per token Σ_j corr_j · W2ᵀ[j, cols] (one reduction).
+    # EARLY: the up kernel released this launch only after kernel 1 had finished, so kernel 1's list (count
+    # and indices, read from L2: `.cg`) and the weights (W2ᵀ rows, b1, the lines) are read before the wait for
+    # the up kernel's partials; the W2ᵀ rows stream in while the up kernel still runs.
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    _pdl_wait(PDL)
-    count = tl.load(ws_ptr)
+    if EARLY:
+        if PDL:
+            gdc_launch_dependents()
+        count = tl.load(ws_ptr, cache_modifier=".cg")
+    else:
+        _pdl_wait(PDL)
+        count = tl.load(ws_ptr)
     n_jb = tl.maximum(tl.cdiv(count, BJ), 1)
     n_items = n_jb * n_cols
     for item in range(pid, n_items, nprog):
@@ -958,7 +974,10 @@ def _down_small_kernel(
         cb = item % n_cols
         js = jb * BJ + tl.arange(0, BJ)
         jmask = js < count
-        neur = tl.load(idx_ptr + js, mask=jmask, other=0)
+        if EARLY:
+            neur = tl.load(idx_ptr + js, mask=jmask, other=0, cache_modifier=".cg")
+        else:
+            neur = tl.load(idx_ptr + js, mask=jmask, other=0)
         b1v = tl.load(b1_ptr + neur, mask=jmask, other=0.0).to(tl.float32)
         a = tl.load(slope_ptr + neur, mask=jmask, other=0.0)
         c = tl.load(icpt_ptr + neur, mask=jmask, other=0.0)
@@ -968,6 +987,8 @@ def _down_small_kernel(
             w2t_ptr + neur[:, None].to(tl.int64) * D + cols[None, :], mask=jmask[:, None] & cmask[None, :], other=0.0
         )
         w2 = w2.to(tl.float32)
+        if EARLY and PDL:
+            gdc_wait()  # the up kernel's partials (and its reads of the list) are done past this point
         om = cmask & (count > 0)
         corr0 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 0, F, n_splits, NT, ACT, NSP)
         corr1 = corr0
@@ -1196,6 +1217,8 @@ class DecodeLaunch:
             PDL_UPDOWN and props is not None and props.major >= 9 and torch.version.hip is None
             and not _INTERPRET and gdc_wait is not None
         )  # fmt: skip
+        # the small down kernel reads kernel 1's list and its W2ᵀ rows before it waits for the small up kernel
+        self.down_early = DOWN_EARLY
         # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
         self.plane_cfg: dict[str, Any] = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[
@@ -1275,7 +1298,7 @@ class DecodeLaunch:
         if self.small_updown:
             _up_small_kernel[(grid,)](
                 *common, self.d, self.f, self.n_splits, self.chunk, NT=self.n, BJ=UP_BLOCK_NEURONS, BK=UP_BLOCK_K,
-                US=UP_STAGES, **self._pdl_args(),
+                US=UP_STAGES, EARLY=self.down_early, **self._pdl_args(),
             )  # fmt: skip
         else:
             _up_kernel[(grid,)](
@@ -1308,7 +1331,7 @@ class DecodeLaunch:
             _down_small_kernel[(grid,)](
                 *common, self.d, self.f, self.n_splits, n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
                 BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=triton.next_power_of_2(self.n_splits), FENCE=not _INTERPRET,
-                num_warps=DOWN_WARPS, **self._pdl_args(),
+                num_warps=DOWN_WARPS, EARLY=self.down_early, **self._pdl_args(),
             )  # fmt: skip
         else:
             _down_kernel[(grid,)](
