@@ -481,6 +481,8 @@ def test_early_down_kernel_in_the_interpreter(monkeypatch: pytest.MonkeyPatch, n
         (1, 450, 130, 2, "plane", {"PS": 4, "WS": 3}),
         (3, 300, 200, 3, "plane", {"PS": 3, "WS": 4, "SPLIT": 2, "PRED_FIRST": True}),
         (2, 450, 330, 2, "plane", {"PS": 4, "I8": True, "T": 2}),
+        (1, 300, 200, 4, "plane", {}),  # v9's batch-1 launch with a predictor I8 does not take: float path, stages
+        (2, 450, 130, 3, "plane", {}),
         (1, 450, 130, 2, "plane", {"PS": 4, "PG": 2}),  # 7 full groups: three pairs and one alone
         (3, 300, 200, 2, "plane", {"PS": 3, "PG": 2, "I8": True, "SPLIT": 2}),
     ],
