@@ -421,12 +421,12 @@ def i8_decode(device: torch.device, variant: Any) -> bool:
     """Whether batch-1 decode on `device` runs the int8-x predictor (the plane kernel's I8 launch and an
     int2 predictor whose groups fill whole 16-code words, as `DecodeLaunch` decides)."""
     from tardis.kernels.blocks import PLANE_BATCH, PLANE_LAUNCH
+    from tardis.kernels.layout import fills_code_words
 
-    gs = variant.config.group_size
-    fills_words = gs % 16 == 0 and (gs // 16) & (gs // 16 - 1) == 0
+    cfg = variant.config
     return bool(
         device.type == "cuda" and PLANE_BATCH >= 1 and PLANE_LAUNCH[1].get("I8")
-        and variant.config.predictor_bits == 2 and fills_words
+        and fills_code_words(cfg.predictor_bits, cfg.group_size)
     )  # fmt: skip
 
 

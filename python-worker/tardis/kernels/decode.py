@@ -1210,7 +1210,7 @@ class DecodeLaunch:
         self.sms = props.multi_processor_count if props is not None else 2
         # I8 (plane kernel, int2 groups of 16 full code planes): x as int8 words for dp4a (allocated by
         # stacked() only when the launch uses it)
-        self.i8_ok = pred.bits == 2 and pred.group_size == 16 * pred.words_per_group
+        self.i8_ok = pred.fills_code_words
         # the up/down kernels launched before the previous kernel ends (programmatic dependent launch;
         # griddepcontrol: NVIDIA sm_90 and later)
         self.pdl = bool(
@@ -1237,7 +1237,7 @@ class DecodeLaunch:
         cfg: dict[str, Any]
         if self.kernels == "plane":
             cfg = self.plane_cfg
-            h2_ok = p.bits == 2 and p.group_size == 16 * p.words_per_group and p.words_per_group in H2_WPG
+            h2_ok = p.fills_code_words and p.words_per_group in H2_WPG
             if cfg["H2"] and not (h2_ok and self.x.dtype in (torch.bfloat16, torch.float16)):
                 cfg = cfg | {"H2": False}  # fp16x2 path: int2 groups of 16 full code planes, 16-bit x
             i8 = bool(cfg.get("I8")) and self.i8_ok

@@ -26,6 +26,12 @@ def _next_pow2(n: int) -> int:
     return 1 << (max(n, 1) - 1).bit_length()
 
 
+def fills_code_words(bits: int, group_size: int) -> bool:
+    """Whether groups of `group_size` int`bits` codes fill whole 16-code words in the tiled layout (int2,
+    16 × a power of two codes a group): what the int8-x (I8) and fp16x2 (H2) predictor paths take."""
+    return bits == 2 and group_size == 16 * _next_pow2(-(-group_size // 16))
+
+
 @dataclass
 class TiledPredictor:
     """A predictor in the kernels' layout: words [f_pad // block_rows, n_groups, wpg, block_rows]."""
@@ -43,6 +49,11 @@ class TiledPredictor:
     def words_per_group(self) -> int:
         """Words per (row, group), a power of two."""
         return int(self.words.shape[2])
+
+    @property
+    def fills_code_words(self) -> bool:
+        """Whether every group fills whole 16-code words (`fills_code_words`)."""
+        return fills_code_words(self.bits, self.group_size)
 
     @property
     def n_groups(self) -> int:

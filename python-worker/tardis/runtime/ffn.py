@@ -214,7 +214,7 @@ class TardisFFN(nn.Module):
                 pred = tile_predictor(self._predictor.to(device))
             else:
                 raise ValueError('flag mode "predict_i8" on CUDA needs the kernel pack (tardis.kernels.attach)')
-            if not (pred.bits == 2 and pred.group_size == 16 * pred.words_per_group):  # as the GPU's I8 path
+            if not pred.fills_code_words:  # as the GPU's I8 path
                 raise ValueError(
                     f'flag mode "predict_i8" needs an int2 predictor whose groups fill whole 16-code words '
                     f"(the GPU's int8-x path); this layer's is int{pred.bits} with groups of {pred.group_size}: "
