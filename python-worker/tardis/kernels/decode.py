@@ -717,6 +717,21 @@ def _plane_full_group(
 
 
 @triton.jit
+def _plane_load_group(
+    a0, a1, a2, a3, qw_ptr, qs_ptr, qo_ptr, woff, soff, tmask, g1, F_PAD, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D,
+    N_GROUPS, ONE_BITS, magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr,
+    NPL: tl.constexpr, BR: tl.constexpr, H2: tl.constexpr, X_FP16: tl.constexpr, I8: tl.constexpr,
+    I8_ASM: tl.constexpr,
+):  # fmt: skip
+    # one full group loaded in place and run (the pipelined loop's step: its loads are the pipeline's)
+    wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
+    return _plane_full_group(
+        a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
+        NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM,
+    )  # fmt: skip
+
+
+@triton.jit
 def _plane_pred_part(
     x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
     zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG,
@@ -751,23 +766,19 @@ def _plane_pred_part(
         n_steps = (gf - g0) // PG
         for i in tl.range(0, n_steps, num_stages=PS):
             g = g0 + i * PG
-            wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
-            if PG == 2:
-                wv2, sc2, oc2 = _plane_load(qw_ptr, qs_ptr, qo_ptr, g + 1, woff, soff, tmask, g1, F_PAD, WPG, BR)
-            a0, a1, a2, a3 = _plane_full_group(
-                a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
-                NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM,
+            a0, a1, a2, a3 = _plane_load_group(
+                a0, a1, a2, a3, qw_ptr, qs_ptr, qo_ptr, woff, soff, tmask, g1, F_PAD, x_ptr, xq_ptr, xsx_ptr,
+                xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic, NT, BITS, GS, WPG, NPL, BR, H2, X_FP16, I8, I8_ASM,
             )  # fmt: skip
             if PG == 2:
-                a0, a1, a2, a3 = _plane_full_group(
-                    a0, a1, a2, a3, wv2, sc2, oc2, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g + 1, D, N_GROUPS, ONE_BITS,
-                    magic, NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM,
+                a0, a1, a2, a3 = _plane_load_group(
+                    a0, a1, a2, a3, qw_ptr, qs_ptr, qo_ptr, woff, soff, tmask, g1, F_PAD, x_ptr, xq_ptr, xsx_ptr,
+                    xsum_ptr, g + 1, D, N_GROUPS, ONE_BITS, magic, NT, BITS, GS, WPG, NPL, BR, H2, X_FP16, I8, I8_ASM,
                 )  # fmt: skip
         for g in range(g0 + n_steps * PG, gf):  # PG = 2 with an odd number of full groups: the last one
-            wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
-            a0, a1, a2, a3 = _plane_full_group(
-                a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
-                NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM,
+            a0, a1, a2, a3 = _plane_load_group(
+                a0, a1, a2, a3, qw_ptr, qs_ptr, qo_ptr, woff, soff, tmask, g1, F_PAD, x_ptr, xq_ptr, xsx_ptr,
+                xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic, NT, BITS, GS, WPG, NPL, BR, H2, X_FP16, I8, I8_ASM,
             )  # fmt: skip
         for g in range(tl.maximum(g0, N_FULL), g1):  # the partial last group (at most one; fp32 path)
             wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
