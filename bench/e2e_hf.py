@@ -585,6 +585,7 @@ def apply_kernel_launch(path: str) -> dict[str, Any]:
     decode.FUSED_UPDOWN_BATCH = int(chosen.get("fused_updown_batch", decode.FUSED_UPDOWN_BATCH))
     decode.PDL_UPDOWN = bool(chosen.get("pdl_updown", decode.PDL_UPDOWN))
     decode.DOWN_EARLY = bool(chosen.get("down_early", decode.DOWN_EARLY))
+    decode.XQ_PDL = bool(chosen.get("xq_pdl", decode.XQ_PDL))
     for key, value in chosen.get("updown_launch", {}).items():  # ffn_bench --updown-sweep's choice
         if key not in UPDOWN_LAUNCH_KEYS:
             raise SystemExit(f"{path}: unknown up/down launch setting {key!r} (known: {', '.join(UPDOWN_LAUNCH_KEYS)})")
@@ -595,6 +596,7 @@ def apply_kernel_launch(path: str) -> dict[str, Any]:
         "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
         "pdl_updown": decode.PDL_UPDOWN,
         "down_early": decode.DOWN_EARLY,
+        "xq_pdl": decode.XQ_PDL,
         "updown_launch": {k: getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS},
     }
 

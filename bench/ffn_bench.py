@@ -156,8 +156,7 @@ def make_layer(d: int, f: int, bits: int, gs: int, gen: torch.Generator) -> dict
         "intercept": 0.05 * torch.randn(f, device=dev, generator=gen),
         "pred": random_predictor(f, d, bits, gs, w1),
         "ws": torch.zeros(workspace_size(d, f), dtype=torch.int32, device=dev),
-        "fc": torch.zeros((), dtype=torch.int64, device=dev),
-        "uc": torch.zeros((), dtype=torch.int64, device=dev),
+        "counts": torch.zeros(4, dtype=torch.int64, device=dev),  # the op's [flagged, union, tokens, steps]
     }
 
 
@@ -176,7 +175,7 @@ def run_tardis(layer: dict, x: torch.Tensor) -> torch.Tensor:
     return ffn_decode(
         x, KernelPack(layer["pred"], layer["ws"]), wf=layer["wf"], bf=layer["bf"], b1=layer["b1"],
         lo_in=layer["lo_in"], hi_in=layer["hi_in"], w1=layer["w1"], w2t=layer["w2t"], slope=layer["slope"],
-        intercept=layer["intercept"], act="gelu", flag_count=layer["fc"], union_count=layer["uc"],
+        intercept=layer["intercept"], act="gelu", counts=layer["counts"],
     )  # fmt: skip
 
 
@@ -243,18 +242,22 @@ def check(layer: dict, n: int, gen: torch.Generator) -> dict:
 
 def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Generator) -> dict:
     """The whole layer (the launches in force) timed with the up/down kernels launched without and with
-    programmatic dependent launch, and with PDL plus the early small down kernel (`DOWN_EARLY`: it reads kernel
-    1's list and its W2ᵀ rows before waiting for the up kernel; only where this batch runs the small up/down
-    kernels); each PDL variant is also checked through the op. decode.PDL_UPDOWN and DOWN_EARLY are left as
-    they were."""
-    before = (decode.PDL_UPDOWN, decode.DOWN_EARLY)
+    programmatic dependent launch; with PDL plus kernel 1 launched behind the int8 x kernel (`XQ_PDL`: its Wf
+    programs start before the x words are done; where this batch's launch runs I8); and with PDL plus the early
+    small down kernel (`DOWN_EARLY`: it reads kernel 1's list and its W2ᵀ rows before waiting for the up kernel;
+    where this batch runs the small up/down kernels), alone and with `XQ_PDL`. Each PDL variant is also checked
+    through the op; `best` is the fastest correct one. decode's flags are left as they were."""
+    before = (decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL)
     us, errs = {}, {}
-    variants = [("off", False, False), ("on", True, False)]
-    if n <= decode.SMALL_UPDOWN_BATCH:
-        variants.append(("early", True, True))
+    i8 = bool(launches(layers[:1], xs[:1], "plane")[0].plane_cfg.get("I8"))
+    small = n <= decode.SMALL_UPDOWN_BATCH
+    variants = [("off", False, False, False), ("on", True, False, False)]
+    variants += [("xq", True, False, True)] if i8 else []
+    variants += [("early", True, True, False)] if small else []
+    variants += [("early_xq", True, True, True)] if small and i8 else []
     try:
-        for key, pdl, early in variants:
-            decode.PDL_UPDOWN, decode.DOWN_EARLY = pdl, early
+        for key, pdl, early, xq in variants:
+            decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL = pdl, early, xq
             ls = launches(layers, xs, "plane")
             for lc in ls:
                 lc.ws.zero_()
@@ -263,12 +266,13 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
                 layers[0]["ws"].zero_()
                 errs[key] = check(layers[0], n, gen)["rel_err"]
     finally:
-        decode.PDL_UPDOWN, decode.DOWN_EARLY = before
-    out = {"off_us": us["off"], "on_us": us["on"], "rel_err": errs["on"]}
-    out["better"] = us["on"] < us["off"] and errs["on"] < 1e-2
-    if "early" in us:
-        out |= {"early_us": us["early"], "early_rel_err": errs["early"]}
-        out["early_better"] = out["better"] and us["early"] < us["on"] and errs["early"] < 1e-2
+        decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL = before
+    best = min((k for k in us if k == "off" or errs[k] < 1e-2), key=lambda k: us[k])
+    out = {"off_us": us["off"], "on_us": us["on"], "rel_err": errs["on"], "best": best, "better": best != "off"}
+    for key in us.keys() - {"off", "on"}:
+        out |= {f"{key}_us": us[key], f"{key}_rel_err": errs[key]}
+    out["early_better"] = best.startswith("early")
+    out["xq_better"] = best.endswith("xq")
     return out
 
 
@@ -340,12 +344,15 @@ def bench_shape(
             chk = check(layers[0], n, gen)
             fns = [lambda lay=lay, x=x: run_tardis(lay, x) for lay, x in zip(layers, xs, strict=True)]
             for lay in layers:
-                lay["uc"].zero_()
-                lay["fc"].zero_()
+                lay["counts"].zero_()
             t0 = graph_time(fns, reps=args.reps)
             calls = 2 + 1 + 3 + args.reps  # warm-ups, capture does not run, 3 + reps replays
-            union = sum(int(lay["uc"]) for lay in layers) / (calls * len(layers))
-            flagged = sum(int(lay["fc"]) for lay in layers) / (calls * len(layers) * n)
+            counted = torch.stack([lay["counts"] for lay in layers]).sum(0).tolist()
+            if counted[2:] != [calls * len(layers) * n, calls * len(layers)]:  # tokens, steps: counted by kernel 1
+                raise RuntimeError(f"the op counted {counted[2:]} tokens and steps, expected "
+                                   f"{[calls * len(layers) * n, calls * len(layers)]}")  # fmt: skip
+            union = counted[1] / (calls * len(layers))
+            flagged = counted[0] / (calls * len(layers) * n)
             t_bytes = d * d * 2 + pred_bytes + union * 2 * d * 2
             r = {
                 "shape": name, "d": d, "f": f, "batch": n, "rate": rate, "bits": args.bits,
@@ -380,8 +387,7 @@ def launches(layers: list[dict], xs: list[torch.Tensor], kset: str) -> list:
             intercept=lay["intercept"],
             act="gelu",
             workspace=lay["ws"],
-            flag_count=lay["fc"],
-            union_count=lay["uc"],
+            counts=lay["counts"],
             kernels=kset,
         )
         for lay, x in zip(layers, xs, strict=True)
@@ -561,17 +567,21 @@ def kernel_times(
             if kset == "plane":  # the whole layer with the launches now in force, up/down without and with PDL
                 try:
                     row["pdl"] = pdl_ab(layers, xs, n, gen)
-                    early = row["pdl"].get("early_us")
-                    print(f"PDL B={n}: layer {row['pdl']['off_us']:.1f} us without, {row['pdl']['on_us']:.1f} with "
-                          f"(err {row['pdl']['rel_err']:.1e})"
-                          + (f", {early:.1f} with the early down kernel (err {row['pdl']['early_rel_err']:.1e})"
-                             if early is not None else ""), flush=True)  # fmt: skip
+                    pa = row["pdl"]
+                    extra = "".join(
+                        f", {pa[k + '_us']:.1f} {label} (err {pa[k + '_rel_err']:.1e})"
+                        for k, label in (("xq", "with kernel 1 behind the x words"), ("early", "with the early down "
+                                         "kernel"), ("early_xq", "with both")) if k + "_us" in pa
+                    )  # fmt: skip
+                    print(f"PDL B={n}: layer {pa['off_us']:.1f} us without, {pa['on_us']:.1f} with "
+                          f"(err {pa['rel_err']:.1e}){extra}; best: {pa['best']}", flush=True)  # fmt: skip
                 except RuntimeError as e:  # e.g. a driver that cannot capture PDL launches into a graph
                     row["pdl"] = {"error": str(e)[:400], "better": False}
                     print(f"PDL B={n}: failed: {e}", flush=True)
                 if args.plane_best and n == 1:  # one choice for every batch: B = 1's
                     decode.PDL_UPDOWN = row["pdl"]["better"]
                     decode.DOWN_EARLY = bool(row["pdl"].get("early_better"))
+                    decode.XQ_PDL = bool(row["pdl"].get("xq_better"))
             on_row(row)
             print(
                 f"kernels {name} B={n} {row['kernels']:5}: all {row['all_us']:6.1f} | k1 {row['k1_all_us']:6.1f} "
@@ -653,6 +663,7 @@ def main() -> None:
             "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
             "pdl_updown": decode.PDL_UPDOWN,
             "down_early": decode.DOWN_EARLY,
+            "xq_pdl": decode.XQ_PDL,
             "updown_launch": {k: getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS},
             "wall_s": time.time() - t_start,
         } | extra  # fmt: skip

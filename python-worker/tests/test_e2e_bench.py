@@ -423,3 +423,32 @@ def test_the_op_branch_traces_into_one_graph_for_a_compiled_decode_step(opt_mode
         assert after["flagged"] == 2 * once["flagged"]
     finally:
         del ffn.kernel_pack
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the decode policy applies on CUDA only")
+def test_policy_dense_steps_are_counted_once_per_model_step_for_the_layers_they_apply_to_on_gpu(
+    opt_model: tuple,
+) -> None:
+    # The pre-forward hook counts a model step's policy dense steps for all layers in one launch; each layer
+    # counts only where its own limit sends the step dense, and kernel 1 counts the op's tokens and steps.
+    _, _, variant = opt_model
+    path = REPO / "models" / "tardis-tiny-opt"
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to("cuda").eval()
+    modules = hf.install(model, variant)
+    assert len(modules) >= 2
+    hf.set_decode_policy(model, 0)
+    modules[1].max_tardis_tokens = DECODE_MAX_TOKENS  # a mixed policy: layer 1 runs the op
+    ids = torch.randint(10, 8000, (4, 1), generator=torch.Generator().manual_seed(4)).to("cuda")
+    with torch.no_grad():
+        for _ in range(3):
+            model(input_ids=ids, use_cache=False)
+    counts = hf.counters(model)
+    for i, c in enumerate(counts):
+        want = (0, 3, 12) if i == 1 else (3, 0, 0)
+        assert (c["dense_steps"], c["steps"], c["tokens"]) == want, (i, c)
+    assert not any(m.dense_counted for m in modules)
+    # a module called on its own (no hook) counts its policy dense step itself
+    x = torch.randn(4, modules[0].in_features, device="cuda")
+    assert modules[0].path_for(x) == "policy_dense"
+    modules[0](x)
+    assert modules[0].counters()["dense_steps"] == 4

@@ -65,12 +65,11 @@ def test_tiled_layout_round_trips_to_the_canonical_format(bits: int, f: int, d: 
 
 def test_cpu_op_matches_the_reference_and_counts_on_device() -> None:
     x, q, lay = _layer(3, 96, 80, 2, 32, 0.1, torch.float32, "cpu", seed=1)
-    fc, uc = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
-    y = ffn_decode(x, make_pack(q, "cpu"), act="gelu", flag_count=fc, union_count=uc, **lay)
+    counts = torch.zeros(4, dtype=torch.int64)
+    y = ffn_decode(x, make_pack(q, "cpu"), act="gelu", counts=counts, **lay)
     y_ref, flags = _reference64(x, q, lay, "gelu")
     assert float((y.double() - y_ref).norm() / y_ref.norm()) < 1e-5
-    assert int(fc) == int(flags.sum()) > 0
-    assert int(uc) == int(flags.any(0).sum())
+    assert counts.tolist() == [int(flags.sum()), int(flags.any(0).sum()), 3, 1] and int(flags.sum()) > 0
 
 
 def test_int8_x_reference_divides_as_the_kernel_does() -> None:
@@ -122,19 +121,19 @@ def test_the_op_under_torch_compile_matches_eager_and_counts_each_call() -> None
     # the device counters mutated in place exactly once per call.
     x, q, lay = _layer(2, 96, 80, 2, 32, 0.1, torch.float32, "cpu", seed=3)
     pack = make_pack(q, "cpu")
-    fc, uc = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
+    live = torch.zeros(4, dtype=torch.int64)
 
     def step(v: torch.Tensor) -> torch.Tensor:
-        return ffn_decode(v * 1.0, pack, act="gelu", flag_count=fc, union_count=uc, **lay) + 0.0
+        return ffn_decode(v * 1.0, pack, act="gelu", counts=live, **lay) + 0.0
 
     eager = step(x)
-    counts = (int(fc), int(uc))
-    assert counts[0] > 0
+    once = live.tolist()
+    assert once[0] > 0 and once[2:] == [2, 1]
     compiled = torch.compile(step, fullgraph=True, dynamic=False)
     for i in (2, 3):
         y = compiled(x)
         assert torch.equal(y, eager)
-        assert (int(fc), int(uc)) == (i * counts[0], i * counts[1])
+        assert live.tolist() == [i * c for c in once]
 
 
 def test_fake_impl_gives_the_output_shape_without_computing() -> None:
@@ -142,10 +141,10 @@ def test_fake_impl_gives_the_output_shape_without_computing() -> None:
 
     x, q, lay = _layer(2, 64, 48, 2, 32, 0.1, torch.float32, "cpu", seed=2)
     pack = make_pack(q, "cpu")
-    fc, uc = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
+    counts = torch.zeros(4, dtype=torch.int64)
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         fx = mode.from_tensor(x)
-        y = ffn_decode(fx, pack, act="gelu", flag_count=fc, union_count=uc, **lay)
+        y = ffn_decode(fx, pack, act="gelu", counts=counts, **lay)
     assert y.shape == x.shape and y.dtype == x.dtype
 
 
@@ -180,12 +179,9 @@ def _kernel_case(
 
     x, q, lay = _layer(n, d, f, bits, gs, 0.1, dtype, device, seed)
     pack = make_pack(q, device)
-    fc = torch.zeros((), dtype=torch.int64, device=device)
-    uc = torch.zeros((), dtype=torch.int64, device=device)
+    counts = torch.zeros(4, dtype=torch.int64, device=device)
     torch.full((n * d * 4,), float("nan"), device=device)  # poison freed memory the outputs may reuse
-    launch = DecodeLaunch(
-        x, pred=pack.pred, act=act, workspace=pack.workspace, flag_count=fc, union_count=uc, kernels=kernels, **lay
-    )
+    launch = DecodeLaunch(x, pred=pack.pred, act=act, workspace=pack.workspace, counts=counts, kernels=kernels, **lay)
     if plane_cfg is not None:
         plane_cfg = dict(plane_cfg)
         launch.small_updown = plane_cfg.pop("small_updown", launch.small_updown)
@@ -207,7 +203,8 @@ def _kernel_case(
     assert bool(torch.isfinite(y).all())
     err = float((y.double() - y_ref).norm() / y_ref.norm())
     assert err < {torch.bfloat16: 1e-2, torch.float16: 1e-3, torch.float32: 1e-5}[dtype], err
-    assert int(fc) == int(flags.sum()) and int(uc) == int(flags.bool().any(0).sum())
+    # kernel 1 counts the flagged pairs, the union, the step's tokens and the step
+    assert counts.tolist() == [int(flags.sum()), int(flags.bool().any(0).sum()), n, 1]
     assert int(pack.workspace.abs().sum()) == 0, "the kernels must leave their workspace zeroed"
 
 
@@ -281,6 +278,22 @@ def test_pdl_early_down_kernel_matches_float64_reference_on_gpu(
     monkeypatch.setattr(decode, "DOWN_EARLY", True)
     cfg = {"PRED_FIRST": True, "small_updown": True}
     _kernel_case("cuda", n, d, f, 2, 128, torch.bfloat16, "gelu", seed=51 + n, kernels="plane", plane_cfg=cfg)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("n", "early"), [(1, False), (1, True), (2, False), (4, False)])
+def test_pdl_kernel_1_behind_the_int8_x_kernel_matches_float64_reference_on_gpu(
+    n: int, early: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # XQ_PDL: kernel 1 launched before _xq_kernel ends; its Wf programs start at once, its predictor programs
+    # wait for the int8 x words in-kernel
+    from tardis.kernels import decode
+
+    monkeypatch.setattr(decode, "PDL_UPDOWN", True)
+    monkeypatch.setattr(decode, "XQ_PDL", True)
+    monkeypatch.setattr(decode, "DOWN_EARLY", early)
+    cfg = {"I8": True, "PS": 4, "WS": 3}
+    _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=61 + n, kernels="plane", plane_cfg=cfg)
 
 
 # the plane kernel's launch configurations that the benchmark sweeps (bench/ffn_bench.py's PLANE_CONFIGS):

@@ -33,8 +33,25 @@ def _mark_prefill(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     if ids is None and args:
         ids = args[0]
     prefill = ids is not None and ids.dim() >= 2 and ids.shape[1] > 1
-    for m in tardis_modules(model):
+    modules = tardis_modules(model)
+    for m in modules:
         m.is_prefill = prefill
+    if ids is not None and ids.dim() >= 2:
+        count_policy_dense(modules, int(ids.shape[0] * ids.shape[1]))
+
+
+def count_policy_dense(modules: list[TardisFFN], tokens: int) -> None:
+    """Count, in one launch for the whole model, this step's policy dense steps (`dense_steps`) of every layer
+    whose decode policy will run a step of `tokens` tokens dense; those layers then skip their own count (one
+    tiny kernel per layer and step otherwise: ≈ 0.5% of a batch-16 decode step, bench/NOTES.md v9)."""
+    due = []
+    for m in modules:
+        m.dense_counted = m.path_at(tokens, cuda=m.w1.is_cuda) == "policy_dense"
+        if m.dense_counted:
+            due.append(m.dense_step_count)
+    if due:
+        with torch.no_grad():
+            torch._foreach_add_(due, 1)  # one multi-tensor launch on CUDA
 
 
 def install(model: Any, variant: Variant, *, prefill: str | None = None) -> list[TardisFFN]:

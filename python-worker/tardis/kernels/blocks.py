@@ -93,6 +93,9 @@ PDL_UPDOWN = True  # launch the up and down kernels with programmatic dependent 
 DOWN_EARLY = False  # the small down kernel reads kernel 1's neuron list and its W2ᵀ rows before it waits for the
 # small up kernel (which then releases it only after its own wait for kernel 1): the W2ᵀ bytes stream in while
 # the up kernel runs. v9, untimed; ffn_bench times the layer with it (pdl_ab) and --plane-best keeps it if faster
+XQ_PDL = False  # I8: kernel 1 launched with programmatic dependent launch behind _xq_kernel (the int8 x words):
+# its Wf programs start at once, its predictor programs wait for the x words in-kernel; the layer loses the
+# gap between two dependent launches. v10, untimed; ffn_bench times it (pdl_ab) and --plane-best keeps it if faster
 # The fused up/down kernel (kernels 2 and 3 in one launch, batch 1..4, no tl.dot): BJ listed neurons an
 # item, z over all of d in BK steps, the scatter in column blocks of BC (one ticket per block).
 FUSED_UPDOWN_BATCH = 0  # batches up to this many tokens run it by default (none: slower, e.g. H200 B = 1

@@ -55,6 +55,7 @@ from tardis.kernels.blocks import (
     UPDOWN_BLOCK_NEURONS,
     WF_BLOCK_K,
     WF_BLOCK_ROWS,
+    XQ_PDL,
     workspace_layout,
     workspace_size,
 )
@@ -100,14 +101,24 @@ def _pdl_wait(PDL: tl.constexpr, RELEASE_AFTER: tl.constexpr = False):
 
 
 @triton.jit
+def _count_step(cnt_ptr, pid, n_tokens):
+    # the op's live counters [flagged, union, tokens, steps]: program 0 counts this step and its tokens (the
+    # flags epilogues add the first two), so a decode step costs no counting kernels of its own
+    if pid == 0:
+        tl.atomic_add(cnt_ptr + 2, n_tokens, sem="relaxed")
+        tl.atomic_add(cnt_ptr + 3, 1, sem="relaxed")
+
+
+@triton.jit
 def _stacked_kernel(
     x_ptr, wf_ptr, bf_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr,
-    y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
+    y32_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr,
     N, D, F, F_PAD, N_GROUPS, n_wf_programs,
     BN: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, PW: tl.constexpr,
     PWP: tl.constexpr, BM: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr, DOT_PREC: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
+    _count_step(cnt_ptr, pid, N)
     toks = tl.arange(0, BN)
     tmask = toks < N
     if pid < n_wf_programs:
@@ -160,8 +171,8 @@ def _stacked_kernel(
         base = tl.atomic_add(ws_ptr, cnt, sem="relaxed")  # counts: the next kernel reads them
         pos = base + tl.cumsum(union, axis=0) - 1
         tl.store(idx_ptr + pos, rows, mask=union > 0)
-        tl.atomic_add(nflag_ptr, tl.sum(tl.sum(flag.to(tl.int64), axis=1), axis=0), sem="relaxed")
-        tl.atomic_add(nunion_ptr, cnt.to(tl.int64), sem="relaxed")
+        tl.atomic_add(cnt_ptr, tl.sum(tl.sum(flag.to(tl.int64), axis=1), axis=0), sem="relaxed")
+        tl.atomic_add(cnt_ptr + 1, cnt.to(tl.int64), sem="relaxed")
 
 
 @triton.jit
@@ -305,7 +316,7 @@ def _wf_small_part(
 
 @triton.jit
 def _flags_epilogue(
-    s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr, F,
+    s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr, F,
     NT: tl.constexpr,
 ):  # fmt: skip
     # ẑ = s + b1 per token (rows [BM]): flags, the union's indices appended to the list, the counts.
@@ -339,14 +350,14 @@ def _flags_epilogue(
     base = tl.atomic_add(ws_ptr, cnt, sem="relaxed")  # counts only: kernels 2-3 read them after this launch
     pos = base + tl.cumsum(union, axis=0) - 1
     tl.store(idx_ptr + pos, rows, mask=union > 0)
-    tl.atomic_add(nflag_ptr, tl.sum(nfl, axis=0).to(tl.int64), sem="relaxed")
-    tl.atomic_add(nunion_ptr, cnt.to(tl.int64), sem="relaxed")
+    tl.atomic_add(cnt_ptr, tl.sum(nfl, axis=0).to(tl.int64), sem="relaxed")
+    tl.atomic_add(cnt_ptr + 1, cnt.to(tl.int64), sem="relaxed")
 
 
 @triton.jit
 def _stacked_small_kernel(
     x_ptr, wf_ptr, bf_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr,
-    y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
+    y32_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr,
     D, F, F_PAD, N_GROUPS, n_wf_programs,
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, PW: tl.constexpr,
     BM: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr, GU: tl.constexpr,
@@ -354,6 +365,7 @@ def _stacked_small_kernel(
     # Batch 1..4 (NT tokens exactly): no tl.dot. Every product is an elementwise fp32 FMA into a
     # per-thread accumulator tile, reduced once at the end of the program.
     pid = tl.program_id(0)
+    _count_step(cnt_ptr, pid, NT)
     if pid < n_wf_programs:
         _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, D, NT, BMF, BKF)
     else:
@@ -423,7 +435,7 @@ def _stacked_small_kernel(
         s2 = tl.sum(tl.sum(a2, axis=2), axis=0)
         s3 = tl.sum(tl.sum(a3, axis=2), axis=0)
         _flags_epilogue(
-            s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
+            s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr,
             F, NT,
         )  # fmt: skip
 
@@ -602,13 +614,17 @@ def _round_half_even(v, ASM: tl.constexpr):
 
 @triton.jit
 def _xq_kernel(
-    x_ptr, xq_ptr, xsx_ptr, xsum_ptr, D, N_GROUPS, GS: tl.constexpr, WPG: tl.constexpr, ASM: tl.constexpr
+    x_ptr, xq_ptr, xsx_ptr, xsum_ptr, D, N_GROUPS, GS: tl.constexpr, WPG: tl.constexpr, ASM: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
     # I8: one (token, group) of x rounded to int8 by the group's absmax and packed for dp4a. Code plane
     # s = 4b + k of word j multiplies column s·WPG + j, so int32 word (j, k) holds in byte b the int8 of
     # column (4b + k)·WPG + j. Also s_x = absmax / 127 and Σ x over each word's 16 columns (fp32).
     # Rounding as layout.quantize_x_i8: IEEE division (div_rn, not the fast approximate one), an fp32
-    # product, then round half to even.
+    # product, then round half to even. PDL: kernel 1 (launched with XQW) may start at once; its predictor
+    # programs wait for this grid.
+    if PDL:
+        gdc_launch_dependents()
     pid = tl.program_id(0)
     t = pid // N_GROUPS
     g = pid % N_GROUPS
@@ -733,7 +749,7 @@ def _plane_load_group(
 
 @triton.jit
 def _plane_pred_part(
-    x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
+    x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr,
     zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, ONE_BITS, CG,
     magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr,
@@ -849,12 +865,12 @@ def _plane_pred_part(
                 tl.store(zacc_ptr + 3 * F_PAD + rows, zero, mask=pmask)
             tl.store(tick_ptr + tg, 0)
             _flags_epilogue(
-                s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
-                nunion_ptr, F, NT,
+                s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr, F,
+                NT,
             )  # fmt: skip
     else:
         _flags_epilogue(
-            s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr,
+            s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr,
             F, NT,
         )  # fmt: skip
 
@@ -862,20 +878,23 @@ def _plane_pred_part(
 @triton.jit
 def _stacked_plane_kernel(
     x_ptr, wf_ptr, bf_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr,
-    y32_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr, nunion_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr,
+    y32_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr,
     D, F, F_PAD, N_GROUPS, N_FULL, n_tiles, n_first, ONE_BITS, CG, magic,
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
     WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, PS: tl.constexpr,
-    WS: tl.constexpr, PG: tl.constexpr, PDL: tl.constexpr,
+    WS: tl.constexpr, PG: tl.constexpr, PDL: tl.constexpr, XQW: tl.constexpr = False,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part. PDL: the up kernel may be launched once
     # every program here has started (it waits for this grid to finish before it reads anything).
+    # XQW: this grid was launched before _xq_kernel finished (programmatic dependent launch): the Wf
+    # programs read nothing it writes and start at once; the predictor programs wait for its x words.
     pid = tl.program_id(0)
     if PDL:
         gdc_launch_dependents()
+    _count_step(cnt_ptr, pid, NT)
     if PRED_FIRST:
         is_pred = pid < n_first
         ppid = pid
@@ -885,9 +904,11 @@ def _stacked_plane_kernel(
         ppid = pid - n_first
         wpid = pid
     if is_pred:
+        if XQW:
+            gdc_wait()
         _plane_pred_part(
-            x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, nflag_ptr,
-            nunion_ptr, zacc_ptr, tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles,
+            x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr, zacc_ptr,
+            tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles,
             ONE_BITS, CG, magic, NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT,
             x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, PS, PG,
         )  # fmt: skip
@@ -1172,8 +1193,7 @@ class DecodeLaunch:
         intercept: torch.Tensor,
         act: str,
         workspace: torch.Tensor,
-        flag_count: torch.Tensor,
-        union_count: torch.Tensor,
+        counts: torch.Tensor,
         kernels: str | None = None,
     ) -> None:
         n, d = x.shape
@@ -1186,6 +1206,7 @@ class DecodeLaunch:
             _check(name, t, (f,), torch.float32)
         _check("x", x, (n, d), None)
         _check("workspace", workspace, (workspace_size(d, f),), torch.int32)
+        _check("counts", counts, (4,), torch.int64)
         if pred.in_features != d or pred.out_features != f:
             raise ValueError(f"predictor is {pred.out_features}×{pred.in_features}, layer is {f}×{d}")
         if act not in ACT_IDS:
@@ -1202,7 +1223,7 @@ class DecodeLaunch:
         self.fused_updown = self.kernels != "v1" and n <= FUSED_UPDOWN_BATCH
         self.x, self.wf, self.bf, self.pred, self.b1, self.lo_in, self.hi_in = x, wf, bf, pred, b1, lo_in, hi_in
         self.w1, self.w2t, self.slope, self.intercept, self.act = w1, w2t, slope, intercept, ACT_IDS[act]
-        self.ws, self.fc, self.uc = workspace, flag_count, union_count
+        self.ws, self.counts = workspace, counts
         lay = workspace_layout(d, f)
         self.tick = workspace[lay["tile_tickets"][0] :][: lay["tile_tickets"][1]]
         self.zacc = workspace[lay["zacc"][0] :].view(torch.float32)
@@ -1230,6 +1251,8 @@ class DecodeLaunch:
         )  # fmt: skip
         # the small down kernel reads kernel 1's list and its W2ᵀ rows before it waits for the small up kernel
         self.down_early = DOWN_EARLY
+        # I8: kernel 1 launched behind the int8 x kernel with PDL (its Wf programs need not wait for the x words)
+        self.xq_pdl = self.pdl and XQ_PDL
         # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
         self.plane_cfg: dict[str, Any] = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[
@@ -1242,7 +1265,7 @@ class DecodeLaunch:
         per_word = 32 // p.bits
         args = (
             self.x, self.wf, self.bf, p.words, p.scales, p.offsets, self.b1, self.lo_in, self.hi_in,
-            self.y32, self.flags, self.idx, self.ws, self.fc, self.uc,
+            self.y32, self.flags, self.idx, self.ws, self.counts,
         )  # fmt: skip
         n_tiles = p.words.shape[0]
         cfg: dict[str, Any]
@@ -1269,21 +1292,25 @@ class DecodeLaunch:
         if self.kernels == "plane":
             n_first = (0 if part == "wf" else n_pred) if cfg["PRED_FIRST"] else n_wf_arg
             xq, xsx, xsum = self.ws, self.zacc, self.zacc  # unread without I8
+            xqw = False  # kernel 1 launched before _xq_kernel ends (its predictor programs wait for it)
             if cfg["I8"]:
                 dev = self.x.device
                 xq = torch.empty(n, p.n_groups, wpg, 4, device=dev, dtype=torch.int32)
                 xsx = torch.empty(n, p.n_groups, device=dev, dtype=torch.float32)
                 xsum = torch.empty(n, p.n_groups, wpg, device=dev, dtype=torch.float32)
                 if part != "wf":
+                    xqw = self.xq_pdl
                     _xq_kernel[(n * p.n_groups,)](
                         self.x, xq, xsx, xsum, d, p.n_groups, GS=p.group_size, WPG=wpg, ASM=not _INTERPRET,
-                        num_warps=1,
+                        PDL=xqw, num_warps=1,
                     )  # fmt: skip
+            pdl_k1 = {"XQW": True, "launch_pdl": True} if xqw else {}
             _stacked_plane_kernel[(grid,)](
                 *args, self.zacc, self.tick, xq, xsx, xsum, d, f, p.scales.shape[1], p.n_groups,
                 p.n_groups if cfg["I8"] else d // p.group_size, n_tiles, n_first, 0x3F800000, cg, H2_MAGIC,
                 NT=n, BITS=p.bits, GS=p.group_size, WPG=wpg, NPL=min(per_word, triton.cdiv(p.group_size, wpg)),
                 BR=p.block_rows, I8_ASM=not _INTERPRET, PDL=self.pdl, **{k: v for k, v in cfg.items() if v is not None},
+                **pdl_k1,
             )  # fmt: skip
         elif self.small:
             _stacked_small_kernel[(grid,)](
@@ -1386,13 +1413,11 @@ def ffn_decode_triton(
     intercept: torch.Tensor,
     act: str,
     workspace: torch.Tensor,
-    flag_count: torch.Tensor,
-    union_count: torch.Tensor,
+    counts: torch.Tensor,
     kernels: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the three kernels: returns (y [N, d] in x's dtype, flags [N, f] int8)."""
     return DecodeLaunch(
         x, wf=wf, bf=bf, pred=pred, b1=b1, lo_in=lo_in, hi_in=hi_in, w1=w1, w2t=w2t, slope=slope,
-        intercept=intercept, act=act, workspace=workspace, flag_count=flag_count, union_count=union_count,
-        kernels=kernels,
+        intercept=intercept, act=act, workspace=workspace, counts=counts, kernels=kernels,
     ).run()  # fmt: skip

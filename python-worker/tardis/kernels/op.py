@@ -1,7 +1,8 @@
 """`tardis::ffn_decode`: the one custom op of the project (CUDA: Triton kernels; CPU: the reference).
 
-It is CUDA-graph safe and syncs nothing: the flagged (token, neuron) pairs and the union size are
-added on the device into the two counter tensors it mutates.
+It is CUDA-graph safe and syncs nothing: the step's live counters are added on the device into the counter
+tensor it mutates, `counts` (int64 [4]: flagged (token, neuron) pairs, the union size, tokens, steps), by kernel 1
+itself, so a decode step costs no counting kernels of its own.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from torch import nn
 from tardis.core.predictor import QuantizedW1
 from tardis.kernels.blocks import workspace_size
 from tardis.kernels.layout import TiledPredictor, tile_predictor
-from tardis.runtime.reference import tardis_ffn
+from tardis.runtime.reference import count_step, tardis_ffn
 
 
-@torch.library.custom_op("tardis::ffn_decode", mutates_args=("workspace", "flag_count", "union_count"))
+@torch.library.custom_op("tardis::ffn_decode", mutates_args=("workspace", "counts"))
 def _ffn_decode_op(
     x: torch.Tensor,
     wf: torch.Tensor,
@@ -33,8 +34,7 @@ def _ffn_decode_op(
     slope: torch.Tensor,
     intercept: torch.Tensor,
     workspace: torch.Tensor,
-    flag_count: torch.Tensor,
-    union_count: torch.Tensor,
+    counts: torch.Tensor,
     act: str,
     bits: int,
     group_size: int,
@@ -46,7 +46,7 @@ def _ffn_decode_op(
 
         y, _ = ffn_decode_triton(
             x, wf=wf, bf=bf, pred=pred, b1=b1, lo_in=lo_in, hi_in=hi_in, w1=w1, w2t=w2t, slope=slope,
-            intercept=intercept, act=act, workspace=workspace, flag_count=flag_count, union_count=union_count,
+            intercept=intercept, act=act, workspace=workspace, counts=counts,
         )  # fmt: skip
         return y
     w1q = pred.dequantize(torch.float32).to(x.dtype)
@@ -54,8 +54,7 @@ def _ffn_decode_op(
         x, w1=w1, b1=b1, w2t=w2t, wf=wf, bf=bf, w1q=w1q, lo_in=lo_in, hi_in=hi_in, lo=lo_in, hi=hi_in,
         slope=slope, intercept=intercept, act=act, mode="predict",
     )  # fmt: skip
-    flag_count += flags.sum()
-    union_count += flags.any(0).sum()
+    count_step(counts, flags)
     return y
 
 
@@ -107,12 +106,11 @@ def ffn_decode(
     slope: torch.Tensor,
     intercept: torch.Tensor,
     act: str,
-    flag_count: torch.Tensor,
-    union_count: torch.Tensor,
+    counts: torch.Tensor,
 ) -> torch.Tensor:
     """Call `tardis::ffn_decode` with a kernel pack; x [N, d] → y [N, d]."""
     p = pack.pred
     return torch.ops.tardis.ffn_decode(
         x, wf, bf, p.words, p.scales, p.offsets, b1, lo_in, hi_in, w1, w2t, slope, intercept, pack.workspace,
-        flag_count, union_count, act, p.bits, p.group_size,
+        counts, act, p.bits, p.group_size,
     )  # fmt: skip

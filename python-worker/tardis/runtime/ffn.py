@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tardis.core.layer import FoldedLayer
-from tardis.runtime.reference import FlagMode, dense_ffn, tardis_ffn
+from tardis.runtime.reference import COUNTS, FlagMode, count_step, dense_ffn, tardis_ffn
 
 if TYPE_CHECKING:
     from tardis.kernels.layout import TiledPredictor
@@ -59,6 +59,11 @@ class TardisFFN(nn.Module):
     steps (set by the engine through `is_prefill`) run dense when `prefill == "dense"`. On CUDA,
     steps with more than `max_tardis_tokens` tokens run dense instead of the op (counted in
     `dense_steps`); the CPU reference path ignores that policy.
+
+    Live counters: `counts` (int64 [4]: flagged (token, neuron) pairs, union sizes, tokens, steps of the
+    TARDIS paths; on the op path kernel 1 adds them) and `dense_step_count` (policy dense steps). An engine
+    that counts a model step's policy dense steps for all its layers in one launch (hf's pre-forward hook)
+    sets `dense_counted` before the step; the module then skips its own count once.
     """
 
     # Buffers (registered in __init__), declared for the type checker.
@@ -75,10 +80,7 @@ class TardisFFN(nn.Module):
     hi: torch.Tensor
     slope: torch.Tensor
     intercept: torch.Tensor
-    flag_count: torch.Tensor
-    token_count: torch.Tensor
-    union_count: torch.Tensor
-    step_count: torch.Tensor
+    counts: torch.Tensor
     dense_step_count: torch.Tensor
     kernel_pack: KernelPack  # set by tardis.kernels.attach (CUDA); absent otherwise
 
@@ -100,6 +102,7 @@ class TardisFFN(nn.Module):
         self.flag_mode: FlagMode = "predict"
         self.is_prefill = False
         self.max_tardis_tokens: int = TARDIS_MAX_DECODE_TOKENS
+        self.dense_counted = False  # this step's policy dense step is counted already (see the class doc)
         lo_in, hi_in = folded.thresholds()
 
         def buf(name: str, t: torch.Tensor, dt: torch.dtype | None = dtype) -> None:
@@ -121,8 +124,8 @@ class TardisFFN(nn.Module):
             buf(name, t, torch.float32)
         buf("slope", folded.slope, torch.float32)
         buf("intercept", folded.intercept, torch.float32)
-        for name in ("flag_count", "token_count", "union_count", "step_count", "dense_step_count"):
-            self.register_buffer(name, torch.zeros((), dtype=torch.int64, device=device), persistent=False)
+        self.register_buffer("counts", torch.zeros(len(COUNTS), dtype=torch.int64, device=device), persistent=False)
+        self.register_buffer("dense_step_count", torch.zeros((), dtype=torch.int64, device=device), persistent=False)
 
     @property
     def in_features(self) -> int:
@@ -143,11 +146,15 @@ class TardisFFN(nn.Module):
 
     def path_for(self, x2: torch.Tensor) -> StepPath:
         """The path a step on x2 [N, d] takes under this module's mode, prefill and decode policy."""
+        return self.path_at(x2.shape[0], cuda=x2.is_cuda)
+
+    def path_at(self, tokens: int, *, cuda: bool) -> StepPath:
+        """The path a step of `tokens` tokens (on CUDA or not) takes under this module's current settings."""
         return step_path(
-            tokens=x2.shape[0],
+            tokens=tokens,
             mode=self.mode,
             dense_prefill=self.is_prefill and self.prefill == "dense",
-            cuda=x2.is_cuda,
+            cuda=cuda,
             has_kernels=getattr(self, "kernel_pack", None) is not None,
             flag_mode=self.flag_mode,
             max_tardis_tokens=self.max_tardis_tokens,
@@ -159,23 +166,23 @@ class TardisFFN(nn.Module):
 
     def run_step(self, path: StepPath, x2: torch.Tensor) -> torch.Tensor:
         """y [N, d] for x2 [N, d] along `path`, updating the live counters."""
+        counted = self.dense_counted
+        if counted:
+            self.dense_counted = False
         if path in ("dense", "policy_dense"):
             y = self.dense(x2)
-            if path == "policy_dense":
+            if path == "policy_dense" and not counted:
                 with torch.no_grad():
                     self.dense_step_count += 1
         elif path == "op":
-            # Triton decode kernels (set up by tardis.kernels.attach); counters stay on the device.
+            # Triton decode kernels (set up by tardis.kernels.attach); kernel 1 adds the counters on the device.
             from tardis.kernels.op import ffn_decode
 
             y = ffn_decode(
                 x2, self.kernel_pack, wf=self.wf, bf=self.bf, b1=self.b1, lo_in=self.lo_in, hi_in=self.hi_in,
                 w1=self.w1, w2t=self.w2t, slope=self.slope, intercept=self.intercept, act=self.act,
-                flag_count=self.flag_count, union_count=self.union_count,
+                counts=self.counts,
             )  # fmt: skip
-            with torch.no_grad():
-                self.token_count += x2.shape[0]
-                self.step_count += 1
         else:
             y, flags = tardis_ffn(
                 x2,
@@ -195,11 +202,7 @@ class TardisFFN(nn.Module):
                 mode=self.flag_mode,
                 i8_pred=self.i8_predictor(x2.device) if self.flag_mode == "predict_i8" else None,
             )
-            with torch.no_grad():
-                self.flag_count += flags.sum()
-                self.token_count += flags.shape[0]
-                self.union_count += flags.any(0).sum()
-                self.step_count += 1
+            count_step(self.counts, flags)
         return y
 
     def i8_predictor(self, device: torch.device) -> TiledPredictor:
@@ -226,16 +229,17 @@ class TardisFFN(nn.Module):
     def counters(self) -> dict[str, int]:
         """Live counters: flagged (neuron, token) pairs, tokens, per-step union sizes, TARDIS steps,
         and decode steps the policy ran dense (`dense_steps`, not in `tokens` or `steps`)."""
+        live = dict(zip(COUNTS, self.counts.tolist(), strict=True))  # one device read
         return {
-            "flagged": int(self.flag_count),
-            "tokens": int(self.token_count),
-            "union": int(self.union_count),
-            "steps": int(self.step_count),
+            "flagged": live["flagged"],
+            "tokens": live["tokens"],
+            "union": live["union"],
+            "steps": live["steps"],
             "dense_steps": int(self.dense_step_count),
             "neurons": self.neurons,
         }
 
     def reset_counters(self) -> None:
         """Zero the live counters."""
-        for t in (self.flag_count, self.token_count, self.union_count, self.step_count, self.dense_step_count):
-            t.zero_()
+        self.counts.zero_()
+        self.dense_step_count.zero_()

@@ -81,3 +81,17 @@ def tardis_ffn(
         corr = (activation(act)(z) - line) * flags.index_select(1, cols)
         y = y + corr.to(x.dtype) @ w2t.index_select(0, cols)
     return y, flags
+
+
+# the live counters of one FFN's TARDIS steps, in one int64 tensor (the op adds to it on the device)
+COUNTS = ("flagged", "union", "tokens", "steps")
+
+
+def count_step(counts: torch.Tensor, flags: torch.Tensor) -> None:
+    """Add one step's flags [N, f] to `counts` (int64 [4]: flagged pairs, union size, tokens, steps), as the
+    GPU op's kernel 1 does."""
+    with torch.no_grad():
+        counts[0] += flags.sum()
+        counts[1] += flags.any(0).sum()
+        counts[2] += flags.shape[0]
+        counts[3] += 1

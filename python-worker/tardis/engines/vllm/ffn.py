@@ -17,9 +17,9 @@ from torch import nn
 
 from tardis.core.layer import FoldedLayer
 from tardis.engines.vllm.sharding import FFNShard, dense_partial, make_shard, tardis_partial
+from tardis.runtime.reference import COUNTS, count_step
 
 Output = Literal["tensor", "pair"]
-COUNTERS = ("flag_count", "token_count", "union_count", "step_count", "dense_token_count")
 
 
 def decode_token_mask(n: int, device: torch.device) -> torch.Tensor | None:
@@ -52,10 +52,7 @@ class TardisVllmFFN(nn.Module):
     `reduce=False` leaves the all-reduce to the caller (Falcon's parallel-attention blocks).
     """
 
-    flag_count: torch.Tensor
-    token_count: torch.Tensor
-    union_count: torch.Tensor
-    step_count: torch.Tensor
+    counts: torch.Tensor  # int64 [4]: flagged pairs, union sizes, tokens, steps (COUNTS; the op adds them)
     dense_token_count: torch.Tensor
 
     def __init__(self, up: Any, down: Any, *, output: Output = "tensor", reduce: bool = True) -> None:
@@ -70,8 +67,8 @@ class TardisVllmFFN(nn.Module):
         self.op_name = ""  # set by register_op: the name `tardis::vllm_ffn` finds this module by
         self._weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         device = up.weight.device
-        for name in COUNTERS:
-            self.register_buffer(name, torch.zeros((), dtype=torch.int64, device=device), persistent=False)
+        self.register_buffer("counts", torch.zeros(len(COUNTS), dtype=torch.int64, device=device), persistent=False)
+        self.register_buffer("dense_token_count", torch.zeros((), dtype=torch.int64, device=device), persistent=False)
 
     def attach(self, layer: FoldedLayer, *, prefill: str) -> None:
         """Take this rank's shard of the folded layer (called from the model's load_weights)."""
@@ -159,25 +156,21 @@ class TardisVllmFFN(nn.Module):
             y = ffn_decode(
                 x, self.kernel_pack, wf=s.wf, bf=s.bf, b1=b1, lo_in=s.lo_in, hi_in=s.hi_in, w1=w1,
                 w2t=self._w2t if self._w2t is not None else w2t.contiguous(), slope=s.slope,
-                intercept=s.intercept, act=s.act, flag_count=self.flag_count, union_count=self.union_count,
+                intercept=s.intercept, act=s.act, counts=self.counts,
             )  # fmt: skip
         else:
             y, flags = tardis_partial(x, s, w1=w1, b1=b1, w2t=w2t)
-            with torch.no_grad():
-                self.flag_count += flags.sum()
-                self.union_count += flags.any(0).sum()
-        with torch.no_grad():
-            self.token_count += x.shape[0]
-            self.step_count += 1
+            count_step(self.counts, flags)
         return y
 
     def counters(self) -> dict[str, int]:
         """This rank's counters: flagged (token, neuron) pairs and union sizes over its neuron block."""
+        live = dict(zip(COUNTS, self.counts.tolist(), strict=True))
         out = {
-            "flagged": int(self.flag_count),
-            "tokens": int(self.token_count),
-            "union": int(self.union_count),
-            "steps": int(self.step_count),
+            "flagged": live["flagged"],
+            "tokens": live["tokens"],
+            "union": live["union"],
+            "steps": live["steps"],
             "dense_tokens": int(self.dense_token_count),
             "neurons": 0 if self.shard is None else self.shard.neurons.stop - self.shard.neurons.start,
         }
@@ -185,8 +178,8 @@ class TardisVllmFFN(nn.Module):
 
     def reset_counters(self) -> None:
         """Zero the live counters."""
-        for name in COUNTERS:
-            getattr(self, name).zero_()
+        self.counts.zero_()
+        self.dense_token_count.zero_()
 
 
 def register_op(ffn: TardisVllmFFN, name: str, vllm_config: Any) -> None:
