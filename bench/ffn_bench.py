@@ -346,13 +346,15 @@ def bench_shape(
             for lay in layers:
                 lay["counts"].zero_()
             t0 = graph_time(fns, reps=args.reps)
-            calls = 2 + 1 + 3 + args.reps  # warm-ups, capture does not run, 3 + reps replays
+            # every call ran (graph_time: 2 warm-ups, the capture runs nothing, 3 + reps replays), each once per layer:
+            # kernel 1 counted its tokens and steps (v9 and before divided by 1 + this many calls)
+            calls = 2 + 3 + args.reps
             counted = torch.stack([lay["counts"] for lay in layers]).sum(0).tolist()
-            if counted[2:] != [calls * len(layers) * n, calls * len(layers)]:  # tokens, steps: counted by kernel 1
+            if counted[2:] != [calls * len(layers) * n, calls * len(layers)]:
                 raise RuntimeError(f"the op counted {counted[2:]} tokens and steps, expected "
                                    f"{[calls * len(layers) * n, calls * len(layers)]}")  # fmt: skip
-            union = counted[1] / (calls * len(layers))
-            flagged = counted[0] / (calls * len(layers) * n)
+            union = counted[1] / counted[3]
+            flagged = counted[0] / counted[2]
             t_bytes = d * d * 2 + pred_bytes + union * 2 * d * 2
             r = {
                 "shape": name, "d": d, "f": f, "batch": n, "rate": rate, "bits": args.bits,

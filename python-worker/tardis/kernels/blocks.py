@@ -67,9 +67,10 @@ RETIRED_PLANE_KEYS = {"SK": 0}
 # v9 (bench/NOTES.md): at B = 1 and 2 the int8-x predictor and the Wf part in cp.async stages (I8, PS 4, WS 3;
 # at B = 1 with 32 folded rows per Wf program). H200, kernel 1: 23.9 vs 32.2 µs (v8's launch) at B = 1, 30.6
 # vs 45.4 at B = 2, same run (H100: 30.9 vs 34.9, 34.8 vs 45.2). A predictor that I8 does not take (not int2
-# with 16 full code planes) runs the float path with the same stages.
+# with 16 full code planes) runs the float path with the same stages. v10: at B = 1 two predictor groups per
+# pipelined step (PG 2): kernel 1 28.7 / 29.4 vs 29.7 / 30.3 µs in two H100 runs (same run each).
 PLANE_LAUNCH = {
-    1: PLANE_BASE | {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32},
+    1: PLANE_BASE | {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2},
     2: PLANE_BASE | {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},
     3: dict(PLANE_BASE),
     4: PLANE_BASE | {"PRED_FIRST": True, "PF2": True},
@@ -90,12 +91,14 @@ PDL_UPDOWN = True  # launch the up and down kernels with programmatic dependent 
 # start while the kernel before it drains, and waits in-kernel (griddepcontrol.wait) before reading its output;
 # kernel 1 lets them launch once all its programs run. ffn_bench times the layer both ways (--plane-best keeps
 # the faster). v8, H200, Falcon-7B layer at 5%: 45.9 → 44.7 µs at B = 1, 75.0 → 73.8 at B = 2 (same run)
-DOWN_EARLY = False  # the small down kernel reads kernel 1's neuron list and its W2ᵀ rows before it waits for the
+DOWN_EARLY = True  # the small down kernel reads kernel 1's neuron list and its W2ᵀ rows before it waits for the
 # small up kernel (which then releases it only after its own wait for kernel 1): the W2ᵀ bytes stream in while
-# the up kernel runs. v9, untimed; ffn_bench times the layer with it (pdl_ab) and --plane-best keeps it if faster
-XQ_PDL = False  # I8: kernel 1 launched with programmatic dependent launch behind _xq_kernel (the int8 x words):
+# the up kernel runs. v10, H100, Falcon-7B layer at 5%, B = 1, PDL on: 44.5 → 43.2 µs and 45.4 → 44.1 (two runs,
+# same run each); ffn_bench times the layer with and without it (pdl_ab), --plane-best keeps the faster
+XQ_PDL = True  # I8: kernel 1 launched with programmatic dependent launch behind _xq_kernel (the int8 x words):
 # its Wf programs start at once, its predictor programs wait for the x words in-kernel; the layer loses the
-# gap between two dependent launches. v10, untimed; ffn_bench times it (pdl_ab) and --plane-best keeps it if faster
+# gap between two dependent launches. v10, H100, B = 1, 5%: 45.4 → 43.9 µs alone, 42.4 with DOWN_EARLY (same run);
+# ffn_bench times the layer with and without it (pdl_ab), --plane-best keeps the faster
 # The fused up/down kernel (kernels 2 and 3 in one launch, batch 1..4, no tl.dot): BJ listed neurons an
 # item, z over all of d in BK steps, the scatter in column blocks of BC (one ticket per block).
 FUSED_UPDOWN_BATCH = 0  # batches up to this many tokens run it by default (none: slower, e.g. H200 B = 1
