@@ -54,9 +54,12 @@ PLANE_CONFIGS: tuple[dict, ...] = (
     {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "SPLIT": 2},  # twice the predictor programs (atomics)
     {"I8": True, "PS": 4, "WS": 3},  # the Wf programs first
-    # two predictor groups a pipelined step (PG 2: half the waits and barriers; untimed yet)
+    # two predictor groups a pipelined step (PG 2: half the waits and barriers; v10: the default at B = 1)
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 3, "BMF": 32, "PG": 2},
+    # v10: two row tiles a predictor program (T 2: twice the bytes per stage and CTA, half the barriers per byte)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2, "num_warps": 8},
 )
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per

@@ -312,6 +312,8 @@ PLANE_CONFIGS = [
     {"I8": True, "PS": 4, "WS": 3},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 3, "BMF": 32, "PG": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2, "num_warps": 8},
 ]
 
 
@@ -498,6 +500,7 @@ def test_early_down_kernel_in_the_interpreter(monkeypatch: pytest.MonkeyPatch, n
         (2, 450, 130, 3, "plane", {}),
         (1, 450, 130, 2, "plane", {"PS": 4, "PG": 2}),  # 7 full groups: three pairs and one alone
         (3, 300, 200, 2, "plane", {"PS": 3, "PG": 2, "I8": True, "SPLIT": 2}),
+        (1, 450, 270, 2, "plane", {"PS": 4, "PG": 2, "I8": True, "T": 2, "BMF": 32}),  # 5 row tiles: a half-empty pair
     ],
 )
 def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, kernels, t) -> None:
