@@ -1251,7 +1251,8 @@ class DecodeLaunch:
         )  # fmt: skip
         # the small down kernel reads kernel 1's list and its W2ᵀ rows before it waits for the small up kernel
         self.down_early = DOWN_EARLY
-        # I8: kernel 1 launched behind the int8 x kernel with PDL (its Wf programs need not wait for the x words)
+        # I8: kernel 1 launched behind the int8 x kernel with PDL too (its Wf programs need not wait for the x
+        # words); only where the up/down kernels are (the combinations the GPU tests and the bench ran)
         self.xq_pdl = self.pdl and XQ_PDL
         # kernel-1 launch configurations (the benchmark sweeps them)
         self.k1_cfg = {"GU": SMALL_GROUPS_PER_STEP, "num_warps": SMALL_WARPS, "BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS}
