@@ -60,6 +60,9 @@ PLANE_CONFIGS: tuple[dict, ...] = (
     # v10: two row tiles a predictor program (T 2: twice the bytes per stage and CTA, half the barriers per byte)
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2, "num_warps": 8},
+    # v10: the Wf part moves ≈ 17 GB/s a program, about its bytes in flight (2 stages × 16 KB) over the latency:
+    # one stage more (50.7 KB of shared memory a program, still 4 programs an SM; WS 5 would allow 3)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 32, "PG": 2},
 )
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per

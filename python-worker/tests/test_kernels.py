@@ -314,6 +314,7 @@ PLANE_CONFIGS = [
     {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 3, "BMF": 32, "PG": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2, "num_warps": 8},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 32, "PG": 2},
 ]
 
 
