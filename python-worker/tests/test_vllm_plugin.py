@@ -220,3 +220,33 @@ def test_random_falcon_and_bloom_variants_run_tardis_in_vllm_with_the_hf_engines
     for c, h in zip(result["counters"], hf_count, strict=True):
         assert c["tokens"] == len(outs) * (MAX_TOKENS - 1) == h["tokens"]
         assert 0 < c["flagged"] < c["tokens"] * c["neurons"]
+
+
+def test_decode_steps_are_told_from_host_side_metadata_and_padding_stays_uncounted() -> None:
+    # A decode step (longest query one token) is classified from the metadata's host ints, with no device read;
+    # a step holding a prefill falls back to the query lengths on the device. Rows past the real tokens are
+    # CUDA-graph padding: dense, and not counted as tokens.
+    from vllm.config import VllmConfig
+    from vllm.forward_context import set_forward_context
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionMetadata
+
+    from tardis.engines.vllm.ffn import decode_rows, decode_token_mask
+
+    def metadata(lens: list[int]) -> CPUAttentionMetadata:
+        qsl = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+        return CPUAttentionMetadata(
+            num_actual_tokens=sum(lens), max_query_len=max(lens), query_start_loc=qsl, max_seq_len=64,
+            seq_lens=torch.tensor(lens) + 8, block_table=torch.zeros(len(lens), 1, dtype=torch.int32),
+            slot_mapping=torch.zeros(sum(lens), dtype=torch.int64), scheduler_metadata=None,
+        )  # fmt: skip
+
+    assert decode_rows(4) is None and decode_token_mask(4, torch.device("cpu")) is None  # no forward context
+    cfg = VllmConfig()
+    with set_forward_context({"layer.0": metadata([1, 1, 1])}, cfg, num_tokens=4):
+        assert decode_rows(4) == 3  # three decode tokens, one padding row
+        mask, real = decode_token_mask(4, torch.device("cpu")) or (None, 0)
+        assert mask is not None and mask.tolist() == [True, True, True, False] and real == 3
+    with set_forward_context({"layer.0": metadata([1, 5, 1])}, cfg, num_tokens=8):
+        assert decode_rows(8) is None  # a prefill in the step: the device's query lengths decide
+        mask, real = decode_token_mask(8, torch.device("cpu")) or (None, 0)
+        assert mask is not None and mask.tolist() == [True] + [False] * 5 + [True, False] and real == 7

@@ -22,26 +22,45 @@ from tardis.runtime.reference import COUNTS, count_step
 Output = Literal["tensor", "pair"]
 
 
-def decode_token_mask(n: int, device: torch.device) -> torch.Tensor | None:
-    """Bool [n]: which of this step's n tokens are decode tokens; None when the step has no attention metadata."""
+def _step_metadata() -> Any | None:
+    """The attention metadata of this step's first layer; None without one (vLLM's profiling and warm-up runs, or
+    dual-batch overlap: one dict per micro-batch, not split per token here)."""
     from vllm.forward_context import get_forward_context, is_forward_context_available
 
     if not is_forward_context_available():
         return None
     metadata: Any = get_forward_context().attn_metadata
-    if isinstance(metadata, list):  # dual-batch overlap: one dict per micro-batch; not split per token here
+    if isinstance(metadata, list) or not metadata:
         return None
-    if not metadata:
-        return None
-    first = next(iter(metadata.values()))
+    return next(iter(metadata.values()))
+
+
+def decode_rows(n: int) -> int | None:
+    """How many leading rows of this step's n are decode tokens, read from host-side metadata only, when the step
+    holds no prefill: its longest query is one token (`max_query_len` 1), so each of its `num_actual_tokens` real rows
+    is a request's one new token and any rows after them are CUDA-graph padding. None when the metadata does not
+    say so (a prefill in the step, no metadata, or no host-side lengths): then `decode_token_mask` reads the query
+    lengths from the device. A decode step so costs no device reads (two or three syncs per layer otherwise)."""
+    first = _step_metadata()
+    longest, real = getattr(first, "max_query_len", None), getattr(first, "num_actual_tokens", None)
+    if isinstance(longest, int) and isinstance(real, int) and longest == 1 and 0 < real <= n:
+        return real
+    return None
+
+
+def decode_token_mask(n: int, device: torch.device) -> tuple[torch.Tensor, int] | None:
+    """(bool [n]: which of this step's n rows are decode tokens, how many rows are real tokens); rows after the real
+    ones are CUDA-graph padding (False). None when the step has no attention metadata."""
+    first = _step_metadata()
     qsl = getattr(first, "query_start_loc", None)
     if qsl is None:
         return None
     lens = (qsl[1:] - qsl[:-1]).to(device)
     mask = torch.repeat_interleave(lens == 1, lens)
+    real = min(int(mask.shape[0]), n)
     if mask.shape[0] < n:  # padded batch (CUDA graphs): padding rows run dense, uncounted
         mask = torch.cat([mask, mask.new_zeros(n - mask.shape[0])])
-    return mask[:n]
+    return mask[:n], real
 
 
 class TardisVllmFFN(nn.Module):
@@ -113,23 +132,29 @@ class TardisVllmFFN(nn.Module):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         n = x2.shape[0]
-        decode = decode_token_mask(n, x2.device)
-        if decode is not None and self.prefill == "tardis":
-            decode = torch.ones_like(decode)
-        if decode is None or not bool(decode.any()):
+        rows = decode_rows(n)
+        if rows is not None:  # a decode step (host-side metadata): TARDIS rows, then dense padding, uncounted
+            rows = n if self.prefill == "tardis" else rows
+            y = self._tardis(x2) if rows == n else torch.cat([self._tardis(x2[:rows]), self._dense(x2[rows:])])
+        elif (found := decode_token_mask(n, x2.device)) is None:
             y = self._dense(x2)
-            if decode is not None:
+        else:
+            decode, real = found
+            if self.prefill == "tardis":
+                decode = torch.ones_like(decode)
+            if not bool(decode.any()):
+                y = self._dense(x2)
                 with torch.no_grad():
-                    self.dense_token_count += n
-        elif bool(decode.all()):
-            y = self._tardis(x2)
-        else:  # a mixed step: prefill tokens dense, decode tokens TARDIS
-            rows_t, rows_d = decode.nonzero().squeeze(1), (~decode).nonzero().squeeze(1)
-            y = x2.new_empty(n, x2.shape[1])
-            y.index_copy_(0, rows_t, self._tardis(x2.index_select(0, rows_t)))
-            y.index_copy_(0, rows_d, self._dense(x2.index_select(0, rows_d)))
-            with torch.no_grad():
-                self.dense_token_count += rows_d.numel()
+                    self.dense_token_count += real
+            elif bool(decode.all()):
+                y = self._tardis(x2)
+            else:  # a mixed step: prefill tokens dense, decode tokens TARDIS (padding dense, uncounted)
+                rows_t, rows_d = decode.nonzero().squeeze(1), (~decode).nonzero().squeeze(1)
+                y = x2.new_empty(n, x2.shape[1])
+                y.index_copy_(0, rows_t, self._tardis(x2.index_select(0, rows_t)))
+                y.index_copy_(0, rows_d, self._dense(x2.index_select(0, rows_d)))
+                with torch.no_grad():
+                    self.dense_token_count += rows_d.numel() - (n - real)
         if self.shard.world > 1 and self.reduce:
             from vllm.distributed import tensor_model_parallel_all_reduce
 
