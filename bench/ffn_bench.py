@@ -255,7 +255,7 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     through the op; `best` is the fastest correct one. decode's flags are left as they were."""
     before = (decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL)
     us, errs = {}, {}
-    i8 = bool(launches(layers[:1], xs[:1], "plane")[0].plane_cfg.get("I8"))
+    i8 = bool(PLANE_LAUNCH[min(n, decode.SMALL_MAX_BATCH)].get("I8"))  # the launch these batches run now
     small = n <= decode.SMALL_UPDOWN_BATCH
     variants = [("off", False, False, False), ("on", True, False, False)]
     variants += [("xq", True, False, True)] if i8 else []

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tardis.core.layer import FoldedLayer
-from tardis.runtime.reference import COUNTS, FlagMode, count_step, dense_ffn, tardis_ffn
+from tardis.runtime.reference import COUNTS, FlagMode, count_step, dense_ffn, read_counts, tardis_ffn
 
 if TYPE_CHECKING:
     from tardis.kernels.layout import TiledPredictor
@@ -229,15 +229,7 @@ class TardisFFN(nn.Module):
     def counters(self) -> dict[str, int]:
         """Live counters: flagged (neuron, token) pairs, tokens, per-step union sizes, TARDIS steps,
         and decode steps the policy ran dense (`dense_steps`, not in `tokens` or `steps`)."""
-        live = dict(zip(COUNTS, self.counts.tolist(), strict=True))  # one device read
-        return {
-            "flagged": live["flagged"],
-            "tokens": live["tokens"],
-            "union": live["union"],
-            "steps": live["steps"],
-            "dense_steps": int(self.dense_step_count),
-            "neurons": self.neurons,
-        }
+        return {**read_counts(self.counts), "dense_steps": int(self.dense_step_count), "neurons": self.neurons}
 
     def reset_counters(self) -> None:
         """Zero the live counters."""

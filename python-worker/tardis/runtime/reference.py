@@ -95,3 +95,8 @@ def count_step(counts: torch.Tensor, flags: torch.Tensor) -> None:
         counts[1] += flags.any(0).sum()
         counts[2] += flags.shape[0]
         counts[3] += 1
+
+
+def read_counts(counts: torch.Tensor) -> dict[str, int]:
+    """`counts` (int64 [4]) as {"flagged", "union", "tokens", "steps"}: one device read."""
+    return dict(zip(COUNTS, counts.tolist(), strict=True))

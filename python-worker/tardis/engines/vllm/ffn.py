@@ -17,7 +17,7 @@ from torch import nn
 
 from tardis.core.layer import FoldedLayer
 from tardis.engines.vllm.sharding import FFNShard, dense_partial, make_shard, tardis_partial
-from tardis.runtime.reference import COUNTS, count_step
+from tardis.runtime.reference import COUNTS, count_step, read_counts
 
 Output = Literal["tensor", "pair"]
 
@@ -190,12 +190,8 @@ class TardisVllmFFN(nn.Module):
 
     def counters(self) -> dict[str, int]:
         """This rank's counters: flagged (token, neuron) pairs and union sizes over its neuron block."""
-        live = dict(zip(COUNTS, self.counts.tolist(), strict=True))
         out = {
-            "flagged": live["flagged"],
-            "tokens": live["tokens"],
-            "union": live["union"],
-            "steps": live["steps"],
+            **read_counts(self.counts),
             "dense_tokens": int(self.dense_token_count),
             "neurons": 0 if self.shard is None else self.shard.neurons.stop - self.shard.neurons.start,
         }
