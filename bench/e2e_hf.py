@@ -208,6 +208,44 @@ def rewind_cache(cache: Any, position: int) -> None:
             layer.cumulative_length = position
 
 
+def profile_steps(replay: Callable[[], None], steps: int = 16, top: int = 30) -> dict[str, Any]:
+    """The GPU kernels of `steps` decode steps (CUDA graph replays included), from the profiler's CUDA
+    activity: per kernel name its launches and device µs per step, the `top` longest; and the sum of every
+    kernel's time per step (the rest of the step's wall time is gaps between kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            replay()
+        torch.cuda.synchronize()
+    wall_us = 1e6 * (time.perf_counter() - t0) / steps
+    rows = []
+    for e in prof.key_averages():
+        us = float(getattr(e, "device_time_total", 0.0) or getattr(e, "cuda_time_total", 0.0))
+        if us > 0:
+            rows.append({"kernel": e.key[:160], "calls_per_step": e.count / steps, "us_per_step": us / steps})
+    rows.sort(key=lambda r: -r["us_per_step"])
+    return {
+        "steps": steps,
+        "wall_us_per_step": wall_us,  # under the profiler: a little slower than the timed steps
+        "kernel_us_per_step": sum(r["us_per_step"] for r in rows),
+        "launches_per_step": sum(r["calls_per_step"] for r in rows),
+        "top": rows[:top],
+    }
+
+
+def print_kernels(title: str, kernels: dict[str, Any] | None, top: int = 8) -> None:
+    """A profiled step's kernel time against its wall time, and its longest kernels (nothing without a profile)."""
+    if not kernels:
+        return
+    print(f"  {title} kernels: {kernels['kernel_us_per_step']:.0f} of {kernels['wall_us_per_step']:.0f} us a step "
+          f"in {kernels['launches_per_step']:.0f} launches", flush=True)  # fmt: skip
+    for k in kernels["top"][:top]:
+        print(f"    {k['us_per_step']:8.1f} us {k['calls_per_step']:5.0f}x  {k['kernel'][:90]}", flush=True)
+
+
 @torch.no_grad()
 def time_decode(
     model: nn.Module,
@@ -216,13 +254,15 @@ def time_decode(
     repeats: int,
     use_graph: bool,
     compile_step: bool = False,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Greedy decode of `new_tokens` steps after a prefill of `prompts` [B, P] with a static KV cache.
 
     Each decode step (input ids [B, 1] → logits → argmax → next input ids) is one CUDA graph replay
     when `use_graph`; with `compile_step` the step's forward is torch.compile'd first (inductor fuses
     the small attention/norm/cache kernels; the TARDIS op stays one opaque call), compiled during the
-    warm-up before capture. Returns median prefill and decode seconds and the generated tokens [B, new_tokens].
+    warm-up before capture. Returns median prefill and decode seconds and the generated tokens [B, new_tokens];
+    with `profile` (CUDA) also the step's kernels (profile_steps), taken after the timing.
     """
     device = next(model.parameters()).device
     ids = prompts.to(device)
@@ -277,7 +317,12 @@ def time_decode(
     prefill_s = median_seconds(prefill, device, repeats)
     decode_s = median_seconds(decode, device, repeats)
     out = tokens.cpu()
+    kernels = None
+    if profile and device.type == "cuda":
+        rewind()
+        kernels = profile_steps(replay)
     return {
+        "kernels": kernels,
         "prefill_s": prefill_s,
         "decode_s": decode_s,
         "step_ms": 1e3 * decode_s / new_tokens,
@@ -539,6 +584,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--no-graph", action="store_true", help="eager decode steps even on CUDA")
     ap.add_argument(
+        "--profile-kernels",
+        action="store_true",
+        help="batch 1 (CUDA): also record the kernels of 16 decode steps, dense and TARDIS (where the non-FFN time "
+        "goes; rows' dense_kernels / tardis_kernels)",
+    )
+    ap.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile each decode step's forward (dense and TARDIS alike) before the graph capture",
@@ -586,6 +637,8 @@ def apply_kernel_launch(path: str) -> dict[str, Any]:
     decode.PDL_UPDOWN = bool(chosen.get("pdl_updown", decode.PDL_UPDOWN))
     decode.DOWN_EARLY = bool(chosen.get("down_early", decode.DOWN_EARLY))
     decode.XQ_PDL = bool(chosen.get("xq_pdl", decode.XQ_PDL))
+    decode.WF_UP_FRAC = float(chosen.get("wf_up_frac", decode.WF_UP_FRAC))
+    decode.WF_DOWN_FRAC = float(chosen.get("wf_down_frac", decode.WF_DOWN_FRAC))
     for key, value in chosen.get("updown_launch", {}).items():  # ffn_bench --updown-sweep's choice
         if key not in UPDOWN_LAUNCH_KEYS:
             raise SystemExit(f"{path}: unknown up/down launch setting {key!r} (known: {', '.join(UPDOWN_LAUNCH_KEYS)})")
@@ -597,6 +650,8 @@ def apply_kernel_launch(path: str) -> dict[str, Any]:
         "pdl_updown": decode.PDL_UPDOWN,
         "down_early": decode.DOWN_EARLY,
         "xq_pdl": decode.XQ_PDL,
+        "wf_up_frac": decode.WF_UP_FRAC,
+        "wf_down_frac": decode.WF_DOWN_FRAC,
         "updown_launch": {k: getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS},
     }
 
@@ -720,7 +775,9 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
                 ffn_dense_us[b] = time_ffn_layers(mlps, [xs[b][i] for i in timed], use_graph, args.repeats)
                 del sites, mlps
             row["ffn_dense_us"] = ffn_dense_us[b]
-            r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, compiled)
+            r = time_decode(
+                model, prompts[:b], args.new_tokens, args.repeats, use_graph, compiled, args.profile_kernels and b == 1
+            )
             row.update({f"dense_{k}": v for k, v in r.items() if k != "tokens"})
             z = with_zero_ffns(
                 model,
@@ -735,6 +792,7 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         dense[b, compiled] = partial[run_key(b, compiled)] = row
         dense_tokens[b, compiled] = r["tokens"]
         print(f"dense {label(b, compiled)}: {r['tok_s']:.1f} tok/s, FFN share {row['ffn_share']:.2f}", flush=True)
+        print_kernels(f"dense {label(b, compiled)}", r["kernels"])
         write_json(out, result)
 
     result["dense_phase_s"] = time.perf_counter() - phase_t0
@@ -800,7 +858,9 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
                     m.max_tardis_tokens = limit
                 row["ffn_policy_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
             hf.reset_counters(model)
-            r = time_decode(model, prompts[:b], args.new_tokens, args.repeats, use_graph, compiled)
+            r = time_decode(
+                model, prompts[:b], args.new_tokens, args.repeats, use_graph, compiled, args.profile_kernels and b == 1
+            )
             counters = decode_counters(model)
             hf.reset_counters(model)
         except Exception as e:  # one failed run (a compile, say) must not lose the others
@@ -832,6 +892,7 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         row["amdahl_bound_policy"] = amdahl(row["ffn_share"], row["ffn_speedup_policy"])
         rows.append(row)
         print(f"tardis {label(b, compiled)}: {r['tok_s']:.1f} tok/s ({row['ratio']:.2f}x)", flush=True)
+        print_kernels(f"tardis {label(b, compiled)}", r["kernels"])
         write_json(out, result)
     if len(rows) == len(dense):  # else kept: the dense rows of the runs whose TARDIS run failed
         del result["dense_partial"]

@@ -282,6 +282,33 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     return out
 
 
+# (WF_UP_FRAC, WF_DOWN_FRAC) pairs timed by wf_moves_ab: folded rows computed in the up / down kernels' grids
+WF_MOVES = ((0.0, 0.0), (0.1, 0.0), (0.2, 0.0), (0.0, 0.12), (0.0, 0.23), (0.0, 0.34), (0.1, 0.23), (0.05, 0.12))
+
+
+def wf_moves_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Generator) -> dict:
+    """The whole layer (the launches in force) with part of the folded rows run by the up and the down kernels'
+    grids instead of kernel 1 (WF_MOVES; where this batch runs the small up/down kernels), each checked through the
+    op; `best` is the fastest correct pair. decode's settings are left as they were."""
+    before = (decode.WF_UP_FRAC, decode.WF_DOWN_FRAC)
+    us, errs = {}, {}
+    try:
+        for up, down in WF_MOVES:
+            decode.WF_UP_FRAC, decode.WF_DOWN_FRAC = up, down
+            key = f"u{up:g}_d{down:g}"
+            ls = launches(layers, xs, "plane")
+            for lc in ls:
+                lc.ws.zero_()
+            us[key] = graph_time([lc.run for lc in ls])
+            layers[0]["ws"].zero_()
+            errs[key] = check(layers[0], n, gen)["rel_err"]
+    finally:
+        decode.WF_UP_FRAC, decode.WF_DOWN_FRAC = before
+    best = min((k for k in us if errs[k] < 1e-2), key=lambda k: us[k])
+    pair = dict(zip(us, WF_MOVES, strict=True))[best]
+    return {"us": us, "rel_err": errs, "best": best, "best_up": pair[0], "best_down": pair[1]}
+
+
 def graph_time(fns: list, reps: int = 30) -> float:
     """Median µs of one replay of a CUDA graph that calls every fn once, divided by len(fns)."""
     s = torch.cuda.Stream()
@@ -590,6 +617,13 @@ def kernel_times(
                     decode.PDL_UPDOWN = row["pdl"]["better"]
                     decode.DOWN_EARLY = bool(row["pdl"].get("early_better"))
                     decode.XQ_PDL = bool(row["pdl"].get("xq_better"))
+            if kset == "plane" and n <= decode.SMALL_UPDOWN_BATCH and n > decode.FUSED_UPDOWN_BATCH:
+                # folded rows moved into the up / down grids, with the PDL choice just made
+                row["wf_moves"] = wm = wf_moves_ab(layers, xs, n, gen)
+                print(f"folded rows moved B={n}: " + " ".join(f"{k} {v:.1f}" for k, v in wm["us"].items())
+                      + f"; best {wm['best']}", flush=True)  # fmt: skip
+                if args.plane_best and n == 1:
+                    decode.WF_UP_FRAC, decode.WF_DOWN_FRAC = wm["best_up"], wm["best_down"]
             on_row(row)
             print(
                 f"kernels {name} B={n} {row['kernels']:5}: all {row['all_us']:6.1f} | k1 {row['k1_all_us']:6.1f} "
@@ -672,6 +706,8 @@ def main() -> None:
             "pdl_updown": decode.PDL_UPDOWN,
             "down_early": decode.DOWN_EARLY,
             "xq_pdl": decode.XQ_PDL,
+            "wf_up_frac": decode.WF_UP_FRAC,
+            "wf_down_frac": decode.WF_DOWN_FRAC,
             "updown_launch": {k: getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS},
             "wall_s": time.time() - t_start,
         } | extra  # fmt: skip

@@ -62,7 +62,7 @@ def compile_sass(batch: int, launch: dict[str, Any], bits: int, group_size: int)
     cfg.pop("maxnreg", None)
     const = cfg | {
         "NT": batch, "BITS": bits, "GS": group_size, "WPG": wpg, "NPL": min(per_word, -(-group_size // wpg)),
-        "BR": PRED_ROWS, "I8_ASM": True, "PDL": True, "XQW": False,
+        "BR": PRED_ROWS, "I8_ASM": True, "PDL": True, "XQW": False, "ZR": False,
     }  # fmt: skip
     sig: dict[str, str] = {}
     attrs: dict[tuple[int, ...], list] = {}

@@ -261,19 +261,36 @@ def test_the_static_cache_decode_loop_reproduces_greedy_generate(bench: ModuleTy
     assert torch.equal(r["tokens"], ref[:, 11:])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_kernel_profile_of_a_graphed_decode_step_on_gpu(bench: ModuleType) -> None:
+    # --profile-kernels: the kernels of the replayed step graph are seen, each step's kernel time is within its
+    # wall time, and the step's GEMMs are among them
+    args = bench.parse_args(TINY)
+    model = bench.random_falcon(args, torch.device("cuda"), torch.bfloat16)
+    bench.make_falcon_graph_safe(model)
+    prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(6))
+    r = bench.time_decode(model, prompts, 5, 1, True, profile=True)
+    k = r["kernels"]
+    assert r["graph"] and k["steps"] == 16 and k["top"]
+    assert 0 < k["kernel_us_per_step"] <= k["wall_us_per_step"]
+    assert k["launches_per_step"] >= 2 * args.layers  # at least the layers' GEMMs, every step
+    assert bench.time_decode(model, prompts, 5, 1, True)["kernels"] is None
+
+
 def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: ModuleType, tmp_path: Path) -> None:
     pytest.importorskip("triton")
     from tardis.kernels import blocks, decode
 
     saved = (
         dict(blocks.PLANE_LAUNCH), decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN,
-        decode.DOWN_EARLY,
+        decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC,
     )  # fmt: skip
     saved_updown = {k: getattr(decode, k) for k in bench.UPDOWN_LAUNCH_KEYS}  # each one a launcher setting
     chosen = {"plane_launch": {"1": blocks.PLANE_LAUNCH[1] | {"I8": True}}, "small_updown_batch": 0}
     updown = {"PROGRAMS_PER_SM": 8, "UP_SPLITS": 36}
     path = tmp_path / "ffn.json"
     extra = {"fused_updown_batch": 2, "updown_launch": updown, "pdl_updown": True, "down_early": True}
+    extra |= {"wf_up_frac": 0.1, "wf_down_frac": 0.23}
     path.write_text(json.dumps(chosen | extra))
     try:
         applied = bench.apply_kernel_launch(str(path))
@@ -281,6 +298,8 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
         assert applied["fused_updown_batch"] == 2 and applied["small_updown_batch"] == 0
         assert decode.PDL_UPDOWN and applied["pdl_updown"]
         assert decode.DOWN_EARLY and applied["down_early"]
+        moved = (applied["wf_up_frac"], applied["wf_down_frac"])
+        assert (decode.WF_UP_FRAC, decode.WF_DOWN_FRAC) == (0.1, 0.23) == moved
         assert decode.PROGRAMS_PER_SM == 8 and decode.UP_SPLITS == 36
         assert applied["updown_launch"] == saved_updown | updown
         path.write_text(json.dumps(chosen | {"updown_launch": {"UP_SPLIT": 4}}))
@@ -298,7 +317,7 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
         blocks.PLANE_LAUNCH.clear()
         blocks.PLANE_LAUNCH.update(saved[0])
         decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN = saved[1], saved[2], saved[3]
-        decode.DOWN_EARLY = saved[4]
+        decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC = saved[4], saved[5], saved[6]
         for k, v in saved_updown.items():
             setattr(decode, k, v)
 

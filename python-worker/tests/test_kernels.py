@@ -296,6 +296,28 @@ def test_pdl_kernel_1_behind_the_int8_x_kernel_matches_float64_reference_on_gpu(
     _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=61 + n, kernels="plane", plane_cfg=cfg)
 
 
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    ("n", "up", "down", "early", "pdl"),
+    [(1, 0.15, 0.0, True, True), (1, 0.0, 0.23, True, True), (1, 0.1, 0.34, True, True), (1, 0.1, 0.23, False, True),
+     (1, 0.1, 0.23, True, False), (2, 0.1, 0.23, True, True)],
+)  # fmt: skip
+def test_pdl_folded_rows_in_the_up_and_down_grids_on_gpu(
+    n: int, up: float, down: float, early: bool, pdl: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # WF_UP_FRAC / WF_DOWN_FRAC at the Falcon-7B shape with batch 1's launch: the down grid's folded-row programs
+    # wait for the up grid before they add into the rows kernel 1 zeroed
+    from tardis.kernels import decode
+    from tardis.kernels.blocks import PLANE_LAUNCH
+
+    monkeypatch.setattr(decode, "PDL_UPDOWN", pdl)
+    monkeypatch.setattr(decode, "DOWN_EARLY", early)
+    monkeypatch.setattr(decode, "WF_UP_FRAC", up)
+    monkeypatch.setattr(decode, "WF_DOWN_FRAC", down)
+    cfg = PLANE_LAUNCH[1] | {"small_updown": True}
+    _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=91 + n, kernels="plane", plane_cfg=cfg)
+
+
 # the plane kernel's launch configurations that the benchmark sweeps (bench/ffn_bench.py's PLANE_CONFIGS):
 # overrides of blocks.PLANE_BASE
 PLANE_CONFIGS = [
@@ -452,6 +474,69 @@ def test_early_down_kernel_in_the_interpreter(monkeypatch: pytest.MonkeyPatch, n
     monkeypatch.setattr(decode, "DOWN_EARLY", True)
     cfg = {"small_updown": True}
     _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=70 + n, kernels="plane", plane_cfg=cfg)
+
+
+# folded rows moved into the up / down grids (WF_UP_FRAC, WF_DOWN_FRAC): (n, d, f, up, down, down columns, launch)
+WF_MOVES = [
+    (1, 1100, 500, 0.2, 0.5, 512, {}),  # 14 programs in the up grid, the last (partial) column block in the down grid
+    (2, 600, 300, 0.0, 0.45, 256, {"BMF": 8}),  # the down grid's block of 88 rows: 11 programs
+    (1, 300, 200, 0.5, 0.0, 512, {}),  # up only
+    (1, 300, 200, 0.0, 1.0, 512, {}),  # every folded row in the down grid: kernel 1 runs only predictor programs
+    (3, 1100, 330, 0.1, 0.25, 256, {"PRED_FIRST": True, "WS": 3}),
+    (1, 1100, 500, 0.15, 0.3, 512, {"I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "PRED_FIRST": True}),
+]
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize("early", [False, True])
+@pytest.mark.parametrize(("n", "d", "f", "up", "down", "cols", "cfg"), WF_MOVES)
+def test_folded_rows_in_the_up_and_down_grids_in_the_interpreter(
+    monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, up: float, down: float, cols: int, cfg: dict, early: bool
+) -> None:
+    # the folded rows the up grid stores and the down grid adds (into rows kernel 1 zeroed; the column tickets and
+    # the list reset count them) give the reference's output and leave the workspace zero
+    from tardis.kernels import decode
+
+    monkeypatch.setattr(decode, "WF_UP_FRAC", up)
+    monkeypatch.setattr(decode, "WF_DOWN_FRAC", down)
+    monkeypatch.setattr(decode, "DOWN_BLOCK_COLS", cols)
+    monkeypatch.setattr(decode, "DOWN_EARLY", early)
+    cfg = cfg | {"small_updown": True}
+    _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=80 + n, kernels="plane", plane_cfg=cfg)
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+def test_folded_row_split_rounds_to_programs_and_column_blocks_in_the_interpreter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # DecodeLaunch.wf_split: down rows in whole column blocks from the last, up rows in whole kernel-1 programs (and
+    # moved tiles); the launch of the moved tiles; no moves where the call does not run the small up/down kernels
+    from tardis.kernels import decode
+
+    x, q, lay = _layer(1, 4544, 640, 2, 128, 0.1, torch.float32, "cpu", 0)
+    pack = make_pack(q, "cpu")
+    counts = torch.zeros(4, dtype=torch.int64)
+    launch = decode.DecodeLaunch(x, pred=pack.pred, act="gelu", workspace=pack.workspace, counts=counts, **lay)
+    launch.small_updown, launch.plane_cfg = True, launch.plane_cfg | {"BMF": 32}
+    assert launch.wf_split() == (4544, 4544)
+    monkeypatch.setattr(decode, "WF_UP_FRAC", 0.1)
+    monkeypatch.setattr(decode, "WF_DOWN_FRAC", 0.23)
+    assert launch.wf_split() == (3584 - 480, 3584)  # 2 of 9 blocks of 512; 454 rows up to whole programs of 32
+    # 4 column chunks of 1280 (5 steps of 256), 15 and 30 row blocks of 32
+    assert launch._wf_tiles(3104, 3584) == {"wf0": 97, "n_wf": 60, "n_ks": 4, "kc": 5, "WF": True}
+    assert launch._wf_tiles(3584, 4544)["n_wf"] == 120
+    launch.plane_cfg["BMF"] = 48
+    with pytest.raises(ValueError, match="WF_MOVED_ROWS = 32 and BMF = 48 must each divide DOWN_BLOCK_COLS = 512"):
+        launch.wf_split()
+    launch.plane_cfg["BMF"] = 8  # the up rows in whole tiles of 32
+    monkeypatch.setattr(decode, "WF_UP_FRAC", 0.05)
+    assert launch.wf_split() == (3584 - 256, 3584)
+    launch.small_updown = False
+    assert launch.wf_split() == (4544, 4544)
 
 
 @pytest.mark.skipif(

@@ -99,6 +99,22 @@ XQ_PDL = True  # I8: kernel 1 launched with programmatic dependent launch behind
 # its Wf programs start at once, its predictor programs wait for the x words in-kernel; the layer loses the
 # gap between two dependent launches. v10, H100, B = 1, 5%: 45.4 → 43.9 µs alone, 42.4 with DOWN_EARLY (same run);
 # ffn_bench times the layer with and without it (pdl_ab), --plane-best keeps the faster
+# Folded rows moved out of kernel 1 (batches that run the small up/down kernels, not the fused one): the Wf part
+# (Wf·x + bf) needs only x, so some of its row programs can run in the later grids, where the up and down kernels
+# spend most of their time waiting on short chains of memory round trips, and kernel 1 (predictor ‖ Wf) gets
+# shorter. WF_UP_FRAC: about this fraction of the folded rows is computed by extra programs at the front of the up
+# kernel's grid; WF_DOWN_FRAC: about this fraction, in whole down column blocks counted from the last, by extra
+# programs at the front of the down kernel's grid. Each such program is a tile of WF_MOVED_ROWS rows and one of
+# about WF_MOVED_SPLITS column chunks: a Wf program's time follows its pipelined steps (v10: a 32-row program of
+# kernel 1 takes ≈ 17 µs for its 18 steps at any row count), so a moved tile has a few steps only and adds its
+# partial sums into y32 (fp32 atomics; kernel 1 zeroes the moved rows). Tiles load before they wait for the grid
+# ahead of theirs (PDL) and add after it; the down grid's tiles also count in their column blocks' tickets and in
+# the list reset. v11: built and checked in Triton's interpreter, not yet timed on a GPU (ffn_bench's wf_moves).
+WF_UP_FRAC = 0.0
+WF_DOWN_FRAC = 0.0
+WF_MOVED_ROWS = 32  # rows of a moved tile (divides kernel 1's BMF or is a multiple of it, and DOWN_BLOCK_COLS)
+WF_MOVED_SPLITS = 4  # column chunks of a moved tile's rows (d = 4544: 5 steps of WF_BLOCK_K each)
+WF_MOVED_STAGES = 3  # pipeline stages of a moved tile's column loop (kernel 1's WS at B = 1)
 # The fused up/down kernel (kernels 2 and 3 in one launch, batch 1..4, no tl.dot): BJ listed neurons an
 # item, z over all of d in BK steps, the scatter in column blocks of BC (one ticket per block).
 FUSED_UPDOWN_BATCH = 0  # batches up to this many tokens run it by default (none: slower, e.g. H200 B = 1

@@ -55,6 +55,11 @@ from tardis.kernels.blocks import (
     UPDOWN_BLOCK_NEURONS,
     WF_BLOCK_K,
     WF_BLOCK_ROWS,
+    WF_DOWN_FRAC,
+    WF_MOVED_ROWS,
+    WF_MOVED_SPLITS,
+    WF_MOVED_STAGES,
+    WF_UP_FRAC,
     XQ_PDL,
     workspace_layout,
     workspace_size,
@@ -312,6 +317,54 @@ def _wf_small_part(
         tl.store(y32_ptr + 2 * D + rows_f, tl.sum(fa2, axis=1) + bias_f, mask=rmask_f)
     if NT > 3:
         tl.store(y32_ptr + 3 * D + rows_f, tl.sum(fa3, axis=1) + bias_f, mask=rmask_f)
+
+
+@triton.jit
+def _wf_tile_add(
+    x_ptr, wf_ptr, bf_ptr, y32_ptr, tile, rb0, n_ks, kc, D,
+    NT: tl.constexpr, MB: tl.constexpr, BKF: tl.constexpr, WS: tl.constexpr, WAIT: tl.constexpr,
+):  # fmt: skip
+    # One tile of the folded rows moved out of kernel 1 (WF_UP_FRAC / WF_DOWN_FRAC): MB rows from row block rb0
+    # on, one of n_ks chunks of kc steps of BKF columns (a few pipelined steps, so a tile is short; chunks start
+    # at multiples of BKF, so the loads stay 16-byte cp.async), added into y32, whose
+    # rows kernel 1 zeroed; the first chunk adds bf. WAIT: the adds wait for the grid this one follows (PDL),
+    # so none lands before kernel 1 has zeroed the rows; the loads stream in before.
+    rows_f = (rb0 + tile // n_ks) * MB + tl.arange(0, MB)
+    rmask_f = rows_f < D
+    k_lo = (tile % n_ks) * kc * BKF
+    fa0 = tl.zeros((MB, BKF), dtype=tl.float32)
+    fa1 = tl.zeros((MB, BKF), dtype=tl.float32)
+    fa2 = tl.zeros((MB, BKF), dtype=tl.float32)
+    fa3 = tl.zeros((MB, BKF), dtype=tl.float32)
+    for k0_f in tl.range(k_lo, tl.minimum(k_lo + kc * BKF, D), BKF, num_stages=WS):
+        ks_f = k0_f + tl.arange(0, BKF)
+        w_f = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF)
+        fa0, fa1, fa2, fa3 = _fma_tokens(fa0, fa1, fa2, fa3, w_f.to(tl.float32), x_ptr, ks_f, ks_f < D, D, NT)
+    bias_f = tl.load(bf_ptr + rows_f, mask=rmask_f & (k_lo == 0), other=0.0).to(tl.float32)
+    if WAIT:
+        gdc_wait()
+    tl.atomic_add(y32_ptr + rows_f, tl.sum(fa0, axis=1) + bias_f, mask=rmask_f, sem="relaxed")
+    if NT > 1:
+        tl.atomic_add(y32_ptr + D + rows_f, tl.sum(fa1, axis=1) + bias_f, mask=rmask_f, sem="relaxed")
+    if NT > 2:
+        tl.atomic_add(y32_ptr + 2 * D + rows_f, tl.sum(fa2, axis=1) + bias_f, mask=rmask_f, sem="relaxed")
+    if NT > 3:
+        tl.atomic_add(y32_ptr + 3 * D + rows_f, tl.sum(fa3, axis=1) + bias_f, mask=rmask_f, sem="relaxed")
+
+
+@triton.jit
+def _zero_rows(y32_ptr, r0, D, pid, nprog, NT: tl.constexpr):
+    # y32[:, r0:D] = 0, spread over the grid: the folded rows the up / down kernels' grids add into
+    for start in range(r0 + pid * 64, D, nprog * 64):
+        rr = start + tl.arange(0, 64)
+        for t in tl.static_range(NT):
+            tl.store(y32_ptr + t * D + rr, tl.zeros((64,), dtype=tl.float32), mask=rr < D)
+
+
+@triton.jit
+def _wf_in_block(cb, cb0, n_ks, D, BC: tl.constexpr, MB: tl.constexpr):
+    # folded-row tiles of the down grid in column block cb (blocks cb0.. are theirs; MB divides BC)
+    return tl.where(cb >= cb0, tl.cdiv(tl.minimum(D - cb * BC, BC), MB) * n_ks, 0)
 
 
 @triton.jit
@@ -884,17 +937,21 @@ def _stacked_plane_kernel(
     BR: tl.constexpr, T: tl.constexpr, BMF: tl.constexpr, BKF: tl.constexpr,
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
     WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, PS: tl.constexpr,
-    WS: tl.constexpr, PG: tl.constexpr, PDL: tl.constexpr, XQW: tl.constexpr = False,
+    WS: tl.constexpr, PG: tl.constexpr, PDL: tl.constexpr, XQW: tl.constexpr = False, zr0=0,
+    ZR: tl.constexpr = False,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part. PDL: the up kernel may be launched once
     # every program here has started (it waits for this grid to finish before it reads anything).
     # XQW: this grid was launched before _xq_kernel finished (programmatic dependent launch): the Wf
     # programs read nothing it writes and start at once; the predictor programs wait for its x words.
+    # ZR: y32[:, zr0:] is zeroed here (the down kernel's grid computes those folded rows and adds them).
     pid = tl.program_id(0)
     if PDL:
         gdc_launch_dependents()
     _count_step(cnt_ptr, pid, NT)
+    if ZR:
+        _zero_rows(y32_ptr, zr0, D, pid, tl.num_programs(0), NT)
     if PRED_FIRST:
         is_pred = pid < n_first
         ppid = pid
@@ -927,16 +984,35 @@ def _up_small_step(a0, a1, a2, a3, x_ptr, w1_ptr, neur, jmask, k0, D, NT: tl.con
 
 @triton.jit
 def _up_small_kernel(
-    x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk,
+    x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, wf_ptr, bf_ptr, y32_ptr, wf0, n_wf, n_ks, kc,
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr = 0,
-    EARLY: tl.constexpr = False,
+    EARLY: tl.constexpr = False, WF: tl.constexpr = False, MB: tl.constexpr = 32, BKF: tl.constexpr = 256,
+    WS: tl.constexpr = 0,
 ):  # fmt: skip
     # Batch 1..4 up-gather without tl.dot: [BJ, BK] FMA tiles per token, one reduction per item.
     # US > 1: the K loop software-pipelined (cp.async, US - 1 steps of W1 rows ahead). EARLY (the down kernel
     # reads kernel 1's list before it waits for this one): the down kernel is released only after this
-    # kernel's wait for kernel 1.
+    # kernel's wait for kernel 1. WF (WF_UP_FRAC): programs [0, n_wf) are folded-row tiles instead (MB rows from
+    # row block wf0 on, n_ks column chunks of kc), added into y32 after the wait for kernel 1 (which zeroed them).
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
+    if WF and pid < n_wf:
+        if PDL:
+            gdc_launch_dependents()
+        _wf_tile_add(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, wf0, n_ks, kc, D, NT, MB, BKF, WS, PDL)
+    else:
+        if WF:
+            pid -= n_wf
+            nprog -= n_wf
+        _up_small_items(x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog, NT, BJ, BK, PDL,
+                        US, EARLY)  # fmt: skip
+
+
+@triton.jit
+def _up_small_items(
+    x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog,
+    NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr, EARLY: tl.constexpr,
+):  # fmt: skip
     _pdl_wait(PDL, EARLY)
     count = tl.load(ws_ptr)
     n_items = tl.cdiv(count, BJ) * n_splits
@@ -982,16 +1058,50 @@ def _corr_token(
 @triton.jit
 def _down_small_kernel(
     w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
-    D, F, n_splits, n_cols,
+    D, F, n_splits, n_cols, x_ptr, wf_ptr, bf_ptr, wf0, n_wf, cb0, n_ks, kc,
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
-    FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr = False,
+    FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr = False, WF: tl.constexpr = False,
+    MB: tl.constexpr = 32, BKF: tl.constexpr = 256, WS: tl.constexpr = 0,
 ):  # fmt: skip
     # Batch 1..4 down-scatter without tl.dot: per token Σ_j corr_j · W2ᵀ[j, cols] (one reduction).
     # EARLY: the up kernel released this launch only after kernel 1 had finished, so kernel 1's list (count
     # and indices, read from L2: `.cg`) and the weights (W2ᵀ rows, b1, the lines) are read before the wait for
     # the up kernel's partials; the W2ᵀ rows stream in while the up kernel still runs.
+    # WF (WF_DOWN_FRAC): programs [0, n_wf) are folded-row tiles (MB rows from row block wf0 on, n_ks column
+    # chunks of kc; column blocks cb0.., whose y32 rows kernel 1 zeroed): loaded before their wait for the up
+    # kernel, added into y32 after it; they count in those blocks' tickets and in the items done (the list count
+    # is reset only after they have read it).
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
+    if WF and pid < n_wf:
+        if PDL:
+            gdc_launch_dependents()
+        _wf_tile_add(x_ptr, wf_ptr, bf_ptr, y32_ptr, pid, wf0, n_ks, kc, D, NT, MB, BKF, WS, PDL)
+        count = tl.load(ws_ptr, cache_modifier=".cg")
+        n_jb = tl.maximum(tl.cdiv(count, BJ), 1)
+        cb = ((wf0 + pid // n_ks) * MB) // BC
+        cols = cb * BC + tl.arange(0, BC)
+        last = n_jb - 1 + _wf_in_block(cb, cb0, n_ks, D, BC, MB)
+        _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cols < D, count, last, D, NT, FENCE)
+        _close_item(ws_ptr, n_jb * n_cols + n_wf)
+    else:
+        if WF:
+            pid -= n_wf
+            nprog -= n_wf
+        _down_small_items(
+            w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr, D, F, n_splits,
+            n_cols, pid, nprog, n_wf, cb0, n_ks, NT, BJ, BC, ACT, NSP, FENCE, PDL, EARLY, MB,
+        )  # fmt: skip
+
+
+@triton.jit
+def _down_small_items(
+    w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
+    D, F, n_splits, n_cols, pid, nprog, n_wf, cb0, n_ks,
+    NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
+    FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr, MB: tl.constexpr,
+):  # fmt: skip
+    # the down items of _down_small_kernel; n_wf folded-row tiles count in the blocks cb0.. and in the items done
     if EARLY:
         if PDL:
             gdc_launch_dependents()
@@ -1033,8 +1143,9 @@ def _down_small_kernel(
         if NT > 3:
             corr3 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 3, F, n_splits, NT, ACT, NSP)
         _scatter(y32_ptr, D, cols, w2, om, corr0, corr1, corr2, corr3, NT)
-        _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, n_jb - 1, D, NT, FENCE)
-        _close_item(ws_ptr, n_items)
+        last = n_jb - 1 + _wf_in_block(cb, cb0, n_ks, D, BC, MB)
+        _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, D, NT, FENCE)
+        _close_item(ws_ptr, n_items + n_wf)
 
 
 @triton.jit
@@ -1260,6 +1371,35 @@ class DecodeLaunch:
             min(n, SMALL_MAX_BATCH)
         ]
 
+    def wf_split(self) -> tuple[int, int]:
+        """(ra, rb): folded rows [0, ra) run in kernel 1, [ra, rb) in the up kernel's grid, [rb, d) in the down
+        kernel's grid (WF_UP_FRAC; WF_DOWN_FRAC in whole down column blocks from the last). Moves only where this
+        call runs the plane kernel with the small up/down kernels (not the fused one)."""
+        d, bmf, mb = self.d, self.plane_cfg["BMF"], WF_MOVED_ROWS
+        if self.kernels != "plane" or not self.small_updown or self.fused_updown:
+            return d, d
+        n_cols = triton.cdiv(d, DOWN_BLOCK_COLS)
+        blocks = min(n_cols, round(WF_DOWN_FRAC * d / DOWN_BLOCK_COLS))
+        up = round(WF_UP_FRAC * d)
+        if blocks == 0 and up == 0:
+            return d, d
+        if DOWN_BLOCK_COLS % mb or DOWN_BLOCK_COLS % bmf or (bmf % mb and mb % bmf):
+            raise ValueError(
+                f"moved folded rows need tiles that fit the down column blocks and kernel 1's programs: "
+                f"WF_MOVED_ROWS = {mb} and BMF = {bmf} must each divide DOWN_BLOCK_COLS = {DOWN_BLOCK_COLS}, and "
+                f"one of them the other"
+            )
+        rb = (n_cols - blocks) * DOWN_BLOCK_COLS if blocks else d
+        step = max(bmf, mb)
+        return (rb if up == 0 else max(0, (rb - up) // step * step)), rb
+
+    def _wf_tiles(self, r0: int, r1: int) -> dict[str, Any]:
+        """The launch arguments of the moved folded rows [r0, r1): tiles of WF_MOVED_ROWS rows by column chunks."""
+        kc = triton.cdiv(triton.cdiv(self.d, WF_MOVED_SPLITS), WF_BLOCK_K)  # steps of WF_BLOCK_K columns a chunk
+        n_ks = triton.cdiv(self.d, kc * WF_BLOCK_K)
+        n = triton.cdiv(r1 - r0, WF_MOVED_ROWS) * n_ks
+        return {"wf0": r0 // WF_MOVED_ROWS, "n_wf": n, "n_ks": n_ks, "kc": kc, "WF": n > 0}
+
     def stacked(self, part: str = "all") -> None:
         """Kernel 1 over [Wf ; Q(W1)]; part 'wf' or 'pred' launches only those programs (timing only)."""
         p, n, d, f = self.pred, self.n, self.d, self.f
@@ -1281,7 +1421,8 @@ class DecodeLaunch:
             cg = triton.cdiv(p.n_groups, split)
             split = triton.cdiv(p.n_groups, cg)  # no empty chunk
             cfg = cfg | {"SPLIT": split}
-            n_wf = triton.cdiv(d, cfg["BMF"])
+            wf_a, _ = self.wf_split()  # rows [wf_a, d) run in the up / down grids
+            n_wf = triton.cdiv(wf_a, cfg["BMF"])
             n_pred = triton.cdiv(n_tiles, cfg["T"]) * split
         else:
             cfg = self.k1_cfg
@@ -1305,7 +1446,9 @@ class DecodeLaunch:
                         self.x, xq, xsx, xsum, d, p.n_groups, GS=p.group_size, WPG=wpg, ASM=not _INTERPRET,
                         PDL=xqw, num_warps=1,
                     )  # fmt: skip
-            pdl_k1 = {"XQW": True, "launch_pdl": True} if xqw else {}
+            pdl_k1: dict[str, Any] = {"XQW": True, "launch_pdl": True} if xqw else {}
+            if wf_a < d:  # the up / down grids add their folded rows into y32: zeroed here
+                pdl_k1 |= {"zr0": wf_a, "ZR": True}
             _stacked_plane_kernel[(grid,)](
                 *args, self.zacc, self.tick, xq, xsx, xsum, d, f, p.scales.shape[1], p.n_groups,
                 p.n_groups if cfg["I8"] else d // p.group_size, n_tiles, n_first, 0x3F800000, cg, H2_MAGIC,
@@ -1335,9 +1478,11 @@ class DecodeLaunch:
         grid = min(triton.cdiv(self.f, UP_BLOCK_NEURONS) * self.n_splits, self.sms * PROGRAMS_PER_SM)
         common = (self.x, self.w1, self.idx, self.ws, self.zp)
         if self.small_updown:
-            _up_small_kernel[(grid,)](
-                *common, self.d, self.f, self.n_splits, self.chunk, NT=self.n, BJ=UP_BLOCK_NEURONS, BK=UP_BLOCK_K,
-                US=UP_STAGES, EARLY=self.down_early, **self._pdl_args(),
+            tiles = self._wf_tiles(*self.wf_split())  # folded-row tiles at the front of this grid
+            _up_small_kernel[(grid + tiles["n_wf"],)](
+                *common, self.d, self.f, self.n_splits, self.chunk, self.wf, self.bf, self.y32, NT=self.n,
+                BJ=UP_BLOCK_NEURONS, BK=UP_BLOCK_K, US=UP_STAGES, EARLY=self.down_early, MB=WF_MOVED_ROWS,
+                BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES, **tiles, **self._pdl_args(),
             )  # fmt: skip
         else:
             _up_kernel[(grid,)](
@@ -1367,10 +1512,14 @@ class DecodeLaunch:
             self.y,
         )
         if self.small_updown:
-            _down_small_kernel[(grid,)](
-                *common, self.d, self.f, self.n_splits, n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
+            _, rb = self.wf_split()
+            tiles = self._wf_tiles(rb, self.d)  # folded-row tiles at the front of this grid
+            _down_small_kernel[(grid + tiles["n_wf"],)](
+                *common, self.d, self.f, self.n_splits, n_cols, self.x, self.wf, self.bf,
+                cb0=rb // DOWN_BLOCK_COLS if rb < self.d else n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
                 BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=triton.next_power_of_2(self.n_splits), FENCE=not _INTERPRET,
-                num_warps=DOWN_WARPS, EARLY=self.down_early, **self._pdl_args(),
+                num_warps=DOWN_WARPS, EARLY=self.down_early, MB=WF_MOVED_ROWS, BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES,
+                **tiles, **self._pdl_args(),
             )  # fmt: skip
         else:
             _down_kernel[(grid,)](
