@@ -117,6 +117,72 @@ def make_falcon_graph_safe(model: nn.Module) -> None:
             m._split_heads = split_heads.__get__(m)  # type: ignore[method-assign]
 
 
+def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, attention_mask: Any, *args: Any, **kw: Any):
+    """FalconAttention.forward for a multi-query decode step (one query token, rotary, SDPA): the query heads
+    become the query rows of the single key/value head, so SDPA meets equal head counts (one) and needs no
+    broadcast of the cached keys and values to every head. Anything else goes to the original forward."""
+    from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
+
+    past = kw.get("layer_past", args[1] if len(args) > 1 else None)
+    emb = kw.get("position_embeddings", args[4] if len(args) > 4 else None)
+    output_attentions = kw.get("output_attentions", args[3] if len(args) > 3 else False)
+    if alibi is not None or hidden_states.shape[1] != 1 or output_attentions or emb is None:
+        return self._stock_forward(hidden_states, alibi, attention_mask, *args, **kw)
+    b = hidden_states.shape[0]
+    q, k, v = self._split_heads(self.query_key_value(hidden_states))  # [B, 1, H, hd], [B, 1, 1, hd] twice
+    q, k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), *emb)  # [B, H, 1, hd], [B, 1, 1, hd]
+    v = v.transpose(1, 2)
+    if past is not None:
+        k, v = past.update(k, v, self.layer_idx)  # [B, 1, L, hd]
+    # [B, 1, H, hd]: H query rows of one head; the mask [B, 1, 1, L] holds for every row
+    out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=attention_mask)
+    return self.dense(out.reshape(b, 1, -1)), None
+
+
+def set_mqa_decode_attention(model: nn.Module, on: bool) -> int:
+    """Use mqa_decode_forward (on) or HF's own forward (off) on every multi-query Falcon attention module of
+    the model (old decoder architecture, rotary); returns how many modules it applies to."""
+    from transformers.models.falcon.modeling_falcon import FalconAttention
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture and not m.config.alibi:
+            if "_stock_forward" not in vars(m):
+                m._stock_forward = m.forward
+            m.forward = mqa_decode_forward.__get__(m) if on else m._stock_forward  # type: ignore[method-assign]
+            n += 1
+    return n
+
+
+@torch.no_grad()
+def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespace, use_graph: bool) -> dict[str, Any]:
+    """The decode step's attention, HF's own ("stock") against mqa_decode_forward ("mqa"), on the same model:
+    the logits of one decode step after a prefill (largest relative difference), and a batch-1 decode with every
+    FFN zeroed (all but the FFNs: the attention's share) timed each way; `choice` is the faster one (stock where
+    mqa does not apply). The model is left with the choice in force."""
+    if set_mqa_decode_attention(model, False) == 0:
+        return {"applies": False, "choice": "stock"}
+    device = next(model.parameters()).device
+    ids = prompts[:1].to(device)
+    logits = {}
+    for mode in ("stock", "mqa"):
+        set_mqa_decode_attention(model, mode == "mqa")
+        cache = transformers.StaticCache(config=model.config, max_cache_len=ids.shape[1] + 8)
+        first = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        logits[mode] = model(input_ids=first, past_key_values=cache, use_cache=True).logits.float()
+    diff = float((logits["mqa"] - logits["stock"]).abs().max() / logits["stock"].abs().max())
+    out: dict[str, Any] = {"applies": True, "logits_max_rel_diff": diff}
+    for mode in ("stock", "mqa"):
+        set_mqa_decode_attention(model, mode == "mqa")
+        z = with_zero_ffns(model, lambda: time_decode(model, ids, args.new_tokens, args.repeats, use_graph))
+        out[f"{mode}_zero_ffn_step_ms"] = z["step_ms"]
+    tol = 1e-2 if next(model.parameters()).dtype in (torch.bfloat16, torch.float16) else 1e-4
+    faster = out["mqa_zero_ffn_step_ms"] < out["stock_zero_ffn_step_ms"]
+    out["choice"] = "mqa" if faster and diff < tol else "stock"
+    set_mqa_decode_attention(model, out["choice"] == "mqa")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- text
 
 
@@ -584,6 +650,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--no-graph", action="store_true", help="eager decode steps even on CUDA")
     ap.add_argument(
+        "--attention",
+        choices=("auto", "stock", "mqa"),
+        default="auto",
+        help="the decode step's attention for both models: HF's own (stock), the multi-query rows as one head's "
+        "queries (mqa), or the faster of the two at batch 1 with the FFNs zeroed, if the logits agree (auto)",
+    )
+    ap.add_argument(
         "--profile-kernels",
         action="store_true",
         help="batch 1 (CUDA): also record the kernels of 16 decode steps, dense and TARDIS (where the non-FFN time "
@@ -753,6 +826,12 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     calib_texts, held_texts = corpora.lee_calibration(), corpora.lee_heldout()
     tok = VocabMappedTokenizer(transformers.AutoTokenizer.from_pretrained(str(TOKENIZER)), vocab)
     prompts = prompt_rows(tok, held_texts, max(b for b, _ in runs), args.prompt_len)
+    if args.attention == "auto":  # the same attention for the dense and the TARDIS model: the faster correct one
+        result["attention"] = attention_ab(model, prompts, args, use_graph)
+    else:
+        applies = set_mqa_decode_attention(model, args.attention == "mqa") > 0
+        result["attention"] = {"applies": applies, "choice": args.attention if applies else "stock"}
+    print(f"attention: {result['attention']}", flush=True)
 
     def label(b: int, compiled: bool) -> str:
         return f"B={b}" + (" compiled" if compiled else "")

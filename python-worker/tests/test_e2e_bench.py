@@ -63,6 +63,8 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
     assert len(cal["per_layer"]) == 2
     assert cal["config"]["coverage"] == 0.95 and cal["config"]["predictor_bits"] == 2  # --coverage reaches calibrate
     assert [r["batch"] for r in smoke["decode"]] == [1, 3]
+    att = smoke["attention"]  # --attention auto: both timed, the faster correct one used by both models
+    assert att["applies"] and att["choice"] in ("stock", "mqa") and att["logits_max_rel_diff"] < 1e-4
     for r in smoke["decode"]:
         assert r["dense_tok_s"] > 0 and r["tardis_tok_s"] > 0
         assert r["ratio"] == pytest.approx(r["tardis_tok_s"] / r["dense_tok_s"])
@@ -236,6 +238,34 @@ def test_graph_safe_falcon_split_heads_gives_identical_logits(bench: ModuleType)
         after = model(input_ids=ids).logits
     assert any("_split_heads" in vars(m) for m in model.modules())  # the patch is in place
     torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_mqa_decode_attention_decodes_what_hf_attention_decodes(bench: ModuleType) -> None:
+    # --attention mqa: the query heads as one head's rows gives HF's logits at every decode step (batch 2, static
+    # cache, rotary); prefill steps keep HF's own forward; off restores it
+    args = bench.parse_args(TINY)
+    model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
+    bench.make_falcon_graph_safe(model)
+    prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(8))
+
+    def decode_logits() -> list[torch.Tensor]:
+        cache = bench.transformers.StaticCache(config=model.config, max_cache_len=20)
+        with torch.no_grad():
+            out = [model(input_ids=prompts, past_key_values=cache, use_cache=True).logits]
+            for _ in range(4):
+                out.append(model(input_ids=out[-1][:, -1:].argmax(-1), past_key_values=cache, use_cache=True).logits)
+        return out
+
+    stock = decode_logits()
+    assert bench.set_mqa_decode_attention(model, True) == args.layers
+    mqa = decode_logits()
+    for a, b in zip(stock, mqa, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    bench.set_mqa_decode_attention(model, False)
+    assert all("forward" not in vars(m) or m.forward == m._stock_forward for m in model.modules())
+    r = bench.attention_ab(model, prompts, bench.parse_args([*TINY, "--new-tokens", "3"]), False)
+    assert r["applies"] and r["choice"] in ("stock", "mqa") and r["logits_max_rel_diff"] < 1e-4
+    assert r["stock_zero_ffn_step_ms"] > 0 and r["mqa_zero_ffn_step_ms"] > 0
 
 
 def test_random_falcon_has_the_requested_shape_and_init(bench: ModuleType) -> None:
