@@ -17,7 +17,8 @@
 #       --coverage 0.9 --band-tolerance 0   the first e2e run's calibration (the defaults are now
 #       coverage 0.85 with the flag band 2: ≈ 5% fallback instead of ≈ 20% on this model, CPU estimate)
 #   bash bench/device_run.sh quick [E2E ARGS]   # when one call is all there is: the plane sweep at B = 1
-#       (+ whole layer), GPU kernel tests (45 s), then the e2e bench with the launch that sweep chose;
+#       (+ whole layer), GPU kernel tests (45 s), then the e2e bench with the launch that sweep chose (and the
+#       kernels of 16 batch-1 decode steps: --profile-kernels);
 #       GPU_TESTS_S=0 skips the tests, SWEEP_S (150) limits the sweep, CALL_LIMIT_S (570) is when the e2e
 #       bench must have stopped
 #   bash bench/device_run.sh shapes    # BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
@@ -86,7 +87,8 @@ if [ "$stage" = quick ]; then
   launch=()  # the sweep's launch choice, if it got as far as writing one
   python -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get('plane_launch') else 1)" \
     "$OUT/ffn_sweep.json" 2>/dev/null && launch=(--kernel-launch "$OUT/ffn_sweep.json")
-  timeout $((${CALL_LIMIT_S:-570} - SECONDS)) python ../bench/e2e_hf.py "${launch[@]}" "${@:2}" --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
+  timeout $((${CALL_LIMIT_S:-570} - SECONDS)) python ../bench/e2e_hf.py "${launch[@]}" --profile-kernels "${@:2}" \
+    --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
   echo "e2e rc $?"
 fi
 
@@ -109,5 +111,6 @@ done
 [ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|up/down sweep|^kernels|^PDL|^folded rows|flags differ" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"
 [ -f "$OUT/pred_probe.txt" ] && tail -20 "$OUT/pred_probe.txt"
 [ -f "$OUT/ffn_shapes.txt" ] && tail -30 "$OUT/ffn_shapes.txt"
+[ -f "$OUT/e2e_hf.txt" ] && grep -E "^attention:| kernels: " "$OUT/e2e_hf.txt" | cut -c1-300
 [ -f "$OUT/e2e_hf.txt" ] && tail -12 "$OUT/e2e_hf.txt"
 exit 0
