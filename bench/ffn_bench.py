@@ -40,7 +40,7 @@ SHAPES = {
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
 # plane kernel-1 configurations swept by --kernel-times: overrides of blocks.PLANE_BASE (T row tiles, warps,
-# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF, PS, WS, PG: see tardis.kernels.blocks); every one is
+# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF, PS, WS, PG, WK: see tardis.kernels.blocks); every one is
 # also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS: tuple[dict, ...] = (
     {"PRED_FIRST": True, "PF2": True},  # v4's default at B = 1
@@ -63,6 +63,11 @@ PLANE_CONFIGS: tuple[dict, ...] = (
     # v10: the Wf part moves ≈ 17 GB/s a program, about its bytes in flight (2 stages × 16 KB) over the latency:
     # one stage more (50.7 KB of shared memory a program, still 4 programs an SM; WS 5 would allow 3)
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 32, "PG": 2},
+    # v11: the Wf part as tiles of a quarter (a half) of d: 5 (9) pipelined steps a program instead of 18, the
+    # tiles' sums added into y32 (zeroed by the int8 x kernel)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 4},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 16, "PG": 2, "WK": 4},
 )
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
@@ -111,6 +116,7 @@ def plane_name(over: dict) -> str:
     name += f"_f{c['BMF']}" if c["BMF"] != PLANE_BASE["BMF"] else ""
     name += (f"_ps{c['PS']}" if c["PS"] > 1 else "") + (f"_ws{c['WS']}" if c["WS"] > 1 else "")
     name += f"_g{c['PG']}" if c["PG"] > 1 else ""
+    name += f"_k{c['WK']}" if c["WK"] > 1 else ""
     return name + (f"_s{c['SPLIT']}" if c["SPLIT"] > 1 else "") + (f"_r{c['maxnreg']}" if c["maxnreg"] else "")
 
 

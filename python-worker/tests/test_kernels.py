@@ -337,6 +337,9 @@ PLANE_CONFIGS = [
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2, "num_warps": 8},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 32, "PG": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 4},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 16, "PG": 2, "WK": 4},
 ]
 
 
@@ -587,6 +590,11 @@ def test_folded_row_split_rounds_to_programs_and_column_blocks_in_the_interprete
         (1, 450, 130, 2, "plane", {"PS": 4, "PG": 2}),  # 7 full groups: three pairs and one alone
         (3, 300, 200, 2, "plane", {"PS": 3, "PG": 2, "I8": True, "SPLIT": 2}),
         (1, 450, 270, 2, "plane", {"PS": 4, "PG": 2, "I8": True, "T": 2, "BMF": 32}),  # 5 row tiles: a half-empty pair
+        # the Wf part as column-chunk tiles (WK): y32 zeroed by the int8 x kernel (I8) or a memset
+        (1, 1100, 150, 2, "plane", {"WK": 4, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PRED_FIRST": True}),
+        (2, 450, 130, 2, "plane", {"WK": 2, "I8": True, "BMF": 16}),
+        (3, 700, 200, 3, "plane", {"WK": 3, "WS": 3}),  # float predictor: the memset
+        (1, 1100, 330, 4, "plane", {"WK": 4, "small_updown": True}),
     ],
 )
 def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, kernels, t) -> None:

@@ -40,6 +40,10 @@ PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor 
 # the words PF2 loaded one group ahead in effect). 0 (or 1): the register-prefetch loops above.
 # PG (with PS > 1): predictor groups per pipelined step (2: half the steps, so half the waits and CTA barriers per
 # group, and two groups' independent work between them; v9, untimed).
+# WK (> 1): the Wf part as tiles of BMF rows by one of about WK column chunks (a Wf program's time follows its
+# pipelined steps: v10, ≈ 17 µs for the 18 steps of a 32-row program at any row count), the tiles' sums added into
+# y32 (fp32 atomics), which the int8 x kernel zeroes (I8; the tiles wait for it before adding) or a memset (v11,
+# untimed).
 # I8 (int2 with 16 full code planes only): x rounded per token and group to int8 by the group's absmax
 # (a small kernel before kernel 1 packs it for dp4a), and each word's 16 codes multiply it with four
 # dp4a instructions (integer products, exact); per group and row fp32 s·s_x·Σ code·q + o·Σ x. The
@@ -60,6 +64,7 @@ PLANE_BASE = {  # v3's launch; every key the plane kernel's launch takes
     "PS": 0,
     "WS": 0,
     "PG": 1,
+    "WK": 1,
 }
 # launch keys of reverted experiments that older ffn_bench JSONs still record, with their "off" value (the
 # JSON's launch is usable when they are off): SK, the stream-K predictor (v8, slower, reverted)

@@ -336,10 +336,17 @@ def _wf_tile_add(
     fa1 = tl.zeros((MB, BKF), dtype=tl.float32)
     fa2 = tl.zeros((MB, BKF), dtype=tl.float32)
     fa3 = tl.zeros((MB, BKF), dtype=tl.float32)
-    for k0_f in tl.range(k_lo, tl.minimum(k_lo + kc * BKF, D), BKF, num_stages=WS):
-        ks_f = k0_f + tl.arange(0, BKF)
-        w_f = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF)
-        fa0, fa1, fa2, fa3 = _fma_tokens(fa0, fa1, fa2, fa3, w_f.to(tl.float32), x_ptr, ks_f, ks_f < D, D, NT)
+    k_hi = tl.minimum(k_lo + kc * BKF, D)
+    if WS > 1:
+        for k0_f in tl.range(k_lo, k_hi, BKF, num_stages=WS):
+            ks_f = k0_f + tl.arange(0, BKF)
+            w_f = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF)
+            fa0, fa1, fa2, fa3 = _fma_tokens(fa0, fa1, fa2, fa3, w_f.to(tl.float32), x_ptr, ks_f, ks_f < D, D, NT)
+    else:
+        for k0_f in range(k_lo, k_hi, BKF):
+            ks_f = k0_f + tl.arange(0, BKF)
+            w_f = _wf_tile(wf_ptr, rows_f, rmask_f, k0_f, D, BKF)
+            fa0, fa1, fa2, fa3 = _fma_tokens(fa0, fa1, fa2, fa3, w_f.to(tl.float32), x_ptr, ks_f, ks_f < D, D, NT)
     bias_f = tl.load(bf_ptr + rows_f, mask=rmask_f & (k_lo == 0), other=0.0).to(tl.float32)
     if WAIT:
         gdc_wait()
@@ -668,17 +675,20 @@ def _round_half_even(v, ASM: tl.constexpr):
 @triton.jit
 def _xq_kernel(
     x_ptr, xq_ptr, xsx_ptr, xsum_ptr, D, N_GROUPS, GS: tl.constexpr, WPG: tl.constexpr, ASM: tl.constexpr,
-    PDL: tl.constexpr = False,
+    PDL: tl.constexpr = False, y32_ptr=None, n_zero=0, ZERO: tl.constexpr = False,
 ):  # fmt: skip
     # I8: one (token, group) of x rounded to int8 by the group's absmax and packed for dp4a. Code plane
     # s = 4b + k of word j multiplies column s·WPG + j, so int32 word (j, k) holds in byte b the int8 of
     # column (4b + k)·WPG + j. Also s_x = absmax / 127 and Σ x over each word's 16 columns (fp32).
     # Rounding as layout.quantize_x_i8: IEEE division (div_rn, not the fast approximate one), an fp32
     # product, then round half to even. PDL: kernel 1 (launched with XQW) may start at once; its predictor
-    # programs wait for this grid.
+    # programs wait for this grid. ZERO: y32 (n_zero floats) is zeroed too, spread over the grid, for kernel 1's
+    # Wf tiles (WK > 1) to add into.
     if PDL:
         gdc_launch_dependents()
     pid = tl.program_id(0)
+    if ZERO:
+        _zero_rows(y32_ptr, 0, n_zero, pid, tl.num_programs(0), 1)
     t = pid // N_GROUPS
     g = pid % N_GROUPS
     jj = tl.arange(0, WPG)[:, None, None]
@@ -938,7 +948,7 @@ def _stacked_plane_kernel(
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
     WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, PS: tl.constexpr,
     WS: tl.constexpr, PG: tl.constexpr, PDL: tl.constexpr, XQW: tl.constexpr = False, zr0=0,
-    ZR: tl.constexpr = False,
+    ZR: tl.constexpr = False, wk_n=1, wk_kc=1, WK: tl.constexpr = 1,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part. PDL: the up kernel may be launched once
@@ -946,6 +956,8 @@ def _stacked_plane_kernel(
     # XQW: this grid was launched before _xq_kernel finished (programmatic dependent launch): the Wf
     # programs read nothing it writes and start at once; the predictor programs wait for its x words.
     # ZR: y32[:, zr0:] is zeroed here (the down kernel's grid computes those folded rows and adds them).
+    # WK > 1: the Wf part as tiles of BMF rows by one of wk_n column chunks of wk_kc steps (shorter programs),
+    # added into y32, which was zeroed before (by _xq_kernel, whose end the tiles wait for with XQW, or a memset).
     pid = tl.program_id(0)
     if PDL:
         gdc_launch_dependents()
@@ -970,7 +982,10 @@ def _stacked_plane_kernel(
             x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, PS, PG,
         )  # fmt: skip
     else:
-        _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF, WS)
+        if WK > 1:
+            _wf_tile_add(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, 0, wk_n, wk_kc, D, NT, BMF, BKF, WS, XQW)
+        else:
+            _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF, WS)
 
 
 @triton.jit
@@ -1423,6 +1438,10 @@ class DecodeLaunch:
             cfg = cfg | {"SPLIT": split}
             wf_a, _ = self.wf_split()  # rows [wf_a, d) run in the up / down grids
             n_wf = triton.cdiv(wf_a, cfg["BMF"])
+            wk_kc = triton.cdiv(triton.cdiv(d, cfg["WK"]), cfg["BKF"])  # WK > 1: steps of a column chunk
+            wk_n = triton.cdiv(d, wk_kc * cfg["BKF"])
+            if cfg["WK"] > 1:  # row blocks × column chunks
+                n_wf *= wk_n
             n_pred = triton.cdiv(n_tiles, cfg["T"]) * split
         else:
             cfg = self.k1_cfg
@@ -1435,6 +1454,9 @@ class DecodeLaunch:
             n_first = (0 if part == "wf" else n_pred) if cfg["PRED_FIRST"] else n_wf_arg
             xq, xsx, xsum = self.ws, self.zacc, self.zacc  # unread without I8
             xqw = False  # kernel 1 launched before _xq_kernel ends (its predictor programs wait for it)
+            zero_by_xq = cfg["WK"] > 1 and cfg["I8"] and part != "wf"  # y32 zeroed for the Wf tiles' adds
+            if cfg["WK"] > 1 and not zero_by_xq and part != "pred":
+                self.y32.zero_()
             if cfg["I8"]:
                 dev = self.x.device
                 xq = torch.empty(n, p.n_groups, wpg, 4, device=dev, dtype=torch.int32)
@@ -1444,11 +1466,12 @@ class DecodeLaunch:
                     xqw = self.xq_pdl
                     _xq_kernel[(n * p.n_groups,)](
                         self.x, xq, xsx, xsum, d, p.n_groups, GS=p.group_size, WPG=wpg, ASM=not _INTERPRET,
-                        PDL=xqw, num_warps=1,
+                        PDL=xqw, y32_ptr=self.y32, n_zero=n * d, ZERO=zero_by_xq, num_warps=1,
                     )  # fmt: skip
             pdl_k1: dict[str, Any] = {"XQW": True, "launch_pdl": True} if xqw else {}
-            if wf_a < d:  # the up / down grids add their folded rows into y32: zeroed here
+            if wf_a < d and cfg["WK"] == 1:  # the up / down grids add their folded rows into y32: zeroed here
                 pdl_k1 |= {"zr0": wf_a, "ZR": True}
+            pdl_k1 |= {"wk_n": wk_n, "wk_kc": wk_kc}
             _stacked_plane_kernel[(grid,)](
                 *args, self.zacc, self.tick, xq, xsx, xsum, d, f, p.scales.shape[1], p.n_groups,
                 p.n_groups if cfg["I8"] else d // p.group_size, n_tiles, n_first, 0x3F800000, cg, H2_MAGIC,
