@@ -40,8 +40,8 @@ SHAPES = {
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
 # plane kernel-1 configurations swept by --kernel-times: overrides of blocks.PLANE_BASE (T row tiles, warps,
-# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF, PS, WS, PG, WK: see tardis.kernels.blocks); every one is
-# also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
+# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF, PS, WS, PG, WK, XV: see tardis.kernels.blocks);
+# every one is also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
 PLANE_CONFIGS: tuple[dict, ...] = (
     {"PRED_FIRST": True, "PF2": True},  # v4's default at B = 1
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},  # v9's default at B = 2 (int8 x, cp.async stages)
@@ -68,6 +68,8 @@ PLANE_CONFIGS: tuple[dict, ...] = (
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 4},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 16, "PG": 2, "WK": 4},
+    # v11: batch 1's launch with the int8 x words as four 4-byte loads (v10's code; XV, one 16-byte load, is new)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "XV": False},
 )
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
@@ -117,6 +119,7 @@ def plane_name(over: dict) -> str:
     name += (f"_ps{c['PS']}" if c["PS"] > 1 else "") + (f"_ws{c['WS']}" if c["WS"] > 1 else "")
     name += f"_g{c['PG']}" if c["PG"] > 1 else ""
     name += f"_k{c['WK']}" if c["WK"] > 1 else ""
+    name += "_xs" if c["I8"] and not c["XV"] else ""
     return name + (f"_s{c['SPLIT']}" if c["SPLIT"] > 1 else "") + (f"_r{c['maxnreg']}" if c["maxnreg"] else "")
 
 

@@ -340,6 +340,7 @@ PLANE_CONFIGS = [
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 4},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 2},
     {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 16, "PG": 2, "WK": 4},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "XV": False},
 ]
 
 
@@ -595,6 +596,9 @@ def test_folded_row_split_rounds_to_programs_and_column_blocks_in_the_interprete
         (2, 450, 130, 2, "plane", {"WK": 2, "I8": True, "BMF": 16}),
         (3, 700, 200, 3, "plane", {"WK": 3, "WS": 3}),  # float predictor: the memset
         (1, 1100, 330, 4, "plane", {"WK": 4, "small_updown": True}),
+        # the int8 x words as four 4-byte loads (XV off; on is the default)
+        (2, 300, 200, 2, "plane", {"I8": True, "XV": False, "PS": 4, "PG": 2}),
+        (3, 450, 130, 2, "plane", {"I8": True, "XV": False}),
     ],
 )
 def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: int, bits: int, kernels, t) -> None:

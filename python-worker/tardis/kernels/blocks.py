@@ -44,6 +44,8 @@ PLANE_BATCH = 4  # batches up to this many tokens run the plane-order predictor 
 # pipelined steps: v10, ≈ 17 µs for the 18 steps of a 32-row program at any row count), the tiles' sums added into
 # y32 (fp32 atomics), which the int8 x kernel zeroes (I8; the tiles wait for it before adding) or a memset (v11,
 # untimed).
+# XV (I8): a word position's four int8 x words in one 16-byte load (v11; offline SASS of batch 1's launch: the
+# group loop's cp.async and commits 18 → 12, LDS 21 → 15, 260 → 244 instructions; False: four 4-byte loads, v10).
 # I8 (int2 with 16 full code planes only): x rounded per token and group to int8 by the group's absmax
 # (a small kernel before kernel 1 packs it for dp4a), and each word's 16 codes multiply it with four
 # dp4a instructions (integer products, exact); per group and row fp32 s·s_x·Σ code·q + o·Σ x. The
@@ -65,6 +67,7 @@ PLANE_BASE = {  # v3's launch; every key the plane kernel's launch takes
     "WS": 0,
     "PG": 1,
     "WK": 1,
+    "XV": True,
 }
 # launch keys of reverted experiments that older ffn_bench JSONs still record, with their "off" value (the
 # JSON's launch is usable when they are off): SK, the stream-K predictor (v8, slower, reverted)

@@ -740,14 +740,28 @@ def _i8_dot(wv, x0, x1, x2, x3, ASM: tl.constexpr):
 
 
 @triton.jit
-def _i8_token(acc, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, t, g, N_GROUPS, WPG: tl.constexpr, ASM: tl.constexpr):
-    # one token's group: acc += s·s_x·Σ code·q + o·Σ x per word (x words are the same for all rows)
+def _i8_token(
+    acc, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, t, g, N_GROUPS, WPG: tl.constexpr, ASM: tl.constexpr,
+    XV: tl.constexpr = True,
+):  # fmt: skip
+    # one token's group: acc += s·s_x·Σ code·q + o·Σ x per word (x words are the same for all rows). XV: a word
+    # position's four x words in one 16-byte load (one cp.async in the pipelined loop instead of four)
     zw = tl.zeros_like(wv)
     xw = (t * N_GROUPS + g) * WPG + tl.arange(0, WPG)[None, :, None]  # [1, WPG, 1]
-    x0 = tl.load(xq_ptr + xw * 4) + zw
-    x1 = tl.load(xq_ptr + xw * 4 + 1) + zw
-    x2 = tl.load(xq_ptr + xw * 4 + 2) + zw
-    x3 = tl.load(xq_ptr + xw * 4 + 3) + zw
+    if XV:
+        xv = tl.load(xq_ptr + xw[:, :, :, None] * 4 + tl.arange(0, 4)[None, None, None, :])  # [1, WPG, 1, 4]
+        ev, od = tl.split(tl.reshape(xv, (1, WPG, 1, 2, 2)))  # x words (0, 2) and (1, 3)
+        x0, x2 = tl.split(ev)
+        x1, x3 = tl.split(od)
+        x0 += zw
+        x1 += zw
+        x2 += zw
+        x3 += zw
+    else:
+        x0 = tl.load(xq_ptr + xw * 4) + zw
+        x1 = tl.load(xq_ptr + xw * 4 + 1) + zw
+        x2 = tl.load(xq_ptr + xw * 4 + 2) + zw
+        x3 = tl.load(xq_ptr + xw * 4 + 3) + zw
     dot = _i8_dot(wv, x0, x1, x2, x3, ASM).to(tl.float32)
     sx = tl.load(xsx_ptr + t * N_GROUPS + g)
     return acc + (sc * sx) * dot + oc * tl.load(xsum_ptr + xw)
@@ -756,18 +770,18 @@ def _i8_token(acc, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, t, g, N_GROUPS, WPG: t
 @triton.jit
 def _plane_group_i8(
     a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS,
-    NT: tl.constexpr, WPG: tl.constexpr, ASM: tl.constexpr,
+    NT: tl.constexpr, WPG: tl.constexpr, ASM: tl.constexpr, XV: tl.constexpr = True,
 ):  # fmt: skip
     # _plane_group for int2 groups of 16 full code planes against int8 x (I8): 4 dp4a per word
     sc = sc.to(tl.float32)
     oc = oc.to(tl.float32)
-    a0 = _i8_token(a0, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 0, g, N_GROUPS, WPG, ASM)
+    a0 = _i8_token(a0, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 0, g, N_GROUPS, WPG, ASM, XV)
     if NT > 1:
-        a1 = _i8_token(a1, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 1, g, N_GROUPS, WPG, ASM)
+        a1 = _i8_token(a1, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 1, g, N_GROUPS, WPG, ASM, XV)
     if NT > 2:
-        a2 = _i8_token(a2, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 2, g, N_GROUPS, WPG, ASM)
+        a2 = _i8_token(a2, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 2, g, N_GROUPS, WPG, ASM, XV)
     if NT > 3:
-        a3 = _i8_token(a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 3, g, N_GROUPS, WPG, ASM)
+        a3 = _i8_token(a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, 3, g, N_GROUPS, WPG, ASM, XV)
     return a0, a1, a2, a3
 
 
@@ -783,12 +797,12 @@ def _x_prefetch(ptrs):
 def _plane_full_group(
     a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr, H2: tl.constexpr,
-    X_FP16: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
+    X_FP16: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, XV: tl.constexpr = True,
 ):  # fmt: skip
     # one full group of the predictor by the launch's path: I8 (int8 x words; every group, the x words past d
     # are zero, so N_FULL = N_GROUPS), H2 (fp16x2) or the fp32 dequantization
     if I8:
-        return _plane_group_i8(a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS, NT, WPG, I8_ASM)
+        return _plane_group_i8(a0, a1, a2, a3, wv, sc, oc, xq_ptr, xsx_ptr, xsum_ptr, g, N_GROUPS, NT, WPG, I8_ASM, XV)
     elif H2:
         return _plane_group_h2(a0, a1, a2, a3, wv, sc, oc, x_ptr, g, D, magic, NT, GS, WPG, X_FP16)
     else:
@@ -800,13 +814,13 @@ def _plane_load_group(
     a0, a1, a2, a3, qw_ptr, qs_ptr, qo_ptr, woff, soff, tmask, g1, F_PAD, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D,
     N_GROUPS, ONE_BITS, magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr,
     NPL: tl.constexpr, BR: tl.constexpr, H2: tl.constexpr, X_FP16: tl.constexpr, I8: tl.constexpr,
-    I8_ASM: tl.constexpr,
+    I8_ASM: tl.constexpr, XV: tl.constexpr = True,
 ):  # fmt: skip
     # one full group loaded in place and run (the pipelined loop's step: its loads are the pipeline's)
     wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
     return _plane_full_group(
         a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
-        NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM,
+        NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM, XV,
     )  # fmt: skip
 
 
@@ -817,7 +831,7 @@ def _plane_pred_part(
     magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr,
     SPLIT: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
-    PS: tl.constexpr, PG: tl.constexpr,
+    PS: tl.constexpr, PG: tl.constexpr, XV: tl.constexpr = True,
 ):  # fmt: skip
     # T row tiles of BR rows streamed group after group (full groups without x masks, then the partial
     # last group); the words of group g + 1 (PF2: g + 2, PF4: g + 4) load while group g computes; XPF: the x slice
@@ -847,17 +861,18 @@ def _plane_pred_part(
             g = g0 + i * PG
             a0, a1, a2, a3 = _plane_load_group(
                 a0, a1, a2, a3, qw_ptr, qs_ptr, qo_ptr, woff, soff, tmask, g1, F_PAD, x_ptr, xq_ptr, xsx_ptr,
-                xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic, NT, BITS, GS, WPG, NPL, BR, H2, X_FP16, I8, I8_ASM,
+                xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic, NT, BITS, GS, WPG, NPL, BR, H2, X_FP16, I8, I8_ASM, XV,
             )  # fmt: skip
             if PG == 2:
                 a0, a1, a2, a3 = _plane_load_group(
                     a0, a1, a2, a3, qw_ptr, qs_ptr, qo_ptr, woff, soff, tmask, g1, F_PAD, x_ptr, xq_ptr, xsx_ptr,
                     xsum_ptr, g + 1, D, N_GROUPS, ONE_BITS, magic, NT, BITS, GS, WPG, NPL, BR, H2, X_FP16, I8, I8_ASM,
+                    XV,
                 )  # fmt: skip
         for g in range(g0 + n_steps * PG, gf):  # PG = 2 with an odd number of full groups: the last one
             a0, a1, a2, a3 = _plane_load_group(
                 a0, a1, a2, a3, qw_ptr, qs_ptr, qo_ptr, woff, soff, tmask, g1, F_PAD, x_ptr, xq_ptr, xsx_ptr,
-                xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic, NT, BITS, GS, WPG, NPL, BR, H2, X_FP16, I8, I8_ASM,
+                xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic, NT, BITS, GS, WPG, NPL, BR, H2, X_FP16, I8, I8_ASM, XV,
             )  # fmt: skip
         for g in range(tl.maximum(g0, N_FULL), g1):  # the partial last group (at most one; fp32 path)
             wv, sc, oc = _plane_load(qw_ptr, qs_ptr, qo_ptr, g, woff, soff, tmask, g1, F_PAD, WPG, BR)
@@ -890,7 +905,7 @@ def _plane_pred_part(
                     _x_prefetch(x_ptr + t * D + kp)
             a0, a1, a2, a3 = _plane_full_group(
                 a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
-                NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM,
+                NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM, XV,
             )  # fmt: skip
         for g in range(tl.maximum(g0, N_FULL), g1):  # the partial last group (at most one; fp32 path)
             a0, a1, a2, a3 = _plane_group(
@@ -948,7 +963,7 @@ def _stacked_plane_kernel(
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
     WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, PS: tl.constexpr,
     WS: tl.constexpr, PG: tl.constexpr, PDL: tl.constexpr, XQW: tl.constexpr = False, zr0=0,
-    ZR: tl.constexpr = False, wk_n=1, wk_kc=1, WK: tl.constexpr = 1,
+    ZR: tl.constexpr = False, wk_n=1, wk_kc=1, WK: tl.constexpr = 1, XV: tl.constexpr = True,
 ):  # fmt: skip
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part. PDL: the up kernel may be launched once
@@ -979,7 +994,7 @@ def _stacked_plane_kernel(
             x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr, zacc_ptr,
             tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles,
             ONE_BITS, CG, magic, NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT,
-            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, PS, PG,
+            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, PS, PG, XV,
         )  # fmt: skip
     else:
         if WK > 1:
