@@ -324,11 +324,11 @@ def _wf_tile_add(
     x_ptr, wf_ptr, bf_ptr, y32_ptr, tile, rb0, n_ks, kc, D,
     NT: tl.constexpr, MB: tl.constexpr, BKF: tl.constexpr, WS: tl.constexpr, WAIT: tl.constexpr,
 ):  # fmt: skip
-    # One tile of the folded rows moved out of kernel 1 (WF_UP_FRAC / WF_DOWN_FRAC): MB rows from row block rb0
-    # on, one of n_ks chunks of kc steps of BKF columns (a few pipelined steps, so a tile is short; chunks start
-    # at multiples of BKF, so the loads stay 16-byte cp.async), added into y32, whose
-    # rows kernel 1 zeroed; the first chunk adds bf. WAIT: the adds wait for the grid this one follows (PDL),
-    # so none lands before kernel 1 has zeroed the rows; the loads stream in before.
+    # One tile of folded rows (kernel 1's Wf part with WK > 1, or rows moved into the up / down grids): MB rows
+    # from row block rb0 on, one of n_ks chunks of kc steps of BKF columns (a few pipelined steps, so a tile is
+    # short; chunks start at multiples of BKF, so the loads stay 16-byte cp.async), added into y32, whose rows an
+    # earlier grid zeroed; the first chunk adds bf. WAIT: the adds wait for the grid this one follows (PDL), so
+    # none lands before the rows were zeroed; the loads stream in before.
     rows_f = (rb0 + tile // n_ks) * MB + tl.arange(0, MB)
     rmask_f = rows_f < D
     k_lo = (tile % n_ks) * kc * BKF
@@ -970,7 +970,7 @@ def _stacked_plane_kernel(
     # every program here has started (it waits for this grid to finish before it reads anything).
     # XQW: this grid was launched before _xq_kernel finished (programmatic dependent launch): the Wf
     # programs read nothing it writes and start at once; the predictor programs wait for its x words.
-    # ZR: y32[:, zr0:] is zeroed here (the down kernel's grid computes those folded rows and adds them).
+    # ZR: y32[:, zr0:] is zeroed here (the up and down kernels' grids compute those folded rows and add them).
     # WK > 1: the Wf part as tiles of BMF rows by one of wk_n column chunks of wk_kc steps (shorter programs),
     # added into y32, which was zeroed before (by _xq_kernel, whose end the tiles wait for with XQW, or a memset).
     pid = tl.program_id(0)
