@@ -164,18 +164,25 @@ def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespa
         return {"applies": False, "choice": "stock"}
     device = next(model.parameters()).device
     ids = prompts[:1].to(device)
-    logits = {}
-    for mode in ("stock", "mqa"):
-        set_mqa_decode_attention(model, mode == "mqa")
-        cache = transformers.StaticCache(config=model.config, max_cache_len=ids.shape[1] + 8)
-        first = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
-        logits[mode] = model(input_ids=first, past_key_values=cache, use_cache=True).logits.float()
-    diff = float((logits["mqa"] - logits["stock"]).abs().max() / logits["stock"].abs().max())
-    out: dict[str, Any] = {"applies": True, "logits_max_rel_diff": diff}
-    for mode in ("stock", "mqa"):
-        set_mqa_decode_attention(model, mode == "mqa")
-        z = with_zero_ffns(model, lambda: time_decode(model, ids, args.new_tokens, args.repeats, use_graph))
-        out[f"{mode}_zero_ffn_step_ms"] = z["step_ms"]
+    out: dict[str, Any] = {"applies": True}
+    try:
+        logits = {}
+        for mode in ("stock", "mqa"):
+            set_mqa_decode_attention(model, mode == "mqa")
+            cache = transformers.StaticCache(config=model.config, max_cache_len=ids.shape[1] + 8)
+            first = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+            logits[mode] = model(input_ids=first, past_key_values=cache, use_cache=True).logits.float()
+        diff = float((logits["mqa"] - logits["stock"]).abs().max() / logits["stock"].abs().max())
+        out["logits_max_rel_diff"] = diff
+        for mode in ("stock", "mqa"):
+            set_mqa_decode_attention(model, mode == "mqa")
+            z = with_zero_ffns(model, lambda: time_decode(model, ids, args.new_tokens, args.repeats, use_graph))
+            out[f"{mode}_zero_ffn_step_ms"] = z["step_ms"]
+    except Exception as e:  # a failure of either path must not lose the run: HF's own attention then
+        traceback.print_exc()
+        out |= {"error": repr(e)[:400], "choice": "stock"}
+        set_mqa_decode_attention(model, False)
+        return out
     tol = 1e-2 if next(model.parameters()).dtype in (torch.bfloat16, torch.float16) else 1e-4
     faster = out["mqa_zero_ffn_step_ms"] < out["stock_zero_ffn_step_ms"]
     out["choice"] = "mqa" if faster and diff < tol else "stock"

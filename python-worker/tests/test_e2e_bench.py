@@ -268,6 +268,25 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(bench: ModuleTyp
     assert r["stock_zero_ffn_step_ms"] > 0 and r["mqa_zero_ffn_step_ms"] > 0
 
 
+def test_a_failing_mqa_attention_leaves_hf_attention_in_force(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --attention auto must not lose the run when the multi-query path fails: HF's own attention, the error recorded
+    args = bench.parse_args([*TINY, "--new-tokens", "3"])
+    model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
+    bench.make_falcon_graph_safe(model)
+
+    def broken(self: object, *a: object, **kw: object) -> None:
+        raise RuntimeError("no kernel for this layout")
+
+    monkeypatch.setattr(bench, "mqa_decode_forward", broken)
+    prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(9))
+    r = bench.attention_ab(model, prompts, args, False)
+    assert r["choice"] == "stock" and "no kernel for this layout" in r["error"]
+    attn = [m for m in model.modules() if "_stock_forward" in vars(m)]
+    assert len(attn) == args.layers and all(m.forward == m._stock_forward for m in attn)
+
+
 def test_random_falcon_has_the_requested_shape_and_init(bench: ModuleType) -> None:
     args = bench.parse_args(TINY)
     model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
