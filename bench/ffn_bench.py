@@ -27,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-worker"))
 
 from tardis.kernels import decode
-from tardis.kernels.blocks import PLANE_BASE, PLANE_LAUNCH, UPDOWN_LAUNCH_KEYS, workspace_size
+from tardis.kernels.blocks import PLANE_BASE, PLANE_LAUNCH, PLANE_SWEEP, UPDOWN_LAUNCH_KEYS, workspace_size
 from tardis.kernels.layout import TiledPredictor, predict_i8
 from tardis.kernels.op import KernelPack, ffn_decode
 from tardis.kernels.policy import fit_policy
@@ -39,38 +39,6 @@ SHAPES = {
 }
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (0.01, 0.05, 0.10, 0.20)
-# plane kernel-1 configurations swept by --kernel-times: overrides of blocks.PLANE_BASE (T row tiles, warps,
-# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF, PS, WS, PG, WK, XV: see tardis.kernels.blocks);
-# every one is also run by tests/test_kernels.py::test_plane_kernel_configurations_on_gpu
-PLANE_CONFIGS: tuple[dict, ...] = (
-    {"PRED_FIRST": True, "PF2": True},  # v4's default at B = 1
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},  # v9's default at B = 2 (int8 x, cp.async stages)
-    {"PRED_FIRST": True, "PS": 4, "WS": 3},  # the float predictor in stages
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "num_warps": 8},  # twice the warps per SM
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 8},  # twice the Wf programs, half as long
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 8, "num_warps": 8},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32},  # half the Wf programs (v9's default at B = 1)
-    {"PRED_FIRST": True, "I8": True, "PS": 6, "WS": 3},  # deeper predictor pipeline
-    {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 2},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "SPLIT": 2},  # twice the predictor programs (atomics)
-    {"I8": True, "PS": 4, "WS": 3},  # the Wf programs first
-    # two predictor groups a pipelined step (PG 2: half the waits and barriers; v10: the default at B = 1)
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2},
-    {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 3, "BMF": 32, "PG": 2},
-    # v10: two row tiles a predictor program (T 2: twice the bytes per stage and CTA, half the barriers per byte)
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2, "num_warps": 8},
-    # v10: the Wf part moves ≈ 17 GB/s a program, about its bytes in flight (2 stages × 16 KB) over the latency:
-    # one stage more (50.7 KB of shared memory a program, still 4 programs an SM; WS 5 would allow 3)
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 32, "PG": 2},
-    # v11: the Wf part as tiles of a quarter (a half) of d: 5 (9) pipelined steps a program instead of 18, the
-    # tiles' sums added into y32 (zeroed by the int8 x kernel)
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 4},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 2},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 16, "PG": 2, "WK": 4},
-    # v11: batch 1's launch with the int8 x words as four 4-byte loads (v10's code; XV, one 16-byte load, is new)
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "XV": False},
-)
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
 # down item, output columns per down item (at least blocks.TICKET_BLOCK_COLS: the workspace holds that many
@@ -571,10 +539,10 @@ def kernel_times(
                 row["updown_sweep"] = updown_sweep(layers, xs, t_copy, n, gen)
                 if args.plane_best and n == 1:  # the up/down launch is one for every batch: B = 1's choice
                     set_updown(tuple(row["updown_sweep"]["best_cfg"].values()))
-            if kset == "plane":  # kernel-1 configurations (PLANE_CONFIGS)
+            if kset == "plane":  # kernel-1 configurations (PLANE_SWEEP)
                 sweep, errs, checks = {}, {}, {}
                 default = dict(PLANE_LAUNCH[n])
-                for cfg in PLANE_CONFIGS:
+                for cfg in PLANE_SWEEP:
                     PLANE_LAUNCH[n] = plane_launch(cfg)  # the op's configuration
                     layers[0]["ws"].zero_()  # the timings above leave list counts behind; the op needs zero
                     checks[plane_name(cfg)] = check(layers[0], n, gen)
@@ -599,7 +567,7 @@ def kernel_times(
                             f"{c['differing_max_rel_margin']:.1e}), {c['near_threshold']} near a threshold",
                             flush=True,
                         )
-                valid = [c for c in PLANE_CONFIGS if errs[plane_name(c)] < 1e-2]  # a wrong kernel is never "best"
+                valid = [c for c in PLANE_SWEEP if errs[plane_name(c)] < 1e-2]  # a wrong kernel is never "best"
                 best = min(valid, key=lambda c: sweep[plane_name(c)])
                 row["k1_best"] = plane_name(best)
                 if args.plane_best:  # the whole-layer runs below use the fastest configuration

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tardis.core.predictor import quantize_rtn
-from tardis.kernels.blocks import PLANE_BASE
+from tardis.kernels.blocks import PLANE_BASE, PLANE_SWEEP
 from tardis.kernels.layout import predict_i8, quantize_x_i8, tile_predictor, untile_predictor
 from tardis.kernels.op import ffn_decode, make_pack
 from tardis.kernels.policy import decode_token_limit, fit_policy, policy_from_bench
@@ -318,34 +318,8 @@ def test_pdl_folded_rows_in_the_up_and_down_grids_on_gpu(
     _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=91 + n, kernels="plane", plane_cfg=cfg)
 
 
-# the plane kernel's launch configurations that the benchmark sweeps (bench/ffn_bench.py's PLANE_CONFIGS):
-# overrides of blocks.PLANE_BASE
-PLANE_CONFIGS = [
-    {"PRED_FIRST": True, "PF2": True},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},
-    {"PRED_FIRST": True, "PS": 4, "WS": 3},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "num_warps": 8},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 8},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 8, "num_warps": 8},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32},
-    {"PRED_FIRST": True, "I8": True, "PS": 6, "WS": 3},
-    {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 2},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "SPLIT": 2},
-    {"I8": True, "PS": 4, "WS": 3},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2},
-    {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 3, "BMF": 32, "PG": 2},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2, "num_warps": 8},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 32, "PG": 2},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 4},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 2},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 16, "PG": 2, "WK": 4},
-    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "XV": False},
-]
-
-
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-@pytest.mark.parametrize("cfg", PLANE_CONFIGS)
+@pytest.mark.parametrize("cfg", PLANE_SWEEP)
 @pytest.mark.parametrize(("n", "d", "f"), [(1, 4544, 2240), (2, 4544, 2240), (4, 4544, 2240)])
 def test_plane_kernel_configurations_on_gpu(cfg: dict, n: int, d: int, f: int) -> None:
     plane_cfg = PLANE_BASE | cfg

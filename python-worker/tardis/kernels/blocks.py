@@ -69,6 +69,38 @@ PLANE_BASE = {  # v3's launch; every key the plane kernel's launch takes
     "WK": 1,
     "XV": True,
 }
+# plane kernel-1 launch configurations that bench/ffn_bench.py --kernel-times sweeps and
+# tests/test_kernels.py::test_plane_kernel_configurations_on_gpu runs: overrides of PLANE_BASE (T row tiles, warps,
+# PRED_FIRST, XPF, PF2, H2, SPLIT, maxnreg, WPF, PF4, I8, BMF, PS, WS, PG, WK, XV: see above)
+PLANE_SWEEP: tuple[dict, ...] = (
+    {"PRED_FIRST": True, "PF2": True},  # v4's default at B = 1
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3},  # v9's default at B = 2 (int8 x, cp.async stages)
+    {"PRED_FIRST": True, "PS": 4, "WS": 3},  # the float predictor in stages
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "num_warps": 8},  # twice the warps per SM
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 8},  # twice the Wf programs, half as long
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 8, "num_warps": 8},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32},  # half the Wf programs (v9's default at B = 1)
+    {"PRED_FIRST": True, "I8": True, "PS": 6, "WS": 3},  # deeper predictor pipeline
+    {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "SPLIT": 2},  # twice the predictor programs (atomics)
+    {"I8": True, "PS": 4, "WS": 3},  # the Wf programs first
+    # two predictor groups a pipelined step (PG 2: half the waits and barriers; v10: the default at B = 1)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 3, "WS": 3, "BMF": 32, "PG": 2},
+    # v10: two row tiles a predictor program (T 2: twice the bytes per stage and CTA, half the barriers per byte)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "T": 2, "num_warps": 8},
+    # v10: the Wf part moves ≈ 17 GB/s a program, about its bytes in flight (2 stages × 16 KB) over the latency:
+    # one stage more (50.7 KB of shared memory a program, still 4 programs an SM; WS 5 would allow 3)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 4, "BMF": 32, "PG": 2},
+    # v11: the Wf part as tiles of a quarter (a half) of d: 5 (9) pipelined steps a program instead of 18, the
+    # tiles' sums added into y32 (zeroed by the int8 x kernel)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 4},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "WK": 2},
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 16, "PG": 2, "WK": 4},
+    # v11: batch 1's launch with the int8 x words as four 4-byte loads (v10's code; XV, one 16-byte load, is new)
+    {"PRED_FIRST": True, "I8": True, "PS": 4, "WS": 3, "BMF": 32, "PG": 2, "XV": False},
+)
 # launch keys of reverted experiments that older ffn_bench JSONs still record, with their "off" value (the
 # JSON's launch is usable when they are off): SK, the stream-K predictor (v8, slower, reverted)
 RETIRED_PLANE_KEYS = {"SK": 0}
