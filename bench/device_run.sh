@@ -21,6 +21,8 @@
 #       kernels of 16 batch-1 decode steps: --profile-kernels);
 #       GPU_TESTS_S=0 skips the tests, SWEEP_S (150) limits the sweep, CALL_LIMIT_S (570) is when the e2e
 #       bench must have stopped
+#   bash bench/device_run.sh sweep     # when little device time is left: the plane sweep at B = 1 and the
+#       whole-layer table only (SWEEP_S, 150), then GPU_TESTS_S seconds of GPU tests (default 0: none)
 #   bash bench/device_run.sh shapes    # BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
@@ -81,6 +83,13 @@ if [ "$stage" = kernels ] || [ "$stage" = all ]; then
       python ../bench/ncu_pred.py updown >"$OUT/ncu_updown.txt" 2>&1
     echo "ncu updown rc $?"
   fi
+fi
+
+if [ "$stage" = sweep ]; then
+  # when little device time is left: issue 4's batch-1 numbers (the sweep, the A/Bs and the whole layer) and,
+  # with GPU_TESTS_S > 0, the GPU tests; no probe, ncu or e2e
+  sweep "${SWEEP_S:-150}" 1
+  [ "${GPU_TESTS_S:-0}" -gt 0 ] && gpu_tests "${GPU_TESTS_S:-0}"
 fi
 
 if [ "$stage" = quick ]; then
