@@ -9,7 +9,7 @@
 #                                      # SWEEP_S, SWEEP_BATCHES, GPU_TESTS_S, PROBE_S (0: skip) trim the stages
 #   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
-#       (../.cache/device/ffn_sweep.json: the last kernels/quick call's, while the machine stays warm)
+#       (../.cache/device/ffn_sweep.json: the last kernels/quick/sweep call's, while the machine stays warm)
 #       --policy-from ../bench/results/<ffn json>     per-layer decode limits from that run's break-even
 #       (paths are relative to python-worker/, where it runs)
 #       --compile-batches 1   batch 1 also with torch.compile'd steps, after the CUDA-graph rows and with
