@@ -44,7 +44,6 @@ from tardis.calibrate import calibrate
 from tardis.config import FoldConfig
 from tardis.data import join_tokens
 from tardis.engines import hf
-from tardis.kernels.blocks import UPDOWN_LAUNCH_KEYS
 from tardis.kernels.policy import policy_from_bench
 from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS
 
@@ -712,28 +711,11 @@ def apply_kernel_launch(path: str) -> dict[str, Any]:
                 f"(known: {', '.join(PLANE_BASE)}); rerun ffn_bench.py --plane-best for a current launch"
             )
         PLANE_LAUNCH[int(n)] = PLANE_BASE | cfg
-    decode.SMALL_UPDOWN_BATCH = int(chosen.get("small_updown_batch", decode.SMALL_UPDOWN_BATCH))
-    decode.FUSED_UPDOWN_BATCH = int(chosen.get("fused_updown_batch", decode.FUSED_UPDOWN_BATCH))
-    decode.PDL_UPDOWN = bool(chosen.get("pdl_updown", decode.PDL_UPDOWN))
-    decode.DOWN_EARLY = bool(chosen.get("down_early", decode.DOWN_EARLY))
-    decode.XQ_PDL = bool(chosen.get("xq_pdl", decode.XQ_PDL))
-    decode.WF_UP_FRAC = float(chosen.get("wf_up_frac", decode.WF_UP_FRAC))
-    decode.WF_DOWN_FRAC = float(chosen.get("wf_down_frac", decode.WF_DOWN_FRAC))
-    for key, value in chosen.get("updown_launch", {}).items():  # ffn_bench --updown-sweep's choice
-        if key not in UPDOWN_LAUNCH_KEYS:
-            raise SystemExit(f"{path}: unknown up/down launch setting {key!r} (known: {', '.join(UPDOWN_LAUNCH_KEYS)})")
-        setattr(decode, key, int(value))
-    return {
-        "plane_launch": chosen["plane_launch"],
-        "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
-        "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
-        "pdl_updown": decode.PDL_UPDOWN,
-        "down_early": decode.DOWN_EARLY,
-        "xq_pdl": decode.XQ_PDL,
-        "wf_up_frac": decode.WF_UP_FRAC,
-        "wf_down_frac": decode.WF_DOWN_FRAC,
-        "updown_launch": {k: getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS},
-    }
+    try:  # the other launch choices, ffn_bench --updown-sweep's among them
+        decode.apply_launch_settings(chosen)
+    except ValueError as e:
+        raise SystemExit(f"{path}: {e}") from None
+    return {"plane_launch": chosen["plane_launch"]} | decode.launch_settings()
 
 
 def environment(device: torch.device) -> dict[str, Any]:

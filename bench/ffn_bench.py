@@ -678,16 +678,7 @@ def main() -> None:
             "torch": torch.__version__, "triton": __import__("triton").__version__, "copy_ceiling_TBps": ceiling,
             "layers_per_graph": args.layers, "rows": rows, "kernel_times": ktimes,
             "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
-            "small_updown_batch": decode.SMALL_UPDOWN_BATCH,
-            "fused_updown_batch": decode.FUSED_UPDOWN_BATCH,
-            "pdl_updown": decode.PDL_UPDOWN,
-            "down_early": decode.DOWN_EARLY,
-            "xq_pdl": decode.XQ_PDL,
-            "wf_up_frac": decode.WF_UP_FRAC,
-            "wf_down_frac": decode.WF_DOWN_FRAC,
-            "updown_launch": {k: getattr(decode, k) for k in UPDOWN_LAUNCH_KEYS},
-            "wall_s": time.time() - t_start,
-        } | extra  # fmt: skip
+        } | decode.launch_settings() | {"wall_s": time.time() - t_start} | extra  # fmt: skip
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".tmp", "w") as fh:
             json.dump(out, fh, indent=1)

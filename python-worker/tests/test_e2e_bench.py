@@ -334,7 +334,7 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
         dict(blocks.PLANE_LAUNCH), decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN,
         decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC,
     )  # fmt: skip
-    saved_updown = {k: getattr(decode, k) for k in bench.UPDOWN_LAUNCH_KEYS}  # each one a launcher setting
+    saved_updown = {k: getattr(decode, k) for k in blocks.UPDOWN_LAUNCH_KEYS}  # each one a launcher setting
     chosen = {"plane_launch": {"1": blocks.PLANE_LAUNCH[1] | {"I8": True}}, "small_updown_batch": 0}
     updown = {"PROGRAMS_PER_SM": 8, "UP_SPLITS": 36}
     path = tmp_path / "ffn.json"

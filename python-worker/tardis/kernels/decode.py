@@ -53,6 +53,7 @@ from tardis.kernels.blocks import (
     UPDOWN_BLOCK_COLS,
     UPDOWN_BLOCK_K,
     UPDOWN_BLOCK_NEURONS,
+    UPDOWN_LAUNCH_KEYS,
     WF_BLOCK_K,
     WF_BLOCK_ROWS,
     WF_DOWN_FRAC,
@@ -1299,6 +1300,39 @@ def _check(name: str, t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtyp
 
 
 KERNEL_SETS = ("v1", "small", "plane")
+
+# this module's launch choices besides PLANE_LAUNCH, as an ffn_bench --plane-best run records them and
+# e2e_hf --kernel-launch applies them: JSON key -> (module setting, type); plus "updown_launch" (UPDOWN_LAUNCH_KEYS)
+LAUNCH_SETTINGS: dict[str, tuple[str, type]] = {
+    "small_updown_batch": ("SMALL_UPDOWN_BATCH", int),
+    "fused_updown_batch": ("FUSED_UPDOWN_BATCH", int),
+    "pdl_updown": ("PDL_UPDOWN", bool),
+    "down_early": ("DOWN_EARLY", bool),
+    "xq_pdl": ("XQ_PDL", bool),
+    "wf_up_frac": ("WF_UP_FRAC", float),
+    "wf_down_frac": ("WF_DOWN_FRAC", float),
+}
+
+
+def launch_settings() -> dict[str, Any]:
+    """The launch choices in force (LAUNCH_SETTINGS' keys and "updown_launch"), as a JSON-ready dict."""
+    g = globals()
+    return {key: g[name] for key, (name, _) in LAUNCH_SETTINGS.items()} | {
+        "updown_launch": {k: g[k] for k in UPDOWN_LAUNCH_KEYS}
+    }
+
+
+def apply_launch_settings(chosen: dict[str, Any]) -> None:
+    """Set the launch choices a launch_settings() record holds; settings it lacks keep their values. A ValueError
+    names an up/down key this module does not know (and nothing after it is set)."""
+    g = globals()
+    for key, (name, kind) in LAUNCH_SETTINGS.items():
+        if key in chosen:
+            g[name] = kind(chosen[key])
+    for key, value in chosen.get("updown_launch", {}).items():
+        if key not in UPDOWN_LAUNCH_KEYS:
+            raise ValueError(f"unknown up/down launch setting {key!r} (known: {', '.join(UPDOWN_LAUNCH_KEYS)})")
+        g[key] = int(value)
 
 
 def default_kernels(n: int) -> str:
