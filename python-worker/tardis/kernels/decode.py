@@ -1335,6 +1335,13 @@ def apply_launch_settings(chosen: dict[str, Any]) -> None:
         g[key] = int(value)
 
 
+def column_chunks(d: int, splits: int, bk: int) -> tuple[int, int]:
+    """(chunks, steps): d columns in about `splits` chunks of `steps` whole steps of bk columns each (so every
+    chunk starts at a multiple of bk; the last may be shorter): how folded-row tiles split their rows' columns."""
+    steps = triton.cdiv(triton.cdiv(d, splits), bk)
+    return triton.cdiv(d, steps * bk), steps
+
+
 def default_kernels(n: int) -> str:
     """The kernel set a batch of n tokens runs by default (measured on the H200, see bench/NOTES.md)."""
     if n <= PLANE_BATCH:
@@ -1459,8 +1466,7 @@ class DecodeLaunch:
 
     def _wf_tiles(self, r0: int, r1: int) -> dict[str, Any]:
         """The launch arguments of the moved folded rows [r0, r1): tiles of WF_MOVED_ROWS rows by column chunks."""
-        kc = triton.cdiv(triton.cdiv(self.d, WF_MOVED_SPLITS), WF_BLOCK_K)  # steps of WF_BLOCK_K columns a chunk
-        n_ks = triton.cdiv(self.d, kc * WF_BLOCK_K)
+        n_ks, kc = column_chunks(self.d, WF_MOVED_SPLITS, WF_BLOCK_K)
         n = triton.cdiv(r1 - r0, WF_MOVED_ROWS) * n_ks
         return {"wf0": r0 // WF_MOVED_ROWS, "n_wf": n, "n_ks": n_ks, "kc": kc, "WF": n > 0}
 
@@ -1487,8 +1493,7 @@ class DecodeLaunch:
             cfg = cfg | {"SPLIT": split}
             wf_a, _ = self.wf_split()  # rows [wf_a, d) run in the up / down grids
             n_wf = triton.cdiv(wf_a, cfg["BMF"])
-            wk_kc = triton.cdiv(triton.cdiv(d, cfg["WK"]), cfg["BKF"])  # WK > 1: steps of a column chunk
-            wk_n = triton.cdiv(d, wk_kc * cfg["BKF"])
+            wk_n, wk_kc = column_chunks(d, cfg["WK"], cfg["BKF"])  # WK > 1: the Wf tiles' column chunks
             if cfg["WK"] > 1:  # row blocks × column chunks
                 n_wf *= wk_n
             n_pred = triton.cdiv(n_tiles, cfg["T"]) * split
