@@ -153,26 +153,80 @@ def set_mqa_decode_attention(model: nn.Module, on: bool) -> int:
     return n
 
 
+def float32_weights(model: nn.Module) -> Callable[[], None]:
+    """Put every floating parameter and buffer of the model in float32 (copies; the originals are kept, not
+    cast back) and return the function that puts the originals back, tensor for tensor."""
+    saved: list[tuple[nn.Module, str, bool, torch.Tensor]] = []
+    for m in model.modules():
+        for kind, table in ((True, m._parameters), (False, m._buffers)):
+            for name, t in table.items():
+                if t is not None and t.is_floating_point() and t.dtype != torch.float32:
+                    saved.append((m, name, kind, t))
+    for m, name, is_param, t in saved:
+        if is_param:
+            m._parameters[name] = nn.Parameter(t.detach().float(), requires_grad=False)
+        else:
+            m._buffers[name] = t.float()
+
+    def restore() -> None:
+        for m, name, is_param, t in saved:
+            (m._parameters if is_param else m._buffers)[name] = t
+
+    return restore
+
+
+def rel_max_diff(a: torch.Tensor, ref: torch.Tensor) -> float:
+    """Largest absolute difference relative to the reference's largest magnitude."""
+    return float((a.float() - ref.float()).abs().max() / ref.float().abs().max())
+
+
+# --attention auto in bf16 / fp16: the multi-query path's largest logit error against float32 may be at most this
+# many times HF's own path's (both paths round differently; neither is the reference)
+ATTENTION_ERR_RATIO = 1.5
+
+
 @torch.no_grad()
 def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespace, use_graph: bool) -> dict[str, Any]:
     """The decode step's attention, HF's own ("stock") against mqa_decode_forward ("mqa"), on the same model:
-    the logits of one decode step after a prefill (largest relative difference), and a batch-1 decode with every
-    FFN zeroed (all but the FFNs: the attention's share) timed each way; `choice` is the faster one (stock where
-    mqa does not apply). The model is left with the choice in force."""
+    the logits of one decode step after a prefill, and a batch-1 decode with every FFN zeroed (all but the FFNs:
+    the attention's share) timed each way; `choice` is the faster one where it is correct (stock where mqa does
+    not apply). Correct: in float32 the two paths' logits agree (relative 1e-4); a bf16 / fp16 model is also run
+    with float32 copies of its weights, the reference, and mqa's logit error against it must be at most
+    ATTENTION_ERR_RATIO times stock's (the two round differently, so their bf16 logits differ by more than
+    either's own error). The model is left with the choice in force."""
     if set_mqa_decode_attention(model, False) == 0:
         return {"applies": False, "choice": "stock"}
     device = next(model.parameters()).device
+    low = next(model.parameters()).dtype in (torch.bfloat16, torch.float16)
     ids = prompts[:1].to(device)
     out: dict[str, Any] = {"applies": True}
+
+    def step_logits(mode: str, first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decode step's logits after a prefill of ids, the step's token `first` (None: the prefill's
+        argmax, returned too, so every run decodes the same token)."""
+        set_mqa_decode_attention(model, mode == "mqa")
+        cache = transformers.StaticCache(config=model.config, max_cache_len=ids.shape[1] + 8)
+        pre = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        tok = pre if first is None else first
+        return model(input_ids=tok, past_key_values=cache, use_cache=True).logits.float(), tok
+
     try:
-        logits = {}
-        for mode in ("stock", "mqa"):
-            set_mqa_decode_attention(model, mode == "mqa")
-            cache = transformers.StaticCache(config=model.config, max_cache_len=ids.shape[1] + 8)
-            first = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
-            logits[mode] = model(input_ids=first, past_key_values=cache, use_cache=True).logits.float()
-        diff = float((logits["mqa"] - logits["stock"]).abs().max() / logits["stock"].abs().max())
-        out["logits_max_rel_diff"] = diff
+        stock, first = step_logits("stock", None)
+        logits = {"stock": stock, "mqa": step_logits("mqa", first)[0]}
+        out["logits_max_rel_diff"] = rel_max_diff(logits["mqa"], logits["stock"])
+        ok = out["logits_max_rel_diff"] < 1e-4
+        if low:
+            restore = float32_weights(model)
+            try:
+                ref = {mode: step_logits(mode, first)[0] for mode in ("stock", "mqa")}
+            finally:
+                restore()
+            out["float32_logits_max_rel_diff"] = rel_max_diff(ref["mqa"], ref["stock"])
+            out["stock_err_vs_float32"] = rel_max_diff(logits["stock"], ref["stock"])
+            out["mqa_err_vs_float32"] = rel_max_diff(logits["mqa"], ref["stock"])
+            ok = out["float32_logits_max_rel_diff"] < 1e-4 and (
+                out["mqa_err_vs_float32"] <= ATTENTION_ERR_RATIO * out["stock_err_vs_float32"]
+            )
         for mode in ("stock", "mqa"):
             set_mqa_decode_attention(model, mode == "mqa")
             z = with_zero_ffns(model, lambda: time_decode(model, ids, args.new_tokens, args.repeats, use_graph))
@@ -182,9 +236,9 @@ def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespa
         out |= {"error": repr(e)[:400], "choice": "stock"}
         set_mqa_decode_attention(model, False)
         return out
-    tol = 1e-2 if next(model.parameters()).dtype in (torch.bfloat16, torch.float16) else 1e-4
+    out["correct"] = ok
     faster = out["mqa_zero_ffn_step_ms"] < out["stock_zero_ffn_step_ms"]
-    out["choice"] = "mqa" if faster and diff < tol else "stock"
+    out["choice"] = "mqa" if faster and ok else "stock"
     set_mqa_decode_attention(model, out["choice"] == "mqa")
     return out
 

@@ -268,6 +268,44 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(bench: ModuleTyp
     assert r["stock_zero_ffn_step_ms"] > 0 and r["mqa_zero_ffn_step_ms"] > 0
 
 
+def test_bf16_attention_choice_is_judged_against_float32_weights(bench: ModuleType) -> None:
+    # --attention auto on a bf16 model: both paths' logits against a float32 run of the same weights (the
+    # reference), and the two paths in float32 must agree; the bf16 weights are put back, the same tensors
+    args = bench.parse_args([*TINY, "--new-tokens", "3"])
+    model = bench.random_falcon(args, torch.device("cpu"), torch.bfloat16)
+    bench.make_falcon_graph_safe(model)
+    before = {k: v for k, v in model.state_dict(keep_vars=True).items()}
+    prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(10))
+    r = bench.attention_ab(model, prompts, args, False)
+    assert "error" not in r and r["float32_logits_max_rel_diff"] < 1e-4
+    assert 0 < r["stock_err_vs_float32"] < 0.1 and 0 < r["mqa_err_vs_float32"] < 0.1  # bf16 rounding, not noise
+    ok = r["mqa_err_vs_float32"] <= bench.ATTENTION_ERR_RATIO * r["stock_err_vs_float32"]
+    assert r["correct"] is ok
+    faster = r["mqa_zero_ffn_step_ms"] < r["stock_zero_ffn_step_ms"]
+    assert r["choice"] == ("mqa" if ok and faster else "stock")
+    after = model.state_dict(keep_vars=True)
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    assert {t.dtype for t in model.parameters()} == {torch.bfloat16}
+
+
+def test_float32_weights_copies_and_puts_back_every_low_precision_tensor(bench: ModuleType) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3)).to(torch.bfloat16)
+    model.register_buffer("scale", torch.full((3,), 0.3, dtype=torch.bfloat16))
+    model.register_buffer("ids", torch.arange(3))  # not floating: left as it is
+    originals = dict(model.state_dict(keep_vars=True))
+    restore = bench.float32_weights(model)
+    assert all(t.dtype == torch.float32 for k, t in model.state_dict().items() if k != "ids")
+    assert model.ids.dtype == torch.int64
+    for k, t in model.state_dict().items():
+        torch.testing.assert_close(t, originals[k].detach().to(t.dtype), rtol=0, atol=0)
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(11))
+    torch.testing.assert_close(model(x), torch.nn.functional.layer_norm(
+        x.double() @ originals["0.weight"].double().T + originals["0.bias"].double(), (3,),
+        originals["1.weight"].double(), originals["1.bias"].double()).float(), rtol=1e-5, atol=1e-5)  # fmt: skip
+    restore()
+    assert all(t is originals[k] for k, t in model.state_dict(keep_vars=True).items())
+
+
 def test_a_failing_mqa_attention_leaves_hf_attention_in_force(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
