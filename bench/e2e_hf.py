@@ -158,10 +158,10 @@ def float32_weights(model: nn.Module) -> Callable[[], None]:
     cast back) and return the function that puts the originals back, tensor for tensor."""
     saved: list[tuple[nn.Module, str, bool, torch.Tensor]] = []
     for m in model.modules():
-        for kind, table in ((True, m._parameters), (False, m._buffers)):
+        for is_param, table in ((True, m._parameters), (False, m._buffers)):
             for name, t in table.items():
                 if t is not None and t.is_floating_point() and t.dtype != torch.float32:
-                    saved.append((m, name, kind, t))
+                    saved.append((m, name, is_param, t))
     for m, name, is_param, t in saved:
         if is_param:
             m._parameters[name] = nn.Parameter(t.detach().float(), requires_grad=False)

@@ -274,7 +274,7 @@ def test_bf16_attention_choice_is_judged_against_float32_weights(bench: ModuleTy
     args = bench.parse_args([*TINY, "--new-tokens", "3"])
     model = bench.random_falcon(args, torch.device("cpu"), torch.bfloat16)
     bench.make_falcon_graph_safe(model)
-    before = {k: v for k, v in model.state_dict(keep_vars=True).items()}
+    before = dict(model.state_dict(keep_vars=True))
     prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(10))
     r = bench.attention_ab(model, prompts, args, False)
     assert "error" not in r and r["float32_logits_max_rel_diff"] < 1e-4
