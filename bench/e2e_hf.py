@@ -214,8 +214,9 @@ def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespa
         stock, first = step_logits("stock", None)
         logits = {"stock": stock, "mqa": step_logits("mqa", first)[0]}
         out["logits_max_rel_diff"] = rel_max_diff(logits["mqa"], logits["stock"])
-        ok = out["logits_max_rel_diff"] < 1e-4
-        if low:
+        if not low:
+            ok = out["logits_max_rel_diff"] < 1e-4
+        else:
             restore = float32_weights(model)
             try:
                 ref = {mode: step_logits(mode, first)[0] for mode in ("stock", "mqa")}
