@@ -409,6 +409,25 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
             setattr(decode, k, v)
 
 
+def test_kernel_launch_choices_folded_row_moves_hold_at_both_rates() -> None:
+    # ffn_bench times the folded-row moves at 5% and at 10% and keeps the pair with the least summed time among
+    # those correct at both rates: not the 5% winner when it loses more at 10%, never a pair wrong at either
+    pytest.importorskip("triton")
+    ffn = load("ffn_bench")
+    keys = [f"u{u:g}_d{d:g}" for u, d in ffn.WF_MOVES]
+    at5 = {"us": {k: 50.0 for k in keys}, "rel_err": {k: 1e-3 for k in keys}}
+    at10 = {"us": {k: 60.0 for k in keys}, "rel_err": {k: 1e-3 for k in keys}}
+    at5["us"][keys[-1]], at10["us"][keys[-1]] = 48.0, 63.0  # best at 5%, 1 µs worse in sum
+    at5["us"][keys[1]], at10["us"][keys[1]] = 49.0, 59.5  # 1.5 µs better in sum
+    at5["us"][keys[2]], at10["us"][keys[2]] = 40.0, 50.0  # fastest at both, but wrong at 10%
+    at10["rel_err"][keys[2]] = 0.5
+    both = ffn.wf_moves_both(at5, at10)
+    assert both["best"] == keys[1] and (both["best_up"], both["best_down"]) == ffn.WF_MOVES[1]
+    at10["rel_err"] = {k: 0.5 for k in keys}
+    with pytest.raises(ValueError):  # no pair correct at both rates: nothing to choose
+        ffn.wf_moves_both(at5, at10)
+
+
 def test_the_compiled_decode_step_decodes_what_the_eager_step_decodes(bench: ModuleType) -> None:
     # --compile: the same loop with the step's forward through torch.compile (inductor on the CPU here)
     args = bench.parse_args(TINY)
