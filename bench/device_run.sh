@@ -47,8 +47,9 @@ sweep() {  # LIMIT_S BATCHES: kernel-1 and up/down launch sweeps (Falcon-7B, 5%)
   mkdir -p ../.cache/device && cp -f "$OUT/ffn_sweep.json" ../.cache/device/ 2>/dev/null
 }
 gpu_tests() {  # LIMIT_S: the GPU kernel tests of the plane paths (GPU_TESTS_K: another pytest -k selection, e.g.
-  # "folded_rows or configurations" for v11's new paths first)
-  timeout "$1" python -m pytest tests/test_kernels.py -q -x -p no:cacheprovider \
+  # "folded_rows or configurations" for v11's new paths first; GPU_TESTS_FILES: other test files, e.g.
+  # tests/test_attention.py with GPU_TESTS_K=gpu for the decode attention's kernels)
+  timeout "$1" python -m pytest ${GPU_TESTS_FILES:-tests/test_kernels.py} -q -x -p no:cacheprovider \
     -k "${GPU_TESTS_K:-pdl or pipelined or int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)}" \
     >"$OUT/gpu_tests.txt" 2>&1
   echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"

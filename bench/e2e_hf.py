@@ -44,6 +44,7 @@ from tardis.calibrate import calibrate
 from tardis.config import FoldConfig
 from tardis.data import join_tokens
 from tardis.engines import hf
+from tardis.kernels.attention import mqa_decode_attention
 from tardis.kernels.policy import policy_from_bench
 from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS
 
@@ -117,9 +118,11 @@ def make_falcon_graph_safe(model: nn.Module) -> None:
 
 
 def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, attention_mask: Any, *args: Any, **kw: Any):
-    """FalconAttention.forward for a multi-query decode step (one query token, rotary, SDPA): the query heads
-    become the query rows of the single key/value head, so SDPA meets equal head counts (one) and needs no
-    broadcast of the cached keys and values to every head. Anything else goes to the original forward."""
+    """FalconAttention.forward for a multi-query decode step (one query token, rotary): the query heads become
+    the query rows of the single key/value head, so the attention meets equal head counts (one) and needs no
+    broadcast of the cached keys and values to every head. The attention itself is SDPA's (mode "mqa") or
+    `tardis::mqa_decode_attention` (mode "mqa_triton": the cache split in blocks over the SMs). Anything else goes
+    to the original forward."""
     from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
 
     past = kw.get("layer_past", args[1] if len(args) > 1 else None)
@@ -133,22 +136,34 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     v = v.transpose(1, 2)
     if past is not None:
         k, v = past.update(k, v, self.layer_idx)  # [B, 1, L, hd]
-    # [B, 1, H, hd]: H query rows of one head; the mask [B, 1, 1, L] holds for every row
-    out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=attention_mask)
+    if self._mqa_kernel == "triton":  # q [B, H, hd] against k / v [B, L, hd]; the mask's decode row [B, L]
+        mask = None if attention_mask is None else attention_mask[:, 0, -1]
+        out = mqa_decode_attention(q[:, :, 0], k[:, 0], v[:, 0], mask)
+    else:  # [B, 1, H, hd]: H query rows of one head; the mask [B, 1, 1, L] holds for every row
+        out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=attention_mask)
     return self.dense(out.reshape(b, 1, -1)), None
 
 
-def set_mqa_decode_attention(model: nn.Module, on: bool) -> int:
-    """Use mqa_decode_forward (on) or HF's own forward (off) on every multi-query Falcon attention module of
-    the model (old decoder architecture, rotary); returns how many modules it applies to."""
+# the decode step's attention: HF's own; the multi-query rows as one head's queries through SDPA; the same rows
+# through tardis::mqa_decode_attention
+ATTENTION_MODES = ("stock", "mqa", "mqa_triton")
+
+
+def set_decode_attention(model: nn.Module, mode: str) -> int:
+    """Put ATTENTION_MODES' `mode` in force on every multi-query Falcon attention module of the model (old decoder
+    architecture, rotary): mqa_decode_forward with its kernel, or HF's own forward ("stock"); returns how many
+    modules it applies to."""
     from transformers.models.falcon.modeling_falcon import FalconAttention
 
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"attention mode {mode!r}: want one of {', '.join(ATTENTION_MODES)}")
     n = 0
     for m in model.modules():
         if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture and not m.config.alibi:
             if "_stock_forward" not in vars(m):
                 m._stock_forward = m.forward
-            m.forward = mqa_decode_forward.__get__(m) if on else m._stock_forward  # type: ignore[method-assign]
+            m._mqa_kernel = "triton" if mode == "mqa_triton" else "sdpa"
+            m.forward = m._stock_forward if mode == "stock" else mqa_decode_forward.__get__(m)  # type: ignore[method-assign]
             n += 1
     return n
 
@@ -180,67 +195,78 @@ def rel_max_diff(a: torch.Tensor, ref: torch.Tensor) -> float:
     return float((a.float() - ref.float()).abs().max() / ref.float().abs().max())
 
 
-# --attention auto in bf16 / fp16: the multi-query path's largest logit error against float32 may be at most this
-# many times HF's own path's (both paths round differently; neither is the reference)
+# --attention auto in bf16 / fp16: a multi-query path's largest logit error against float32 may be at most this
+# many times HF's own path's (the paths round differently; none of them is the reference)
 ATTENTION_ERR_RATIO = 1.5
 
 
 @torch.no_grad()
 def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespace, use_graph: bool) -> dict[str, Any]:
-    """The decode step's attention, HF's own ("stock") against mqa_decode_forward ("mqa"), on the same model:
-    the logits of one decode step after a prefill, and a batch-1 decode with every FFN zeroed (all but the FFNs:
-    the attention's share) timed each way; `choice` is the faster one where it is correct (stock where mqa does
-    not apply). Correct: in float32 the two paths' logits agree (relative 1e-4); a bf16 / fp16 model is also run
-    with float32 copies of its weights, the reference, and mqa's logit error against it must be at most
-    ATTENTION_ERR_RATIO times stock's (the two round differently, so their bf16 logits differ by more than
-    either's own error). The model is left with the choice in force."""
-    if set_mqa_decode_attention(model, False) == 0:
+    """The decode step's attention, HF's own ("stock") against the multi-query paths ("mqa": SDPA, "mqa_triton":
+    tardis::mqa_decode_attention), on the same model: the logits of one decode step after a prefill, and a batch-1
+    decode with every FFN zeroed (all but the FFNs: the attention's share) timed each way; `choice` is the fastest
+    correct one (stock where the multi-query paths do not apply). Correct: in float32 a path's logits agree with
+    stock's (relative 1e-4); a bf16 / fp16 model is also run with float32 copies of its weights, the reference,
+    and a path's logit error against it must be at most ATTENTION_ERR_RATIO times stock's (the paths round
+    differently, so their bf16 logits differ by more than either's own error). A path that fails is left out,
+    its error recorded under `errors`. The model is left with the choice in force."""
+    if set_decode_attention(model, "stock") == 0:
         return {"applies": False, "choice": "stock"}
     device = next(model.parameters()).device
     low = next(model.parameters()).dtype in (torch.bfloat16, torch.float16)
     ids = prompts[:1].to(device)
-    out: dict[str, Any] = {"applies": True}
+    out: dict[str, Any] = {"applies": True, "errors": {}}
 
     def step_logits(mode: str, first: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The decode step's logits after a prefill of ids, the step's token `first` (None: the prefill's
         argmax, returned too, so every run decodes the same token)."""
-        set_mqa_decode_attention(model, mode == "mqa")
+        set_decode_attention(model, mode)
         cache = transformers.StaticCache(config=model.config, max_cache_len=ids.shape[1] + 8)
         pre = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
         tok = pre if first is None else first
         return model(input_ids=tok, past_key_values=cache, use_cache=True).logits.float(), tok
 
-    try:
-        stock, first = step_logits("stock", None)
-        logits = {"stock": stock, "mqa": step_logits("mqa", first)[0]}
-        out["logits_max_rel_diff"] = rel_max_diff(logits["mqa"], logits["stock"])
-        if not low:
-            ok = out["logits_max_rel_diff"] < 1e-4
-        else:
-            restore = float32_weights(model)
-            try:
-                ref = {mode: step_logits(mode, first)[0] for mode in ("stock", "mqa")}
-            finally:
-                restore()
-            out["float32_logits_max_rel_diff"] = rel_max_diff(ref["mqa"], ref["stock"])
-            out["stock_err_vs_float32"] = rel_max_diff(logits["stock"], ref["stock"])
-            out["mqa_err_vs_float32"] = rel_max_diff(logits["mqa"], ref["stock"])
-            ok = out["float32_logits_max_rel_diff"] < 1e-4 and (
-                out["mqa_err_vs_float32"] <= ATTENTION_ERR_RATIO * out["stock_err_vs_float32"]
-            )
-        for mode in ("stock", "mqa"):
-            set_mqa_decode_attention(model, mode == "mqa")
-            z = with_zero_ffns(model, lambda: time_decode(model, ids, args.new_tokens, args.repeats, use_graph))
-            out[f"{mode}_zero_ffn_step_ms"] = z["step_ms"]
-    except Exception as e:  # a failure of either path must not lose the run: HF's own attention then
-        traceback.print_exc()
-        out |= {"error": repr(e)[:400], "choice": "stock"}
-        set_mqa_decode_attention(model, False)
-        return out
-    out["correct"] = ok
-    faster = out["mqa_zero_ffn_step_ms"] < out["stock_zero_ffn_step_ms"]
-    out["choice"] = "mqa" if faster and ok else "stock"
-    set_mqa_decode_attention(model, out["choice"] == "mqa")
+    def zero_ffn_step_ms(mode: str) -> float:
+        set_decode_attention(model, mode)
+        z = with_zero_ffns(model, lambda: time_decode(model, ids, args.new_tokens, args.repeats, use_graph))
+        return z["step_ms"]
+
+    stock, first = step_logits("stock", None)
+    if low:
+        restore = float32_weights(model)
+        try:
+            ref = step_logits("stock", first)[0]
+        finally:
+            restore()
+        out["stock_err_vs_float32"] = rel_max_diff(stock, ref)
+    out["stock_zero_ffn_step_ms"] = zero_ffn_step_ms("stock")
+    candidates = ["stock"]
+    for mode in ATTENTION_MODES[1:]:
+        try:
+            logits = step_logits(mode, first)[0]
+            out[f"{mode}_logits_max_rel_diff"] = rel_max_diff(logits, stock)
+            if not low:
+                ok = out[f"{mode}_logits_max_rel_diff"] < 1e-4
+            else:
+                restore = float32_weights(model)
+                try:
+                    out[f"{mode}_float32_max_rel_diff"] = rel_max_diff(step_logits(mode, first)[0], ref)
+                finally:
+                    restore()
+                out[f"{mode}_err_vs_float32"] = rel_max_diff(logits, ref)
+                ok = out[f"{mode}_float32_max_rel_diff"] < 1e-4 and (
+                    out[f"{mode}_err_vs_float32"] <= ATTENTION_ERR_RATIO * out["stock_err_vs_float32"]
+                )
+            out[f"{mode}_correct"] = ok
+            out[f"{mode}_zero_ffn_step_ms"] = zero_ffn_step_ms(mode)
+        except Exception as e:  # a failing path must not lose the run: it is left out
+            traceback.print_exc()
+            out["errors"][mode] = repr(e)[:400]
+            continue
+        if ok:
+            candidates.append(mode)
+    out["choice"] = min(candidates, key=lambda m: out[f"{m}_zero_ffn_step_ms"])
+    set_decode_attention(model, out["choice"])
     return out
 
 
@@ -712,10 +738,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-graph", action="store_true", help="eager decode steps even on CUDA")
     ap.add_argument(
         "--attention",
-        choices=("auto", "stock", "mqa"),
+        choices=("auto", *ATTENTION_MODES),
         default="auto",
         help="the decode step's attention for both models: HF's own (stock), the multi-query rows as one head's "
-        "queries (mqa), or the faster of the two at batch 1 with the FFNs zeroed, if the logits agree (auto)",
+        "queries through SDPA (mqa) or through tardis::mqa_decode_attention (mqa_triton), or the fastest of them "
+        "at batch 1 with the FFNs zeroed, if its logits are as accurate as stock's (auto)",
     )
     ap.add_argument(
         "--profile-kernels",
@@ -873,7 +900,7 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     if args.attention == "auto":  # the same attention for the dense and the TARDIS model: the faster correct one
         result["attention"] = attention_ab(model, prompts, args, use_graph)
     else:
-        applies = set_mqa_decode_attention(model, args.attention == "mqa") > 0
+        applies = set_decode_attention(model, args.attention) > 0
         result["attention"] = {"applies": applies, "choice": args.attention if applies else "stock"}
     print(f"attention: {result['attention']}", flush=True)
 

@@ -64,7 +64,8 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
     assert cal["config"]["coverage"] == 0.95 and cal["config"]["predictor_bits"] == 2  # --coverage reaches calibrate
     assert [r["batch"] for r in smoke["decode"]] == [1, 3]
     att = smoke["attention"]  # --attention auto: both timed, the faster correct one used by both models
-    assert att["applies"] and att["choice"] in ("stock", "mqa") and att["logits_max_rel_diff"] < 1e-4
+    assert att["applies"] and att["choice"] in ("stock", "mqa", "mqa_triton") and not att["errors"]
+    assert att["mqa_logits_max_rel_diff"] < 1e-4 and att["mqa_triton_logits_max_rel_diff"] < 1e-4
     for r in smoke["decode"]:
         assert r["dense_tok_s"] > 0 and r["tardis_tok_s"] > 0
         assert r["ratio"] == pytest.approx(r["tardis_tok_s"] / r["dense_tok_s"])
@@ -257,15 +258,18 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(bench: ModuleTyp
         return out
 
     stock = decode_logits()
-    assert bench.set_mqa_decode_attention(model, True) == args.layers
-    mqa = decode_logits()
-    for a, b in zip(stock, mqa, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-    bench.set_mqa_decode_attention(model, False)
+    for mode in ("mqa", "mqa_triton"):  # SDPA's and tardis::mqa_decode_attention's (CPU: its reference)
+        assert bench.set_decode_attention(model, mode) == args.layers
+        for a, b in zip(stock, decode_logits(), strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    bench.set_decode_attention(model, "stock")
     assert all("forward" not in vars(m) or m.forward == m._stock_forward for m in model.modules())
+    with pytest.raises(ValueError, match="attention mode 'flash': want one of stock, mqa, mqa_triton"):
+        bench.set_decode_attention(model, "flash")
     r = bench.attention_ab(model, prompts, bench.parse_args([*TINY, "--new-tokens", "3"]), False)
-    assert r["applies"] and r["choice"] in ("stock", "mqa") and r["logits_max_rel_diff"] < 1e-4
-    assert r["stock_zero_ffn_step_ms"] > 0 and r["mqa_zero_ffn_step_ms"] > 0
+    assert r["applies"] and r["choice"] in bench.ATTENTION_MODES and not r["errors"]
+    assert all(r[f"{m}_logits_max_rel_diff"] < 1e-4 and r[f"{m}_correct"] for m in ("mqa", "mqa_triton"))
+    assert r["choice"] == min(bench.ATTENTION_MODES, key=lambda m: r[f"{m}_zero_ffn_step_ms"])
 
 
 def test_bf16_attention_choice_is_judged_against_float32_weights(bench: ModuleType) -> None:
@@ -277,12 +281,15 @@ def test_bf16_attention_choice_is_judged_against_float32_weights(bench: ModuleTy
     before = dict(model.state_dict(keep_vars=True))
     prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(10))
     r = bench.attention_ab(model, prompts, args, False)
-    assert "error" not in r and r["float32_logits_max_rel_diff"] < 1e-4
-    assert 0 < r["stock_err_vs_float32"] < 0.1 and 0 < r["mqa_err_vs_float32"] < 0.1  # bf16 rounding, not noise
-    ok = r["mqa_err_vs_float32"] <= bench.ATTENTION_ERR_RATIO * r["stock_err_vs_float32"]
-    assert r["correct"] is ok
-    faster = r["mqa_zero_ffn_step_ms"] < r["stock_zero_ffn_step_ms"]
-    assert r["choice"] == ("mqa" if ok and faster else "stock")
+    assert not r["errors"] and 0 < r["stock_err_vs_float32"] < 0.1
+    candidates = ["stock"]
+    for mode in ("mqa", "mqa_triton"):
+        assert r[f"{mode}_float32_max_rel_diff"] < 1e-4
+        assert 0 < r[f"{mode}_err_vs_float32"] < 0.1  # bf16 rounding, not noise
+        ok = r[f"{mode}_err_vs_float32"] <= bench.ATTENTION_ERR_RATIO * r["stock_err_vs_float32"]
+        assert r[f"{mode}_correct"] is ok
+        candidates += [mode] if ok else []
+    assert r["choice"] == min(candidates, key=lambda m: r[f"{m}_zero_ffn_step_ms"])
     after = model.state_dict(keep_vars=True)
     assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
     assert {t.dtype for t in model.parameters()} == {torch.bfloat16}
@@ -320,7 +327,8 @@ def test_a_failing_mqa_attention_leaves_hf_attention_in_force(
     monkeypatch.setattr(bench, "mqa_decode_forward", broken)
     prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(9))
     r = bench.attention_ab(model, prompts, args, False)
-    assert r["choice"] == "stock" and "no kernel for this layout" in r["error"]
+    assert r["choice"] == "stock" and set(r["errors"]) == {"mqa", "mqa_triton"}
+    assert "no kernel for this layout" in r["errors"]["mqa"]
     attn = [m for m in model.modules() if "_stock_forward" in vars(m)]
     assert len(attn) == args.layers and all(m.forward == m._stock_forward for m in attn)
 

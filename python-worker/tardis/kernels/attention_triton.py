@@ -1,0 +1,122 @@
+"""The Triton kernels of `tardis::mqa_decode_attention` (see attention.py) and their launcher.
+
+1. `_mqa_block_kernel`, grid (B, S): program (b, s) takes the cache slots [s·BL, (s+1)·BL) of sequence b, scores
+   all H query rows against them (q·kᵀ, one tl.dot), applies the scale and the mask, and writes per row the
+   block's maximum m, its sum l = Σ exp(score − m) and the unnormalised output Σ exp(score − m)·v (fp32).
+2. `_mqa_merge_kernel`, grid (B, ⌈H / RB⌉): per row M = max_s m_s, out = Σ_s e^(m_s − M)·o_s / Σ_s e^(m_s − M)·l_s.
+
+A block whose slots are all masked has m = −inf and l = 0 and drops out of the merge.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+MERGE_ROWS = 16  # query rows per merge program
+MASK_KINDS = {None: 0, torch.bool: 1}  # any floating mask dtype: 2 (additive)
+
+
+@triton.jit
+def _mqa_block_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, ml_ptr, H, L, scale,
+    sqb, sqh, skb, skl, svb, svl, smb, sml,
+    HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr, BL: tl.constexpr, MASK: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):  # fmt: skip
+    b = tl.program_id(0)
+    s = tl.program_id(1)
+    n_blocks = tl.num_programs(1)
+    rows = tl.arange(0, BH)
+    cols = tl.arange(0, HDP)
+    slots = s * BL + tl.arange(0, BL)
+    rmask = rows < H
+    cmask = cols < HD
+    smask = slots < L
+    q = tl.load(q_ptr + b * sqb + rows[:, None] * sqh + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
+    kt = tl.load(
+        k_ptr + b * skb + slots[None, :] * skl + cols[:, None], mask=cmask[:, None] & smask[None, :], other=0.0
+    )  # [HDP, BL]
+    sc = tl.dot(q, kt, input_precision=DOT_PREC) * scale  # [BH, BL] fp32
+    valid = smask
+    if MASK == 1:  # bool (as uint8): attend where nonzero
+        mv = tl.load(mask_ptr + b * smb + slots * sml, mask=smask, other=0)
+        valid = valid & (mv != 0)
+    elif MASK == 2:  # additive
+        mv = tl.load(mask_ptr + b * smb + slots * sml, mask=smask, other=0.0).to(tl.float32)
+        sc = sc + mv[None, :]
+    sc = tl.where(valid[None, :], sc, float("-inf"))
+    m = tl.max(sc, axis=1)  # [BH]; −inf where the whole block is masked
+    p = tl.exp(sc - tl.where(m == float("-inf"), 0.0, m)[:, None])
+    l_sum = tl.sum(p, axis=1)
+    v = tl.load(
+        v_ptr + b * svb + slots[:, None] * svl + cols[None, :], mask=smask[:, None] & cmask[None, :], other=0.0
+    )  # [BL, HDP]
+    o = tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # [BH, HDP] fp32
+    blk = b * n_blocks + s
+    tl.store(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], o)
+    tl.store(ml_ptr + blk * 2 * BH + rows, m)
+    tl.store(ml_ptr + blk * 2 * BH + BH + rows, l_sum)
+
+
+@triton.jit
+def _mqa_merge_kernel(
+    o_ptr, ml_ptr, out_ptr, H, S, sob, soh,
+    HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr, SP: tl.constexpr, RB: tl.constexpr,
+):  # fmt: skip
+    b = tl.program_id(0)
+    rows = tl.program_id(1) * RB + tl.arange(0, RB)
+    cols = tl.arange(0, HDP)
+    rmask = rows < H
+    blocks = tl.arange(0, SP)
+    bmask = blocks < S
+    m_all = tl.load(
+        ml_ptr + (b * S + blocks[:, None]) * 2 * BH + rows[None, :],
+        mask=bmask[:, None] & rmask[None, :],
+        other=float("-inf"),
+    )  # [SP, RB]
+    top = tl.max(m_all, axis=0)
+    top = tl.where(top == float("-inf"), 0.0, top)
+    acc = tl.zeros((RB, HDP), dtype=tl.float32)
+    den = tl.zeros((RB,), dtype=tl.float32)
+    for s in range(S):
+        blk = b * S + s
+        w = tl.exp(tl.load(ml_ptr + blk * 2 * BH + rows, mask=rmask, other=float("-inf")) - top)
+        den += w * tl.load(ml_ptr + blk * 2 * BH + BH + rows, mask=rmask, other=0.0)
+        acc += w[:, None] * tl.load(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], mask=rmask[:, None])
+    out = acc / den[:, None]
+    omask = rmask[:, None] & (cols[None, :] < HD)
+    tl.store(out_ptr + b * sob + rows[:, None] * soh + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=omask)
+
+
+def launch(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float, block_slots: int
+) -> torch.Tensor:
+    """Both kernels: q [B, H, hd], k / v [B, L, hd], mask [B, L] (bool or additive) or None → out [B, H, hd]."""
+    b, h, hd = q.shape
+    n_slots = k.shape[1]
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"mqa_decode_attention: q {q.dtype}, k {k.dtype}, v {v.dtype}: want one dtype")
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    kind = MASK_KINDS.get(None if mask is None else mask.dtype, 2)
+    if mask is None:
+        mask = q  # not read (MASK 0)
+    elif kind == 1:
+        mask = mask.view(torch.uint8)
+    bh, hdp = max(16, triton.next_power_of_2(h)), max(16, triton.next_power_of_2(hd))
+    n_blocks = triton.cdiv(n_slots, block_slots)
+    o = torch.empty(b, n_blocks, bh, hdp, device=q.device, dtype=torch.float32)
+    ml = torch.empty(b, n_blocks, 2, bh, device=q.device, dtype=torch.float32)
+    out = torch.empty(b, h, hd, device=q.device, dtype=q.dtype)
+    _mqa_block_kernel[(b, n_blocks)](
+        q, k, v, mask, o, ml, h, n_slots, scale,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), mask.stride(0), mask.stride(-1),
+        HD=hd, HDP=hdp, BH=bh, BL=block_slots, MASK=kind, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=4,
+    )  # fmt: skip
+    _mqa_merge_kernel[(b, triton.cdiv(h, MERGE_ROWS))](
+        o, ml, out, h, n_blocks, out.stride(0), out.stride(1),
+        HD=hd, HDP=hdp, BH=bh, SP=max(2, triton.next_power_of_2(n_blocks)), RB=MERGE_ROWS, num_warps=4,
+    )  # fmt: skip
+    return out
