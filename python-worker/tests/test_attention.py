@@ -12,6 +12,8 @@ import torch
 
 from tardis.kernels.attention import BLOCK_SLOTS, mqa_decode_attention, mqa_decode_reference
 
+MERGE_UNROLL_BLOCKS = 16  # attention_triton's (not imported: Triton may be missing)
+
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -81,12 +83,15 @@ CASES = [  # B, H, L, hd, mask
     (3, 7, 2 * BLOCK_SLOTS, 64, "additive"),  # whole blocks only
     (2, 16, 5, 32, "none"),  # fewer slots than one block
     (2, 9, BLOCK_SLOTS + 3, 80, "bool"),  # a head size that is not a power of two
+    (1, 5, (MERGE_UNROLL_BLOCKS + 2) * BLOCK_SLOTS - 7, 32, "additive"),  # more blocks than the merge unrolls
 ]
 
 
 def _check_triton(device: str, b: int, h: int, n_slots: int, hd: int, mask: str, dtype: torch.dtype) -> None:
+    from tardis.kernels import attention_triton
     from tardis.kernels.attention_triton import launch
 
+    assert attention_triton.MERGE_UNROLL_BLOCKS == MERGE_UNROLL_BLOCKS  # CASES' last case takes the merge's loop
     q, k, v, m = _case(b, h, n_slots, hd, mask, dtype, seed=b * 100 + h, device=device)
     scale = 1 / math.sqrt(hd)
     out = launch(q, k, v, m, scale, BLOCK_SLOTS)

@@ -3,19 +3,32 @@
 1. `_mqa_block_kernel`, grid (B, S): program (b, s) takes the cache slots [s·BL, (s+1)·BL) of sequence b, scores
    all H query rows against them (q·kᵀ, one tl.dot), applies the scale and the mask, and writes per row the
    block's maximum m, its sum l = Σ exp(score − m) and the unnormalised output Σ exp(score − m)·v (fp32).
-2. `_mqa_merge_kernel`, grid (B, ⌈H / RB⌉): per row M = max_s m_s, out = Σ_s e^(m_s − M)·o_s / Σ_s e^(m_s − M)·l_s.
+2. `_mqa_merge_kernel`, grid (B, ⌈H / RB⌉): per row M = max_s m_s, out = Σ_s e^(m_s − M)·o_s / Σ_s e^(m_s − M)·l_s;
+   up to MERGE_UNROLL_BLOCKS blocks the loop is unrolled, so the blocks' loads are in flight together.
+   On sm_90+ it is launched with programmatic dependent launch: it starts while the block kernel runs and waits
+   for it (griddepcontrol) before reading a partial.
 
 A block whose slots are all masked has m = −inf and l = 0 and drops out of the merge.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
 
+try:  # grid dependency control (Hopper's programmatic dependent launch): Triton ≥ 3.4
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - older Triton: no PDL
+    gdc_launch_dependents = gdc_wait = None
+
 MERGE_ROWS = 16  # query rows per merge program
+MERGE_UNROLL_BLOCKS = 16  # up to this many cache blocks the merge kernel's loop is unrolled
 MASK_KINDS = {None: 0, torch.bool: 1}  # any floating mask dtype: 2 (additive)
+PDL_MERGE = True  # the merge kernel launched with programmatic dependent launch where the GPU has it (sm_90+)
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
@@ -23,8 +36,10 @@ def _mqa_block_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, ml_ptr, H, L, scale,
     sqb, sqh, skb, skl, svb, svl, smb, sml,
     HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr, BL: tl.constexpr, MASK: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    DOT_PREC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    if PDL:  # the merge kernel may be launched now; it waits for this grid before it reads anything
+        gdc_launch_dependents()
     b = tl.program_id(0)
     s = tl.program_id(1)
     n_blocks = tl.num_programs(1)
@@ -55,36 +70,48 @@ def _mqa_block_kernel(
     )  # [BL, HDP]
     o = tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # [BH, HDP] fp32
     blk = b * n_blocks + s
-    tl.store(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], o)
-    tl.store(ml_ptr + blk * 2 * BH + rows, m)
-    tl.store(ml_ptr + blk * 2 * BH + BH + rows, l_sum)
+    tl.store(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], o, mask=rmask[:, None])
+    tl.store(ml_ptr + blk * 2 * BH + rows, m, mask=rmask)
+    tl.store(ml_ptr + blk * 2 * BH + BH + rows, l_sum, mask=rmask)
+
+
+@triton.jit
+def _merge_block(acc, den, top, o_ptr, ml_ptr, blk, rows, cols, live, BH: tl.constexpr, HDP: tl.constexpr):
+    # block blk's share of the rows' output: e^(m − M)·o into acc, e^(m − M)·l into den
+    w = tl.exp(tl.load(ml_ptr + blk * 2 * BH + rows, mask=live, other=float("-inf")) - top)
+    den += w * tl.load(ml_ptr + blk * 2 * BH + BH + rows, mask=live, other=0.0)
+    acc += w[:, None] * tl.load(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], mask=live[:, None], other=0.0)
+    return acc, den
 
 
 @triton.jit
 def _mqa_merge_kernel(
     o_ptr, ml_ptr, out_ptr, H, S, sob, soh,
-    HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr, SP: tl.constexpr, RB: tl.constexpr,
+    HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr, SP: tl.constexpr, RB: tl.constexpr, UNROLL: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0)
     rows = tl.program_id(1) * RB + tl.arange(0, RB)
     cols = tl.arange(0, HDP)
     rmask = rows < H
+    if PDL:  # launched while the block kernel runs: its partials are complete and visible past this point
+        gdc_wait()
     blocks = tl.arange(0, SP)
-    bmask = blocks < S
     m_all = tl.load(
         ml_ptr + (b * S + blocks[:, None]) * 2 * BH + rows[None, :],
-        mask=bmask[:, None] & rmask[None, :],
+        mask=(blocks < S)[:, None] & rmask[None, :],
         other=float("-inf"),
-    )  # [SP, RB]
+    )  # [SP, RB]: the row maxima of every block
     top = tl.max(m_all, axis=0)
     top = tl.where(top == float("-inf"), 0.0, top)
     acc = tl.zeros((RB, HDP), dtype=tl.float32)
     den = tl.zeros((RB,), dtype=tl.float32)
-    for s in range(S):
-        blk = b * S + s
-        w = tl.exp(tl.load(ml_ptr + blk * 2 * BH + rows, mask=rmask, other=float("-inf")) - top)
-        den += w * tl.load(ml_ptr + blk * 2 * BH + BH + rows, mask=rmask, other=0.0)
-        acc += w[:, None] * tl.load(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], mask=rmask[:, None])
+    if UNROLL:  # a few blocks: unrolled, every block's loads in flight together
+        for s in tl.static_range(SP):
+            acc, den = _merge_block(acc, den, top, o_ptr, ml_ptr, b * S + s, rows, cols, rmask & (s < S), BH, HDP)
+    else:
+        for s in range(S):
+            acc, den = _merge_block(acc, den, top, o_ptr, ml_ptr, b * S + s, rows, cols, rmask, BH, HDP)
     out = acc / den[:, None]
     omask = rmask[:, None] & (cols[None, :] < HD)
     tl.store(out_ptr + b * sob + rows[:, None] * soh + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=omask)
@@ -109,14 +136,20 @@ def launch(
     o = torch.empty(b, n_blocks, bh, hdp, device=q.device, dtype=torch.float32)
     ml = torch.empty(b, n_blocks, 2, bh, device=q.device, dtype=torch.float32)
     out = torch.empty(b, h, hd, device=q.device, dtype=q.dtype)
+    pdl = bool(
+        PDL_MERGE and q.is_cuda and not _INTERPRET and gdc_wait is not None and torch.version.hip is None
+        and torch.cuda.get_device_capability(q.device)[0] >= 9
+    )  # fmt: skip
     _mqa_block_kernel[(b, n_blocks)](
         q, k, v, mask, o, ml, h, n_slots, scale,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), mask.stride(0), mask.stride(-1),
         HD=hd, HDP=hdp, BH=bh, BL=block_slots, MASK=kind, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=4,
+        PDL=pdl, num_warps=4,
     )  # fmt: skip
     _mqa_merge_kernel[(b, triton.cdiv(h, MERGE_ROWS))](
         o, ml, out, h, n_blocks, out.stride(0), out.stride(1),
-        HD=hd, HDP=hdp, BH=bh, SP=max(2, triton.next_power_of_2(n_blocks)), RB=MERGE_ROWS, num_warps=4,
+        HD=hd, HDP=hdp, BH=bh, SP=max(2, triton.next_power_of_2(n_blocks)), RB=MERGE_ROWS,
+        UNROLL=n_blocks <= MERGE_UNROLL_BLOCKS, PDL=pdl, num_warps=4,
+        **({"launch_pdl": True} if pdl else {}),
     )  # fmt: skip
     return out
