@@ -1,4 +1,4 @@
-"""`tardis::ffn_decode`: the one custom op of the project (CUDA: Triton kernels; CPU: the reference).
+"""`tardis::ffn_decode`: the project's FFN custom op (CUDA: Triton kernels; CPU: the reference).
 
 It is CUDA-graph safe and syncs nothing: the step's live counters are added on the device into the counter
 tensor it mutates, `counts` (int64 [4]: flagged (token, neuron) pairs, the union size, tokens, steps), by kernel 1
