@@ -609,11 +609,12 @@ def kernel_times(
                 # folded rows moved into the up / down grids, with the PDL choice just made: the down grid's
                 # work grows with the rate, so the pair is timed at 5% and at 10% and chosen for both
                 row["wf_moves"] = wm = wf_moves_ab(layers, xs, n, gen)
+                at_rate = [(lay["lo_in"], lay["hi_in"]) for lay in layers]
                 for lay in layers:
                     set_thresholds(lay, WF_MOVES_RATE2, gen)
                 row["wf_moves_rate2"] = wm2 = wf_moves_ab(layers, xs, n, gen)
-                for lay in layers:
-                    set_thresholds(lay, rate, gen)
+                for lay, (lo, hi) in zip(layers, at_rate, strict=True):  # the 5% thresholds back, as they were
+                    lay["lo_in"], lay["hi_in"] = lo, hi
                 row["wf_moves_best"] = both = wf_moves_both(wm, wm2)
                 for label, w in ((f"{rate:g}", wm), (f"{WF_MOVES_RATE2:g}", wm2)):
                     print(f"folded rows moved B={n} at {label}: " + " ".join(f"{k} {v:.1f}" for k, v in w["us"].items())
