@@ -231,38 +231,48 @@ def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespa
         z = with_zero_ffns(model, lambda: time_decode(model, ids, args.new_tokens, args.repeats, use_graph))
         return z["step_ms"]
 
+    def attempt(mode: str, fn: Callable[[], Any]) -> Any:
+        """fn() for a multi-query path; None, its error recorded, where it fails now or failed before (such a
+        path is left out: it must not lose the run)."""
+        if mode in out["errors"]:
+            return None
+        try:
+            return fn()
+        except Exception as e:
+            traceback.print_exc()
+            out["errors"][mode] = repr(e)[:400]
+            return None
+
+    modes = ATTENTION_MODES[1:]
     stock, first = step_logits("stock", None)
-    if low:
+    logits = {m: attempt(m, lambda m=m: step_logits(m, first)[0]) for m in modes}
+    if low:  # one float32 copy of the weights for every path's reference run
         restore = float32_weights(model)
         try:
             ref = step_logits("stock", first)[0]
+            ref32 = {m: attempt(m, lambda m=m: step_logits(m, first)[0]) for m in modes}
         finally:
             restore()
         out["stock_err_vs_float32"] = rel_max_diff(stock, ref)
     out["stock_zero_ffn_step_ms"] = zero_ffn_step_ms("stock")
     candidates = ["stock"]
-    for mode in ATTENTION_MODES[1:]:
-        try:
-            logits = step_logits(mode, first)[0]
-            out[f"{mode}_logits_max_rel_diff"] = rel_max_diff(logits, stock)
-            if not low:
-                ok = out[f"{mode}_logits_max_rel_diff"] < 1e-4
-            else:
-                restore = float32_weights(model)
-                try:
-                    out[f"{mode}_float32_max_rel_diff"] = rel_max_diff(step_logits(mode, first)[0], ref)
-                finally:
-                    restore()
-                out[f"{mode}_err_vs_float32"] = rel_max_diff(logits, ref)
-                ok = out[f"{mode}_float32_max_rel_diff"] < 1e-4 and (
-                    out[f"{mode}_err_vs_float32"] <= ATTENTION_ERR_RATIO * out["stock_err_vs_float32"]
-                )
-            out[f"{mode}_correct"] = ok
-            out[f"{mode}_zero_ffn_step_ms"] = zero_ffn_step_ms(mode)
-        except Exception as e:  # a failing path must not lose the run: it is left out
-            traceback.print_exc()
-            out["errors"][mode] = repr(e)[:400]
+    for mode in modes:
+        if mode in out["errors"]:
             continue
+        out[f"{mode}_logits_max_rel_diff"] = rel_max_diff(logits[mode], stock)
+        if not low:
+            ok = out[f"{mode}_logits_max_rel_diff"] < 1e-4
+        else:
+            out[f"{mode}_float32_max_rel_diff"] = rel_max_diff(ref32[mode], ref)
+            out[f"{mode}_err_vs_float32"] = rel_max_diff(logits[mode], ref)
+            ok = out[f"{mode}_float32_max_rel_diff"] < 1e-4 and (
+                out[f"{mode}_err_vs_float32"] <= ATTENTION_ERR_RATIO * out["stock_err_vs_float32"]
+            )
+        out[f"{mode}_correct"] = ok
+        step_ms = attempt(mode, lambda m=mode: zero_ffn_step_ms(m))
+        if step_ms is None:
+            continue
+        out[f"{mode}_zero_ffn_step_ms"] = step_ms
         if ok:
             candidates.append(mode)
     out["choice"] = min(candidates, key=lambda m: out[f"{m}_zero_ffn_step_ms"])
