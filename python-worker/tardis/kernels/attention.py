@@ -42,7 +42,9 @@ def _mqa_decode_attention_op(
     """out [B, H, hd] of one multi-query decode step; q [B, H, hd], k / v [B, L, hd] (any strides with a unit
     last one), mask [B, L] or None."""
     if q.is_cuda:
-        return _mqa_decode_triton(q, k, v, mask, scale)
+        from tardis.kernels.attention_triton import launch  # Triton only where there is a GPU
+
+        return launch(q, k, v, mask, scale, BLOCK_SLOTS)
     return mqa_decode_reference(q, k, v, mask, scale)
 
 
@@ -62,11 +64,3 @@ def mqa_decode_attention(
     if mask is not None and tuple(mask.shape) != (b, k.shape[1]):
         raise ValueError(f"mqa_decode_attention: mask {tuple(mask.shape)}, want [B, L] = {(b, k.shape[1])}")
     return torch.ops.tardis.mqa_decode_attention(q, k, v, mask, 1 / math.sqrt(hd) if scale is None else scale)
-
-
-def _mqa_decode_triton(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
-) -> torch.Tensor:
-    from tardis.kernels.attention_triton import launch
-
-    return launch(q, k, v, mask, scale, BLOCK_SLOTS)
