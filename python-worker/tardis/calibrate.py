@@ -362,7 +362,25 @@ def _build_predictors(
 ) -> dict[int, QuantizedW1]:
     """Quantize each W1: round to nearest, or GPTQ with H = Σ x·xᵀ from an extra pass over the calibration batches."""
     if config.predictor_method == "rtn":
-        return {s.index: quantize_rtn(s.w1, config.predictor_bits, config.group_size, config.clip_search) for s in todo}
+        hessians: dict[int, _Hessian] | None = None
+    else:
+        hessians = _hessians(run, todo, calib_batches, ckpt)
+    out: dict[int, QuantizedW1] = {}
+    bits, gs, clip = config.predictor_bits, config.group_size, config.clip_search
+    for k, s in enumerate(todo):  # one progress event a layer: on a 7B model this is a pass of its own
+        run.check_cancel()
+        if hessians is None:
+            out[s.index] = quantize_rtn(s.w1, bits, gs, clip)
+        else:
+            out[s.index] = quantize_gptq(s.w1, hessians[s.index].h, bits, gs, clip)
+        run.on_event({"kind": "pass", "pass": "predictors", "batch": k + 1, "batches": len(todo)})
+    return out
+
+
+def _hessians(
+    run: _Run, todo: list[FFNSite], calib_batches: list[torch.Tensor], ckpt: _Checkpoints
+) -> dict[int, _Hessian]:
+    """H = Σ x·xᵀ of each FFN's inputs over the calibration batches (a checkpointed pass)."""
     idx = [s.index for s in todo]
     loaded = ckpt.load_pass("hessian", _Hessian, idx)
     if loaded is None:
@@ -378,10 +396,7 @@ def _build_predictors(
         run.stream_inputs("hessian", calib_batches, todo, add)
         ckpt.save_pass("hessian", hess)
         loaded = hess
-    return {
-        s.index: quantize_gptq(s.w1, loaded[s.index].h, config.predictor_bits, config.group_size, config.clip_search)
-        for s in todo
-    }
+    return loaded
 
 
 @dataclasses.dataclass
@@ -404,7 +419,7 @@ def _fold_layers(
 ) -> None:
     dev = run.device
     predictors = _build_predictors(run, config, todo, calib_batches, ckpt)
-    w1q = {i: p.dequantize(torch.float32).to(device=dev, dtype=todo[0].w1.dtype) for i, p in predictors.items()}
+    w1q = {i: p.to(dev).dequantize(torch.float32).to(dtype=todo[0].w1.dtype) for i, p in predictors.items()}
     f_of = {s.index: s.w1.shape[0] for s in todo}
 
     idx = list(f_of)

@@ -189,8 +189,9 @@ def test_calibration_streams_every_layer_and_ends_with_a_verified_manifest(calib
     assert kinds[0] == "started" and kinds[-1] == "completed" and kinds.count("completed") == 1
     phases = {e.progress.phase for e in events if e.HasField("progress")}
     # The GPTQ predictor (the default predictor_method) adds a "hessian" pass before the others, the
-    # default band tolerance a "depth" pass after the fit (margins are measured against the band).
-    assert phases == {"load", "hessian", "moments", "histograms", "fit", "depth", "heldout"}
+    # default band tolerance a "depth" pass after the fit (margins are measured against the band);
+    # "predictors" is the quantization of each W1 (one step a layer).
+    assert phases == {"load", "hessian", "predictors", "moments", "histograms", "fit", "depth", "heldout"}
     layers = [e.layer for e in events if e.HasField("layer")]
     assert [x.layer for x in layers] == [0, 1] and all(x.layers == 2 and not x.resumed for x in layers)
     assert all(x.stats.neurons == 256 and x.stats.calib_tokens == 1024 for x in layers)

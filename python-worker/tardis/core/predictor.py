@@ -121,9 +121,10 @@ def _codes(w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int
 
 
 def _result(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits: int, g: int, d: int) -> QuantizedW1:
+    # packed where the codes are (on a GPU: not int64 codes through host memory and CPU shifts), kept on the CPU
     f = codes.shape[0]
     return QuantizedW1(
-        packed=pack_codes(codes.reshape(f, -1).to(torch.int64).cpu(), bits),
+        packed=pack_codes(codes.reshape(f, -1).to(torch.int64), bits).cpu(),
         scales=scale.half().cpu(),
         offsets=offset.half().cpu(),
         bits=bits,
@@ -135,7 +136,7 @@ def _result(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, bits
 def quantize_rtn(w1: torch.Tensor, bits: int, group_size: int, clip_search: bool = True) -> QuantizedW1:
     """Round-to-nearest group-wise asymmetric quantization of W1 [f, d] (see group_params)."""
     f, d = w1.shape
-    w, g = _pad_groups(w1.cpu(), group_size)
+    w, g = _pad_groups(w1, group_size)  # on W1's device: a GPU does a 7B model's layers in moments
     groups = w.view(f, -1, g)
     scale, offset = group_params(groups, bits, clip_search)
     return _result(_codes(groups, scale, offset, bits), scale, offset, bits, g, d)
