@@ -41,18 +41,22 @@ sweep() {  # LIMIT_S BATCHES: kernel-1 and up/down launch sweeps (Falcon-7B, 5%)
   # with the fastest launches; --rate-from: the band's fallback rate on the e2e model (CPU calibration estimate)
   timeout "$1" python ../bench/ffn_bench.py --shapes falcon7b --batches "$2" --kernel-times \
     --kernel-sets plane --plane-best --updown-sweep --out "$OUT/ffn_sweep.json" \
-    --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json >"$OUT/ffn_sweep.txt" 2>&1
+    --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json ${SWEEP_EXTRA:-} \
+    >"$OUT/ffn_sweep.txt" 2>&1
   echo "ffn bench rc $?"
   # kept on the machine (an ignored path survives while it stays warm) for a following e2e call
   mkdir -p ../.cache/device && cp -f "$OUT/ffn_sweep.json" ../.cache/device/ 2>/dev/null
 }
-gpu_tests() {  # LIMIT_S: the GPU kernel tests of the plane paths (GPU_TESTS_K: another pytest -k selection, e.g.
-  # "folded_rows or configurations" for v11's new paths first; GPU_TESTS_FILES: other test files, e.g.
-  # tests/test_attention.py with GPU_TESTS_K=gpu for the decode attention's kernels)
-  timeout "$1" python -m pytest ${GPU_TESTS_FILES:-tests/test_kernels.py} -q -x -p no:cacheprovider \
+gpu_tests() {  # LIMIT_S [NAME]: the GPU kernel tests of the plane paths (GPU_TESTS_K: another pytest -k selection,
+  # e.g. "folded_rows or configurations" for v11's new paths first; GPU_TESTS_FILES: other test files, e.g.
+  # tests/test_attention.py with GPU_TESTS_K=gpu for the decode attention's kernels); output in $OUT/NAME.txt
+  local name="${2:-gpu_tests}"
+  timeout "$1" python -m pytest ${GPU_TESTS_FILES:-tests/test_kernels.py} -p no:cacheprovider -rfE -x \
     -k "${GPU_TESTS_K:-pdl or pipelined or int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)}" \
-    >"$OUT/gpu_tests.txt" 2>&1
-  echo "gpu tests rc $?: $(tail -1 "$OUT/gpu_tests.txt")"
+    >"$OUT/$name.txt" 2>&1
+  local rc=$?
+  echo "$name rc $rc: $(grep -E "passed|failed|error" "$OUT/$name.txt" | tail -1)"
+  return $rc
 }
 
 if [ "$stage" = kernels ] || [ "$stage" = all ]; then
@@ -94,6 +98,12 @@ if [ "$stage" = sweep ]; then
 fi
 
 if [ "$stage" = quick ]; then
+  # PRE_TESTS_K: a pytest -k selection of tests/test_kernels.py run first (PRE_TESTS_S, 60); if they fail or hang,
+  # the sweep leaves UP_SPIN out of its PDL A/B (its new polls are what such a first run checks)
+  if [ -n "${PRE_TESTS_K:-}" ]; then
+    GPU_TESTS_K="$PRE_TESTS_K" GPU_TESTS_FILES=tests/test_kernels.py gpu_tests "${PRE_TESTS_S:-60}" pre_tests \
+      || SWEEP_EXTRA="--no-up-spin"
+  fi
   sweep "${SWEEP_S:-150}" 1
   [ "${GPU_TESTS_S:-45}" -gt 0 ] && gpu_tests "${GPU_TESTS_S:-45}"
   launch=()  # the sweep's launch choice, if it got as far as writing one

@@ -223,24 +223,26 @@ def check(layer: dict, n: int, gen: torch.Generator) -> dict:
     }
 
 
-def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Generator) -> dict:
+def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Generator, spin: bool = True) -> dict:
     """The whole layer (the launches in force) timed with the up/down kernels launched without and with
     programmatic dependent launch; with PDL plus kernel 1 launched behind the int8 x kernel (`XQ_PDL`: its Wf
     programs start before the x words are done; where this batch's launch runs I8); and with PDL plus the early
     small down kernel (`DOWN_EARLY`: it reads kernel 1's list and its W2ᵀ rows before waiting for the up kernel;
-    where this batch runs the small up/down kernels), alone and with `XQ_PDL`. Each PDL variant is also checked
+    where this batch runs the small up/down kernels), alone and with `XQ_PDL`; and the last of those with the up kernel
+    started by kernel 1's predictor programs (`UP_SPIN`; not with spin=False). Each PDL variant is also checked
     through the op; `best` is the fastest correct one. decode's flags are left as they were."""
-    before = (decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL)
+    before = (decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN)
     us, errs = {}, {}
     i8 = bool(PLANE_LAUNCH[min(n, decode.SMALL_MAX_BATCH)].get("I8"))  # the launch these batches run now
     small = n <= decode.SMALL_UPDOWN_BATCH
-    variants = [("off", False, False, False), ("on", True, False, False)]
-    variants += [("xq", True, False, True)] if i8 else []
-    variants += [("early", True, True, False)] if small else []
-    variants += [("early_xq", True, True, True)] if small and i8 else []
+    variants = [("off", False, False, False, False), ("on", True, False, False, False)]
+    variants += [("xq", True, False, True, False)] if i8 else []
+    variants += [("early", True, True, False, False)] if small else []
+    variants += [("early_xq", True, True, True, False)] if small and i8 else []
+    variants += [("early_xq_spin" if i8 else "early_spin", True, True, i8, True)] if small and spin else []
     try:
-        for key, pdl, early, xq in variants:
-            decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL = pdl, early, xq
+        for key, pdl, early, xq, spin in variants:
+            decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN = pdl, early, xq, spin
             ls = launches(layers, xs, "plane")
             for lc in ls:
                 lc.ws.zero_()
@@ -249,13 +251,14 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
                 layers[0]["ws"].zero_()
                 errs[key] = check(layers[0], n, gen)["rel_err"]
     finally:
-        decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL = before
+        decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN = before
     best = min((k for k in us if k == "off" or errs[k] < 1e-2), key=lambda k: us[k])
     out = {"off_us": us["off"], "on_us": us["on"], "rel_err": errs["on"], "best": best, "better": best != "off"}
     for key in us.keys() - {"off", "on"}:
         out |= {f"{key}_us": us[key], f"{key}_rel_err": errs[key]}
     out["early_better"] = best.startswith("early")
-    out["xq_better"] = best.endswith("xq")
+    out["xq_better"] = "xq" in best.split("_")
+    out["spin_better"] = best.endswith("_spin")
     return out
 
 
@@ -589,12 +592,15 @@ def kernel_times(
                     lc.ws.zero_()
             if kset == "plane":  # the whole layer with the launches now in force, up/down without and with PDL
                 try:
-                    row["pdl"] = pdl_ab(layers, xs, n, gen)
+                    row["pdl"] = pdl_ab(layers, xs, n, gen, spin=not args.no_up_spin)
                     pa = row["pdl"]
                     extra = "".join(
                         f", {pa[k + '_us']:.1f} {label} (err {pa[k + '_rel_err']:.1e})"
                         for k, label in (("xq", "with kernel 1 behind the x words"), ("early", "with the early down "
-                                         "kernel"), ("early_xq", "with both")) if k + "_us" in pa
+                                         "kernel"), ("early_xq", "with both"), ("early_xq_spin", "with both and the up "
+                                         "kernel started by the predictor programs"), ("early_spin", "with the early "
+                                         "down kernel and the up kernel started by the predictor programs"))
+                        if k + "_us" in pa
                     )  # fmt: skip
                     print(f"PDL B={n}: layer {pa['off_us']:.1f} us without, {pa['on_us']:.1f} with "
                           f"(err {pa['rel_err']:.1e}){extra}; best: {pa['best']}", flush=True)  # fmt: skip
@@ -605,6 +611,7 @@ def kernel_times(
                     decode.PDL_UPDOWN = row["pdl"]["better"]
                     decode.DOWN_EARLY = bool(row["pdl"].get("early_better"))
                     decode.XQ_PDL = bool(row["pdl"].get("xq_better"))
+                    decode.UP_SPIN = bool(row["pdl"].get("spin_better"))
             if kset == "plane" and n <= decode.SMALL_UPDOWN_BATCH and n > decode.FUSED_UPDOWN_BATCH:
                 # folded rows moved into the up / down grids, with the PDL choice just made: the down grid's
                 # work grows with the rate, so the pair is timed at 5% and at 10% and chosen for both
@@ -681,6 +688,11 @@ def main() -> None:
         action="store_true",
         help="with --kernel-times and the plane set: also time the up/down launches of UPDOWN_CONFIGS "
         "(with --plane-best the whole-layer table uses batch 1's fastest)",
+    )
+    ap.add_argument(
+        "--no-up-spin",
+        action="store_true",
+        help="leave UP_SPIN (the up kernel started by kernel 1's predictor programs) out of the PDL A/B",
     )
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "ffn_bench.json"))
     args = ap.parse_args()

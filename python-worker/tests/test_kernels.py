@@ -319,6 +319,30 @@ def test_pdl_folded_rows_in_the_up_and_down_grids_on_gpu(
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    ("n", "up", "pdl", "f"),
+    [(1, 0.0, True, 18176), (1, 0.1, True, 18176), (2, 0.1, True, 18176), (1, 0.1, False, 18176), (1, 0.0, True, 300)],
+)  # fmt: skip
+def test_pdl_up_kernel_started_by_the_predictor_programs_on_gpu(
+    n: int, up: float, pdl: bool, f: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # UP_SPIN at the Falcon-7B shape with batch 1's launch: the up programs poll kernel 1's finished predictor
+    # programs while its folded rows still run (a race would show as a wrong output or a workspace left non-zero);
+    # f = 300: a few predictor programs that finish long before the folded rows
+    from tardis.kernels import decode
+    from tardis.kernels.blocks import PLANE_LAUNCH
+
+    monkeypatch.setattr(decode, "PDL_UPDOWN", pdl)
+    monkeypatch.setattr(decode, "DOWN_EARLY", True)
+    monkeypatch.setattr(decode, "XQ_PDL", True)
+    monkeypatch.setattr(decode, "UP_SPIN", True)
+    monkeypatch.setattr(decode, "WF_UP_FRAC", up)
+    cfg = PLANE_LAUNCH[1] | {"small_updown": True}
+    for seed in (101 + n, 111 + n):
+        _kernel_case("cuda", n, 4544, f, 2, 128, torch.bfloat16, "gelu", seed=seed, kernels="plane", plane_cfg=cfg)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("cfg", PLANE_SWEEP)
 @pytest.mark.parametrize(("n", "d", "f"), [(1, 4544, 2240), (2, 4544, 2240), (4, 4544, 2240)])
 def test_plane_kernel_configurations_on_gpu(cfg: dict, n: int, d: int, f: int) -> None:
@@ -452,6 +476,29 @@ def test_early_down_kernel_in_the_interpreter(monkeypatch: pytest.MonkeyPatch, n
     monkeypatch.setattr(decode, "DOWN_EARLY", True)
     cfg = {"small_updown": True}
     _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=70 + n, kernels="plane", plane_cfg=cfg)
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize(
+    ("n", "d", "f", "early", "up", "cfg"),
+    [(1, 300, 200, True, 0.0, {}), (3, 450, 330, False, 0.0, {"PRED_FIRST": True}), (1, 1100, 500, True, 0.2, {}),
+     (2, 600, 700, True, 0.0, {"SPLIT": 2}), (1, 1100, 500, True, 0.15, {"I8": True, "PS": 4, "WS": 3, "PG": 2})],
+)  # fmt: skip
+def test_up_kernel_started_by_the_predictor_programs_in_the_interpreter(
+    monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, early: bool, up: float, cfg: dict
+) -> None:
+    # UP_SPIN: kernel 1's predictor programs count themselves done, the up and down kernels poll that count (here
+    # already complete: the interpreter runs one launch after another), the down kernel's last item resets it;
+    # with split predictor tiles and with folded rows in the up grid too. The workspace check covers the reset.
+    from tardis.kernels import decode
+
+    monkeypatch.setattr(decode, "UP_SPIN", True)
+    monkeypatch.setattr(decode, "DOWN_EARLY", early)
+    monkeypatch.setattr(decode, "WF_UP_FRAC", up)
+    cfg = cfg | {"small_updown": True}
+    _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=90 + n, kernels="plane", plane_cfg=cfg)
 
 
 # folded rows moved into the up / down grids (WF_UP_FRAC, WF_DOWN_FRAC): (n, d, f, up, down, down columns, launch)

@@ -139,6 +139,13 @@ XQ_PDL = True  # I8: kernel 1 launched with programmatic dependent launch behind
 # its Wf programs start at once, its predictor programs wait for the x words in-kernel; the layer loses the
 # gap between two dependent launches. v10, H100, B = 1, 5%: 45.4 → 43.9 µs alone, 42.4 with DOWN_EARLY (same run);
 # ffn_bench times the layer with and without it (pdl_ab), --plane-best keeps the faster
+UP_SPIN = False  # batches that run the plane kernel 1 with the small up/down kernels (not the fused one): the up
+# kernel starts on the neuron list as soon as kernel 1's *predictor* programs are done (each adds one to a
+# workspace counter after its flags; the up programs poll it) instead of waiting for all of kernel 1, so it
+# overlaps the folded rows' tail. It still waits for kernel 1's end before it exits, so the down kernel (which
+# waits for the up grid) sees every folded row in y32. Safe to spin: with PDL the up grid starts only once every
+# kernel-1 program runs; without PDL it starts after kernel 1 and the count is already final. ffn_bench's
+# pdl_ab times the layer with and without it; off until a GPU run has timed it.
 # Folded rows moved out of kernel 1 (batches that run the small up/down kernels, not the fused one): the Wf part
 # (Wf·x + bf) needs only x, so some of its row programs can run in the later grids, where the up and down kernels
 # spend most of their time waiting on short chains of memory round trips, and kernel 1 (predictor ‖ Wf) gets
@@ -171,13 +178,16 @@ MAX_SPLIT_TOKENS = 4  # tokens the split predictor's partial-sum buffer holds
 
 def workspace_layout(d: int, f: int) -> dict[str, tuple[int, int]]:
     """(offset, length) in int32 words of each workspace region, all zero at rest: the list count and
-    items done, one ticket per down-scatter column block, one ticket per predictor tile, and the split
-    predictor's fp32 partial sums [MAX_SPLIT_TOKENS, f_pad]."""
+    items done, one ticket per down-scatter column block, one ticket per predictor tile, the count of finished
+    predictor programs (UP_SPIN), and the split predictor's fp32 partial sums [MAX_SPLIT_TOKENS, f_pad]."""
     tiles = -(-f // PRED_ROWS)
     sizes = {
         "counts": 2,
         "col_tickets": -(-d // TICKET_BLOCK_COLS),
         "tile_tickets": tiles,
+        # UP_SPIN: word 0 counts kernel 1's finished predictor programs (the down kernel's last item resets it);
+        # four words, so the partial sums after it keep their 16-byte alignment
+        "pred_done": 4,
         "zacc": MAX_SPLIT_TOKENS * tiles * PRED_ROWS,
     }
     out, off = {}, 0

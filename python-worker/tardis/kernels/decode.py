@@ -48,6 +48,7 @@ from tardis.kernels.blocks import (
     TICKET_BLOCK_COLS,
     UP_BLOCK_K,
     UP_BLOCK_NEURONS,
+    UP_SPIN,
     UP_SPLITS,
     UP_STAGES,
     UPDOWN_BLOCK_COLS,
@@ -104,6 +105,26 @@ def _pdl_wait(PDL: tl.constexpr, RELEASE_AFTER: tl.constexpr = False):
         gdc_wait()
         if RELEASE_AFTER:
             gdc_launch_dependents()
+
+
+@triton.jit
+def _spin_until(ptr, target, FENCE: tl.constexpr):
+    # poll a gpu-scope counter (volatile loads: L2, not a stale L1 line) until it reaches target; the fence after
+    # the last poll orders every later read after the writes released before the counter's increments
+    v = tl.load(ptr, volatile=True)
+    while v < target:
+        v = tl.load(ptr, volatile=True)
+    if FENCE:
+        _gpu_fence(v)
+
+
+@triton.jit
+def _signal_done(ptr, FENCE: tl.constexpr):
+    # this program's writes (fence in every thread, then the CTA barrier) before one increment of the counter
+    if FENCE:
+        _gpu_fence(tl.program_id(0))
+    tl.debug_barrier()
+    tl.atomic_add(ptr, 1)
 
 
 @triton.jit
@@ -964,8 +985,10 @@ def _stacked_plane_kernel(
     PRED_FIRST: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr, SPLIT: tl.constexpr,
     WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, PS: tl.constexpr,
     WS: tl.constexpr, PG: tl.constexpr, PDL: tl.constexpr, XQW: tl.constexpr = False, zr0=0,
-    ZR: tl.constexpr = False, wk_n=1, wk_kc=1, WK: tl.constexpr = 1, XV: tl.constexpr = True,
+    ZR: tl.constexpr = False, wk_n=1, wk_kc=1, WK: tl.constexpr = 1, XV: tl.constexpr = True, pd_ptr=None,
+    SPIN: tl.constexpr = False, FENCE: tl.constexpr = False,
 ):  # fmt: skip
+    # SPIN (UP_SPIN): each predictor program adds one to pd_ptr after its flags, for the up kernel's poll.
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part. PDL: the up kernel may be launched once
     # every program here has started (it waits for this grid to finish before it reads anything).
@@ -997,6 +1020,8 @@ def _stacked_plane_kernel(
             ONE_BITS, CG, magic, NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT,
             x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, PS, PG, XV,
         )  # fmt: skip
+        if SPIN:
+            _signal_done(pd_ptr, FENCE)
     else:
         if WK > 1:
             _wf_tile_add(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, 0, wk_n, wk_kc, D, NT, BMF, BKF, WS, XQW)
@@ -1018,8 +1043,11 @@ def _up_small_kernel(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, wf_ptr, bf_ptr, y32_ptr, wf0, n_wf, n_ks, kc,
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr = 0,
     EARLY: tl.constexpr = False, WF: tl.constexpr = False, MB: tl.constexpr = 32, BKF: tl.constexpr = 256,
-    WS: tl.constexpr = 0,
+    WS: tl.constexpr = 0, pd_ptr=None, n_pred=0, SPIN: tl.constexpr = False, FENCE: tl.constexpr = False,
 ):  # fmt: skip
+    # SPIN (UP_SPIN): the items start once kernel 1's n_pred predictor programs have counted themselves done in
+    # pd_ptr (the list is final then), not at kernel 1's end; the down kernel is released then too, and each
+    # program waits for kernel 1's end before it exits (the down kernel's wait for this grid covers kernel 1).
     # Batch 1..4 up-gather without tl.dot: [BJ, BK] FMA tiles per token, one reduction per item.
     # US > 1: the K loop software-pipelined (cp.async, US - 1 steps of W1 rows ahead). EARLY (the down kernel
     # reads kernel 1's list before it waits for this one): the down kernel is released only after this
@@ -1036,23 +1064,33 @@ def _up_small_kernel(
             pid -= n_wf
             nprog -= n_wf
         _up_small_items(x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog, NT, BJ, BK, PDL,
-                        US, EARLY)  # fmt: skip
+                        US, EARLY, pd_ptr, n_pred, SPIN, FENCE)  # fmt: skip
 
 
 @triton.jit
 def _up_small_items(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog,
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr, EARLY: tl.constexpr,
+    pd_ptr, n_pred, SPIN: tl.constexpr, FENCE: tl.constexpr,
 ):  # fmt: skip
-    _pdl_wait(PDL, EARLY)
-    count = tl.load(ws_ptr)
+    if SPIN:
+        _spin_until(pd_ptr, n_pred, FENCE)
+        if PDL:
+            gdc_launch_dependents()
+        count = tl.load(ws_ptr, cache_modifier=".cg")  # kernel 1 may still run: its list through L2
+    else:
+        _pdl_wait(PDL, EARLY)
+        count = tl.load(ws_ptr)
     n_items = tl.cdiv(count, BJ) * n_splits
     for item in range(pid, n_items, nprog):
         jb = item // n_splits
         sp = item % n_splits
         js = jb * BJ + tl.arange(0, BJ)
         jmask = js < count
-        neur = tl.load(idx_ptr + js, mask=jmask, other=0)
+        if SPIN:
+            neur = tl.load(idx_ptr + js, mask=jmask, other=0, cache_modifier=".cg")
+        else:
+            neur = tl.load(idx_ptr + js, mask=jmask, other=0)
         a0 = tl.zeros((BJ, BK), dtype=tl.float32)
         a1 = tl.zeros((BJ, BK), dtype=tl.float32)
         a2 = tl.zeros((BJ, BK), dtype=tl.float32)
@@ -1071,6 +1109,8 @@ def _up_small_items(
             tl.store(zrow + 2 * F, tl.sum(a2, axis=1), mask=jmask)
         if NT > 3:
             tl.store(zrow + 3 * F, tl.sum(a3, axis=1), mask=jmask)
+    if SPIN and PDL:
+        gdc_wait()  # kernel 1's end (its folded rows in y32) before this grid's
 
 
 @triton.jit
@@ -1092,8 +1132,11 @@ def _down_small_kernel(
     D, F, n_splits, n_cols, x_ptr, wf_ptr, bf_ptr, wf0, n_wf, cb0, n_ks, kc,
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
     FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr = False, WF: tl.constexpr = False,
-    MB: tl.constexpr = 32, BKF: tl.constexpr = 256, WS: tl.constexpr = 0,
+    MB: tl.constexpr = 32, BKF: tl.constexpr = 256, WS: tl.constexpr = 0, pd_ptr=None, SPIN: tl.constexpr = False,
 ):  # fmt: skip
+    # SPIN (UP_SPIN): the up kernel released this launch once kernel 1's predictor programs were done (not at its
+    # end), after its poll saw their count (the list final in L2, which EARLY reads with .cg). No poll here: a
+    # program may start after the very last item has reset the count. That item resets it with the list count.
     # Batch 1..4 down-scatter without tl.dot: per token Σ_j corr_j · W2ᵀ[j, cols] (one reduction).
     # EARLY: the up kernel released this launch only after kernel 1 had finished, so kernel 1's list (count
     # and indices, read from L2: `.cg`) and the weights (W2ᵀ rows, b1, the lines) are read before the wait for
@@ -1114,14 +1157,14 @@ def _down_small_kernel(
         cols = cb * BC + tl.arange(0, BC)
         last = n_jb - 1 + _wf_in_block(cb, cb0, n_ks, D, BC, MB)
         _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cols < D, count, last, D, NT, FENCE)
-        _close_item(ws_ptr, n_jb * n_cols + n_wf)
+        _close_item(ws_ptr, n_jb * n_cols + n_wf, pd_ptr, SPIN)
     else:
         if WF:
             pid -= n_wf
             nprog -= n_wf
         _down_small_items(
             w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr, D, F, n_splits,
-            n_cols, pid, nprog, n_wf, cb0, n_ks, NT, BJ, BC, ACT, NSP, FENCE, PDL, EARLY, MB,
+            n_cols, pid, nprog, n_wf, cb0, n_ks, NT, BJ, BC, ACT, NSP, FENCE, PDL, EARLY, MB, pd_ptr, SPIN,
         )  # fmt: skip
 
 
@@ -1130,7 +1173,7 @@ def _down_small_items(
     w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr,
     D, F, n_splits, n_cols, pid, nprog, n_wf, cb0, n_ks,
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
-    FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr, MB: tl.constexpr,
+    FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr, MB: tl.constexpr, pd_ptr, SPIN: tl.constexpr,
 ):  # fmt: skip
     # the down items of _down_small_kernel; n_wf folded-row tiles count in the blocks cb0.. and in the items done
     if EARLY:
@@ -1176,7 +1219,7 @@ def _down_small_items(
         _scatter(y32_ptr, D, cols, w2, om, corr0, corr1, corr2, corr3, NT)
         last = n_jb - 1 + _wf_in_block(cb, cb0, n_ks, D, BC, MB)
         _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, D, NT, FENCE)
-        _close_item(ws_ptr, n_items + n_wf)
+        _close_item(ws_ptr, n_items + n_wf, pd_ptr, SPIN)
 
 
 @triton.jit
@@ -1210,13 +1253,16 @@ def _close_column_block(
 
 
 @triton.jit
-def _close_item(ws_ptr, n_items):
-    # the very last item resets the list count and this counter (every program has read the count)
+def _close_item(ws_ptr, n_items, pd_ptr=None, SPIN: tl.constexpr = False):
+    # the very last item resets the list count and this counter (every program has read the count); SPIN: and
+    # the count of kernel 1's finished predictor programs (every up program has passed its poll by now)
     tl.debug_barrier()
     done = tl.atomic_add(ws_ptr + 1, 1)
     if done == n_items - 1:
         tl.store(ws_ptr, 0)
         tl.store(ws_ptr + 1, 0)
+        if SPIN:
+            tl.store(pd_ptr, 0)
 
 
 @triton.jit
@@ -1309,6 +1355,7 @@ LAUNCH_SETTINGS: dict[str, tuple[str, type]] = {
     "pdl_updown": ("PDL_UPDOWN", bool),
     "down_early": ("DOWN_EARLY", bool),
     "xq_pdl": ("XQ_PDL", bool),
+    "up_spin": ("UP_SPIN", bool),
     "wf_up_frac": ("WF_UP_FRAC", float),
     "wf_down_frac": ("WF_DOWN_FRAC", float),
 }
@@ -1403,11 +1450,14 @@ class DecodeLaunch:
         self.small_updown = self.small or (self.kernels == "plane" and n <= SMALL_UPDOWN_BATCH)
         # kernels 2 and 3 as one launch (the fused up/down kernel; batch 1..4)
         self.fused_updown = self.kernels != "v1" and n <= FUSED_UPDOWN_BATCH
+        self.up_spin = UP_SPIN  # run(): the small up kernel starts when kernel 1's predictor programs are done
+        self.n_pred = 0  # kernel 1's predictor programs (set by stacked(); the up/down kernels' poll target)
         self.x, self.wf, self.bf, self.pred, self.b1, self.lo_in, self.hi_in = x, wf, bf, pred, b1, lo_in, hi_in
         self.w1, self.w2t, self.slope, self.intercept, self.act = w1, w2t, slope, intercept, ACT_IDS[act]
         self.ws, self.counts = workspace, counts
         lay = workspace_layout(d, f)
         self.tick = workspace[lay["tile_tickets"][0] :][: lay["tile_tickets"][1]]
+        self.pred_done = workspace[lay["pred_done"][0] :][:1]
         self.zacc = workspace[lay["zacc"][0] :].view(torch.float32)
         self.n, self.d, self.f = n, d, f
         self.bn_dot = max(16, triton.next_power_of_2(n))
@@ -1470,8 +1520,9 @@ class DecodeLaunch:
         n = triton.cdiv(r1 - r0, WF_MOVED_ROWS) * n_ks
         return {"wf0": r0 // WF_MOVED_ROWS, "n_wf": n, "n_ks": n_ks, "kc": kc, "WF": n > 0}
 
-    def stacked(self, part: str = "all") -> None:
-        """Kernel 1 over [Wf ; Q(W1)]; part 'wf' or 'pred' launches only those programs (timing only)."""
+    def stacked(self, part: str = "all", spin: bool = False) -> None:
+        """Kernel 1 over [Wf ; Q(W1)]; part 'wf' or 'pred' launches only those programs (timing only). spin: its
+        predictor programs count themselves done for up(spin=True) / down(spin=True), which must follow."""
         p, n, d, f = self.pred, self.n, self.d, self.f
         per_word = 32 // p.bits
         args = (
@@ -1497,6 +1548,7 @@ class DecodeLaunch:
             if cfg["WK"] > 1:  # row blocks × column chunks
                 n_wf *= wk_n
             n_pred = triton.cdiv(n_tiles, cfg["T"]) * split
+            self.n_pred = n_pred
         else:
             cfg = self.k1_cfg
             n_wf = triton.cdiv(d, cfg["BMF"] if self.small else WF_BLOCK_ROWS)
@@ -1526,6 +1578,8 @@ class DecodeLaunch:
             if wf_a < d and cfg["WK"] == 1:  # the up / down grids add their folded rows into y32: zeroed here
                 pdl_k1 |= {"zr0": wf_a, "ZR": True}
             pdl_k1 |= {"wk_n": wk_n, "wk_kc": wk_kc}
+            if spin and part == "all":
+                pdl_k1 |= {"pd_ptr": self.pred_done, "SPIN": True, "FENCE": not _INTERPRET}
             _stacked_plane_kernel[(grid,)](
                 *args, self.zacc, self.tick, xq, xsx, xsum, d, f, p.scales.shape[1], p.n_groups,
                 p.n_groups if cfg["I8"] else d // p.group_size, n_tiles, n_first, 0x3F800000, cg, H2_MAGIC,
@@ -1550,8 +1604,17 @@ class DecodeLaunch:
         # PDL: the kernel waits for the previous grid itself, so it may be launched before that one ends
         return {"PDL": True, "launch_pdl": True} if self.pdl else {"PDL": False}
 
-    def up(self) -> None:
-        """Kernel 2: z partials of the listed neurons."""
+    def _spin_args(self, spin: bool, poll: bool) -> dict[str, Any]:
+        # up(spin) polls the count of kernel 1's finished predictor programs (UP_SPIN; after stacked(spin=True)),
+        # down(spin) resets it
+        if not spin:
+            return {}
+        if not (self.small_updown and self.kernels == "plane" and self.n_pred > 0):
+            raise ValueError("spin needs the plane kernel 1 (launched first, with spin) and the small up/down kernels")
+        return {"pd_ptr": self.pred_done, "SPIN": True} | ({"n_pred": self.n_pred} if poll else {})
+
+    def up(self, spin: bool = False) -> None:
+        """Kernel 2: z partials of the listed neurons (spin: from kernel 1's predictor programs' end on)."""
         grid = min(triton.cdiv(self.f, UP_BLOCK_NEURONS) * self.n_splits, self.sms * PROGRAMS_PER_SM)
         common = (self.x, self.w1, self.idx, self.ws, self.zp)
         if self.small_updown:
@@ -1559,7 +1622,8 @@ class DecodeLaunch:
             _up_small_kernel[(grid + tiles["n_wf"],)](
                 *common, self.d, self.f, self.n_splits, self.chunk, self.wf, self.bf, self.y32, NT=self.n,
                 BJ=UP_BLOCK_NEURONS, BK=UP_BLOCK_K, US=UP_STAGES, EARLY=self.down_early, MB=WF_MOVED_ROWS,
-                BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES, **tiles, **self._pdl_args(),
+                BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES, FENCE=not _INTERPRET, **tiles, **self._pdl_args(),
+                **self._spin_args(spin, poll=True),
             )  # fmt: skip
         else:
             _up_kernel[(grid,)](
@@ -1567,8 +1631,8 @@ class DecodeLaunch:
                 BK=UP_BLOCK_K, DOT_PREC=self.dot_prec, **self._pdl_args(),
             )  # fmt: skip
 
-    def down(self) -> None:
-        """Kernel 3: corrections scattered into y32, cast into y; resets the workspace."""
+    def down(self, spin: bool = False) -> None:
+        """Kernel 3: corrections scattered into y32, cast into y; resets the workspace (spin: as up's)."""
         if DOWN_BLOCK_COLS < TICKET_BLOCK_COLS:  # a launch set at run time (an ffn_bench JSON's updown_launch)
             raise ValueError(
                 f"DOWN_BLOCK_COLS = {DOWN_BLOCK_COLS}: the workspace holds one column ticket per "
@@ -1596,7 +1660,7 @@ class DecodeLaunch:
                 cb0=rb // DOWN_BLOCK_COLS if rb < self.d else n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
                 BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=triton.next_power_of_2(self.n_splits), FENCE=not _INTERPRET,
                 num_warps=DOWN_WARPS, EARLY=self.down_early, MB=WF_MOVED_ROWS, BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES,
-                **tiles, **self._pdl_args(),
+                **tiles, **self._pdl_args(), **self._spin_args(spin, poll=False),
             )  # fmt: skip
         else:
             _down_kernel[(grid,)](
@@ -1616,12 +1680,13 @@ class DecodeLaunch:
 
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All launches: (y [N, d] in x's dtype, flags [N, f] int8)."""
-        self.stacked()
+        spin = self.up_spin and self.kernels == "plane" and self.small_updown and not self.fused_updown
+        self.stacked(spin=spin)
         if self.fused_updown:
             self.updown()
         else:
-            self.up()
-            self.down()
+            self.up(spin=spin)
+            self.down(spin=spin)
         return self.y, self.flags
 
 
