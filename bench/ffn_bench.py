@@ -229,20 +229,23 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     programs start before the x words are done; where this batch's launch runs I8); and with PDL plus the early
     small down kernel (`DOWN_EARLY`: it reads kernel 1's list and its W2ᵀ rows before waiting for the up kernel;
     where this batch runs the small up/down kernels), alone and with `XQ_PDL`; and the last of those with the up kernel
-    started by kernel 1's predictor programs (`UP_SPIN`; not with spin=False). Each PDL variant is also checked
-    through the op; `best` is the fastest correct one. decode's flags are left as they were."""
-    before = (decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN)
+    started by kernel 1's predictor programs (`UP_SPIN`, with SPIN_GRIDS programs per SM in the up grid; not with
+    spin=False). Each PDL variant is also checked through the op; `best` is the fastest correct one. decode's flags
+    are left as they were."""
+    before = (decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM)
     us, errs = {}, {}
     i8 = bool(PLANE_LAUNCH[min(n, decode.SMALL_MAX_BATCH)].get("I8"))  # the launch these batches run now
     small = n <= decode.SMALL_UPDOWN_BATCH
-    variants = [("off", False, False, False, False), ("on", True, False, False, False)]
-    variants += [("xq", True, False, True, False)] if i8 else []
-    variants += [("early", True, True, False, False)] if small else []
-    variants += [("early_xq", True, True, True, False)] if small and i8 else []
-    variants += [("early_xq_spin" if i8 else "early_spin", True, True, i8, True)] if small and spin else []
+    variants = [("off", False, False, False, 0), ("on", True, False, False, 0)]
+    variants += [("xq", True, False, True, 0)] if i8 else []
+    variants += [("early", True, True, False, 0)] if small else []
+    variants += [("early_xq", True, True, True, 0)] if small and i8 else []
+    base = "early_xq" if i8 else "early"
+    variants += [(f"{base}_spin{g}", True, True, i8, g) for g in SPIN_GRIDS] if small and spin else []
     try:
-        for key, pdl, early, xq, spin in variants:
-            decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN = pdl, early, xq, spin
+        for key, pdl, early, xq, grid in variants:
+            decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL = pdl, early, xq
+            decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM = grid > 0, grid or before[4]
             ls = launches(layers, xs, "plane")
             for lc in ls:
                 lc.ws.zero_()
@@ -251,15 +254,19 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
                 layers[0]["ws"].zero_()
                 errs[key] = check(layers[0], n, gen)["rel_err"]
     finally:
-        decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN = before
+        decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM = before
     best = min((k for k in us if k == "off" or errs[k] < 1e-2), key=lambda k: us[k])
     out = {"off_us": us["off"], "on_us": us["on"], "rel_err": errs["on"], "best": best, "better": best != "off"}
     for key in us.keys() - {"off", "on"}:
         out |= {f"{key}_us": us[key], f"{key}_rel_err": errs[key]}
     out["early_better"] = best.startswith("early")
     out["xq_better"] = "xq" in best.split("_")
-    out["spin_better"] = best.endswith("_spin")
+    out["spin_better"] = "_spin" in best
+    out["spin_programs_per_sm"] = int(best.rsplit("_spin", 1)[1]) if out["spin_better"] else None
     return out
+
+
+SPIN_GRIDS = (1, 2, 4)  # up-grid programs per SM timed with UP_SPIN by pdl_ab
 
 
 # (WF_UP_FRAC, WF_DOWN_FRAC) pairs timed by wf_moves_ab: folded rows computed in the up / down kernels' grids
@@ -594,13 +601,14 @@ def kernel_times(
                 try:
                     row["pdl"] = pdl_ab(layers, xs, n, gen, spin=not args.no_up_spin)
                     pa = row["pdl"]
+                    labels = {"xq": "with kernel 1 behind the x words", "early": "with the early down kernel",
+                              "early_xq": "with both"}  # fmt: skip
+                    spun = "and the up kernel started by the predictor programs"
+                    for b, w in (("early_xq", "both"), ("early", "the early down kernel")):
+                        labels |= {f"{b}_spin{g}": f"with {w} {spun} ({g} a SM)" for g in SPIN_GRIDS}
                     extra = "".join(
                         f", {pa[k + '_us']:.1f} {label} (err {pa[k + '_rel_err']:.1e})"
-                        for k, label in (("xq", "with kernel 1 behind the x words"), ("early", "with the early down "
-                                         "kernel"), ("early_xq", "with both"), ("early_xq_spin", "with both and the up "
-                                         "kernel started by the predictor programs"), ("early_spin", "with the early "
-                                         "down kernel and the up kernel started by the predictor programs"))
-                        if k + "_us" in pa
+                        for k, label in labels.items() if k + "_us" in pa
                     )  # fmt: skip
                     print(f"PDL B={n}: layer {pa['off_us']:.1f} us without, {pa['on_us']:.1f} with "
                           f"(err {pa['rel_err']:.1e}){extra}; best: {pa['best']}", flush=True)  # fmt: skip
@@ -612,6 +620,8 @@ def kernel_times(
                     decode.DOWN_EARLY = bool(row["pdl"].get("early_better"))
                     decode.XQ_PDL = bool(row["pdl"].get("xq_better"))
                     decode.UP_SPIN = bool(row["pdl"].get("spin_better"))
+                    if decode.UP_SPIN:
+                        decode.UP_SPIN_PROGRAMS_PER_SM = row["pdl"]["spin_programs_per_sm"]
             if kset == "plane" and n <= decode.SMALL_UPDOWN_BATCH and n > decode.FUSED_UPDOWN_BATCH:
                 # folded rows moved into the up / down grids, with the PDL choice just made: the down grid's
                 # work grows with the rate, so the pair is timed at 5% and at 10% and chosen for both

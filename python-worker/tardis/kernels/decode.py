@@ -49,6 +49,8 @@ from tardis.kernels.blocks import (
     UP_BLOCK_K,
     UP_BLOCK_NEURONS,
     UP_SPIN,
+    UP_SPIN_PROGRAMS_PER_SM,
+    UP_SPIN_SLEEP_NS,
     UP_SPLITS,
     UP_STAGES,
     UPDOWN_BLOCK_COLS,
@@ -108,14 +110,25 @@ def _pdl_wait(PDL: tl.constexpr, RELEASE_AFTER: tl.constexpr = False):
 
 
 @triton.jit
-def _spin_until(ptr, target, FENCE: tl.constexpr):
-    # poll a gpu-scope counter (volatile loads: L2, not a stale L1 line) until it reaches target; the fence after
-    # the last poll orders every later read after the writes released before the counter's increments
+def _spin_until(ptr, target, FENCE: tl.constexpr, SLEEP_NS: tl.constexpr = 0):
+    # poll a gpu-scope counter (volatile loads: L2, not a stale L1 line) until it reaches target, SLEEP_NS between
+    # polls (GPU: FENCE); the fence after the last poll orders every later read after the writes released before
+    # the counter's increments
     v = tl.load(ptr, volatile=True)
     while v < target:
+        if FENCE and SLEEP_NS > 0:
+            _nanosleep(v, SLEEP_NS)
         v = tl.load(ptr, volatile=True)
     if FENCE:
         _gpu_fence(v)
+
+
+@triton.jit
+def _nanosleep(v, NS: tl.constexpr):
+    # back off about NS nanoseconds (v: any scalar, so the asm has an operand; not pure, so it stays)
+    return tl.inline_asm_elementwise(
+        f"nanosleep.u32 {NS};\n\tmov.u32 $0, 0;", "=r,r", [v], dtype=tl.int32, is_pure=False, pack=1
+    )
 
 
 @triton.jit
@@ -1044,6 +1057,7 @@ def _up_small_kernel(
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr = 0,
     EARLY: tl.constexpr = False, WF: tl.constexpr = False, MB: tl.constexpr = 32, BKF: tl.constexpr = 256,
     WS: tl.constexpr = 0, pd_ptr=None, n_pred=0, SPIN: tl.constexpr = False, FENCE: tl.constexpr = False,
+    SLEEP_NS: tl.constexpr = 0,
 ):  # fmt: skip
     # SPIN (UP_SPIN): the items start once kernel 1's n_pred predictor programs have counted themselves done in
     # pd_ptr (the list is final then), not at kernel 1's end; the down kernel is released then too, and each
@@ -1064,17 +1078,17 @@ def _up_small_kernel(
             pid -= n_wf
             nprog -= n_wf
         _up_small_items(x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog, NT, BJ, BK, PDL,
-                        US, EARLY, pd_ptr, n_pred, SPIN, FENCE)  # fmt: skip
+                        US, EARLY, pd_ptr, n_pred, SPIN, FENCE, SLEEP_NS)  # fmt: skip
 
 
 @triton.jit
 def _up_small_items(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog,
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr, EARLY: tl.constexpr,
-    pd_ptr, n_pred, SPIN: tl.constexpr, FENCE: tl.constexpr,
+    pd_ptr, n_pred, SPIN: tl.constexpr, FENCE: tl.constexpr, SLEEP_NS: tl.constexpr,
 ):  # fmt: skip
     if SPIN:
-        _spin_until(pd_ptr, n_pred, FENCE)
+        _spin_until(pd_ptr, n_pred, FENCE, SLEEP_NS)
         if PDL:
             gdc_launch_dependents()
         count = tl.load(ws_ptr, cache_modifier=".cg")  # kernel 1 may still run: its list through L2
@@ -1356,6 +1370,7 @@ LAUNCH_SETTINGS: dict[str, tuple[str, type]] = {
     "down_early": ("DOWN_EARLY", bool),
     "xq_pdl": ("XQ_PDL", bool),
     "up_spin": ("UP_SPIN", bool),
+    "up_spin_programs_per_sm": ("UP_SPIN_PROGRAMS_PER_SM", int),
     "wf_up_frac": ("WF_UP_FRAC", float),
     "wf_down_frac": ("WF_DOWN_FRAC", float),
 }
@@ -1611,11 +1626,14 @@ class DecodeLaunch:
             return {}
         if not (self.small_updown and self.kernels == "plane" and self.n_pred > 0):
             raise ValueError("spin needs the plane kernel 1 (launched first, with spin) and the small up/down kernels")
-        return {"pd_ptr": self.pred_done, "SPIN": True} | ({"n_pred": self.n_pred} if poll else {})
+        return {"pd_ptr": self.pred_done, "SPIN": True} | (
+            {"n_pred": self.n_pred, "SLEEP_NS": UP_SPIN_SLEEP_NS} if poll else {}
+        )
 
     def up(self, spin: bool = False) -> None:
         """Kernel 2: z partials of the listed neurons (spin: from kernel 1's predictor programs' end on)."""
-        grid = min(triton.cdiv(self.f, UP_BLOCK_NEURONS) * self.n_splits, self.sms * PROGRAMS_PER_SM)
+        per_sm = UP_SPIN_PROGRAMS_PER_SM if spin else PROGRAMS_PER_SM  # spinning: fewer pollers holding slots
+        grid = min(triton.cdiv(self.f, UP_BLOCK_NEURONS) * self.n_splits, self.sms * per_sm)
         common = (self.x, self.w1, self.idx, self.ws, self.zp)
         if self.small_updown:
             tiles = self._wf_tiles(*self.wf_split())  # folded-row tiles at the front of this grid
