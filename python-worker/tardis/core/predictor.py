@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 GPTQ_BLOCK = 128  # columns per lazy-batch block of quantize_gptq (rounded to whole groups)
+GPTQ_TRITON = True  # quantize_gptq on a CUDA device: each block's column loop as one Triton launch
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
 
 
@@ -154,11 +155,29 @@ def quantize_gptq(
     goes to the block's later columns at once; the columns after the block get the whole block's
     errors in one matrix product when the block is done. The same arithmetic as updating every later
     column after each column (up to float rounding), with the [f, d] matrix swept once per block
-    instead of once per column. Vectorized over rows.
+    instead of once per column. Vectorized over rows. On a CUDA device (GPTQ_TRITON) each block's column loop
+    is one Triton launch (tardis.kernels.gptq), not a dozen small launches per column.
     """
-    f, d = w1.shape
+    d = w1.shape[1]
+    w, g, u, block = gptq_setup(w1, hessian, group_size, damp)
+    ratios = CLIP_RATIOS if clip_search else (1.0,)
+    if w.is_cuda and GPTQ_TRITON:
+        from tardis.kernels.gptq import gptq_blocks
+
+        codes, scale, offset = gptq_blocks(w, u, bits, g, block, ratios)
+    else:
+        codes, scale, offset = gptq_blocks_torch(w, u, bits, g, block, clip_search)
+    return _result(codes, scale, offset, bits, g, d)
+
+
+def gptq_setup(
+    w1: torch.Tensor, hessian: torch.Tensor, group_size: int, damp: float = 0.01
+) -> tuple[torch.Tensor, int, torch.Tensor, int]:
+    """(W1 as float32 [f, dp] padded to whole groups, the group size g, U [dp, dp] float32: the upper Cholesky
+    factor of the damped H⁻¹, the block width in whole groups) on W1's device."""
     w, g = _pad_groups(w1, group_size)
     dp = w.shape[1]
+    d = w1.shape[1]
     h = torch.zeros(dp, dp, dtype=torch.float64, device=w.device)
     h[:d, :d] = hessian.to(device=w.device, dtype=torch.float64)
     diag = torch.diagonal(h)
@@ -166,11 +185,18 @@ def quantize_gptq(
     diag[dead] = 1.0  # padded / never-active inputs: any value quantizes them (they meet zeros)
     diag += damp * float(diag[~dead].mean()) if bool((~dead).any()) else damp
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).float()
+    return w, g, u.contiguous(), g * max(1, GPTQ_BLOCK // g)  # whole groups: a group's scale sees every update
+
+
+def gptq_blocks_torch(
+    w: torch.Tensor, u: torch.Tensor, bits: int, g: int, block: int, clip_search: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GPTQ's block loop in torch ops (gptq_setup's w, updated in place): codes [f, dp], scales, offsets [f, dp / g]."""
+    f, dp = w.shape
     n_groups = dp // g
     codes = torch.zeros(f, dp, device=w.device)
     scale = torch.zeros(f, n_groups, device=w.device)
     offset = torch.zeros(f, n_groups, device=w.device)
-    block = g * max(1, GPTQ_BLOCK // g)  # whole groups: a group's scale sees every earlier update
     for b0 in range(0, dp, block):
         b1 = min(b0 + block, dp)
         errs = torch.zeros(f, b1 - b0, device=w.device)
@@ -185,7 +211,7 @@ def quantize_gptq(
             errs[:, j - b0] = err
         if b1 < dp:
             w[:, b1:] -= errs @ u[b0:b1, b1:]
-    return _result(codes, scale, offset, bits, g, d)
+    return codes, scale, offset
 
 
 def flag_thresholds(
