@@ -629,7 +629,8 @@ def test_kernels_match_float64_reference_in_the_interpreter(n: int, d: int, f: i
     _kernel_case("cpu", n, d, f, bits, 64, torch.float32, "gelu", seed=n, kernels=kernels, plane_cfg=plane_cfg)
 
 
-def _gptq_case(device: str, f: int, d: int, g: int, bits: int, clip: bool, seed: int) -> tuple:
+def _gptq_case(device: str, f: int, d: int, g: int, bits: int, clip: bool, seed: int) -> None:
+    # GPTQ's block kernel against the torch loop on the same W1 and Hessian
     from tardis.core.predictor import CLIP_RATIOS, gptq_blocks_torch, gptq_setup
     from tardis.kernels.gptq import gptq_blocks
 
@@ -638,22 +639,19 @@ def _gptq_case(device: str, f: int, d: int, g: int, bits: int, clip: bool, seed:
     x = torch.randn(2000, d, generator=gen) @ (torch.randn(d, d, generator=gen) / d**0.5)
     h = (x.double().T @ x.double()).to(device)
     w, g, u, block = gptq_setup(w1, h, g)
-    w_ref = w.clone()
-    got = gptq_blocks(w, u, bits, g, block, CLIP_RATIOS if clip else (1.0,))
-    want = gptq_blocks_torch(w_ref, u, bits, g, block, clip)
-    return got, want
+    codes, scale, offset = gptq_blocks(w.clone(), u, bits, g, block, CLIP_RATIOS if clip else (1.0,))
+    codes_r, scale_r, offset_r = gptq_blocks_torch(w.clone(), u, bits, g, block, clip)
+    # the same arithmetic up to the order of float sums: a code may differ at a rounding tie, and GPTQ sends that
+    # difference on to the later columns, so compare fractions and the quantity GPTQ minimises, not equality
+    assert float((codes == codes_r).double().mean()) >= 0.99
+    assert float((scale == scale_r).double().mean()) >= 0.98 and float((offset == offset_r).double().mean()) >= 0.98
 
+    def hessian_error(c: torch.Tensor, s: torch.Tensor, o: torch.Tensor) -> float:
+        deq = (c.view(f, -1, g) * s[..., None] + o[..., None]).flatten(1)[:, :d].double()
+        e = w1.double() - deq
+        return float(((e @ h) * e).sum())  # tr((W − Q) H (W − Q)ᵀ) = Σ over the calibration x of ‖(W − Q)·x‖²
 
-def _assert_gptq_close(got: tuple, want: tuple) -> None:
-    # the same arithmetic up to the order of float sums (and FMA contraction on the GPU): codes may differ only at a
-    # rounding tie, and a differing code sends a slightly different error on, so compare fractions, not equality
-    (codes, scale, offset), (codes_r, scale_r, offset_r) = got, want
-    assert float((codes == codes_r).double().mean()) >= 0.995
-    assert float((scale == scale_r).double().mean()) >= 0.99 and float((offset == offset_r).double().mean()) >= 0.99
-    g = codes.shape[1] // scale.shape[1]
-    deq = (codes.view(codes.shape[0], -1, g) * scale[..., None] + offset[..., None]).flatten(1)
-    deq_r = (codes_r.view(codes.shape[0], -1, g) * scale_r[..., None] + offset_r[..., None]).flatten(1)
-    assert float((deq - deq_r).norm() / deq_r.norm()) < 2e-2  # the quantized matrices (a differing code moves both)
+    assert abs(hessian_error(codes, scale, offset) / hessian_error(codes_r, scale_r, offset_r) - 1) < 1e-2
 
 
 @pytest.mark.skipif(
@@ -666,10 +664,10 @@ def _assert_gptq_close(got: tuple, want: tuple) -> None:
 def test_gptq_block_kernel_in_the_interpreter(f: int, d: int, g: int, bits: int, clip: bool) -> None:
     # GPTQ's column loop as one launch per block against the torch loop: several groups a block (g = 32, 64), a
     # block narrower than its power of two (g = 48: 96 of 128), rows not a multiple of the program's 16, no clip
-    _assert_gptq_close(*_gptq_case("cpu", f, d, g, bits, clip, seed=f + d))
+    _gptq_case("cpu", f, d, g, bits, clip, seed=f + d)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize(("f", "d", "g", "bits"), [(1000, 777, 128, 2), (2050, 4544, 128, 2), (300, 500, 32, 3)])
 def test_gptq_block_kernel_matches_the_torch_loop_on_gpu(f: int, d: int, g: int, bits: int) -> None:
-    _assert_gptq_close(*_gptq_case("cuda", f, d, g, bits, True, seed=f + d))
+    _gptq_case("cuda", f, d, g, bits, True, seed=f + d)

@@ -7,8 +7,9 @@ launches per column: 4544 columns × 32 layers of Falcon-7B took 45 s of its cal
 Here one program holds BR rows × the whole block in registers and runs the block's columns in order; the host
 then applies the block's errors to the later columns with one matrix product, as the torch loop does.
 
-The same arithmetic as the torch loop (IEEE division, fp16-rounded scales and offsets, round half to even), up to
-the order of float sums, so codes may differ from it only at a rounding tie.
+The same arithmetic as the torch loop (IEEE division, no FMA contraction, fp16-rounded scales and offsets, round
+half to even), up to the order of float sums, so codes may differ from it only at a rounding tie; GPTQ then sends
+that difference on to the later columns.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import triton.language as tl
 
 ROWS = 16  # rows of W1 per program
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# products and sums rounded one by one as torch's elementwise ops round them (no FMA contraction): a contracted
+# a·b + c rounds once, and GPTQ sends every difference on to the later columns (the interpreter has no such option)
+_NO_FMA: dict[str, bool] = {} if _INTERPRET else {"enable_fp_fusion": False}
 
 
 @triton.jit
@@ -100,7 +104,7 @@ def gptq_blocks(
         errs = torch.empty(f, b1 - b0, device=w.device)
         _gptq_block_kernel[(triton.cdiv(f, ROWS),)](
             w, u, r, codes, scale, offset, errs, f, dp, b0, b1 - b0, len(ratios),
-            BR=ROWS, BW=bw, G=g, QMAX=float((1 << bits) - 1), ASM=not _INTERPRET,
+            BR=ROWS, BW=bw, G=g, QMAX=float((1 << bits) - 1), ASM=not _INTERPRET, **_NO_FMA,
         )  # fmt: skip
         if b1 < dp:
             w[:, b1:] -= errs @ u[b0:b1, b1:]
