@@ -11,6 +11,7 @@ of `group_size` weights of a row has an fp16 `scale` and fp16 `offset`: w â‰ˆ qÂ
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -161,13 +162,21 @@ def quantize_gptq(
     d = w1.shape[1]
     w, g, u, block = gptq_setup(w1, hessian, group_size, damp)
     ratios = CLIP_RATIOS if clip_search else (1.0,)
-    if w.is_cuda and GPTQ_TRITON:
-        from tardis.kernels.gptq import gptq_blocks
-
+    gptq_blocks = _gptq_kernel() if w.is_cuda and GPTQ_TRITON and torch.version.hip is None else None
+    if gptq_blocks is not None:
         codes, scale, offset = gptq_blocks(w, u, bits, g, block, ratios)
     else:
         codes, scale, offset = gptq_blocks_torch(w, u, bits, g, block, clip_search)
     return _result(codes, scale, offset, bits, g, d)
+
+
+def _gptq_kernel() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None:
+    # the Triton block loop (NVIDIA: its rounding is one PTX instruction), or None where Triton is not installed
+    try:
+        from tardis.kernels.gptq import gptq_blocks
+    except ImportError:
+        return None
+    return gptq_blocks
 
 
 def gptq_setup(
