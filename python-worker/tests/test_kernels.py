@@ -489,8 +489,8 @@ def test_early_down_kernel_in_the_interpreter(monkeypatch: pytest.MonkeyPatch, n
 def test_up_kernel_started_by_the_predictor_programs_in_the_interpreter(
     monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, early: bool, up: float, cfg: dict
 ) -> None:
-    # UP_SPIN: kernel 1's predictor programs count themselves done, the up and down kernels poll that count (here
-    # already complete: the interpreter runs one launch after another), the down kernel's last item resets it;
+    # UP_SPIN: kernel 1's predictor programs count themselves done, the up kernel polls that count (here already
+    # complete: the interpreter runs one launch after another), the down kernel's last item resets it;
     # with split predictor tiles and with folded rows in the up grid too. The workspace check covers the reset.
     from tardis.kernels import decode
 

@@ -13,22 +13,16 @@ A block whose slots are all masked has m = −inf and l = 0 and drops out of the
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-try:  # grid dependency control (Hopper's programmatic dependent launch): Triton ≥ 3.4
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:  # pragma: no cover - older Triton: no PDL
-    gdc_launch_dependents = gdc_wait = None
+from tardis.kernels.ptx import gdc_launch_dependents, gdc_wait, pdl_supported
 
 MERGE_ROWS = 16  # query rows per merge program
 MERGE_UNROLL_BLOCKS = 16  # up to this many cache blocks the merge kernel's loop is unrolled
 MASK_KINDS = {None: 0, torch.bool: 1}  # any floating mask dtype: 2 (additive)
 PDL_MERGE = True  # the merge kernel launched with programmatic dependent launch where the GPU has it (sm_90+)
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @triton.jit
@@ -136,10 +130,7 @@ def launch(
     o = torch.empty(b, n_blocks, bh, hdp, device=q.device, dtype=torch.float32)
     ml = torch.empty(b, n_blocks, 2, bh, device=q.device, dtype=torch.float32)
     out = torch.empty(b, h, hd, device=q.device, dtype=q.dtype)
-    pdl = bool(
-        PDL_MERGE and q.is_cuda and not _INTERPRET and gdc_wait is not None and torch.version.hip is None
-        and torch.cuda.get_device_capability(q.device)[0] >= 9
-    )  # fmt: skip
+    pdl = PDL_MERGE and pdl_supported(q.device)
     _mqa_block_kernel[(b, n_blocks)](
         q, k, v, mask, o, ml, h, n_slots, scale,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), mask.stride(0), mask.stride(-1),

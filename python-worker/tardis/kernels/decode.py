@@ -22,7 +22,6 @@ group and row fp32 s·s_x·Σ code·q + o·Σ x (layout.predict_i8 is the refere
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -69,13 +68,9 @@ from tardis.kernels.blocks import (
     workspace_size,
 )
 from tardis.kernels.layout import TiledPredictor
+from tardis.kernels.ptx import INTERPRET as _INTERPRET
+from tardis.kernels.ptx import gdc_launch_dependents, gdc_wait, pdl_supported, round_half_even
 
-try:  # grid dependency control (Hopper's programmatic dependent launch): Triton ≥ 3.4
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:  # pragma: no cover - older Triton: PDL_UPDOWN cannot be used
-    gdc_launch_dependents = gdc_wait = None
-
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # no inline PTX in Triton's interpreter
 ACT_IDS = {"identity": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "quick_gelu": 4}
 
 
@@ -697,17 +692,6 @@ def _plane_group_h2(
 
 
 @triton.jit
-def _round_half_even(v, ASM: tl.constexpr):
-    # fp32 v rounded to the nearest integer, ties to even (torch.round), as one instruction on the GPU:
-    # a separate rounding step, so the product before it is not contracted into an FMA with "+ 0.5"
-    if ASM:
-        r = tl.inline_asm_elementwise("cvt.rni.f32.f32 $0, $1;", "=f,f", [v], dtype=tl.float32, is_pure=True, pack=1)
-    else:  # Triton's interpreter (numpy fp32, no contraction): adding 1.5·2^23 rounds |v| < 2^22 half to even
-        r = (v + 12582912.0) - 12582912.0
-    return r
-
-
-@triton.jit
 def _xq_kernel(
     x_ptr, xq_ptr, xsx_ptr, xsum_ptr, D, N_GROUPS, GS: tl.constexpr, WPG: tl.constexpr, ASM: tl.constexpr,
     PDL: tl.constexpr = False, y32_ptr=None, n_zero=0, ZERO: tl.constexpr = False,
@@ -733,7 +717,7 @@ def _xq_kernel(
     xv = tl.load(x_ptr + t * D + col, mask=col < D, other=0.0).to(tl.float32)
     amax = tl.max(tl.reshape(tl.abs(xv), (WPG * 16,)), axis=0)
     inv = tl.where(amax > 0, tl.math.div_rn(tl.full((), 127.0, tl.float32), amax), 0.0)
-    q = _round_half_even(xv * inv, ASM).to(tl.int32)  # |q| ≤ 127
+    q = round_half_even(xv * inv, ASM).to(tl.int32)  # |q| ≤ 127
     words = tl.sum((q & 255) << (8 * bb), axis=2)  # [WPG, 4]: disjoint bytes, so the sum is their OR
     base = (t * N_GROUPS + g) * WPG
     jk = tl.arange(0, WPG)[:, None] * 4 + tl.arange(0, 4)[None, :]
@@ -1492,10 +1476,7 @@ class DecodeLaunch:
         self.i8_ok = pred.fills_code_words
         # the up/down kernels launched before the previous kernel ends (programmatic dependent launch;
         # griddepcontrol: NVIDIA sm_90 and later)
-        self.pdl = bool(
-            PDL_UPDOWN and props is not None and props.major >= 9 and torch.version.hip is None
-            and not _INTERPRET and gdc_wait is not None
-        )  # fmt: skip
+        self.pdl = PDL_UPDOWN and pdl_supported(x.device)
         # the small down kernel reads kernel 1's list and its W2ᵀ rows before it waits for the small up kernel
         self.down_early = DOWN_EARLY
         # I8: kernel 1 launched behind the int8 x kernel with PDL too (its Wf programs need not wait for the x

@@ -14,27 +14,16 @@ that difference on to the later columns.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from tardis.kernels.ptx import INTERPRET, round_half_even
+
 ROWS = 16  # rows of W1 per program
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # products and sums rounded one by one as torch's elementwise ops round them (no FMA contraction): a contracted
 # a·b + c rounds once, and GPTQ sends every difference on to the later columns (the interpreter has no such option)
-_NO_FMA: dict[str, bool] = {} if _INTERPRET else {"enable_fp_fusion": False}
-
-
-@triton.jit
-def _round_even(v, ASM: tl.constexpr):
-    # torch.round (half to even): one instruction on the GPU; in the interpreter (numpy fp32) 1.5·2^23 does it
-    if ASM:
-        r = tl.inline_asm_elementwise("cvt.rni.f32.f32 $0, $1;", "=f,f", [v], dtype=tl.float32, is_pure=True, pack=1)
-    else:
-        r = (v + 12582912.0) - 12582912.0
-    return r
+_NO_FMA: dict[str, bool] = {} if INTERPRET else {"enable_fp_fusion": False}
 
 
 @triton.jit
@@ -49,8 +38,8 @@ def _gptq_block_kernel(
     rmask = rows < F
     cols = tl.arange(0, BW)
     cmask = cols < NB
-    r64 = rows.to(tl.int64)[:, None]
-    w = tl.load(w_ptr + r64 * DP + b0 + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
+    r64 = rows.to(tl.int64)
+    w = tl.load(w_ptr + r64[:, None] * DP + b0 + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
     sc = tl.zeros((BR,), dtype=tl.float32)
     off = tl.zeros((BR,), dtype=tl.float32)
     for j in range(0, NB):
@@ -66,7 +55,7 @@ def _gptq_block_kernel(
                 s = tl.where(s > 0, s, 1.0)
                 o = (gmin * ratio).to(tl.float16).to(tl.float32)
                 q = tl.math.div_rn(w - o[:, None], tl.broadcast_to(s[:, None], (BR, BW)))
-                q = tl.minimum(tl.maximum(_round_even(q, ASM), 0.0), QMAX)
+                q = tl.minimum(tl.maximum(round_half_even(q, ASM), 0.0), QMAX)
                 d = q * s[:, None] + o[:, None] - w
                 e = tl.sum(tl.where(gm, d * d, 0.0), axis=1)
                 better = e < best
@@ -75,17 +64,17 @@ def _gptq_block_kernel(
                 off = tl.where(better, o, off)
             grp = (b0 + j) // G
             n_groups = DP // G
-            tl.store(scale_ptr + rows.to(tl.int64) * n_groups + grp, sc, mask=rmask)
-            tl.store(offset_ptr + rows.to(tl.int64) * n_groups + grp, off, mask=rmask)
+            tl.store(scale_ptr + r64 * n_groups + grp, sc, mask=rmask)
+            tl.store(offset_ptr + r64 * n_groups + grp, off, mask=rmask)
         wj = tl.sum(tl.where(cols[None, :] == j, w, 0.0), axis=1)
         q = tl.math.div_rn(wj - off, sc)
-        q = tl.minimum(tl.maximum(_round_even(q, ASM), 0.0), QMAX)
-        tl.store(codes_ptr + rows.to(tl.int64) * DP + b0 + j, q, mask=rmask)
+        q = tl.minimum(tl.maximum(round_half_even(q, ASM), 0.0), QMAX)
+        tl.store(codes_ptr + r64 * DP + b0 + j, q, mask=rmask)
         ujj = tl.load(u_ptr + (b0 + j).to(tl.int64) * DP + b0 + j)
         err = tl.math.div_rn(wj - (q * sc + off), tl.broadcast_to(ujj, (BR,)))
         urow = tl.load(u_ptr + (b0 + j).to(tl.int64) * DP + b0 + cols, mask=cmask & (cols > j), other=0.0)
         w = w - err[:, None] * urow[None, :]
-        tl.store(err_ptr + rows.to(tl.int64) * NB + j, err, mask=rmask)
+        tl.store(err_ptr + r64 * NB + j, err, mask=rmask)
 
 
 def gptq_blocks(
@@ -104,7 +93,7 @@ def gptq_blocks(
         errs = torch.empty(f, b1 - b0, device=w.device)
         _gptq_block_kernel[(triton.cdiv(f, ROWS),)](
             w, u, r, codes, scale, offset, errs, f, dp, b0, b1 - b0, len(ratios),
-            BR=ROWS, BW=bw, G=g, QMAX=float((1 << bits) - 1), ASM=not _INTERPRET, **_NO_FMA,
+            BR=ROWS, BW=bw, G=g, QMAX=float((1 << bits) - 1), ASM=not INTERPRET, **_NO_FMA,
         )  # fmt: skip
         if b1 < dp:
             w[:, b1:] -= errs @ u[b0:b1, b1:]
