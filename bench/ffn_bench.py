@@ -57,6 +57,12 @@ UPDOWN_CONFIGS = (
     # v9: the small up kernel's K loop software-pipelined (UP_STAGES), with longer chunks of d to pipeline (slower)
     (8, 32, 4, 64, 512, 3, 8),
     (8, 16, 4, 64, 512, 3, 8),
+    # v16: down items of half the bytes at 4 warps (offline sm_90: 167 registers, no spill; 64 x 512 at 4 warps
+    # takes 255 and spills 19 words), and up items of two K steps (d in 18 chunks: v8 on the H200, 6.5 vs 7.4 µs)
+    (8, 32, 8, 64, 256, 0, 4),
+    (8, 32, 8, 32, 512, 0, 4),
+    (8, 32, 18, 64, 512, 0, 4),
+    (8, 32, 18, 64, 256, 0, 4),
 )
 
 
@@ -230,22 +236,28 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     small down kernel (`DOWN_EARLY`: it reads kernel 1's list and its W2ᵀ rows before waiting for the up kernel;
     where this batch runs the small up/down kernels), alone and with `XQ_PDL`; and the last of those with the up kernel
     started by kernel 1's predictor programs (`UP_SPIN`, with SPIN_GRIDS programs per SM in the up grid; not with
-    spin=False). Each PDL variant is also checked through the op; `best` is the fastest correct one. decode's flags
-    are left as they were."""
-    before = (decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM)
+    spin=False); and, where this batch runs the small up/down kernels, the last of those with kernel 1's predictor
+    programs computing their union rows' z instead of an up kernel (`UP_IN_K1`, key suffix `_k1z`). Each PDL variant
+    is also checked through the op; `best` is the fastest correct one. decode's flags are left as they were."""
+    before = (
+        decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM,
+        decode.UP_IN_K1,
+    )  # fmt: skip
     us, errs = {}, {}
     i8 = bool(PLANE_LAUNCH[min(n, decode.SMALL_MAX_BATCH)].get("I8"))  # the launch these batches run now
     small = n <= decode.SMALL_UPDOWN_BATCH
-    variants = [("off", False, False, False, 0), ("on", True, False, False, 0)]
-    variants += [("xq", True, False, True, 0)] if i8 else []
-    variants += [("early", True, True, False, 0)] if small else []
-    variants += [("early_xq", True, True, True, 0)] if small and i8 else []
+    variants = [("off", False, False, False, 0, False), ("on", True, False, False, 0, False)]
+    variants += [("xq", True, False, True, 0, False)] if i8 else []
+    variants += [("early", True, True, False, 0, False)] if small else []
+    variants += [("early_xq", True, True, True, 0, False)] if small and i8 else []
     base = "early_xq" if i8 else "early"
-    variants += [(f"{base}_spin{g}", True, True, i8, g) for g in SPIN_GRIDS] if small and spin else []
+    variants += [(f"{base}_spin{g}", True, True, i8, g, False) for g in SPIN_GRIDS] if small and spin else []
+    variants += [(f"{base}_k1z", True, True, i8, 0, True)] if small else []  # kernel 1 does the up kernel's work
     try:
-        for key, pdl, early, xq, grid in variants:
+        for key, pdl, early, xq, grid, k1z in variants:
             decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL = pdl, early, xq
             decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM = grid > 0, grid or before[4]
+            decode.UP_IN_K1 = k1z
             ls = launches(layers, xs, "plane")
             for lc in ls:
                 lc.ws.zero_()
@@ -254,7 +266,10 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
                 layers[0]["ws"].zero_()
                 errs[key] = check(layers[0], n, gen)["rel_err"]
     finally:
-        decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM = before
+        (
+            decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM,
+            decode.UP_IN_K1,
+        ) = before  # fmt: skip
     best = min((k for k in us if k == "off" or errs[k] < 1e-2), key=lambda k: us[k])
     out = {"off_us": us["off"], "on_us": us["on"], "rel_err": errs["on"], "best": best, "better": best != "off"}
     for key in us.keys() - {"off", "on"}:
@@ -263,6 +278,7 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     out["xq_better"] = "xq" in best.split("_")
     out["spin_better"] = "_spin" in best
     out["spin_programs_per_sm"] = int(best.rsplit("_spin", 1)[1]) if out["spin_better"] else None
+    out["up_in_k1"] = best.endswith("_k1z")
     return out
 
 
@@ -606,6 +622,7 @@ def kernel_times(
                     spun = "and the up kernel started by the predictor programs"
                     for b, w in (("early_xq", "both"), ("early", "the early down kernel")):
                         labels |= {f"{b}_spin{g}": f"with {w} {spun} ({g} a SM)" for g in SPIN_GRIDS}
+                        labels[f"{b}_k1z"] = f"with {w} and the union rows' z in kernel 1 (no up kernel)"
                     extra = "".join(
                         f", {pa[k + '_us']:.1f} {label} (err {pa[k + '_rel_err']:.1e})"
                         for k, label in labels.items() if k + "_us" in pa
@@ -622,6 +639,7 @@ def kernel_times(
                     decode.UP_SPIN = bool(row["pdl"].get("spin_better"))
                     if decode.UP_SPIN:
                         decode.UP_SPIN_PROGRAMS_PER_SM = row["pdl"]["spin_programs_per_sm"]
+                    decode.UP_IN_K1 = bool(row["pdl"].get("up_in_k1"))
             if kset == "plane" and n <= decode.SMALL_UPDOWN_BATCH and n > decode.FUSED_UPDOWN_BATCH:
                 # folded rows moved into the up / down grids, with the PDL choice just made: the down grid's
                 # work grows with the rate, so the pair is timed at 5% and at 10% and chosen for both

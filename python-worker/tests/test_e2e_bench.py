@@ -378,14 +378,14 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
 
     saved = (
         dict(blocks.PLANE_LAUNCH), decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN,
-        decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC,
+        decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC, decode.UP_IN_K1,
     )  # fmt: skip
     saved_updown = {k: getattr(decode, k) for k in blocks.UPDOWN_LAUNCH_KEYS}  # each one a launcher setting
     chosen = {"plane_launch": {"1": blocks.PLANE_LAUNCH[1] | {"I8": True}}, "small_updown_batch": 0}
     updown = {"PROGRAMS_PER_SM": 8, "UP_SPLITS": 36}
     path = tmp_path / "ffn.json"
     extra = {"fused_updown_batch": 2, "updown_launch": updown, "pdl_updown": True, "down_early": True}
-    extra |= {"wf_up_frac": 0.1, "wf_down_frac": 0.23}
+    extra |= {"wf_up_frac": 0.1, "wf_down_frac": 0.23, "up_in_k1": True}
     path.write_text(json.dumps(chosen | extra))
     try:
         applied = bench.apply_kernel_launch(str(path))
@@ -395,6 +395,7 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
         assert decode.DOWN_EARLY and applied["down_early"]
         moved = (applied["wf_up_frac"], applied["wf_down_frac"])
         assert (decode.WF_UP_FRAC, decode.WF_DOWN_FRAC) == (0.1, 0.23) == moved
+        assert decode.UP_IN_K1 and applied["up_in_k1"]
         assert decode.PROGRAMS_PER_SM == 8 and decode.UP_SPLITS == 36
         assert applied["updown_launch"] == saved_updown | updown
         path.write_text(json.dumps(chosen | {"updown_launch": {"UP_SPLIT": 4}}))
@@ -413,6 +414,7 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
         blocks.PLANE_LAUNCH.update(saved[0])
         decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN = saved[1], saved[2], saved[3]
         decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC = saved[4], saved[5], saved[6]
+        decode.UP_IN_K1 = saved[7]
         for k, v in saved_updown.items():
             setattr(decode, k, v)
 

@@ -343,6 +343,30 @@ def test_pdl_up_kernel_started_by_the_predictor_programs_on_gpu(
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    ("n", "down", "pdl", "f"),
+    [(1, 0.0, True, 18176), (1, 0.23, True, 18176), (1, 0.0, False, 18176), (2, 0.0, True, 18176), (1, 0.0, True, 300)],
+)  # fmt: skip
+def test_pdl_union_rows_z_in_kernel_1_on_gpu(
+    n: int, down: float, pdl: bool, f: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # UP_IN_K1 at the Falcon-7B shape with batch 1's launch: kernel 1's predictor programs compute the union rows'
+    # z, and the down kernel follows kernel 1 directly (launched early with PDL, waiting in-kernel), with folded rows
+    # in the down grid too; f = 300: a few predictor programs that finish long before the folded rows
+    from tardis.kernels import decode
+    from tardis.kernels.blocks import PLANE_LAUNCH
+
+    monkeypatch.setattr(decode, "PDL_UPDOWN", pdl)
+    monkeypatch.setattr(decode, "DOWN_EARLY", True)
+    monkeypatch.setattr(decode, "XQ_PDL", True)
+    monkeypatch.setattr(decode, "UP_IN_K1", True)
+    monkeypatch.setattr(decode, "WF_DOWN_FRAC", down)
+    cfg = PLANE_LAUNCH[1] | {"small_updown": True}
+    for seed in (131 + n, 141 + n):
+        _kernel_case("cuda", n, 4544, f, 2, 128, torch.bfloat16, "gelu", seed=seed, kernels="plane", plane_cfg=cfg)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("cfg", PLANE_SWEEP)
 @pytest.mark.parametrize(("n", "d", "f"), [(1, 4544, 2240), (2, 4544, 2240), (4, 4544, 2240)])
 def test_plane_kernel_configurations_on_gpu(cfg: dict, n: int, d: int, f: int) -> None:
@@ -499,6 +523,35 @@ def test_up_kernel_started_by_the_predictor_programs_in_the_interpreter(
     monkeypatch.setattr(decode, "WF_UP_FRAC", up)
     cfg = cfg | {"small_updown": True}
     _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=90 + n, kernels="plane", plane_cfg=cfg)
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize(
+    ("n", "d", "f", "down", "cfg"),
+    [(1, 300, 200, 0.0, {}), (3, 1100, 330, 0.0, {"PRED_FIRST": True}), (1, 1100, 500, 0.5, {}),
+     (2, 600, 700, 0.0, {"SPLIT": 2}), (1, 2100, 500, 0.3, {"I8": True, "PS": 4, "WS": 3, "PG": 2}),
+     (4, 450, 900, 0.0, {"T": 2})],
+)  # fmt: skip
+def test_union_rows_z_in_kernel_1_in_the_interpreter(
+    monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, down: float, cfg: dict
+) -> None:
+    # UP_IN_K1: kernel 1's predictor programs compute their union rows' exact z (several steps of Z_ROWS rows
+    # where a tile has more: rate 0.1 of 64 rows; d over one to three chunks of Z_BLOCK_K), and the down kernel
+    # follows with no up kernel; with split tiles, two tiles a program, the int8-x predictor and folded rows in the
+    # down grid. The up kernel's folded-row share (WF_UP_FRAC) has no grid then: its rows stay in kernel 1.
+    from tardis.kernels import decode
+
+    monkeypatch.setattr(decode, "UP_IN_K1", True)
+    monkeypatch.setattr(decode, "WF_UP_FRAC", 0.2)
+    monkeypatch.setattr(decode, "WF_DOWN_FRAC", down)
+    calls: list[str] = []
+    real_up = decode.DecodeLaunch.up
+    monkeypatch.setattr(decode.DecodeLaunch, "up", lambda self, *a, **k: (calls.append("up"), real_up(self, *a, **k)))
+    cfg = cfg | {"small_updown": True}
+    _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=120 + n, kernels="plane", plane_cfg=cfg)
+    assert calls == [], "UP_IN_K1 launches no up kernel"
 
 
 # folded rows moved into the up / down grids (WF_UP_FRAC, WF_DOWN_FRAC): (n, d, f, up, down, down columns, launch)

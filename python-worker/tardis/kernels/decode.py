@@ -47,6 +47,7 @@ from tardis.kernels.blocks import (
     TICKET_BLOCK_COLS,
     UP_BLOCK_K,
     UP_BLOCK_NEURONS,
+    UP_IN_K1,
     UP_SPIN,
     UP_SPIN_PROGRAMS_PER_SM,
     UP_SPIN_SLEEP_NS,
@@ -64,6 +65,9 @@ from tardis.kernels.blocks import (
     WF_MOVED_STAGES,
     WF_UP_FRAC,
     XQ_PDL,
+    Z_BLOCK_K,
+    Z_MAXNREG,
+    Z_ROWS,
     workspace_layout,
     workspace_size,
 )
@@ -71,6 +75,9 @@ from tardis.kernels.layout import TiledPredictor
 from tardis.kernels.ptx import INTERPRET as _INTERPRET
 from tardis.kernels.ptx import gdc_launch_dependents, gdc_wait, pdl_supported, round_half_even
 
+# _union_rows_z' tile: union rows a step, columns a chunk (Triton reads a global only as a constexpr)
+_Z_ROWS = tl.constexpr(Z_ROWS)
+_Z_BLOCK_K = tl.constexpr(Z_BLOCK_K)
 ACT_IDS = {"identity": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "quick_gelu": 4}
 
 
@@ -407,9 +414,11 @@ def _wf_in_block(cb, cb0, n_ks, D, BC: tl.constexpr, MB: tl.constexpr):
 @triton.jit
 def _flags_epilogue(
     s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr, F,
-    NT: tl.constexpr,
+    NT: tl.constexpr, x_ptr=None, w1_ptr=None, zp_ptr=None, D=0, UPK1: tl.constexpr = False,
+    NKZ: tl.constexpr = 1,
 ):  # fmt: skip
     # ẑ = s + b1 per token (rows [BM]): flags, the union's indices appended to the list, the counts.
+    # UPK1: then the union rows' exact z (the up kernel's work, _union_rows_z).
     b1 = tl.load(b1_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
     lo = tl.load(lo_ptr + rows, mask=rmask, other=0.0)
     hi = tl.load(hi_ptr + rows, mask=rmask, other=0.0)
@@ -442,6 +451,41 @@ def _flags_epilogue(
     tl.store(idx_ptr + pos, rows, mask=union > 0)
     tl.atomic_add(cnt_ptr, tl.sum(nfl, axis=0).to(tl.int64), sem="relaxed")
     tl.atomic_add(cnt_ptr + 1, cnt.to(tl.int64), sem="relaxed")
+    if UPK1:
+        _union_rows_z(union, rows, base, cnt, x_ptr, w1_ptr, zp_ptr, D, F, NT, NKZ)
+
+
+@triton.jit
+def _union_rows_z(
+    union, rows, base, cnt, x_ptr, w1_ptr, zp_ptr, D, F, NT: tl.constexpr, NKZ: tl.constexpr,
+):  # fmt: skip
+    # UP_IN_K1: the tile's union rows, _Z_ROWS at a time (slot j: the row whose running count is j + 1; its list
+    # position is base + j): their exact z = W1[row]·x_t in fp32, stored where the up kernel would put its one
+    # split's partial (zp[t, base + j]), so no up kernel runs.
+    lpos = tl.cumsum(union, axis=0) - 1
+    for j0 in range(0, cnt, _Z_ROWS):
+        jj = j0 + tl.arange(0, _Z_ROWS)
+        jm = jj < cnt
+        sel = (lpos[None, :] == jj[:, None]) & (union[None, :] > 0)
+        neur = tl.sum(tl.where(sel, rows[None, :], 0), axis=1)  # [_Z_ROWS]
+        roff = neur.to(tl.int64)[:, None] * D
+        a0 = tl.zeros((_Z_ROWS, _Z_BLOCK_K), dtype=tl.float32)
+        a1 = tl.zeros((_Z_ROWS, _Z_BLOCK_K), dtype=tl.float32)
+        a2 = tl.zeros((_Z_ROWS, _Z_BLOCK_K), dtype=tl.float32)
+        a3 = tl.zeros((_Z_ROWS, _Z_BLOCK_K), dtype=tl.float32)
+        for c in tl.static_range(NKZ):  # unrolled: every chunk's loads may be in flight together
+            ks = c * _Z_BLOCK_K + tl.arange(0, _Z_BLOCK_K)
+            km = ks < D
+            w = tl.load(w1_ptr + roff + ks[None, :], mask=jm[:, None] & km[None, :], other=0.0).to(tl.float32)
+            a0, a1, a2, a3 = _fma_tokens(a0, a1, a2, a3, w, x_ptr, ks, km, D, NT)
+        zrow = zp_ptr + base + jj
+        tl.store(zrow, tl.sum(a0, axis=1), mask=jm)
+        if NT > 1:
+            tl.store(zrow + F, tl.sum(a1, axis=1), mask=jm)
+        if NT > 2:
+            tl.store(zrow + 2 * F, tl.sum(a2, axis=1), mask=jm)
+        if NT > 3:
+            tl.store(zrow + 3 * F, tl.sum(a3, axis=1), mask=jm)
 
 
 @triton.jit
@@ -850,8 +894,10 @@ def _plane_pred_part(
     magic, NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr,
     BR: tl.constexpr, T: tl.constexpr, XPF: tl.constexpr, PF2: tl.constexpr, H2: tl.constexpr,
     SPLIT: tl.constexpr, X_FP16: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr,
-    PS: tl.constexpr, PG: tl.constexpr, XV: tl.constexpr = True,
+    PS: tl.constexpr, PG: tl.constexpr, XV: tl.constexpr = True, w1_ptr=None, zp_ptr=None,
+    UPK1: tl.constexpr = False, NKZ: tl.constexpr = 1,
 ):  # fmt: skip
+    # UPK1: the flags epilogue also computes the union rows' exact z (_union_rows_z).
     # T row tiles of BR rows streamed group after group (full groups without x masks, then the partial
     # last group); the words of group g + 1 (PF2: g + 2, PF4: g + 4) load while group g computes; XPF: the x slice
     # of group g + 1 is prefetched into L1 meanwhile. SPLIT > 1: the groups are cut into SPLIT chunks of
@@ -963,12 +1009,12 @@ def _plane_pred_part(
             tl.store(tick_ptr + tg, 0)
             _flags_epilogue(
                 s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr, F,
-                NT,
+                NT, x_ptr, w1_ptr, zp_ptr, D, UPK1, NKZ,
             )  # fmt: skip
     else:
         _flags_epilogue(
             s0, s1, s2, s3, rows, rmask, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr,
-            F, NT,
+            F, NT, x_ptr, w1_ptr, zp_ptr, D, UPK1, NKZ,
         )  # fmt: skip
 
 
@@ -983,9 +1029,11 @@ def _stacked_plane_kernel(
     WPF: tl.constexpr, PF4: tl.constexpr, I8: tl.constexpr, I8_ASM: tl.constexpr, PS: tl.constexpr,
     WS: tl.constexpr, PG: tl.constexpr, PDL: tl.constexpr, XQW: tl.constexpr = False, zr0=0,
     ZR: tl.constexpr = False, wk_n=1, wk_kc=1, WK: tl.constexpr = 1, XV: tl.constexpr = True, pd_ptr=None,
-    SPIN: tl.constexpr = False, FENCE: tl.constexpr = False,
+    SPIN: tl.constexpr = False, FENCE: tl.constexpr = False, w1_ptr=None, zp_ptr=None,
+    UPK1: tl.constexpr = False, NKZ: tl.constexpr = 1,
 ):  # fmt: skip
     # SPIN (UP_SPIN): each predictor program adds one to pd_ptr after its flags, for the up kernel's poll.
+    # UPK1 (UP_IN_K1): the predictor programs also compute their union rows' exact z (no up kernel follows).
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
     # (PRED_FIRST: the predictor part), the rest the other part. PDL: the up kernel may be launched once
     # every program here has started (it waits for this grid to finish before it reads anything).
@@ -1015,7 +1063,7 @@ def _stacked_plane_kernel(
             x_ptr, qw_ptr, qs_ptr, qo_ptr, b1_ptr, lo_ptr, hi_ptr, flags_ptr, idx_ptr, ws_ptr, cnt_ptr, zacc_ptr,
             tick_ptr, xq_ptr, xsx_ptr, xsum_ptr, ppid, D, F, F_PAD, N_GROUPS, N_FULL, n_tiles,
             ONE_BITS, CG, magic, NT, BITS, GS, WPG, NPL, BR, T, XPF, PF2, H2, SPLIT,
-            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, PS, PG, XV,
+            x_ptr.dtype.element_ty == tl.float16, PF4, I8, I8_ASM, PS, PG, XV, w1_ptr, zp_ptr, UPK1, NKZ,
         )  # fmt: skip
         if SPIN:
             _signal_done(pd_ptr, FENCE)
@@ -1355,6 +1403,7 @@ LAUNCH_SETTINGS: dict[str, tuple[str, type]] = {
     "xq_pdl": ("XQ_PDL", bool),
     "up_spin": ("UP_SPIN", bool),
     "up_spin_programs_per_sm": ("UP_SPIN_PROGRAMS_PER_SM", int),
+    "up_in_k1": ("UP_IN_K1", bool),
     "wf_up_frac": ("WF_UP_FRAC", float),
     "wf_down_frac": ("WF_DOWN_FRAC", float),
 }
@@ -1450,6 +1499,7 @@ class DecodeLaunch:
         # kernels 2 and 3 as one launch (the fused up/down kernel; batch 1..4)
         self.fused_updown = self.kernels != "v1" and n <= FUSED_UPDOWN_BATCH
         self.up_spin = UP_SPIN  # run(): the small up kernel starts when kernel 1's predictor programs are done
+        self.k1_z = UP_IN_K1  # see up_in_k1
         self.n_pred = 0  # kernel 1's predictor programs (set by stacked(); the up/down kernels' poll target)
         self.x, self.wf, self.bf, self.pred, self.b1, self.lo_in, self.hi_in = x, wf, bf, pred, b1, lo_in, hi_in
         self.w1, self.w2t, self.slope, self.intercept, self.act = w1, w2t, slope, intercept, ACT_IDS[act]
@@ -1488,6 +1538,12 @@ class DecodeLaunch:
             min(n, SMALL_MAX_BATCH)
         ]
 
+    @property
+    def up_in_k1(self) -> bool:
+        """run(): kernel 1's predictor programs compute the union rows' exact z and no up kernel runs (UP_IN_K1;
+        where the plane kernel 1 runs with the small up/down kernels)."""
+        return self.k1_z and self.kernels == "plane" and self.small_updown and not self.fused_updown
+
     def wf_split(self) -> tuple[int, int]:
         """(ra, rb): folded rows [0, ra) run in kernel 1, [ra, rb) in the up kernel's grid, [rb, d) in the down
         kernel's grid (WF_UP_FRAC; WF_DOWN_FRAC in whole down column blocks from the last). Moves only where this
@@ -1497,7 +1553,7 @@ class DecodeLaunch:
             return d, d
         n_cols = triton.cdiv(d, DOWN_BLOCK_COLS)
         blocks = min(n_cols, round(WF_DOWN_FRAC * d / DOWN_BLOCK_COLS))
-        up = round(WF_UP_FRAC * d)
+        up = 0 if self.up_in_k1 else round(WF_UP_FRAC * d)  # UP_IN_K1: there is no up grid
         if blocks == 0 and up == 0:
             return d, d
         if DOWN_BLOCK_COLS % mb or DOWN_BLOCK_COLS % bmf or (bmf % mb and mb % bmf):
@@ -1576,6 +1632,9 @@ class DecodeLaunch:
             pdl_k1 |= {"wk_n": wk_n, "wk_kc": wk_kc}
             if spin and part == "all":
                 pdl_k1 |= {"pd_ptr": self.pred_done, "SPIN": True, "FENCE": not _INTERPRET}
+            if self.up_in_k1 and part != "wf":  # the union rows' z in the predictor programs' epilogue
+                cfg = cfg | ({"maxnreg": Z_MAXNREG} if cfg.get("maxnreg") is None else {})
+                pdl_k1 |= {"w1_ptr": self.w1, "zp_ptr": self.zp, "UPK1": True, "NKZ": triton.cdiv(d, Z_BLOCK_K)}
             _stacked_plane_kernel[(grid,)](
                 *args, self.zacc, self.tick, xq, xsx, xsum, d, f, p.scales.shape[1], p.n_groups,
                 p.n_groups if cfg["I8"] else d // p.group_size, n_tiles, n_first, 0x3F800000, cg, H2_MAGIC,
@@ -1654,11 +1713,15 @@ class DecodeLaunch:
         if self.small_updown:
             _, rb = self.wf_split()
             tiles = self._wf_tiles(rb, self.d)  # folded-row tiles at the front of this grid
+            # UP_IN_K1: kernel 1 wrote z whole (one split), and this launch follows it directly, so its list is not
+            # final when this grid starts: no early reads
+            n_splits = 1 if self.up_in_k1 else self.n_splits
             _down_small_kernel[(grid + tiles["n_wf"],)](
-                *common, self.d, self.f, self.n_splits, n_cols, self.x, self.wf, self.bf,
+                *common, self.d, self.f, n_splits, n_cols, self.x, self.wf, self.bf,
                 cb0=rb // DOWN_BLOCK_COLS if rb < self.d else n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
-                BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=triton.next_power_of_2(self.n_splits), FENCE=not _INTERPRET,
-                num_warps=DOWN_WARPS, EARLY=self.down_early, MB=WF_MOVED_ROWS, BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES,
+                BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=max(2, triton.next_power_of_2(n_splits)), FENCE=not _INTERPRET,
+                num_warps=DOWN_WARPS, EARLY=self.down_early and not self.up_in_k1, MB=WF_MOVED_ROWS, BKF=WF_BLOCK_K,
+                WS=WF_MOVED_STAGES,
                 **tiles, **self._pdl_args(), **self._spin_args(spin, poll=False),
             )  # fmt: skip
         else:
@@ -1680,9 +1743,12 @@ class DecodeLaunch:
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All launches: (y [N, d] in x's dtype, flags [N, f] int8)."""
         spin = self.up_spin and self.kernels == "plane" and self.small_updown and not self.fused_updown
+        spin = spin and not self.up_in_k1
         self.stacked(spin=spin)
         if self.fused_updown:
             self.updown()
+        elif self.up_in_k1:  # kernel 1 computed the union rows' z
+            self.down()
         else:
             self.up(spin=spin)
             self.down(spin=spin)
