@@ -151,22 +151,23 @@ UP_SPIN = False  # batches that run the plane kernel 1 with the small up/down ke
 # kernel's bytes then compete with kernel 1's folded rows for the same bandwidth. Kept in the A/B for the H200,
 # where kernel 1 leaves more of the bandwidth unused (v9: 2.5 of 4.3 TB/s).
 UP_SPIN_PROGRAMS_PER_SM = 2
+UP_SPIN_SLEEP_NS = 256  # the back-off between two polls
 UP_IN_K1 = False  # batches that run the plane kernel 1 with the small up/down kernels (not the fused one): no up
 # kernel. Each predictor program of kernel 1, right after its flags, computes the exact z of its own tile's union
 # rows (Z_ROWS at a time, W1 rows in chunks of Z_BLOCK_K, fp32) and stores them where the up kernel's one split
 # would, so the down kernel follows kernel 1 directly. At 5% a 64-row tile has about 3 such rows: the W1 bytes
 # (8.6 MB at Falcon-7B's shape) move while kernel 1's folded rows still stream, instead of in a launch of their own
 # between kernel 1 and the down kernel. ffn_bench's pdl_ab times the layer with and without it. v16, H100, Falcon-7B
-# layer at 5%, B = 1: 41.6 µs against 40.7 without (same run): off. Kernel 1 grows by more than the up kernel's
-# share of the layer (its predictor programs end later, and the down kernel can no longer read its W2ᵀ rows while an
-# up kernel runs). Kept in the A/B for the H200, where kernel 1's extra W1 bytes cost less of its time.
+# layer at 5%, B = 1: 41.6 µs against 40.7 without, and 42.4 against 42.3 (two runs, same run each): off. Kernel 1
+# grows by more than the up kernel's share of the layer (its predictor programs end later, and the down kernel can
+# no longer read its W2ᵀ rows while an up kernel runs). Kept in the A/B for the H200, where kernel 1's extra W1
+# bytes cost less of its time.
 Z_ROWS = 2  # union rows a step of UP_IN_K1's exact z in kernel 1
 Z_BLOCK_K = 1024  # columns a chunk of that step (all chunks unrolled: cdiv(d, Z_BLOCK_K) of them)
-Z_MAXNREG = 128  # kernel 1's register cap with UP_IN_K1 (where its launch sets none): offline sm_90 compile of
-# batch 1's launch, 127 registers without UP_IN_K1; with it 167 uncapped (the unrolled chunks' loads, so 3 programs
-# of 4 warps an SM instead of 4, and kernel 1's 426 programs no longer one wave), 128 capped with no spill at
-# Z_ROWS 2 (7 spilled words at 4)
-UP_SPIN_SLEEP_NS = 256  # the back-off between two polls
+Z_MAXNREG = 128  # kernel 1's register cap with UP_IN_K1 (where its launch sets none). Offline sm_90 compile of
+# batch 1's launch: 127 registers without UP_IN_K1, 128 with it at Z_ROWS 2; at Z_ROWS 4 the unrolled chunks'
+# loads take it to 180 (3 programs of 4 warps an SM instead of 4: kernel 1's 426 programs no longer one wave), or
+# 128 with 17 spilled words under this cap
 # Folded rows moved out of kernel 1 (batches that run the small up/down kernels, not the fused one): the Wf part
 # (Wf·x + bf) needs only x, so some of its row programs can run in the later grids, where the up and down kernels
 # spend most of their time waiting on short chains of memory round trips, and kernel 1 (predictor ‖ Wf) gets

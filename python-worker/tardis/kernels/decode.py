@@ -75,7 +75,7 @@ from tardis.kernels.layout import TiledPredictor
 from tardis.kernels.ptx import INTERPRET as _INTERPRET
 from tardis.kernels.ptx import gdc_launch_dependents, gdc_wait, pdl_supported, round_half_even
 
-# _union_rows_z' tile: union rows a step, columns a chunk (Triton reads a global only as a constexpr)
+# _union_rows_z's tile: union rows a step, columns a chunk (Triton reads a global only as a constexpr)
 _Z_ROWS = tl.constexpr(Z_ROWS)
 _Z_BLOCK_K = tl.constexpr(Z_BLOCK_K)
 ACT_IDS = {"identity": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "quick_gelu": 4}
