@@ -329,16 +329,19 @@ def test_pdl_up_kernel_started_by_the_predictor_programs_on_gpu(
     # UP_SPIN at the Falcon-7B shape with batch 1's launch: the up programs poll kernel 1's finished predictor
     # programs while its folded rows still run (a race would show as a wrong output or a workspace left non-zero);
     # f = 300: a few predictor programs that finish long before the folded rows
+    _batch1_launch_case(monkeypatch, n, f, (101 + n, 111 + n), PDL_UPDOWN=pdl, UP_SPIN=True, WF_UP_FRAC=up)
+
+
+def _batch1_launch_case(monkeypatch: pytest.MonkeyPatch, n: int, f: int, seeds: tuple, **settings: object) -> None:
+    # batch 1's plane launch with the small up/down kernels, the early down kernel and kernel 1 behind the int8 x
+    # kernel, plus `settings` (decode's launch globals), at d = 4544 on the GPU, one case per seed
     from tardis.kernels import decode
     from tardis.kernels.blocks import PLANE_LAUNCH
 
-    monkeypatch.setattr(decode, "PDL_UPDOWN", pdl)
-    monkeypatch.setattr(decode, "DOWN_EARLY", True)
-    monkeypatch.setattr(decode, "XQ_PDL", True)
-    monkeypatch.setattr(decode, "UP_SPIN", True)
-    monkeypatch.setattr(decode, "WF_UP_FRAC", up)
+    for name, value in ({"DOWN_EARLY": True, "XQ_PDL": True} | settings).items():
+        monkeypatch.setattr(decode, name, value)
     cfg = PLANE_LAUNCH[1] | {"small_updown": True}
-    for seed in (101 + n, 111 + n):
+    for seed in seeds:
         _kernel_case("cuda", n, 4544, f, 2, 128, torch.bfloat16, "gelu", seed=seed, kernels="plane", plane_cfg=cfg)
 
 
@@ -353,17 +356,7 @@ def test_pdl_union_rows_z_in_kernel_1_on_gpu(
     # UP_IN_K1 at the Falcon-7B shape with batch 1's launch: kernel 1's predictor programs compute the union rows'
     # z, and the down kernel follows kernel 1 directly (launched early with PDL, waiting in-kernel), with folded rows
     # in the down grid too; f = 300: a few predictor programs that finish long before the folded rows
-    from tardis.kernels import decode
-    from tardis.kernels.blocks import PLANE_LAUNCH
-
-    monkeypatch.setattr(decode, "PDL_UPDOWN", pdl)
-    monkeypatch.setattr(decode, "DOWN_EARLY", True)
-    monkeypatch.setattr(decode, "XQ_PDL", True)
-    monkeypatch.setattr(decode, "UP_IN_K1", True)
-    monkeypatch.setattr(decode, "WF_DOWN_FRAC", down)
-    cfg = PLANE_LAUNCH[1] | {"small_updown": True}
-    for seed in (131 + n, 141 + n):
-        _kernel_case("cuda", n, 4544, f, 2, 128, torch.bfloat16, "gelu", seed=seed, kernels="plane", plane_cfg=cfg)
+    _batch1_launch_case(monkeypatch, n, f, (131 + n, 141 + n), PDL_UPDOWN=pdl, UP_IN_K1=True, WF_DOWN_FRAC=down)
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")

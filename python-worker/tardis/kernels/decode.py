@@ -456,6 +456,18 @@ def _flags_epilogue(
 
 
 @triton.jit
+def _store_row_sums(zrow, a0, a1, a2, a3, mask, F, NT: tl.constexpr):
+    # token t's row sums of its [rows, K] products at zrow + t·F (the up kernel's partials, UP_IN_K1's z)
+    tl.store(zrow, tl.sum(a0, axis=1), mask=mask)
+    if NT > 1:
+        tl.store(zrow + F, tl.sum(a1, axis=1), mask=mask)
+    if NT > 2:
+        tl.store(zrow + 2 * F, tl.sum(a2, axis=1), mask=mask)
+    if NT > 3:
+        tl.store(zrow + 3 * F, tl.sum(a3, axis=1), mask=mask)
+
+
+@triton.jit
 def _union_rows_z(
     union, rows, base, cnt, x_ptr, w1_ptr, zp_ptr, D, F, NT: tl.constexpr, NKZ: tl.constexpr,
 ):  # fmt: skip
@@ -478,14 +490,7 @@ def _union_rows_z(
             km = ks < D
             w = tl.load(w1_ptr + roff + ks[None, :], mask=jm[:, None] & km[None, :], other=0.0).to(tl.float32)
             a0, a1, a2, a3 = _fma_tokens(a0, a1, a2, a3, w, x_ptr, ks, km, D, NT)
-        zrow = zp_ptr + base + jj
-        tl.store(zrow, tl.sum(a0, axis=1), mask=jm)
-        if NT > 1:
-            tl.store(zrow + F, tl.sum(a1, axis=1), mask=jm)
-        if NT > 2:
-            tl.store(zrow + 2 * F, tl.sum(a2, axis=1), mask=jm)
-        if NT > 3:
-            tl.store(zrow + 3 * F, tl.sum(a3, axis=1), mask=jm)
+        _store_row_sums(zp_ptr + base + jj, a0, a1, a2, a3, jm, F, NT)
 
 
 @triton.jit
@@ -1147,14 +1152,8 @@ def _up_small_items(
         else:
             for k0 in range(sp * chunk, tl.minimum(sp * chunk + chunk, D), BK):
                 a0, a1, a2, a3 = _up_small_step(a0, a1, a2, a3, x_ptr, w1_ptr, neur, jmask, k0, D, NT, BK)
-        zrow = zp_ptr + sp * NT * F + js  # token-major partials [split, token, list position]
-        tl.store(zrow, tl.sum(a0, axis=1), mask=jmask)
-        if NT > 1:
-            tl.store(zrow + F, tl.sum(a1, axis=1), mask=jmask)
-        if NT > 2:
-            tl.store(zrow + 2 * F, tl.sum(a2, axis=1), mask=jmask)
-        if NT > 3:
-            tl.store(zrow + 3 * F, tl.sum(a3, axis=1), mask=jmask)
+        # token-major partials [split, token, list position]
+        _store_row_sums(zp_ptr + sp * NT * F + js, a0, a1, a2, a3, jmask, F, NT)
     if SPIN and PDL:
         gdc_wait()  # kernel 1's end (its folded rows in y32) before this grid's
 
