@@ -307,15 +307,9 @@ def test_pdl_folded_rows_in_the_up_and_down_grids_on_gpu(
 ) -> None:
     # WF_UP_FRAC / WF_DOWN_FRAC at the Falcon-7B shape with batch 1's launch: the down grid's folded-row programs
     # wait for the up grid before they add into the rows kernel 1 zeroed
-    from tardis.kernels import decode
-    from tardis.kernels.blocks import PLANE_LAUNCH
-
-    monkeypatch.setattr(decode, "PDL_UPDOWN", pdl)
-    monkeypatch.setattr(decode, "DOWN_EARLY", early)
-    monkeypatch.setattr(decode, "WF_UP_FRAC", up)
-    monkeypatch.setattr(decode, "WF_DOWN_FRAC", down)
-    cfg = PLANE_LAUNCH[1] | {"small_updown": True}
-    _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=91 + n, kernels="plane", plane_cfg=cfg)
+    _batch1_launch_case(
+        monkeypatch, n, 18176, (91 + n,), PDL_UPDOWN=pdl, DOWN_EARLY=early, WF_UP_FRAC=up, WF_DOWN_FRAC=down
+    )
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")

@@ -1538,17 +1538,23 @@ class DecodeLaunch:
         ]
 
     @property
+    def plane_small_updown(self) -> bool:
+        """This call runs the plane kernel 1 and then the small up/down kernels (not the fused one): the launch that
+        UP_SPIN, UP_IN_K1 and the folded-row moves apply to."""
+        return self.kernels == "plane" and self.small_updown and not self.fused_updown
+
+    @property
     def up_in_k1(self) -> bool:
         """run(): kernel 1's predictor programs compute the union rows' exact z and no up kernel runs (UP_IN_K1;
         where the plane kernel 1 runs with the small up/down kernels)."""
-        return self.k1_z and self.kernels == "plane" and self.small_updown and not self.fused_updown
+        return self.k1_z and self.plane_small_updown
 
     def wf_split(self) -> tuple[int, int]:
         """(ra, rb): folded rows [0, ra) run in kernel 1, [ra, rb) in the up kernel's grid, [rb, d) in the down
         kernel's grid (WF_UP_FRAC; WF_DOWN_FRAC in whole down column blocks from the last). Moves only where this
         call runs the plane kernel with the small up/down kernels (not the fused one)."""
         d, bmf, mb = self.d, self.plane_cfg["BMF"], WF_MOVED_ROWS
-        if self.kernels != "plane" or not self.small_updown or self.fused_updown:
+        if not self.plane_small_updown:
             return d, d
         n_cols = triton.cdiv(d, DOWN_BLOCK_COLS)
         blocks = min(n_cols, round(WF_DOWN_FRAC * d / DOWN_BLOCK_COLS))
@@ -1741,8 +1747,7 @@ class DecodeLaunch:
 
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All launches: (y [N, d] in x's dtype, flags [N, f] int8)."""
-        spin = self.up_spin and self.kernels == "plane" and self.small_updown and not self.fused_updown
-        spin = spin and not self.up_in_k1
+        spin = self.up_spin and self.plane_small_updown and not self.up_in_k1
         self.stacked(spin=spin)
         if self.fused_updown:
             self.updown()
