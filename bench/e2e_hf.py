@@ -19,6 +19,7 @@ fp32) vs the CPU reference (float32), with the CPU logit margin at every first d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import platform
@@ -26,7 +27,7 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -561,6 +562,78 @@ def time_ffn_layers(
     return 1e6 * median_seconds(run, device, repeats) / (inner * len(modules))
 
 
+def time_ffn_op(
+    model: nn.Module, modules: list[nn.Module], timed: list[int], xs: list[torch.Tensor], use_graph: bool,
+    repeats: int, limits: list[int],
+) -> float:  # fmt: skip
+    """Microseconds per layer of the TARDIS op itself (the decode policy lifted while timed) on the decode inputs
+    `xs` of the layers `timed`; `limits`: every layer's decode limit, restored after."""
+    with lifted_policy(model, modules, limits):
+        return time_ffn_layers([modules[i] for i in timed], xs, use_graph, repeats)
+
+
+@contextlib.contextmanager
+def lifted_policy(model: nn.Module, modules: list[nn.Module], limits: list[int]) -> Iterator[None]:
+    """Every layer runs the op at any batch inside (called directly, as decode steps); `limits` restored after."""
+    for m in modules:
+        m.is_prefill = False  # called directly (no model pre-hook): these are decode steps
+    hf.set_decode_policy(model, 10**6)
+    try:
+        yield
+    finally:
+        for m, limit in zip(modules, limits, strict=True):
+            m.max_tardis_tokens = limit
+
+
+def launch_candidates(committed: dict[str, Any], chosen: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The decode-kernel launches launch_ab times: an ffn_bench run's choice (`chosen`, decode.launch_settings()
+    keys), and that choice with its folded-row moves, its up/down launch or both at the committed values
+    (`committed`: the settings before the choice was applied). A candidate equal to an earlier one is left out."""
+    moves = {k: committed[k] for k in ("wf_up_frac", "wf_down_frac")}
+    updown = {"updown_launch": committed["updown_launch"]}
+    named = {
+        "chosen": chosen,
+        "committed_moves": chosen | moves,
+        "committed_updown": chosen | updown,
+        "committed_moves_updown": chosen | moves | updown,
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, c in named.items():
+        if c not in out.values():
+            out[name] = c
+    return out
+
+
+def launch_ab(
+    model: nn.Module, modules: list[nn.Module], timed: list[int], xs: list[torch.Tensor], use_graph: bool,
+    repeats: int, limits: list[int],
+) -> dict[str, Any]:  # fmt: skip
+    """Time launch_candidates(COMMITTED_LAUNCH, the launch in force) on the FFN layers `timed` at their decode inputs
+    `xs` and keep the fastest whose output matches the first candidate's (relative difference < 1e-2: the same
+    flags, sums in another order). An ffn_bench run chooses on random layers at fixed rates; the model's layers have
+    their own ranges and rate."""
+    from tardis.kernels import decode
+
+    assert COMMITTED_LAUNCH is not None, "apply_kernel_launch records the committed launch first"
+    cands = launch_candidates(COMMITTED_LAUNCH, decode.launch_settings())
+    us: dict[str, float] = {}
+    diff: dict[str, float] = {}
+    ref = None
+    mods = [modules[i] for i in timed]
+    with lifted_policy(model, modules, limits):
+        for name, settings in cands.items():
+            decode.apply_launch_settings(settings)
+            us[name] = time_ffn_layers(mods, xs, use_graph, repeats)
+            with torch.no_grad():
+                y = mods[0](xs[0]).float()
+            ref = y if ref is None else ref
+            diff[name] = float((y - ref).norm() / ref.norm())
+    hf.reset_counters(model)  # the timings' calls are not decode steps
+    best = min((k for k in us if diff[k] < 1e-2), key=lambda k: us[k])
+    decode.apply_launch_settings(cands[best])
+    return {"us": us, "rel_diff": diff, "best": best, "candidates": cands, "applied": decode.launch_settings()}
+
+
 def amdahl(share: float | None, speedup: float | None) -> float | None:
     """End-to-end bound 1/((1−s) + s/S) for FFN share s and FFN speedup S (METHOD.md §5)."""
     if share is None or speedup is None or speedup <= 0:
@@ -788,11 +861,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+COMMITTED_LAUNCH: dict[str, Any] | None = None  # decode.launch_settings() before apply_kernel_launch
+
+
 def apply_kernel_launch(path: str) -> dict[str, Any]:
-    """Use the decode-kernel launch choices a ffn_bench.py run recorded (CUDA only); returns them."""
+    """Use the decode-kernel launch choices a ffn_bench.py run recorded (CUDA only); returns them. The settings
+    they replace are kept in COMMITTED_LAUNCH (launch_ab times them too)."""
+    global COMMITTED_LAUNCH
     from tardis.kernels import decode
     from tardis.kernels.blocks import PLANE_BASE, PLANE_LAUNCH, RETIRED_PLANE_KEYS
 
+    COMMITTED_LAUNCH = decode.launch_settings()
     chosen = json.loads(Path(path).read_text())
     for n, cfg in chosen["plane_launch"].items():
         cfg = {k: v for k, v in cfg.items() if not (k in RETIRED_PLANE_KEYS and v == RETIRED_PLANE_KEYS[k])}
@@ -990,6 +1069,15 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     sync(device)
     result["install_s"] = time.perf_counter() - t0
     write_json(out, result)
+    if args.kernel_launch_applied is not None and 1 in xs:
+        # the bench's launch choice and its committed alternatives timed on this model's own FFN layers (its
+        # calibrated ranges, its fallback rate), the fastest kept for every TARDIS row below (on the CPU the op runs
+        # the reference path, which no launch setting changes)
+        x1 = [xs[1][i] for i in timed]
+        result["launch_ab"] = launch_ab(model, modules, timed, x1, use_graph, args.repeats, policy_limits)
+        print(f"launch A/B on the model's FFN layers (B=1, us): {result['launch_ab']['us']}; "
+              f"best {result['launch_ab']['best']}", flush=True)  # fmt: skip
+        write_json(out, result)
 
     # TARDIS phase: same prompts, same loop, same runs (those whose dense run went through).
     phase_t0 = time.perf_counter()
@@ -1005,17 +1093,12 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
                 row["ffn_op_us"], row["ffn_policy_us"] = uncompiled["ffn_op_us"], uncompiled["ffn_policy_us"]
             else:
                 timed_mods: list[nn.Module] = [modules[i] for i in timed]
-                for m in modules:
-                    m.is_prefill = False  # called directly below (no model pre-hook): these are decode steps
                 x_b = [xs[b][i] for i in timed]
-                hf.set_decode_policy(model, 10**6)  # the op itself, at this batch (where the op runs)
-                try:
-                    row["ffn_op_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
+                try:  # the op itself, at this batch (where the op runs)
+                    row["ffn_op_us"] = time_ffn_op(model, modules, timed, x_b, use_graph, args.repeats, policy_limits)
                 except Exception as e:  # a kernel failure at one batch must not lose the run
                     row["ffn_op_us"] = None
                     result["errors"].append(f"ffn op B={b}: {e!r}")
-                for m, limit in zip(modules, policy_limits, strict=True):
-                    m.max_tardis_tokens = limit
                 row["ffn_policy_us"] = time_ffn_layers(timed_mods, x_b, use_graph, args.repeats)
             hf.reset_counters(model)
             r = time_decode(

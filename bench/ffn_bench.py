@@ -237,48 +237,57 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     where this batch runs the small up/down kernels), alone and with `XQ_PDL`; and the last of those with the up kernel
     started by kernel 1's predictor programs (`UP_SPIN`, with SPIN_GRIDS programs per SM in the up grid; not with
     spin=False); and, where this batch runs the small up/down kernels, the last of those with kernel 1's predictor
-    programs computing their union rows' z instead of an up kernel (`UP_IN_K1`, key suffix `_k1z`). Each PDL variant
-    is also checked through the op; `best` is the fastest correct one. decode's flags are left as they were."""
-    before = (
-        decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM,
-        decode.UP_IN_K1,
-    )  # fmt: skip
+    programs computing their union rows' z instead of an up kernel (`UP_IN_K1`, key suffix `_k1z`), with the up
+    kernel's list entries loaded beside the count (`LIST_AHEAD`, `_ahead`), with one closing atomic per down item
+    (`ONE_CLOSE`, `_close`), and with both (`_ahead_close`). Each PDL variant is also checked through the op; `best`
+    is the fastest correct one. decode's flags are left as they were."""
+    names = ("PDL_UPDOWN", "DOWN_EARLY", "XQ_PDL", "UP_SPIN", "UP_SPIN_PROGRAMS_PER_SM", "UP_IN_K1", "LIST_AHEAD",
+             "ONE_CLOSE")  # fmt: skip
+    before = {k: getattr(decode, k) for k in names}
     us, errs = {}, {}
     i8 = bool(PLANE_LAUNCH[min(n, decode.SMALL_MAX_BATCH)].get("I8"))  # the launch these batches run now
     small = n <= decode.SMALL_UPDOWN_BATCH
-    variants = [("off", False, False, False, 0, False), ("on", True, False, False, 0, False)]
-    variants += [("xq", True, False, True, 0, False)] if i8 else []
-    variants += [("early", True, True, False, 0, False)] if small else []
-    variants += [("early_xq", True, True, True, 0, False)] if small and i8 else []
+    off = dict.fromkeys(names, False) | {"UP_SPIN_PROGRAMS_PER_SM": before["UP_SPIN_PROGRAMS_PER_SM"]}
+    on = off | {"PDL_UPDOWN": True}
+    variants = {"off": off, "on": on}
+    variants |= {"xq": on | {"XQ_PDL": True}} if i8 else {}
+    variants |= {"early": on | {"DOWN_EARLY": True}} if small else {}
+    variants |= {"early_xq": on | {"DOWN_EARLY": True, "XQ_PDL": True}} if small and i8 else {}
     base = "early_xq" if i8 else "early"
-    variants += [(f"{base}_spin{g}", True, True, i8, g, False) for g in SPIN_GRIDS] if small and spin else []
-    variants += [(f"{base}_k1z", True, True, i8, 0, True)] if small else []  # kernel 1 does the up kernel's work
+    if small:
+        b = variants[base]
+        if spin:
+            variants |= {f"{base}_spin{g}": b | {"UP_SPIN": True, "UP_SPIN_PROGRAMS_PER_SM": g} for g in SPIN_GRIDS}
+        variants[f"{base}_k1z"] = b | {"UP_IN_K1": True}  # kernel 1 does the up kernel's work
+        variants[f"{base}_ahead"] = b | {"LIST_AHEAD": True}
+        variants[f"{base}_close"] = b | {"ONE_CLOSE": True}
+        variants[f"{base}_ahead_close"] = b | {"LIST_AHEAD": True, "ONE_CLOSE": True}
     try:
-        for key, pdl, early, xq, grid, k1z in variants:
-            decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL = pdl, early, xq
-            decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM = grid > 0, grid or before[4]
-            decode.UP_IN_K1 = k1z
+        for key, settings in variants.items():
+            for k, v in settings.items():
+                setattr(decode, k, v)
             ls = launches(layers, xs, "plane")
             for lc in ls:
                 lc.ws.zero_()
             us[key] = graph_time([lc.run for lc in ls])
-            if pdl:
+            if settings["PDL_UPDOWN"]:
                 layers[0]["ws"].zero_()
                 errs[key] = check(layers[0], n, gen)["rel_err"]
     finally:
-        (
-            decode.PDL_UPDOWN, decode.DOWN_EARLY, decode.XQ_PDL, decode.UP_SPIN, decode.UP_SPIN_PROGRAMS_PER_SM,
-            decode.UP_IN_K1,
-        ) = before  # fmt: skip
+        for k, v in before.items():
+            setattr(decode, k, v)
     best = min((k for k in us if k == "off" or errs[k] < 1e-2), key=lambda k: us[k])
     out = {"off_us": us["off"], "on_us": us["on"], "rel_err": errs["on"], "best": best, "better": best != "off"}
     for key in us.keys() - {"off", "on"}:
         out |= {f"{key}_us": us[key], f"{key}_rel_err": errs[key]}
-    out["early_better"] = best.startswith("early")
-    out["xq_better"] = "xq" in best.split("_")
-    out["spin_better"] = "_spin" in best
-    out["spin_programs_per_sm"] = int(best.rsplit("_spin", 1)[1]) if out["spin_better"] else None
-    out["up_in_k1"] = best.endswith("_k1z")
+    chosen = variants[best]
+    out["early_better"] = chosen["DOWN_EARLY"]
+    out["xq_better"] = chosen["XQ_PDL"]
+    out["spin_better"] = chosen["UP_SPIN"]
+    out["spin_programs_per_sm"] = chosen["UP_SPIN_PROGRAMS_PER_SM"] if chosen["UP_SPIN"] else None
+    out["up_in_k1"] = chosen["UP_IN_K1"]
+    out["list_ahead"] = chosen["LIST_AHEAD"]
+    out["one_close"] = chosen["ONE_CLOSE"]
     return out
 
 
@@ -623,6 +632,9 @@ def kernel_times(
                     for b, w in (("early_xq", "both"), ("early", "the early down kernel")):
                         labels |= {f"{b}_spin{g}": f"with {w} {spun} ({g} a SM)" for g in SPIN_GRIDS}
                         labels[f"{b}_k1z"] = f"with {w} and the union rows' z in kernel 1 (no up kernel)"
+                        labels[f"{b}_ahead"] = f"with {w} and the up kernel's list entries beside the count"
+                        labels[f"{b}_close"] = f"with {w} and one closing atomic per down item"
+                        labels[f"{b}_ahead_close"] = f"with {w}, the list entries ahead and one closing atomic"
                     extra = "".join(
                         f", {pa[k + '_us']:.1f} {label} (err {pa[k + '_rel_err']:.1e})"
                         for k, label in labels.items() if k + "_us" in pa
@@ -640,6 +652,8 @@ def kernel_times(
                     if decode.UP_SPIN:
                         decode.UP_SPIN_PROGRAMS_PER_SM = row["pdl"]["spin_programs_per_sm"]
                     decode.UP_IN_K1 = bool(row["pdl"].get("up_in_k1"))
+                    decode.LIST_AHEAD = bool(row["pdl"].get("list_ahead"))
+                    decode.ONE_CLOSE = bool(row["pdl"].get("one_close"))
             if kset == "plane" and n <= decode.SMALL_UPDOWN_BATCH and n > decode.FUSED_UPDOWN_BATCH:
                 # folded rows moved into the up / down grids, with the PDL choice just made: the down grid's
                 # work grows with the rate, so the pair is timed at 5% and at 10% and chosen for both

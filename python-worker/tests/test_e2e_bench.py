@@ -378,7 +378,7 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
 
     saved = (
         dict(blocks.PLANE_LAUNCH), decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN,
-        decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC, decode.UP_IN_K1,
+        decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC, decode.UP_IN_K1, decode.LIST_AHEAD, decode.ONE_CLOSE,
     )  # fmt: skip
     saved_updown = {k: getattr(decode, k) for k in blocks.UPDOWN_LAUNCH_KEYS}  # each one a launcher setting
     chosen = {"plane_launch": {"1": blocks.PLANE_LAUNCH[1] | {"I8": True}}, "small_updown_batch": 0}
@@ -386,6 +386,7 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
     path = tmp_path / "ffn.json"
     extra = {"fused_updown_batch": 2, "updown_launch": updown, "pdl_updown": True, "down_early": True}
     extra |= {"wf_up_frac": 0.1, "wf_down_frac": 0.23, "up_in_k1": True}
+    extra |= {"list_ahead": not decode.LIST_AHEAD, "one_close": not decode.ONE_CLOSE}
     path.write_text(json.dumps(chosen | extra))
     try:
         applied = bench.apply_kernel_launch(str(path))
@@ -396,6 +397,8 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
         moved = (applied["wf_up_frac"], applied["wf_down_frac"])
         assert (decode.WF_UP_FRAC, decode.WF_DOWN_FRAC) == (0.1, 0.23) == moved
         assert decode.UP_IN_K1 and applied["up_in_k1"]
+        assert decode.LIST_AHEAD == applied["list_ahead"] != saved[8]
+        assert decode.ONE_CLOSE == applied["one_close"] != saved[9]
         assert decode.PROGRAMS_PER_SM == 8 and decode.UP_SPLITS == 36
         assert applied["updown_launch"] == saved_updown | updown
         path.write_text(json.dumps(chosen | {"updown_launch": {"UP_SPLIT": 4}}))
@@ -414,9 +417,44 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
         blocks.PLANE_LAUNCH.update(saved[0])
         decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN = saved[1], saved[2], saved[3]
         decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC = saved[4], saved[5], saved[6]
-        decode.UP_IN_K1 = saved[7]
+        decode.UP_IN_K1, decode.LIST_AHEAD, decode.ONE_CLOSE = saved[7], saved[8], saved[9]
         for k, v in saved_updown.items():
             setattr(decode, k, v)
+
+
+def test_kernel_launch_choices_are_timed_against_the_committed_ones_on_the_models_layers(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    # an ffn_bench choice of folded-row moves and an up/down launch: the e2e run times it, the committed moves, the
+    # committed up/down launch and both on its own FFN layers, keeps the fastest (the decode rows use it) and
+    # records each; candidates equal to an earlier one are left out
+    pytest.importorskip("triton")
+    from tardis.kernels import blocks, decode
+
+    committed = decode.launch_settings()
+    chosen = committed | {"wf_down_frac": 0.23, "updown_launch": committed["updown_launch"] | {"UP_SPLITS": 18}}
+    cands = bench.launch_candidates(committed, chosen)
+    assert list(cands) == ["chosen", "committed_moves", "committed_updown", "committed_moves_updown"]
+    assert cands["committed_moves_updown"] == committed and cands["committed_moves"]["updown_launch"]["UP_SPLITS"] == 18
+    assert list(bench.launch_candidates(committed, committed)) == ["chosen"]
+    assert list(bench.launch_candidates(committed, committed | {"wf_up_frac": 0.1})) == ["chosen", "committed_moves"]
+
+    saved_plane = dict(blocks.PLANE_LAUNCH)
+    path = tmp_path / "ffn.json"
+    path.write_text(json.dumps({"plane_launch": {"1": blocks.PLANE_LAUNCH[1]}} | chosen))
+    out = tmp_path / "e2e.json"
+    argv = [*TINY, "--batches", "1", "--skip-small-models", "--kernel-launch", str(path), "--out", str(out)]
+    try:
+        assert bench.main(argv) == 0
+        ab = json.loads(out.read_text())["launch_ab"]
+        assert list(ab["us"]) == list(cands) and all(t > 0 for t in ab["us"].values())
+        assert all(d == 0.0 for d in ab["rel_diff"].values())  # the CPU op: the reference path under every launch
+        assert ab["best"] == min(ab["us"], key=ab["us"].get)
+        assert ab["applied"] == cands[ab["best"]] == decode.launch_settings()
+    finally:
+        decode.apply_launch_settings(committed)
+        blocks.PLANE_LAUNCH.clear()
+        blocks.PLANE_LAUNCH.update(saved_plane)
 
 
 def test_kernel_launch_choices_folded_row_moves_hold_at_both_rates() -> None:

@@ -354,6 +354,41 @@ def test_pdl_union_rows_z_in_kernel_1_on_gpu(
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    ("n", "down", "early", "pdl", "f", "ahead", "close"),
+    [(1, 0.0, True, True, 18176, True, True), (1, 0.23, True, True, 18176, True, True),
+     (1, 0.0, False, True, 18176, True, True), (1, 0.23, True, False, 18176, True, True),
+     (2, 0.0, True, True, 18176, True, True), (1, 0.0, True, True, 300, True, True),
+     (1, 0.23, True, True, 18176, True, False), (1, 0.23, True, True, 18176, False, True)],
+)  # fmt: skip
+def test_pdl_list_ahead_and_one_close_on_gpu(
+    n: int, down: float, early: bool, pdl: bool, f: int, ahead: bool, close: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # LIST_AHEAD and ONE_CLOSE at the Falcon-7B shape with batch 1's launch: the up kernel's list entries loaded
+    # beside the count (stale past it: the list is poisoned with an out-of-range index), one relaxed atomic for a
+    # down item's ticket and done count with the acquire fences only where an item casts its block or resets the
+    # list (a race would show as a wrong output or a workspace left non-zero); with folded rows in the down grid,
+    # without the early down kernel, without PDL
+    _poison_list(monkeypatch)
+    settings = {"PDL_UPDOWN": pdl, "DOWN_EARLY": early, "LIST_AHEAD": ahead, "ONE_CLOSE": close, "WF_DOWN_FRAC": down}
+    _batch1_launch_case(monkeypatch, n, f, (151 + n, 161 + n), **settings)
+
+
+def _poison_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    # DecodeLaunch.run with the neuron list filled with an index past every layer's f first: entries past the count
+    # must never be used
+    from tardis.kernels import decode
+
+    real_run = decode.DecodeLaunch.run
+
+    def run(self: decode.DecodeLaunch) -> tuple[torch.Tensor, torch.Tensor]:
+        self.idx.fill_(1 << 30)
+        return real_run(self)
+
+    monkeypatch.setattr(decode.DecodeLaunch, "run", run)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize("cfg", PLANE_SWEEP)
 @pytest.mark.parametrize(("n", "d", "f"), [(1, 4544, 2240), (2, 4544, 2240), (4, 4544, 2240)])
 def test_plane_kernel_configurations_on_gpu(cfg: dict, n: int, d: int, f: int) -> None:
@@ -539,6 +574,34 @@ def test_union_rows_z_in_kernel_1_in_the_interpreter(
     cfg = cfg | {"small_updown": True}
     _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=120 + n, kernels="plane", plane_cfg=cfg)
     assert calls == [], "UP_IN_K1 launches no up kernel"
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize(
+    ("n", "d", "f", "early", "up", "down", "spin", "ahead", "close"),
+    [(1, 300, 200, True, 0.0, 0.0, False, True, True), (3, 450, 330, False, 0.0, 0.0, False, True, True),
+     (1, 1100, 900, True, 0.2, 0.5, False, True, True), (2, 600, 700, False, 0.1, 0.3, False, True, False),
+     (1, 1100, 900, True, 0.2, 0.5, False, False, True), (1, 1100, 500, True, 0.15, 0.0, True, True, True)],
+)  # fmt: skip
+def test_list_ahead_and_one_close_in_the_interpreter(
+    monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, early: bool, up: float, down: float, spin: bool,
+    ahead: bool, close: bool,
+) -> None:  # fmt: skip
+    # LIST_AHEAD: the up programs load their first item's list entries before the count arrives (the list poisoned
+    # past the count with an out-of-range index), later items (the interpreter's grid is small) load theirs after
+    # it; ONE_CLOSE: a down item's ticket and done count come from one atomic (the workspace check covers the
+    # resets); with and without the early down kernel, with folded rows in both grids, and with UP_SPIN (whose up
+    # kernel reads its list only after its poll)
+    from tardis.kernels import decode
+
+    for name, value in (("LIST_AHEAD", ahead), ("ONE_CLOSE", close), ("DOWN_EARLY", early), ("WF_UP_FRAC", up),
+                        ("WF_DOWN_FRAC", down), ("UP_SPIN", spin)):  # fmt: skip
+        monkeypatch.setattr(decode, name, value)
+    _poison_list(monkeypatch)
+    cfg = {"small_updown": True}
+    _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=150 + n, kernels="plane", plane_cfg=cfg)
 
 
 # folded rows moved into the up / down grids (WF_UP_FRAC, WF_DOWN_FRAC): (n, d, f, up, down, down columns, launch)

@@ -162,6 +162,16 @@ UP_IN_K1 = False  # batches that run the plane kernel 1 with the small up/down k
 # grows by more than the up kernel's share of the layer (its predictor programs end later, and the down kernel can
 # no longer read its W2ᵀ rows while an up kernel runs). Kept in the A/B for the H200, where kernel 1's extra W1
 # bytes cost less of its time.
+LIST_AHEAD = False  # the small up kernel (batch 1): each program loads its first item's neuron-list entries beside
+# the list count instead of after it, so its W1 rows wait one round trip less (the chain after kernel 1 is
+# latency-bound: v16, about 14 µs for 17 MB at 5%). Every up program does it, also the many that find no item.
+ONE_CLOSE = False  # the small down kernel (batch 1): an item takes its column block's ticket and counts itself done
+# in one relaxed atomic (between a fence in every thread that releases its adds and one that acquires the others'
+# only where it casts the block or resets the list) instead of two acq_rel atomics one after the other with the
+# cast between them. ffn_bench's pdl_ab times each of the two and both. v17, H100, Falcon-7B layer at 5%, B = 1
+# (same run): 41.9 µs with LIST_AHEAD, 41.8 with ONE_CLOSE, 41.7 with both, against 41.4 without; an earlier run
+# with both and the down kernel's list entries read ahead too (.cg, every down program): 43.7 against 42.4. Off:
+# the round trips they remove are not what the chain waits for. Kept in the A/B for the H200.
 Z_ROWS = 2  # union rows a step of UP_IN_K1's exact z in kernel 1
 Z_BLOCK_K = 1024  # columns a chunk of that step (all chunks unrolled: cdiv(d, Z_BLOCK_K) of them)
 Z_MAXNREG = 128  # kernel 1's register cap with UP_IN_K1 (where its launch sets none). Offline sm_90 compile of

@@ -34,6 +34,8 @@ from tardis.kernels.blocks import (
     DOWN_EARLY,
     DOWN_WARPS,
     FUSED_UPDOWN_BATCH,
+    LIST_AHEAD,
+    ONE_CLOSE,
     PDL_UPDOWN,
     PLANE_BATCH,
     PLANE_LAUNCH,
@@ -1094,8 +1096,9 @@ def _up_small_kernel(
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr = 0,
     EARLY: tl.constexpr = False, WF: tl.constexpr = False, MB: tl.constexpr = 32, BKF: tl.constexpr = 256,
     WS: tl.constexpr = 0, pd_ptr=None, n_pred=0, SPIN: tl.constexpr = False, FENCE: tl.constexpr = False,
-    SLEEP_NS: tl.constexpr = 0,
+    SLEEP_NS: tl.constexpr = 0, AHEAD: tl.constexpr = False,
 ):  # fmt: skip
+    # AHEAD (LIST_AHEAD): each program loads its first item's list entries beside the count, not after it.
     # SPIN (UP_SPIN): the items start once kernel 1's n_pred predictor programs have counted themselves done in
     # pd_ptr (the list is final then), not at kernel 1's end; the down kernel is released then too, and each
     # program waits for kernel 1's end before it exits (the down kernel's wait for this grid covers kernel 1).
@@ -1115,22 +1118,29 @@ def _up_small_kernel(
             pid -= n_wf
             nprog -= n_wf
         _up_small_items(x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog, NT, BJ, BK, PDL,
-                        US, EARLY, pd_ptr, n_pred, SPIN, FENCE, SLEEP_NS)  # fmt: skip
+                        US, EARLY, pd_ptr, n_pred, SPIN, FENCE, SLEEP_NS, AHEAD)  # fmt: skip
 
 
 @triton.jit
 def _up_small_items(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog,
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr, EARLY: tl.constexpr,
-    pd_ptr, n_pred, SPIN: tl.constexpr, FENCE: tl.constexpr, SLEEP_NS: tl.constexpr,
+    pd_ptr, n_pred, SPIN: tl.constexpr, FENCE: tl.constexpr, SLEEP_NS: tl.constexpr, AHEAD: tl.constexpr,
 ):  # fmt: skip
     if SPIN:
         _spin_until(pd_ptr, n_pred, FENCE, SLEEP_NS)
         if PDL:
             gdc_launch_dependents()
         count = tl.load(ws_ptr, cache_modifier=".cg")  # kernel 1 may still run: its list through L2
+        first = tl.zeros((BJ,), dtype=tl.int32)
     else:
         _pdl_wait(PDL, EARLY)
+        # AHEAD: the first item's list entries before the count arrives (past the count they are stale, and every
+        # load of theirs is masked by jmask; js < F keeps this one inside the list)
+        first = tl.zeros((BJ,), dtype=tl.int32)
+        if AHEAD:
+            js0 = (pid // n_splits) * BJ + tl.arange(0, BJ)
+            first = tl.load(idx_ptr + js0, mask=js0 < F, other=0)
         count = tl.load(ws_ptr)
     n_items = tl.cdiv(count, BJ) * n_splits
     for item in range(pid, n_items, nprog):
@@ -1140,6 +1150,8 @@ def _up_small_items(
         jmask = js < count
         if SPIN:
             neur = tl.load(idx_ptr + js, mask=jmask, other=0, cache_modifier=".cg")
+        elif AHEAD and item == pid:
+            neur = first
         else:
             neur = tl.load(idx_ptr + js, mask=jmask, other=0)
         a0 = tl.zeros((BJ, BK), dtype=tl.float32)
@@ -1178,7 +1190,9 @@ def _down_small_kernel(
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
     FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr = False, WF: tl.constexpr = False,
     MB: tl.constexpr = 32, BKF: tl.constexpr = 256, WS: tl.constexpr = 0, pd_ptr=None, SPIN: tl.constexpr = False,
+    ONE_CLOSE: tl.constexpr = False,
 ):  # fmt: skip
+    # ONE_CLOSE: an item takes its column block's ticket and counts itself done in one atomic (_close_block_and_item).
     # SPIN (UP_SPIN): the up kernel released this launch once kernel 1's predictor programs were done (not at its
     # end), after its poll saw their count (the list final in L2, which EARLY reads with .cg). No poll here: a
     # program may start after the very last item has reset the count. That item resets it with the list count.
@@ -1201,15 +1215,15 @@ def _down_small_kernel(
         cb = ((wf0 + pid // n_ks) * MB) // BC
         cols = cb * BC + tl.arange(0, BC)
         last = n_jb - 1 + _wf_in_block(cb, cb0, n_ks, D, BC, MB)
-        _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cols < D, count, last, D, NT, FENCE)
-        _close_item(ws_ptr, n_jb * n_cols + n_wf, pd_ptr, SPIN)
+        _close(y32_ptr, y_ptr, ws_ptr, cb, cols, cols < D, count, last, n_jb * n_cols + n_wf, D, NT, FENCE, pd_ptr,
+               SPIN, ONE_CLOSE)  # fmt: skip
     else:
         if WF:
             pid -= n_wf
             nprog -= n_wf
         _down_small_items(
             w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr, D, F, n_splits,
-            n_cols, pid, nprog, n_wf, cb0, n_ks, NT, BJ, BC, ACT, NSP, FENCE, PDL, EARLY, MB, pd_ptr, SPIN,
+            n_cols, pid, nprog, n_wf, cb0, n_ks, NT, BJ, BC, ACT, NSP, FENCE, PDL, EARLY, MB, pd_ptr, SPIN, ONE_CLOSE,
         )  # fmt: skip
 
 
@@ -1219,6 +1233,7 @@ def _down_small_items(
     D, F, n_splits, n_cols, pid, nprog, n_wf, cb0, n_ks,
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
     FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr, MB: tl.constexpr, pd_ptr, SPIN: tl.constexpr,
+    ONE_CLOSE: tl.constexpr,
 ):  # fmt: skip
     # the down items of _down_small_kernel; n_wf folded-row tiles count in the blocks cb0.. and in the items done
     if EARLY:
@@ -1263,8 +1278,9 @@ def _down_small_items(
             corr3 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 3, F, n_splits, NT, ACT, NSP)
         _scatter(y32_ptr, D, cols, w2, om, corr0, corr1, corr2, corr3, NT)
         last = n_jb - 1 + _wf_in_block(cb, cb0, n_ks, D, BC, MB)
-        _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, D, NT, FENCE)
-        _close_item(ws_ptr, n_items + n_wf, pd_ptr, SPIN)
+        _close(
+            y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, n_items + n_wf, D, NT, FENCE, pd_ptr, SPIN, ONE_CLOSE
+        )  # fmt: skip
 
 
 @triton.jit
@@ -1291,10 +1307,65 @@ def _close_column_block(
     tl.debug_barrier()
     ticket = tl.atomic_add(ws_ptr + 2 + cb, 1)
     if ticket == last:
-        for t in tl.static_range(NT):
-            yv = tl.load(y32_ptr + t * D + cols, mask=cmask, cache_modifier=".cg")
-            tl.store(y_ptr + t * D + cols, yv.to(y_ptr.dtype.element_ty), mask=cmask)
-        tl.store(ws_ptr + 2 + cb, 0)
+        _cast_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, D, NT)
+
+
+@triton.jit
+def _close(
+    y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, n_items, D, NT: tl.constexpr, FENCE: tl.constexpr, pd_ptr,
+    SPIN: tl.constexpr, ONE: tl.constexpr,
+):  # fmt: skip
+    # a down item's end: its column block's ticket (the block's cast) and the items done (the list's reset); ONE
+    # (ONE_CLOSE): both from one atomic
+    if ONE:
+        _close_block_and_item(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, n_items, D, NT, FENCE, pd_ptr, SPIN)
+    else:
+        _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, D, NT, FENCE)
+        _close_item(ws_ptr, n_items, pd_ptr, SPIN)
+
+
+@triton.jit
+def _cast_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, D, NT: tl.constexpr):
+    # the column block's fp32 sums into y, and its ticket back to zero
+    for t in tl.static_range(NT):
+        yv = tl.load(y32_ptr + t * D + cols, mask=cmask, cache_modifier=".cg")
+        tl.store(y_ptr + t * D + cols, yv.to(y_ptr.dtype.element_ty), mask=cmask)
+    tl.store(ws_ptr + 2 + cb, 0)
+
+
+@triton.jit
+def _reset_list(ws_ptr, pd_ptr, SPIN: tl.constexpr):
+    # the very last item: the list count and the items-done counter (SPIN: and the predictor programs' count) to zero
+    tl.store(ws_ptr, 0)
+    tl.store(ws_ptr + 1, 0)
+    if SPIN:
+        tl.store(pd_ptr, 0)
+
+
+@triton.jit
+def _close_block_and_item(
+    y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, n_items, D, NT: tl.constexpr, FENCE: tl.constexpr, pd_ptr,
+    SPIN: tl.constexpr,
+):  # fmt: skip
+    # ONE_CLOSE's item end: _close_column_block and _close_item with one round trip. The fence in every thread and
+    # the CTA barrier release the item's adds and its reads of the list; then one relaxed atomic takes both the
+    # block's ticket (element 0) and the items done (element 1); the acquire fence is paid only where an item acts on
+    # what it got (the block's cast, the list's reset)
+    if FENCE:
+        _gpu_fence(count)
+    tl.debug_barrier()
+    two = tl.arange(0, 2)
+    got = tl.atomic_add(ws_ptr + tl.where(two == 0, 2 + cb, 1), 1, sem="relaxed")
+    ticket = tl.sum(tl.where(two == 0, got, 0))
+    done = tl.sum(tl.where(two == 1, got, 0))
+    if ticket == last:
+        if FENCE:
+            _gpu_fence(ticket)
+        _cast_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, D, NT)
+    if done == n_items - 1:
+        if FENCE:
+            _gpu_fence(done)
+        _reset_list(ws_ptr, pd_ptr, SPIN)
 
 
 @triton.jit
@@ -1304,10 +1375,7 @@ def _close_item(ws_ptr, n_items, pd_ptr=None, SPIN: tl.constexpr = False):
     tl.debug_barrier()
     done = tl.atomic_add(ws_ptr + 1, 1)
     if done == n_items - 1:
-        tl.store(ws_ptr, 0)
-        tl.store(ws_ptr + 1, 0)
-        if SPIN:
-            tl.store(pd_ptr, 0)
+        _reset_list(ws_ptr, pd_ptr, SPIN)
 
 
 @triton.jit
@@ -1403,6 +1471,8 @@ LAUNCH_SETTINGS: dict[str, tuple[str, type]] = {
     "up_spin": ("UP_SPIN", bool),
     "up_spin_programs_per_sm": ("UP_SPIN_PROGRAMS_PER_SM", int),
     "up_in_k1": ("UP_IN_K1", bool),
+    "list_ahead": ("LIST_AHEAD", bool),
+    "one_close": ("ONE_CLOSE", bool),
     "wf_up_frac": ("WF_UP_FRAC", float),
     "wf_down_frac": ("WF_DOWN_FRAC", float),
 }
@@ -1499,6 +1569,8 @@ class DecodeLaunch:
         self.fused_updown = self.kernels != "v1" and n <= FUSED_UPDOWN_BATCH
         self.up_spin = UP_SPIN  # run(): the small up kernel starts when kernel 1's predictor programs are done
         self.k1_z = UP_IN_K1  # see up_in_k1
+        self.list_ahead = LIST_AHEAD  # the small up kernel's first list entries loaded beside the count
+        self.one_close = ONE_CLOSE  # a small down item's ticket and done count from one atomic
         self.n_pred = 0  # kernel 1's predictor programs (set by stacked(); the up/down kernels' poll target)
         self.x, self.wf, self.bf, self.pred, self.b1, self.lo_in, self.hi_in = x, wf, bf, pred, b1, lo_in, hi_in
         self.w1, self.w2t, self.slope, self.intercept, self.act = w1, w2t, slope, intercept, ACT_IDS[act]
@@ -1685,8 +1757,8 @@ class DecodeLaunch:
             _up_small_kernel[(grid + tiles["n_wf"],)](
                 *common, self.d, self.f, self.n_splits, self.chunk, self.wf, self.bf, self.y32, NT=self.n,
                 BJ=UP_BLOCK_NEURONS, BK=UP_BLOCK_K, US=UP_STAGES, EARLY=self.down_early, MB=WF_MOVED_ROWS,
-                BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES, FENCE=not _INTERPRET, **tiles, **self._pdl_args(),
-                **self._spin_args(spin, poll=True),
+                BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES, FENCE=not _INTERPRET, AHEAD=self.list_ahead, **tiles,
+                **self._pdl_args(), **self._spin_args(spin, poll=True),
             )  # fmt: skip
         else:
             _up_kernel[(grid,)](
@@ -1726,7 +1798,7 @@ class DecodeLaunch:
                 cb0=rb // DOWN_BLOCK_COLS if rb < self.d else n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
                 BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=max(2, triton.next_power_of_2(n_splits)), FENCE=not _INTERPRET,
                 num_warps=DOWN_WARPS, EARLY=self.down_early and not self.up_in_k1, MB=WF_MOVED_ROWS, BKF=WF_BLOCK_K,
-                WS=WF_MOVED_STAGES,
+                WS=WF_MOVED_STAGES, ONE_CLOSE=self.one_close,
                 **tiles, **self._pdl_args(), **self._spin_args(spin, poll=False),
             )  # fmt: skip
         else:
