@@ -618,20 +618,31 @@ def launch_ab(
     cands = launch_candidates(COMMITTED_LAUNCH, decode.launch_settings())
     us: dict[str, float] = {}
     diff: dict[str, float] = {}
+    errors: dict[str, str] = {}
     ref = None
     mods = [modules[i] for i in timed]
     with lifted_policy(model, modules, limits):
         for name, settings in cands.items():
-            decode.apply_launch_settings(settings)
-            us[name] = time_ffn_layers(mods, xs, use_graph, repeats)
-            with torch.no_grad():
-                y = mods[0](xs[0]).float()
+            try:
+                decode.apply_launch_settings(settings)
+                t = time_ffn_layers(mods, xs, use_graph, repeats)
+                with torch.no_grad():
+                    y = mods[0](xs[0]).float()
+            except Exception as e:  # a candidate that fails (a compile, say) is left out, not the run
+                errors[name] = repr(e)[:400]
+                traceback.print_exc()
+                continue
+            us[name] = t
             ref = y if ref is None else ref
             diff[name] = float((y - ref).norm() / ref.norm())
     hf.reset_counters(model)  # the timings' calls are not decode steps
-    best = min((k for k in us if diff[k] < 1e-2), key=lambda k: us[k])
+    matching = [k for k in us if diff[k] < 1e-2]
+    best = min(matching, key=lambda k: us[k]) if matching else "chosen"
     decode.apply_launch_settings(cands[best])
-    return {"us": us, "rel_diff": diff, "best": best, "candidates": cands, "applied": decode.launch_settings()}
+    return {
+        "us": us, "rel_diff": diff, "errors": errors, "best": best, "candidates": cands,
+        "applied": decode.launch_settings(),
+    }  # fmt: skip
 
 
 def amdahl(share: float | None, speedup: float | None) -> float | None:

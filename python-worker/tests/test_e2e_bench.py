@@ -423,11 +423,12 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
 
 
 def test_kernel_launch_choices_are_timed_against_the_committed_ones_on_the_models_layers(
-    bench: ModuleType, tmp_path: Path
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # an ffn_bench choice of folded-row moves and an up/down launch: the e2e run times it, the committed moves, the
     # committed up/down launch and both on its own FFN layers, keeps the fastest (the decode rows use it) and
-    # records each; candidates equal to an earlier one are left out
+    # records each; candidates equal to an earlier one are left out, and one that fails (here: the committed
+    # up/down launch with the chosen moves, made to fail) is recorded and left out, not the run
     pytest.importorskip("triton")
     from tardis.kernels import blocks, decode
 
@@ -444,9 +445,20 @@ def test_kernel_launch_choices_are_timed_against_the_committed_ones_on_the_model
     path.write_text(json.dumps({"plane_launch": {"1": blocks.PLANE_LAUNCH[1]}} | chosen))
     out = tmp_path / "e2e.json"
     argv = [*TINY, "--batches", "1", "--skip-small-models", "--kernel-launch", str(path), "--out", str(out)]
+    real_time = bench.time_ffn_layers
+
+    def time_layers(*args: object, **kwargs: object) -> float:
+        now = decode.launch_settings()
+        if now["wf_down_frac"] == 0.23 and now["updown_launch"] == committed["updown_launch"]:
+            raise RuntimeError("this launch failed")
+        return real_time(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "time_ffn_layers", time_layers)
     try:
         assert bench.main(argv) == 0
         ab = json.loads(out.read_text())["launch_ab"]
+        assert list(ab["errors"]) == ["committed_updown"] and "this launch failed" in ab["errors"]["committed_updown"]
+        del cands["committed_updown"]
         assert list(ab["us"]) == list(cands) and all(t > 0 for t in ab["us"].values())
         assert all(d == 0.0 for d in ab["rel_diff"].values())  # the CPU op: the reference path under every launch
         assert ab["best"] == min(ab["us"], key=ab["us"].get)
