@@ -376,11 +376,8 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
     pytest.importorskip("triton")
     from tardis.kernels import blocks, decode
 
-    saved = (
-        dict(blocks.PLANE_LAUNCH), decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN,
-        decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC, decode.UP_IN_K1, decode.LIST_AHEAD, decode.ONE_CLOSE,
-    )  # fmt: skip
-    saved_updown = {k: getattr(decode, k) for k in blocks.UPDOWN_LAUNCH_KEYS}  # each one a launcher setting
+    saved_plane = dict(blocks.PLANE_LAUNCH)
+    saved = decode.launch_settings()  # every launcher setting besides the plane launch
     chosen = {"plane_launch": {"1": blocks.PLANE_LAUNCH[1] | {"I8": True}}, "small_updown_batch": 0}
     updown = {"PROGRAMS_PER_SM": 8, "UP_SPLITS": 36}
     path = tmp_path / "ffn.json"
@@ -397,10 +394,10 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
         moved = (applied["wf_up_frac"], applied["wf_down_frac"])
         assert (decode.WF_UP_FRAC, decode.WF_DOWN_FRAC) == (0.1, 0.23) == moved
         assert decode.UP_IN_K1 and applied["up_in_k1"]
-        assert decode.LIST_AHEAD == applied["list_ahead"] != saved[8]
-        assert decode.ONE_CLOSE == applied["one_close"] != saved[9]
+        assert decode.LIST_AHEAD == applied["list_ahead"] != saved["list_ahead"]
+        assert decode.ONE_CLOSE == applied["one_close"] != saved["one_close"]
         assert decode.PROGRAMS_PER_SM == 8 and decode.UP_SPLITS == 36
-        assert applied["updown_launch"] == saved_updown | updown
+        assert applied["updown_launch"] == saved["updown_launch"] | updown
         path.write_text(json.dumps(chosen | {"updown_launch": {"UP_SPLIT": 4}}))
         with pytest.raises(SystemExit, match="unknown up/down launch setting 'UP_SPLIT'"):
             bench.apply_kernel_launch(str(path))
@@ -414,12 +411,8 @@ def test_kernel_launch_choices_of_an_ffn_bench_run_reach_the_launcher(bench: Mod
             bench.apply_kernel_launch(str(path))
     finally:
         blocks.PLANE_LAUNCH.clear()
-        blocks.PLANE_LAUNCH.update(saved[0])
-        decode.SMALL_UPDOWN_BATCH, decode.FUSED_UPDOWN_BATCH, decode.PDL_UPDOWN = saved[1], saved[2], saved[3]
-        decode.DOWN_EARLY, decode.WF_UP_FRAC, decode.WF_DOWN_FRAC = saved[4], saved[5], saved[6]
-        decode.UP_IN_K1, decode.LIST_AHEAD, decode.ONE_CLOSE = saved[7], saved[8], saved[9]
-        for k, v in saved_updown.items():
-            setattr(decode, k, v)
+        blocks.PLANE_LAUNCH.update(saved_plane)
+        decode.apply_launch_settings(saved)
 
 
 def test_kernel_launch_choices_are_timed_against_the_committed_ones_on_the_models_layers(

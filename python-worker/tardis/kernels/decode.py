@@ -1127,17 +1127,16 @@ def _up_small_items(
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr, EARLY: tl.constexpr,
     pd_ptr, n_pred, SPIN: tl.constexpr, FENCE: tl.constexpr, SLEEP_NS: tl.constexpr, AHEAD: tl.constexpr,
 ):  # fmt: skip
+    first = tl.zeros((BJ,), dtype=tl.int32)
     if SPIN:
         _spin_until(pd_ptr, n_pred, FENCE, SLEEP_NS)
         if PDL:
             gdc_launch_dependents()
         count = tl.load(ws_ptr, cache_modifier=".cg")  # kernel 1 may still run: its list through L2
-        first = tl.zeros((BJ,), dtype=tl.int32)
     else:
         _pdl_wait(PDL, EARLY)
         # AHEAD: the first item's list entries before the count arrives (past the count they are stale, and every
         # load of theirs is masked by jmask; js < F keeps this one inside the list)
-        first = tl.zeros((BJ,), dtype=tl.int32)
         if AHEAD:
             js0 = (pid // n_splits) * BJ + tl.arange(0, BJ)
             first = tl.load(idx_ptr + js0, mask=js0 < F, other=0)
