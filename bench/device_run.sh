@@ -23,7 +23,7 @@
 #       bench must have stopped
 #   bash bench/device_run.sh sweep     # when little device time is left: the plane sweep at B = 1 and the
 #       whole-layer table only (SWEEP_S, 150), then GPU_TESTS_S seconds of GPU tests (default 0: none)
-#   bash bench/device_run.sh shapes    # BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
+#   bash bench/device_run.sh shapes    # Falcon-7B, BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
 # Needs: the device image (PyTorch, Triton, transformers), no install of this project; for e2e the
@@ -115,10 +115,14 @@ if [ "$stage" = quick ]; then
 fi
 
 if [ "$stage" = shapes ]; then
-  # the other two shapes of issue 4, every batch and rate, with the committed launch
-  timeout 540 python ../bench/ffn_bench.py --shapes bloom7b1,falcon40b --out "$OUT/ffn_shapes.json" \
-    >"$OUT/ffn_shapes.txt" 2>&1
+  # issue 4's three shapes, every batch (1..64) and rate, with the committed launch: the per-batch policy's
+  # rows (pol/d) at every batch; Falcon-7B also at the e2e model's rate; SHAPES_S (540) limits it, and the JSON
+  # is written after every row
+  timeout "${SHAPES_S:-540}" python ../bench/ffn_bench.py --shapes falcon7b,bloom7b1,falcon40b \
+    --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json \
+    --out "$OUT/ffn_shapes.json" >"$OUT/ffn_shapes.txt" 2>&1
   echo "ffn shapes rc $?"
+  tail -n 80 "$OUT/ffn_shapes.txt"
 fi
 
 if [ "$stage" = e2e ] || [ "$stage" = all ]; then
