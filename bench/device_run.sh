@@ -116,8 +116,8 @@ fi
 
 if [ "$stage" = shapes ]; then
   # issue 4's three shapes, every batch (1..64) and rate, with the committed launch: the per-batch policy's
-  # rows (pol/d) at every batch; Falcon-7B also at the e2e model's rate; SHAPES_S (540) limits it, and the JSON
-  # is written after every row
+  # rows (pol/d) at every batch; each shape also at the e2e model's rate (its CPU calibration estimate, 5.42%);
+  # SHAPES_S (540) limits it, and the JSON is written after every row
   timeout "${SHAPES_S:-540}" python ../bench/ffn_bench.py --shapes falcon7b,bloom7b1,falcon40b \
     --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json \
     --out "$OUT/ffn_shapes.json" >"$OUT/ffn_shapes.txt" 2>&1
