@@ -240,58 +240,58 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     programs computing their union rows' z instead of an up kernel (`UP_IN_K1`, key suffix `_k1z`), with the up
     kernel's list entries loaded beside the count (`LIST_AHEAD`, `_ahead`), with one closing atomic per down item
     (`ONE_CLOSE`, `_close`), and with both (`_ahead_close`). Each PDL variant is also checked through the op; `best`
-    is the fastest correct one. decode's flags are left as they were."""
-    names = ("PDL_UPDOWN", "DOWN_EARLY", "XQ_PDL", "UP_SPIN", "UP_SPIN_PROGRAMS_PER_SM", "UP_IN_K1", "LIST_AHEAD",
-             "ONE_CLOSE")  # fmt: skip
-    before = {k: getattr(decode, k) for k in names}
+    is the fastest correct one, and `settings` its decode.launch_settings() keys. decode's flags are left as they
+    were."""
+    before = decode.launch_settings()
     us, errs = {}, {}
     i8 = bool(PLANE_LAUNCH[min(n, decode.SMALL_MAX_BATCH)].get("I8"))  # the launch these batches run now
     small = n <= decode.SMALL_UPDOWN_BATCH
-    off = dict.fromkeys(names, False) | {"UP_SPIN_PROGRAMS_PER_SM": before["UP_SPIN_PROGRAMS_PER_SM"]}
-    on = off | {"PDL_UPDOWN": True}
+    off = PDL_OFF | {"up_spin_programs_per_sm": before["up_spin_programs_per_sm"]}
+    on = off | {"pdl_updown": True}
     variants = {"off": off, "on": on}
-    variants |= {"xq": on | {"XQ_PDL": True}} if i8 else {}
-    variants |= {"early": on | {"DOWN_EARLY": True}} if small else {}
-    variants |= {"early_xq": on | {"DOWN_EARLY": True, "XQ_PDL": True}} if small and i8 else {}
+    variants |= {"xq": on | {"xq_pdl": True}} if i8 else {}
+    variants |= {"early": on | {"down_early": True}} if small else {}
+    variants |= {"early_xq": on | {"down_early": True, "xq_pdl": True}} if small and i8 else {}
     base = "early_xq" if i8 else "early"
     if small:
         b = variants[base]
         if spin:
-            variants |= {f"{base}_spin{g}": b | {"UP_SPIN": True, "UP_SPIN_PROGRAMS_PER_SM": g} for g in SPIN_GRIDS}
-        variants[f"{base}_k1z"] = b | {"UP_IN_K1": True}  # kernel 1 does the up kernel's work
-        variants[f"{base}_ahead"] = b | {"LIST_AHEAD": True}
-        variants[f"{base}_close"] = b | {"ONE_CLOSE": True}
-        variants[f"{base}_ahead_close"] = b | {"LIST_AHEAD": True, "ONE_CLOSE": True}
+            variants |= {f"{base}_spin{g}": b | {"up_spin": True, "up_spin_programs_per_sm": g} for g in SPIN_GRIDS}
+        variants[f"{base}_k1z"] = b | {"up_in_k1": True}  # kernel 1 does the up kernel's work
+        variants[f"{base}_ahead"] = b | {"list_ahead": True}
+        variants[f"{base}_close"] = b | {"one_close": True}
+        variants[f"{base}_ahead_close"] = b | {"list_ahead": True, "one_close": True}
     try:
         for key, settings in variants.items():
-            for k, v in settings.items():
-                setattr(decode, k, v)
+            decode.apply_launch_settings(settings)
             ls = launches(layers, xs, "plane")
             for lc in ls:
                 lc.ws.zero_()
             us[key] = graph_time([lc.run for lc in ls])
-            if settings["PDL_UPDOWN"]:
+            if settings["pdl_updown"]:
                 layers[0]["ws"].zero_()
                 errs[key] = check(layers[0], n, gen)["rel_err"]
     finally:
-        for k, v in before.items():
-            setattr(decode, k, v)
+        decode.apply_launch_settings(before)
     best = min((k for k in us if k == "off" or errs[k] < 1e-2), key=lambda k: us[k])
     out = {"off_us": us["off"], "on_us": us["on"], "rel_err": errs["on"], "best": best, "better": best != "off"}
     for key in us.keys() - {"off", "on"}:
         out |= {f"{key}_us": us[key], f"{key}_rel_err": errs[key]}
     chosen = variants[best]
-    out["early_better"] = chosen["DOWN_EARLY"]
-    out["xq_better"] = chosen["XQ_PDL"]
-    out["spin_better"] = chosen["UP_SPIN"]
-    out["spin_programs_per_sm"] = chosen["UP_SPIN_PROGRAMS_PER_SM"] if chosen["UP_SPIN"] else None
-    out["up_in_k1"] = chosen["UP_IN_K1"]
-    out["list_ahead"] = chosen["LIST_AHEAD"]
-    out["one_close"] = chosen["ONE_CLOSE"]
+    out["settings"] = chosen
+    out["early_better"] = chosen["down_early"]
+    out["xq_better"] = chosen["xq_pdl"]
+    out["spin_better"] = chosen["up_spin"]
+    out["spin_programs_per_sm"] = chosen["up_spin_programs_per_sm"] if chosen["up_spin"] else None
+    out["up_in_k1"] = chosen["up_in_k1"]
+    out["list_ahead"] = chosen["list_ahead"]
+    out["one_close"] = chosen["one_close"]
     return out
 
 
 SPIN_GRIDS = (1, 2, 4)  # up-grid programs per SM timed with UP_SPIN by pdl_ab
+# the launch settings (decode.launch_settings() keys) pdl_ab varies, all off: its "off" variant
+PDL_OFF = dict.fromkeys(("pdl_updown", "down_early", "xq_pdl", "up_spin", "up_in_k1", "list_ahead", "one_close"), False)
 
 
 # (WF_UP_FRAC, WF_DOWN_FRAC) pairs timed by wf_moves_ab: folded rows computed in the up / down kernels' grids
@@ -644,16 +644,8 @@ def kernel_times(
                 except RuntimeError as e:  # e.g. a driver that cannot capture PDL launches into a graph
                     row["pdl"] = {"error": str(e)[:400], "better": False}
                     print(f"PDL B={n}: failed: {e}", flush=True)
-                if args.plane_best and n == 1:  # one choice for every batch: B = 1's
-                    decode.PDL_UPDOWN = row["pdl"]["better"]
-                    decode.DOWN_EARLY = bool(row["pdl"].get("early_better"))
-                    decode.XQ_PDL = bool(row["pdl"].get("xq_better"))
-                    decode.UP_SPIN = bool(row["pdl"].get("spin_better"))
-                    if decode.UP_SPIN:
-                        decode.UP_SPIN_PROGRAMS_PER_SM = row["pdl"]["spin_programs_per_sm"]
-                    decode.UP_IN_K1 = bool(row["pdl"].get("up_in_k1"))
-                    decode.LIST_AHEAD = bool(row["pdl"].get("list_ahead"))
-                    decode.ONE_CLOSE = bool(row["pdl"].get("one_close"))
+                if args.plane_best and n == 1:  # one choice for every batch: B = 1's (all off if the A/B failed)
+                    decode.apply_launch_settings(row["pdl"].get("settings", PDL_OFF))
             if kset == "plane" and n <= decode.SMALL_UPDOWN_BATCH and n > decode.FUSED_UPDOWN_BATCH:
                 # folded rows moved into the up / down grids, with the PDL choice just made: the down grid's
                 # work grows with the rate, so the pair is timed at 5% and at 10% and chosen for both
