@@ -38,8 +38,9 @@ stage="${1:-kernels}"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
 
 sweep() {  # LIMIT_S BATCHES: kernel-1 and up/down launch sweeps (Falcon-7B, 5%), then the whole-layer table
-  # with the fastest launches; --rate-from: the band's fallback rate on the e2e model (CPU calibration estimate)
-  timeout "$1" python ../bench/ffn_bench.py --shapes falcon7b --batches "$2" --kernel-times \
+  # with the fastest launches; --rate-from: the band's fallback rate on the e2e model (CPU calibration estimate);
+  # SWEEP_SHAPE: another shape of ffn_bench's (bloom7b1, falcon40b) swept instead of Falcon-7B
+  timeout "$1" python ../bench/ffn_bench.py --shapes "${SWEEP_SHAPE:-falcon7b}" --batches "$2" --kernel-times \
     --kernel-sets plane --plane-best --updown-sweep --out "$OUT/ffn_sweep.json" \
     --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json ${SWEEP_EXTRA:-} \
     >"$OUT/ffn_sweep.txt" 2>&1
