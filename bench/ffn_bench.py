@@ -42,35 +42,39 @@ RATES = (0.01, 0.05, 0.10, 0.20)
 # up/down launch knobs swept by --updown-sweep (blocks.UPDOWN_LAUNCH_KEYS, in that order): programs per SM
 # of their persistent grids, listed neurons per up item, d split in about this many chunks, listed neurons per
 # down item, output columns per down item (at least blocks.TICKET_BLOCK_COLS: the workspace holds that many
-# column tickets), pipeline stages of the small up kernel's K loop (0: none), warps per small down program.
+# column tickets), pipeline stages of the small up kernel's K loop (0: none), warps per small down program,
+# the small up kernel's step along d (columns) and its warps per program.
 # At B = 1 and 5% each program of the default does about one item, a serial chain of memory round trips.
 UPDOWN_CONFIGS = (
-    (8, 32, 8, 64, 512, 0, 4),  # the default (v7: the fastest of this sweep on an H100)
-    (16, 32, 8, 64, 512, 0, 4),
-    # v9: 8 warps per small down program (4 spill at 64 x 512), so larger down items fit (H200: slower)
-    (8, 32, 8, 64, 512, 0, 8),
-    (8, 32, 8, 32, 512, 0, 8),
-    (8, 32, 8, 128, 512, 0, 8),
-    (8, 32, 8, 64, 1024, 0, 8),
-    (8, 64, 8, 64, 1024, 0, 8),
-    (16, 32, 8, 64, 512, 0, 8),
-    # v9: the small up kernel's K loop software-pipelined (UP_STAGES), with longer chunks of d to pipeline (slower)
-    (8, 32, 4, 64, 512, 3, 8),
-    (8, 16, 4, 64, 512, 3, 8),
+    (8, 32, 8, 64, 512, 0, 4, 128, 4),  # the default (v7: the fastest of this sweep on an H100)
+    (16, 32, 8, 64, 512, 0, 4, 128, 4),
+    # v9: 8 warps per small down program (4 spill at 64 x 512), so larger down items fit (H200: slower; the other
+    # 8-warp launches and v9's pipelined up loops (UP_STAGES 3) were slower on both cards in every sweep up to v19's
+    # and left it: their rows are in those runs' JSON)
+    (8, 32, 8, 64, 1024, 0, 8, 128, 4),
     # v16: down items of half the bytes at 4 warps (offline sm_90: 167 registers, no spill; 64 x 512 at 4 warps
     # takes 255 and spills 19 words), and up items of two K steps (d in 18 chunks: v8 on the H200, 6.5 vs 7.4 µs)
-    (8, 32, 8, 64, 256, 0, 4),
-    (8, 32, 8, 32, 512, 0, 4),
-    (8, 32, 18, 64, 512, 0, 4),
-    (8, 32, 18, 64, 256, 0, 4),
+    (8, 32, 8, 64, 256, 0, 4, 128, 4),
+    (8, 32, 8, 32, 512, 0, 4, 128, 4),
+    (8, 32, 18, 64, 512, 0, 4, 128, 4),
+    (8, 32, 18, 64, 256, 0, 4, 128, 4),
+    # v19: the small up kernel's items in one step of 256 or 512 columns (d in 18 or 9 chunks; 8 warps hold a
+    # 32 x 512 fp32 tile): a whole item's W1 rows in flight at once instead of one 8 KB step per round trip
+    (8, 32, 18, 64, 512, 0, 4, 256, 4),
+    (8, 16, 18, 64, 512, 0, 4, 256, 4),
+    (8, 32, 9, 64, 512, 0, 4, 512, 8),
+    (8, 16, 9, 64, 512, 0, 4, 512, 4),
+    (8, 32, 18, 32, 512, 0, 4, 256, 4),
 )
 
 
 def updown_name(cfg: tuple) -> str:
     """A short name of an up/down launch, e.g. p8_u16x36_d32x256 (_st3: the up loop in 3 pipeline stages; _w8: 8
-    warps per small down program)."""
-    p, un, us, dn, dc, st, dw = cfg
-    return f"p{p}_u{un}x{us}_d{dn}x{dc}" + (f"_st{st}" if st > 1 else "") + (f"_w{dw}" if dw != 4 else "")
+    warps per small down program; _k512: the small up kernel's step along d, if not 128; _uw8: its warps, if
+    not 4)."""
+    p, un, us, dn, dc, st, dw, uk, uw = cfg
+    name = f"p{p}_u{un}x{us}_d{dn}x{dc}" + (f"_st{st}" if st > 1 else "") + (f"_w{dw}" if dw != 4 else "")
+    return name + (f"_k{uk}" if uk != 128 else "") + (f"_uw{uw}" if uw != 4 else "")
 
 
 def set_updown(cfg: tuple) -> None:

@@ -414,6 +414,30 @@ def test_pipelined_small_up_kernel_on_gpu(
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize(
+    ("d", "f", "neurons", "splits", "bk", "warps"),
+    [(4544, 18176, 32, 18, 256, 4), (4544, 18176, 32, 9, 512, 8), (4544, 18176, 16, 9, 512, 4),
+     (777, 2050, 16, 8, 128, 4)],
+)  # fmt: skip
+def test_one_step_small_up_items_on_gpu(
+    monkeypatch: pytest.MonkeyPatch, d: int, f: int, neurons: int, splits: int, bk: int, warps: int
+) -> None:
+    # UP_SMALL_BLOCK_K / UP_WARPS: each small up item one step of bk columns (ONE: no accumulator loop), batch 1,
+    # with the committed PDL and early down kernel
+    from tardis.kernels import decode
+
+    for key, value in {
+        "UP_BLOCK_NEURONS": neurons,
+        "UP_SPLITS": splits,
+        "UP_SMALL_BLOCK_K": bk,
+        "UP_WARPS": warps,
+    }.items():
+        monkeypatch.setattr(decode, key, value)
+    cfg = {"small_updown": True}
+    _kernel_case("cuda", 1, d, f, 2, 128, torch.bfloat16, "gelu", seed=81 + splits, kernels="plane", plane_cfg=cfg)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
     ("n", "d", "f", "gs", "dtype", "split"),
     [
         (1, 777, 2050, 64, torch.bfloat16, 3),
@@ -489,19 +513,24 @@ def test_down_column_block_narrower_than_the_tickets_is_refused_in_the_interpret
 @pytest.mark.parametrize(
     ("n", "d", "f", "updown"),
     [
-        (1, 700, 400, (8, 16, 36, 32, 256, 0, 4)),  # one 128-column step per up item, d not a multiple of it
-        (2, 600, 300, (16, 16, 18, 16, 256, 0, 4)),
-        (1, 1100, 500, (8, 32, 8, 64, 512, 0, 4)),  # the default (v7): fewer column tickets than the workspace has
-        (3, 300, 200, (1, 16, 8, 32, 512, 0, 4)),  # one program per SM: every program loops over several items
-        (1, 1100, 500, (8, 32, 2, 64, 1024, 4, 8)),  # the up loop pipelined, 8 warps per down program
+        (1, 700, 400, (8, 16, 36, 32, 256, 0, 4, 128, 4)),  # one 128-column step per up item (ONE), d not a
+        # multiple of it
+        (2, 600, 300, (16, 16, 18, 16, 256, 0, 4, 128, 4)),
+        (1, 1100, 500, (8, 32, 8, 64, 512, 0, 4, 128, 4)),  # the default (v7): fewer column tickets than the
+        # workspace has
+        (3, 300, 200, (1, 16, 8, 32, 512, 0, 4, 128, 4)),  # one program per SM: every program loops over items
+        (1, 1100, 500, (8, 32, 2, 64, 1024, 4, 8, 128, 4)),  # the up loop pipelined, 8 warps per down program
+        (1, 1100, 500, (8, 32, 9, 64, 512, 0, 4, 256, 8)),  # items of one 256-column step (ONE), the last short
+        (1, 2100, 500, (2, 16, 5, 64, 512, 0, 4, 512, 4)),  # one 512-column step an item, programs loop over items
+        (1, 1100, 500, (8, 32, 4, 64, 512, 0, 4, 256, 4)),  # two 256-column steps an item (the loop, not ONE)
     ],
 )
 def test_up_down_launch_settings_in_the_interpreter(
     monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, updown: tuple
 ) -> None:
     # the up/down launches bench/ffn_bench.py --updown-sweep times (programs per SM, neurons per up item,
-    # d splits, neurons per down item, down columns, up stages, down warps) give the reference's output and
-    # leave the workspace zero
+    # d splits, neurons per down item, down columns, up stages, down warps, the small up kernel's step and warps)
+    # give the reference's output and leave the workspace zero
     from tardis.kernels import decode
     from tardis.kernels.blocks import UPDOWN_LAUNCH_KEYS
 

@@ -15,6 +15,14 @@ DOWN_BLOCK_NEURONS = 64  # listed neurons per down-scatter item
 DOWN_BLOCK_COLS = 512  # output columns per down-scatter item
 UP_STAGES = 0  # > 1: the small up kernel's K loop software-pipelined by Triton (cp.async stages; v9, H100 at
 # B = 1, 5%: 7.8 vs 7.4 µs, not faster)
+UP_SMALL_BLOCK_K = 128  # the small up kernel's step along d (batch 1). Its K loop is not pipelined, so each step
+# is a round trip with 32 x 128 bf16 = 8 KB per program in flight (≈ 14 KB per SM at 5%, against the ≈ 25 KB
+# Little's law asks for); 256 or 512 (with d split so a chunk is one step) issues a whole item's rows at once,
+# with no accumulator loop (ONE; offline sm_90: 16 x 512 at 4 warps 96 registers, 32 x 256 91, against 117 for
+# the 5-step default). v19, H100, B = 1, 5%: up alone 6.2 µs at 16 neurons x 512 (d in 9 chunks) against 7.1,
+# but on the e2e model's layers the whole layer took 45.2 µs against 44.2 with the default: not faster where it
+# counts, so 128 stays (both in the up/down sweep)
+UP_WARPS = 4  # warps per program of the small up kernel
 DOWN_WARPS = 4  # warps per program of the small down kernel (batch 1; at 64 neurons x 512 columns and 4 warps it
 # takes 255 registers and spills, offline sm_90 compile; 8 warps: 123 registers, no spill)
 TICKET_BLOCK_COLS = 256  # the narrowest column block a down-scatter launch may use: the workspace holds one
@@ -125,7 +133,7 @@ PROGRAMS_PER_SM = 8  # persistent grid size of the up-gather and down-scatter ke
 # JSON's "updown_launch" sets (bench/e2e_hf.py --kernel-launch); DecodeLaunch reads them when built
 UPDOWN_LAUNCH_KEYS = (
     "PROGRAMS_PER_SM", "UP_BLOCK_NEURONS", "UP_SPLITS", "DOWN_BLOCK_NEURONS", "DOWN_BLOCK_COLS", "UP_STAGES",
-    "DOWN_WARPS",
+    "DOWN_WARPS", "UP_SMALL_BLOCK_K", "UP_WARPS",
 )  # fmt: skip
 PDL_UPDOWN = True  # launch the up and down kernels with programmatic dependent launch (Hopper): each may
 # start while the kernel before it drains, and waits in-kernel (griddepcontrol.wait) before reading its output;

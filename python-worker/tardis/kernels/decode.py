@@ -50,11 +50,13 @@ from tardis.kernels.blocks import (
     UP_BLOCK_K,
     UP_BLOCK_NEURONS,
     UP_IN_K1,
+    UP_SMALL_BLOCK_K,
     UP_SPIN,
     UP_SPIN_PROGRAMS_PER_SM,
     UP_SPIN_SLEEP_NS,
     UP_SPLITS,
     UP_STAGES,
+    UP_WARPS,
     UPDOWN_BLOCK_COLS,
     UPDOWN_BLOCK_K,
     UPDOWN_BLOCK_NEURONS,
@@ -1096,8 +1098,10 @@ def _up_small_kernel(
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr = 0,
     EARLY: tl.constexpr = False, WF: tl.constexpr = False, MB: tl.constexpr = 32, BKF: tl.constexpr = 256,
     WS: tl.constexpr = 0, pd_ptr=None, n_pred=0, SPIN: tl.constexpr = False, FENCE: tl.constexpr = False,
-    SLEEP_NS: tl.constexpr = 0, AHEAD: tl.constexpr = False,
+    SLEEP_NS: tl.constexpr = 0, AHEAD: tl.constexpr = False, ONE: tl.constexpr = False,
 ):  # fmt: skip
+    # ONE: each item is one step of BK columns (chunk == BK): its W1 rows loaded and reduced at once, with no
+    # loop-carried [BJ, BK] accumulators (fewer registers, so more items resident and in flight a SM).
     # AHEAD (LIST_AHEAD): each program loads its first item's list entries beside the count, not after it.
     # SPIN (UP_SPIN): the items start once kernel 1's n_pred predictor programs have counted themselves done in
     # pd_ptr (the list is final then), not at kernel 1's end; the down kernel is released then too, and each
@@ -1118,7 +1122,7 @@ def _up_small_kernel(
             pid -= n_wf
             nprog -= n_wf
         _up_small_items(x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog, NT, BJ, BK, PDL,
-                        US, EARLY, pd_ptr, n_pred, SPIN, FENCE, SLEEP_NS, AHEAD)  # fmt: skip
+                        US, EARLY, pd_ptr, n_pred, SPIN, FENCE, SLEEP_NS, AHEAD, ONE)  # fmt: skip
 
 
 @triton.jit
@@ -1126,6 +1130,7 @@ def _up_small_items(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog,
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr, EARLY: tl.constexpr,
     pd_ptr, n_pred, SPIN: tl.constexpr, FENCE: tl.constexpr, SLEEP_NS: tl.constexpr, AHEAD: tl.constexpr,
+    ONE: tl.constexpr = False,
 ):  # fmt: skip
     first = tl.zeros((BJ,), dtype=tl.int32)
     if SPIN:
@@ -1157,7 +1162,9 @@ def _up_small_items(
         a1 = tl.zeros((BJ, BK), dtype=tl.float32)
         a2 = tl.zeros((BJ, BK), dtype=tl.float32)
         a3 = tl.zeros((BJ, BK), dtype=tl.float32)
-        if US > 1:
+        if ONE:
+            a0, a1, a2, a3 = _up_small_step(a0, a1, a2, a3, x_ptr, w1_ptr, neur, jmask, sp * BK, D, NT, BK)
+        elif US > 1:
             for k0 in tl.range(sp * chunk, tl.minimum(sp * chunk + chunk, D), BK, num_stages=US):
                 a0, a1, a2, a3 = _up_small_step(a0, a1, a2, a3, x_ptr, w1_ptr, neur, jmask, k0, D, NT, BK)
         else:
@@ -1586,7 +1593,8 @@ class DecodeLaunch:
         self.y = torch.empty(n, d, device=x.device, dtype=dt)
         self.flags = torch.empty(n, f, device=x.device, dtype=torch.int8)
         self.idx = torch.empty(f, device=x.device, dtype=torch.int32)
-        self.chunk = triton.cdiv(triton.cdiv(d, UP_SPLITS), UP_BLOCK_K) * UP_BLOCK_K
+        self.up_bk = UP_SMALL_BLOCK_K if self.small_updown else UP_BLOCK_K  # the up kernel's step along d
+        self.chunk = triton.cdiv(triton.cdiv(d, UP_SPLITS), self.up_bk) * self.up_bk
         self.n_splits = triton.cdiv(d, self.chunk)
         self.zp = torch.empty(self.n_splits, self.bn_dot, f, device=x.device, dtype=torch.float32)
         props = torch.cuda.get_device_properties(x.device) if x.is_cuda else None
@@ -1755,8 +1763,9 @@ class DecodeLaunch:
             tiles = self._wf_tiles(*self.wf_split())  # folded-row tiles at the front of this grid
             _up_small_kernel[(grid + tiles["n_wf"],)](
                 *common, self.d, self.f, self.n_splits, self.chunk, self.wf, self.bf, self.y32, NT=self.n,
-                BJ=UP_BLOCK_NEURONS, BK=UP_BLOCK_K, US=UP_STAGES, EARLY=self.down_early, MB=WF_MOVED_ROWS,
+                BJ=UP_BLOCK_NEURONS, BK=self.up_bk, US=UP_STAGES, EARLY=self.down_early, MB=WF_MOVED_ROWS,
                 BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES, FENCE=not _INTERPRET, AHEAD=self.list_ahead, **tiles,
+                ONE=self.chunk == self.up_bk and UP_STAGES <= 1, num_warps=UP_WARPS,
                 **self._pdl_args(), **self._spin_args(spin, poll=True),
             )  # fmt: skip
         else:
