@@ -23,6 +23,7 @@
 #       bench must have stopped
 #   bash bench/device_run.sh sweep     # when little device time is left: the plane sweep at B = 1 and the
 #       whole-layer table only (SWEEP_S, 150), then GPU_TESTS_S seconds of GPU tests (default 0: none)
+#   bash bench/device_run.sh timeline  # each kernel's start and end within a layer (batch 1; about a minute)
 #   bash bench/device_run.sh shapes    # Falcon-7B, BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
@@ -42,7 +43,7 @@ sweep() {  # LIMIT_S BATCHES: kernel-1 and up/down launch sweeps (Falcon-7B, 5%)
   # SWEEP_SHAPE: another shape of ffn_bench's (bloom7b1, falcon40b) swept instead of Falcon-7B
   timeout "$1" python ../bench/ffn_bench.py --shapes "${SWEEP_SHAPE:-falcon7b}" --batches "$2" --kernel-times \
     --kernel-sets plane --plane-best --updown-sweep --out "$OUT/ffn_sweep.json" \
-    --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json ${SWEEP_EXTRA:-} \
+    --rate-from ../bench/results/e2e_calibration_only_2026-12-05_cpu_cov85_band2.json --timeline ${SWEEP_EXTRA:-} \
     >"$OUT/ffn_sweep.txt" 2>&1
   echo "ffn bench rc $?"
   # kept on the machine (an ignored path survives while it stays warm) for a following e2e call
@@ -113,6 +114,15 @@ if [ "$stage" = quick ]; then
   timeout $((${CALL_LIMIT_S:-570} - SECONDS)) python ../bench/e2e_hf.py "${launch[@]}" --profile-kernels "${@:2}" \
     --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
   echo "e2e rc $?"
+fi
+
+if [ "$stage" = timeline ]; then
+  # when each kernel of a layer starts and ends (batch 1, 5% and 10%; the committed launch, PDL off and the one-step
+  # up items: ffn_bench's TIMELINE_VARIANTS), then the batch-1 whole-layer rows; SWEEP_SHAPE as for the sweep
+  timeout "${TIMELINE_S:-240}" python ../bench/ffn_bench.py --shapes "${SWEEP_SHAPE:-falcon7b}" --batches 1 \
+    --rates 0.05,0.1 --timeline --out "$OUT/ffn_timeline.json" >"$OUT/ffn_timeline.txt" 2>&1
+  echo "ffn timeline rc $?"
+  tail -n 30 "$OUT/ffn_timeline.txt"
 fi
 
 if [ "$stage" = shapes ]; then

@@ -336,8 +336,8 @@ def wf_moves_both(at_rate: dict, at_rate2: dict) -> dict:
     return {"best": best, "best_up": pair[0], "best_down": pair[1]}
 
 
-def graph_time(fns: list, reps: int = 30) -> float:
-    """Median µs of one replay of a CUDA graph that calls every fn once, divided by len(fns)."""
+def capture(fns: list) -> torch.cuda.CUDAGraph:
+    """A CUDA graph that calls every fn once (each run twice on a side stream first), replayed three times."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
@@ -351,6 +351,12 @@ def graph_time(fns: list, reps: int = 30) -> float:
             fn()
     for _ in range(3):
         g.replay()
+    return g
+
+
+def graph_time(fns: list, reps: int = 30) -> float:
+    """Median µs of one replay of a CUDA graph that calls every fn once, divided by len(fns)."""
+    g = capture(fns)
     times = []
     for _ in range(reps):
         a, b = (
@@ -363,6 +369,108 @@ def graph_time(fns: list, reps: int = 30) -> float:
         b.synchronize()
         times.append(a.elapsed_time(b) * 1000 / len(fns))
     return sorted(times)[len(times) // 2]
+
+
+def timeline_from_kernels(kernels: list[tuple[float, float, str]], n_layers: int) -> dict:
+    """Per-layer kernel timeline from kernel records (start µs, end µs, name) of graph replays that each run
+    `n_layers` layers with the same kernels: each kernel's median start and end, in µs from its layer's first
+    kernel start, in launch order; "period": the median from one layer's first start to the next's (a replay's
+    last layer has none); "layers": how many layers were read. A ValueError if the records do not split into
+    layers of one kernel sequence (a kernel missing or out of order)."""
+    ks = sorted(kernels)
+    first = [i for i, k in enumerate(ks) if ks and k[2] == ks[0][2]]  # each layer starts with the same kernel
+    per = first[1] if len(first) > 1 else len(ks)  # kernels a layer
+    if not ks or len(ks) % per or (len(ks) // per) % n_layers:
+        raise ValueError(f"{len(ks)} kernel records do not split into layers of {n_layers} a replay")
+    names = [k[2] for k in ks[:per]]
+    if any(k[2] != names[i % per] for i, k in enumerate(ks)):
+        bad = next(i for i, k in enumerate(ks) if k[2] != names[i % per])
+        raise ValueError(f"the kernel records are not one sequence a layer: {names}, then {ks[bad][2]} at {bad}")
+    layers = [ks[i : i + per] for i in range(0, len(ks), per)]
+    starts: list[list[float]] = [[] for _ in range(per)]
+    ends: list[list[float]] = [[] for _ in range(per)]
+    periods = []
+    for i, lay in enumerate(layers):
+        t0 = lay[0][0]
+        for j, (a, b, _) in enumerate(lay):
+            starts[j].append(a - t0)
+            ends[j].append(b - t0)
+        if (i + 1) % n_layers:  # not the replay's last layer
+            periods.append(layers[i + 1][0][0] - t0)
+
+    def med(v: list[float]) -> float:
+        return sorted(v)[len(v) // 2]
+
+    return {
+        "kernels": [{"name": names[j], "start_us": med(starts[j]), "end_us": med(ends[j])} for j in range(per)],
+        "period_us": med(periods) if periods else None,
+        "layers": len(layers),
+    }
+
+
+def layer_timeline(fns: list, replays: int = 20) -> dict:
+    """timeline_from_kernels of a CUDA graph that calls every fn (one layer each) once, from the profiler's kernel
+    records of `replays` replays (the profiler's own cost shows in "period_us" against graph_time)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    g = capture(fns)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            g.replay()
+        torch.cuda.synchronize()
+    recs = [
+        (float(e.time_range.start), float(e.time_range.end), e.name)
+        for e in prof.events()
+        if e.device_type == DeviceType.CUDA
+    ]
+    return timeline_from_kernels(recs, len(fns))
+
+
+def print_timeline(title: str, tl: dict) -> None:
+    """One line: each kernel's median start and end in µs from its layer's first kernel start, then the period."""
+    parts = " | ".join(f"{k['name'].strip('_')} {k['start_us']:.1f}-{k['end_us']:.1f}" for k in tl["kernels"])
+    period = f"{tl['period_us']:.1f}" if tl["period_us"] is not None else "-"
+    print(f"  {title}: {parts} | next layer {period} (us from the layer's first kernel start)", flush=True)
+
+
+# launches timed by --timeline without --kernel-times (each over the committed launch): name -> settings
+TIMELINE_VARIANTS: dict[str, dict] = {
+    "committed": {},
+    "pdl_off": PDL_OFF,
+    # v19: the small up kernel's items in one 512-column step (faster alone, not in the e2e model's layers)
+    "up_one_step": {"updown_launch": {"UP_BLOCK_NEURONS": 16, "UP_SPLITS": 9, "UP_SMALL_BLOCK_K": 512}},
+}
+
+
+def timelines(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
+    """layer_timeline of batch 1 at each of args.rates for each TIMELINE_VARIANTS launch, with its graph_time."""
+    layers = [make_layer(d, f, args.bits, args.group_size, gen) for _ in range(args.layers)]
+    xs = [torch.randn(1, d, device="cuda", generator=gen).to(DT) for _ in layers]
+    out = []
+    committed = decode.launch_settings()
+    for rate in args.rates:
+        for lay in layers:
+            set_thresholds(lay, rate, gen)
+        for variant, settings in TIMELINE_VARIANTS.items():
+            decode.apply_launch_settings(settings)
+            try:
+                for lay in layers:
+                    lay["ws"].zero_()
+                fns = [lc.run for lc in launches(layers, xs, "plane")]
+                row = {"shape": name, "batch": 1, "rate": rate, "variant": variant, "all_us": graph_time(fns)}
+                row["timeline"] = layer_timeline(fns)
+                layers[0]["ws"].zero_()  # the op's check needs a zero workspace
+                row["rel_err"] = check(layers[0], 1, gen)["rel_err"]
+                print_timeline(f"{name} B=1 {rate:.0%} {variant} ({row['all_us']:.1f} us a layer)", row["timeline"])
+            except (RuntimeError, ValueError) as e:
+                row = {"shape": name, "batch": 1, "rate": rate, "variant": variant, "error": str(e)[:300]}
+                print(f"  {name} B=1 {rate:.0%} {variant}: {e}", flush=True)
+            finally:
+                decode.apply_launch_settings(committed)
+            out.append(row)
+    return out
 
 
 def copy_ceiling() -> float:
@@ -535,6 +643,13 @@ def kernel_times(
                 "kernels": kset,
             }
             row["all_us"] = graph_time([lc.run for lc in ls])
+            if args.timeline and kset == "plane":  # when each kernel of a layer starts and ends (the launch in force)
+                try:
+                    row["timeline"] = layer_timeline([lc.run for lc in ls])
+                    print_timeline(f"timeline {name} B={n} {rate:.0%}", row["timeline"])
+                except (RuntimeError, ValueError) as e:  # no kernel records: the table goes on without it
+                    row["timeline"] = {"error": str(e)[:300]}
+                    print(f"  timeline {name} B={n}: {e}", flush=True)
             for part in ("all", "wf", "pred"):
                 fns = [lambda lc=lc, p=part: (lc.ws.zero_(), lc.stacked(p)) for lc in ls]
                 row[f"k1_{part}_us"] = graph_time(fns) - t_zero
@@ -728,6 +843,13 @@ def main() -> None:
         "(with --plane-best the whole-layer table uses batch 1's fastest)",
     )
     ap.add_argument(
+        "--timeline",
+        action="store_true",
+        help="each kernel's start and end within a layer (the plane set; the profiler's kernel records of the "
+        "whole-layer graph): with --kernel-times for its launch; without, at batch 1 and each rate for the "
+        "TIMELINE_VARIANTS launches, before the whole-layer table",
+    )
+    ap.add_argument(
         "--no-up-spin",
         action="store_true",
         help="leave UP_SPIN (the up kernel started by kernel 1's predictor programs) out of the PDL A/B",
@@ -742,12 +864,13 @@ def main() -> None:
     print(f"copy ceiling {ceiling:.2f} TB/s", flush=True)
     ktimes: list[dict] = []
     rows: list[dict] = []
+    tls: list[dict] = []  # --timeline without --kernel-times
 
     def write(extra: dict) -> None:  # after each stage too, so a run cut short by a time limit keeps its data
         out = {
             "date": datetime.date.today().isoformat(), "gpu": torch.cuda.get_device_name(),
             "torch": torch.__version__, "triton": __import__("triton").__version__, "copy_ceiling_TBps": ceiling,
-            "layers_per_graph": args.layers, "rows": rows, "kernel_times": ktimes,
+            "layers_per_graph": args.layers, "rows": rows, "kernel_times": ktimes, "timelines": tls,
             "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
         } | decode.launch_settings() | {"wall_s": time.time() - t_start} | extra  # fmt: skip
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -762,6 +885,10 @@ def main() -> None:
     if args.kernel_times:
         for name in args.shapes.split(","):
             kernel_times(name, *SHAPES[name], args, gen, lambda r: on_row(r, ktimes))
+    elif args.timeline:  # the layer's kernel timeline at batch 1 for a few launches, no sweeps
+        for name in args.shapes.split(","):
+            tls += timelines(name, *SHAPES[name], args, gen)
+            write({"partial": True})
     for name in args.shapes.split(","):
         d, f = SHAPES[name]
         bench_shape(name, d, f, args, gen, lambda r: on_row(r, rows))
