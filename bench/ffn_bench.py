@@ -378,7 +378,7 @@ def timeline_from_kernels(kernels: list[tuple[float, float, str]], n_layers: int
     last layer has none); "layers": how many layers were read. A ValueError if the records do not split into
     layers of one kernel sequence (a kernel missing or out of order)."""
     ks = sorted(kernels)
-    first = [i for i, k in enumerate(ks) if ks and k[2] == ks[0][2]]  # each layer starts with the same kernel
+    first = [i for i, k in enumerate(ks) if k[2] == ks[0][2]]  # each layer starts with the same kernel
     per = first[1] if len(first) > 1 else len(ks)  # kernels a layer
     if not ks or len(ks) % per or (len(ks) // per) % n_layers:
         raise ValueError(f"{len(ks)} kernel records do not split into layers of {n_layers} a replay")

@@ -1594,7 +1594,9 @@ class DecodeLaunch:
         self.flags = torch.empty(n, f, device=x.device, dtype=torch.int8)
         self.idx = torch.empty(f, device=x.device, dtype=torch.int32)
         self.up_bk = UP_SMALL_BLOCK_K if self.small_updown else UP_BLOCK_K  # the up kernel's step along d
-        self.chunk = triton.cdiv(triton.cdiv(d, UP_SPLITS), self.up_bk) * self.up_bk
+        # chunks start at multiples of both up kernels' steps (a launch may switch small_updown after this)
+        step = max(self.up_bk, UP_BLOCK_K)
+        self.chunk = triton.cdiv(triton.cdiv(d, UP_SPLITS), step) * step
         self.n_splits = triton.cdiv(d, self.chunk)
         self.zp = torch.empty(self.n_splits, self.bn_dot, f, device=x.device, dtype=torch.float32)
         props = torch.cuda.get_device_properties(x.device) if x.is_cuda else None
