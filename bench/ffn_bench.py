@@ -244,8 +244,8 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     programs computing their union rows' z instead of an up kernel (`UP_IN_K1`, key suffix `_k1z`), with the up
     kernel's list entries loaded beside the count (`LIST_AHEAD`, `_ahead`), with one closing atomic per down item
     (`ONE_CLOSE`, `_close`), and with both (`_ahead_close`). Each PDL variant is also checked through the op; `best`
-    is the fastest correct one, and `settings` its decode.launch_settings() keys. decode's flags are left as they
-    were."""
+    is the fastest correct one, and `settings` its decode.launch_settings() keys; a variant other than "off" / "on"
+    that raises is recorded in `failed` and left out. decode's flags are left as they were."""
     before = decode.launch_settings()
     us, errs = {}, {}
     i8 = bool(PLANE_LAUNCH[min(n, decode.SMALL_MAX_BATCH)].get("I8"))  # the launch these batches run now
@@ -265,20 +265,29 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
         variants[f"{base}_ahead"] = b | {"list_ahead": True}
         variants[f"{base}_close"] = b | {"one_close": True}
         variants[f"{base}_ahead_close"] = b | {"list_ahead": True, "one_close": True}
+    failed: dict[str, str] = {}  # variants that did not compile or run (left out of the choice)
     try:
         for key, settings in variants.items():
             decode.apply_launch_settings(settings)
-            ls = launches(layers, xs, "plane")
-            for lc in ls:
-                lc.ws.zero_()
-            us[key] = graph_time([lc.run for lc in ls])
-            if settings["pdl_updown"]:
-                layers[0]["ws"].zero_()
-                errs[key] = check(layers[0], n, gen)["rel_err"]
+            try:
+                ls = launches(layers, xs, "plane")
+                for lc in ls:
+                    lc.ws.zero_()
+                t = graph_time([lc.run for lc in ls])
+                if settings["pdl_updown"]:
+                    layers[0]["ws"].zero_()
+                    errs[key] = check(layers[0], n, gen)["rel_err"]
+                us[key] = t
+            except Exception as e:  # one broken option must not take the others' A/B with it
+                if key in ("off", "on"):
+                    raise
+                failed[key] = f"{type(e).__name__}: {str(e)[:300]}"
+                print(f"  PDL B={n} {key}: failed: {failed[key]}", flush=True)
     finally:
         decode.apply_launch_settings(before)
     best = min((k for k in us if k == "off" or errs[k] < 1e-2), key=lambda k: us[k])
     out = {"off_us": us["off"], "on_us": us["on"], "rel_err": errs["on"], "best": best, "better": best != "off"}
+    out["failed"] = failed
     for key in us.keys() - {"off", "on"}:
         out |= {f"{key}_us": us[key], f"{key}_rel_err": errs[key]}
     chosen = variants[best]

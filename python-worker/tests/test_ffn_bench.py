@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 from bench_scripts import load
 
 pytest.importorskip("triton")
@@ -58,3 +59,39 @@ def test_timeline_rejects_records_that_are_not_one_sequence_a_layer() -> None:
         fb.timeline_from_kernels(renamed, 4)
     with pytest.raises(ValueError, match="do not split"):
         fb.timeline_from_kernels([], 4)
+
+
+def test_pdl_ab_chooses_the_fastest_correct_variant_and_leaves_out_a_failing_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the A/B's choice logic with the GPU parts stubbed: each variant's time is a function of decode's settings
+    # while it runs; LIST_AHEAD's variants raise (as a launch that does not compile would); ONE_CLOSE is the
+    # fastest but wrong (its check's error above 1e-2); decode's settings are restored afterwards
+    fb = load("ffn_bench")
+    from tardis.kernels import decode
+
+    def now() -> dict:
+        return decode.launch_settings()
+
+    def fake_time(_fns: list) -> float:
+        st = now()
+        if st["list_ahead"]:
+            raise RuntimeError("no such launch")
+        t = 50.0 - 4 * st["pdl_updown"] - 2 * st["down_early"] - 1 * st["xq_pdl"] - 0.5 * st["up_in_k1"]
+        return t - 10 * st["one_close"]
+
+    class Launch:
+        run = staticmethod(lambda: None)
+        ws = torch.zeros(1)
+
+    monkeypatch.setattr(fb, "launches", lambda layers, xs, kset: [Launch()])
+    monkeypatch.setattr(fb, "graph_time", fake_time)
+    monkeypatch.setattr(fb, "check", lambda layer, n, gen: {"rel_err": 0.5 if now()["one_close"] else 1e-3})
+    monkeypatch.setitem(fb.PLANE_LAUNCH, 1, fb.PLANE_LAUNCH[1] | {"I8": True})
+    monkeypatch.setattr(decode, "SMALL_UPDOWN_BATCH", 1)
+    before = decode.launch_settings()
+    out = fb.pdl_ab([{"ws": torch.zeros(1)}], [torch.zeros(1)], 1, None, spin=False)
+    assert decode.launch_settings() == before
+    assert set(out["failed"]) == {"early_xq_ahead", "early_xq_ahead_close"}
+    assert out["best"] == "early_xq_k1z" and out["settings"]["up_in_k1"] and out["settings"]["xq_pdl"]
+    assert out["off_us"] == 50.0 and out["early_xq_us"] == 43.0 and out["early_xq_close_rel_err"] == 0.5
