@@ -117,8 +117,9 @@ if [ "$stage" = quick ]; then
 fi
 
 if [ "$stage" = timeline ]; then
-  # when each kernel of a layer starts and ends (batch 1, 5% and 10%; the committed launch, PDL off and the one-step
-  # up items: ffn_bench's TIMELINE_VARIANTS), then the batch-1 whole-layer rows; SWEEP_SHAPE as for the sweep
+  # when each kernel of a layer starts and ends (batch 1, 5% and 10%; the committed launch, PDL off, the one-step
+  # up items and the W2ᵀ prefetch: ffn_bench's TIMELINE_VARIANTS), then the batch-1 whole-layer rows; SWEEP_SHAPE as
+  # for the sweep
   timeout "${TIMELINE_S:-240}" python ../bench/ffn_bench.py --shapes "${SWEEP_SHAPE:-falcon7b}" --batches 1 \
     --rates 0.05,0.1 --timeline --out "$OUT/ffn_timeline.json" >"$OUT/ffn_timeline.txt" 2>&1
   echo "ffn timeline rc $?"

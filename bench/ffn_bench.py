@@ -243,7 +243,8 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     spin=False); and, where this batch runs the small up/down kernels, the last of those with kernel 1's predictor
     programs computing their union rows' z instead of an up kernel (`UP_IN_K1`, key suffix `_k1z`), with the up
     kernel's list entries loaded beside the count (`LIST_AHEAD`, `_ahead`), with one closing atomic per down item
-    (`ONE_CLOSE`, `_close`), and with both (`_ahead_close`). Each PDL variant is also checked through the op; `best`
+    (`ONE_CLOSE`, `_close`), with both (`_ahead_close`), and with the up kernel prefetching the W2ᵀ rows into L2
+    (`UP_PF_W2`, `_pfw2`). Each PDL variant is also checked through the op; `best`
     is the fastest correct one, and `settings` its decode.launch_settings() keys; a variant other than "off" / "on"
     that raises is recorded in `failed` and left out. decode's flags are left as they were."""
     before = decode.launch_settings()
@@ -265,6 +266,7 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
         variants[f"{base}_ahead"] = b | {"list_ahead": True}
         variants[f"{base}_close"] = b | {"one_close": True}
         variants[f"{base}_ahead_close"] = b | {"list_ahead": True, "one_close": True}
+        variants[f"{base}_pfw2"] = b | {"up_pf_w2": True}  # the up kernel prefetches the down kernel's W2ᵀ rows
     failed: dict[str, str] = {}  # variants that did not compile or run (left out of the choice)
     try:
         for key, settings in variants.items():
@@ -299,12 +301,15 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     out["up_in_k1"] = chosen["up_in_k1"]
     out["list_ahead"] = chosen["list_ahead"]
     out["one_close"] = chosen["one_close"]
+    out["up_pf_w2"] = chosen["up_pf_w2"]
     return out
 
 
 SPIN_GRIDS = (1, 2, 4)  # up-grid programs per SM timed with UP_SPIN by pdl_ab
 # the launch settings (decode.launch_settings() keys) pdl_ab varies, all off: its "off" variant
-PDL_OFF = dict.fromkeys(("pdl_updown", "down_early", "xq_pdl", "up_spin", "up_in_k1", "list_ahead", "one_close"), False)
+PDL_OFF = dict.fromkeys(
+    ("pdl_updown", "down_early", "xq_pdl", "up_spin", "up_in_k1", "list_ahead", "one_close", "up_pf_w2"), False
+)
 
 
 # (WF_UP_FRAC, WF_DOWN_FRAC) pairs timed by wf_moves_ab: folded rows computed in the up / down kernels' grids
@@ -450,6 +455,8 @@ TIMELINE_VARIANTS: dict[str, dict] = {
     "pdl_off": PDL_OFF,
     # v19: the small up kernel's items in one 512-column step (faster alone, not in the e2e model's layers)
     "up_one_step": {"updown_launch": {"UP_BLOCK_NEURONS": 16, "UP_SPLITS": 9, "UP_SMALL_BLOCK_K": 512}},
+    # v19: the up kernel's items prefetch their W2ᵀ rows into L2 for the down kernel (not yet timed)
+    "up_pf_w2": {"up_pf_w2": True},
 }
 
 
@@ -763,6 +770,7 @@ def kernel_times(
                         labels[f"{b}_ahead"] = f"with {w} and the up kernel's list entries beside the count"
                         labels[f"{b}_close"] = f"with {w} and one closing atomic per down item"
                         labels[f"{b}_ahead_close"] = f"with {w}, the list entries ahead and one closing atomic"
+                        labels[f"{b}_pfw2"] = f"with {w} and the up kernel prefetching the W2ᵀ rows"
                     extra = "".join(
                         f", {pa[k + '_us']:.1f} {label} (err {pa[k + '_rel_err']:.1e})"
                         for k, label in labels.items() if k + "_us" in pa

@@ -414,6 +414,20 @@ def test_pipelined_small_up_kernel_on_gpu(
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize(
+    ("d", "f", "splits", "bk"), [(4544, 18176, 8, 128), (4544, 18176, 9, 512), (777, 2050, 8, 128)]
+)
+def test_up_kernel_w2_prefetch_on_gpu(monkeypatch: pytest.MonkeyPatch, d: int, f: int, splits: int, bk: int) -> None:
+    # UP_PF_W2 (prefetch.global.L2 of the items' W2ᵀ rows) at batch 1 with the committed PDL and early down kernel
+    from tardis.kernels import decode
+
+    for key, value in {"UP_PF_W2": True, "UP_SPLITS": splits, "UP_SMALL_BLOCK_K": bk}.items():
+        monkeypatch.setattr(decode, key, value)
+    cfg = {"small_updown": True}
+    _kernel_case("cuda", 1, d, f, 2, 128, torch.bfloat16, "gelu", seed=d + bk, kernels="plane", plane_cfg=cfg)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
     ("d", "f", "neurons", "splits", "bk", "warps"),
     [(4544, 18176, 32, 18, 256, 4), (4544, 18176, 32, 9, 512, 8), (4544, 18176, 16, 9, 512, 4),
      (777, 2050, 16, 8, 128, 4)],
@@ -537,6 +551,27 @@ def test_up_down_launch_settings_in_the_interpreter(
     for key, value in zip(UPDOWN_LAUNCH_KEYS, updown, strict=True):
         monkeypatch.setattr(decode, key, value)
     _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=40 + n, kernels="plane")
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize(
+    ("d", "f", "splits", "bk", "spin"),
+    [(300, 200, 8, 128, False), (1100, 500, 3, 128, False), (2100, 500, 5, 512, False), (1100, 500, 4, 128, True)],
+)
+def test_up_kernel_w2_prefetch_in_the_interpreter(
+    monkeypatch: pytest.MonkeyPatch, d: int, f: int, splits: int, bk: int, spin: bool
+) -> None:
+    # UP_PF_W2: the small up kernel's items first read their neurons' W2ᵀ rows over their columns (here loads whose
+    # values are dropped: the addresses must lie inside W2ᵀ, the last chunk short of the others); the output and
+    # the workspace are unchanged; with one-step items (ONE) and with UP_SPIN's poll too
+    from tardis.kernels import decode
+
+    for key, value in {"UP_PF_W2": True, "UP_SPLITS": splits, "UP_SMALL_BLOCK_K": bk, "UP_SPIN": spin}.items():
+        monkeypatch.setattr(decode, key, value)
+    cfg = {"small_updown": True}
+    _kernel_case("cpu", 1, d, f, 2, 64, torch.float32, "gelu", seed=d + splits, kernels="plane", plane_cfg=cfg)
 
 
 @pytest.mark.skipif(

@@ -23,6 +23,10 @@ UP_SMALL_BLOCK_K = 128  # the small up kernel's step along d (batch 1). Its K lo
 # but on the e2e model's layers the whole layer took 45.2 µs against 44.2 with the default: not faster where it
 # counts, so 128 stays (both in the up/down sweep)
 UP_WARPS = 4  # warps per program of the small up kernel
+UP_PF_W2 = False  # the small up kernel (batch 1) prefetches into L2 the W2ᵀ rows of its item's neurons over its
+# item's columns when it starts the item, for the down kernel. v19's timeline (H100, 5%): the up kernel ends 9.1 µs
+# after kernel 1, sharing that window with the early down kernel's W2ᵀ reads, which start 2.3 µs after kernel 1;
+# prefetches hold no registers and start those reads at kernel 1's end. Not yet timed (pdl_ab's `_pfw2`)
 DOWN_WARPS = 4  # warps per program of the small down kernel (batch 1; at 64 neurons x 512 columns and 4 warps it
 # takes 255 registers and spills, offline sm_90 compile; 8 warps: 123 registers, no spill)
 TICKET_BLOCK_COLS = 256  # the narrowest column block a down-scatter launch may use: the workspace holds one

@@ -50,6 +50,7 @@ from tardis.kernels.blocks import (
     UP_BLOCK_K,
     UP_BLOCK_NEURONS,
     UP_IN_K1,
+    UP_PF_W2,
     UP_SMALL_BLOCK_K,
     UP_SPIN,
     UP_SPIN_PROGRAMS_PER_SM,
@@ -866,6 +867,22 @@ def _x_prefetch(ptrs):
 
 
 @triton.jit
+def _w2_prefetch(w2t_ptr, neur, c0, chunk, D, PFL: tl.constexpr, ASM: tl.constexpr):
+    # the W2ᵀ rows `neur` over columns [c0, c0 + chunk) into L2: one address per 64 columns (128 bytes). ASM:
+    # prefetch.global.L2 (no result, no registers held); Triton's interpreter has no inline PTX, so there the same
+    # addresses are loaded and the values dropped (an address far outside W2ᵀ faults there)
+    offs = tl.arange(0, PFL) * 64
+    cols = tl.where((offs < chunk) & (c0 + offs < D), c0 + offs, c0)
+    ptrs = w2t_ptr + neur[:, None].to(tl.int64) * D + cols[None, :]
+    if ASM:
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+        )
+    else:
+        tl.load(ptrs)
+
+
+@triton.jit
 def _plane_full_group(
     a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
     NT: tl.constexpr, BITS: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr, NPL: tl.constexpr, H2: tl.constexpr,
@@ -1098,8 +1115,11 @@ def _up_small_kernel(
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr = 0,
     EARLY: tl.constexpr = False, WF: tl.constexpr = False, MB: tl.constexpr = 32, BKF: tl.constexpr = 256,
     WS: tl.constexpr = 0, pd_ptr=None, n_pred=0, SPIN: tl.constexpr = False, FENCE: tl.constexpr = False,
-    SLEEP_NS: tl.constexpr = 0, AHEAD: tl.constexpr = False, ONE: tl.constexpr = False,
+    SLEEP_NS: tl.constexpr = 0, AHEAD: tl.constexpr = False, ONE: tl.constexpr = False, w2t_ptr=None,
+    PFW2: tl.constexpr = False, PFL: tl.constexpr = 16, ASM: tl.constexpr = True,
 ):  # fmt: skip
+    # PFW2 (UP_PF_W2): each item first prefetches into L2 its neurons' W2ᵀ rows over its columns (PFL addresses a
+    # row, 128 bytes apart), which the down kernel reads next.
     # ONE: each item is one step of BK columns (chunk == BK): its W1 rows loaded and reduced at once, with no
     # loop-carried [BJ, BK] accumulators (fewer registers, so more items resident and in flight a SM).
     # AHEAD (LIST_AHEAD): each program loads its first item's list entries beside the count, not after it.
@@ -1122,7 +1142,8 @@ def _up_small_kernel(
             pid -= n_wf
             nprog -= n_wf
         _up_small_items(x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog, NT, BJ, BK, PDL,
-                        US, EARLY, pd_ptr, n_pred, SPIN, FENCE, SLEEP_NS, AHEAD, ONE)  # fmt: skip
+                        US, EARLY, pd_ptr, n_pred, SPIN, FENCE, SLEEP_NS, AHEAD, ONE, w2t_ptr, PFW2, PFL,
+                        ASM)  # fmt: skip
 
 
 @triton.jit
@@ -1130,7 +1151,8 @@ def _up_small_items(
     x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog,
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr, EARLY: tl.constexpr,
     pd_ptr, n_pred, SPIN: tl.constexpr, FENCE: tl.constexpr, SLEEP_NS: tl.constexpr, AHEAD: tl.constexpr,
-    ONE: tl.constexpr = False,
+    ONE: tl.constexpr = False, w2t_ptr=None, PFW2: tl.constexpr = False, PFL: tl.constexpr = 16,
+    ASM: tl.constexpr = True,
 ):  # fmt: skip
     first = tl.zeros((BJ,), dtype=tl.int32)
     if SPIN:
@@ -1158,6 +1180,8 @@ def _up_small_items(
             neur = first
         else:
             neur = tl.load(idx_ptr + js, mask=jmask, other=0)
+        if PFW2:
+            _w2_prefetch(w2t_ptr, neur, sp * chunk, chunk, D, PFL, ASM)
         a0 = tl.zeros((BJ, BK), dtype=tl.float32)
         a1 = tl.zeros((BJ, BK), dtype=tl.float32)
         a2 = tl.zeros((BJ, BK), dtype=tl.float32)
@@ -1479,6 +1503,7 @@ LAUNCH_SETTINGS: dict[str, tuple[str, type]] = {
     "up_in_k1": ("UP_IN_K1", bool),
     "list_ahead": ("LIST_AHEAD", bool),
     "one_close": ("ONE_CLOSE", bool),
+    "up_pf_w2": ("UP_PF_W2", bool),
     "wf_up_frac": ("WF_UP_FRAC", float),
     "wf_down_frac": ("WF_DOWN_FRAC", float),
 }
@@ -1577,6 +1602,7 @@ class DecodeLaunch:
         self.k1_z = UP_IN_K1  # see up_in_k1
         self.list_ahead = LIST_AHEAD  # the small up kernel's first list entries loaded beside the count
         self.one_close = ONE_CLOSE  # a small down item's ticket and done count from one atomic
+        self.up_pf_w2 = UP_PF_W2  # the small up kernel prefetches its items' W2ᵀ rows into L2
         self.n_pred = 0  # kernel 1's predictor programs (set by stacked(); the up/down kernels' poll target)
         self.x, self.wf, self.bf, self.pred, self.b1, self.lo_in, self.hi_in = x, wf, bf, pred, b1, lo_in, hi_in
         self.w1, self.w2t, self.slope, self.intercept, self.act = w1, w2t, slope, intercept, ACT_IDS[act]
@@ -1767,7 +1793,8 @@ class DecodeLaunch:
                 *common, self.d, self.f, self.n_splits, self.chunk, self.wf, self.bf, self.y32, NT=self.n,
                 BJ=UP_BLOCK_NEURONS, BK=self.up_bk, US=UP_STAGES, EARLY=self.down_early, MB=WF_MOVED_ROWS,
                 BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES, FENCE=not _INTERPRET, AHEAD=self.list_ahead, **tiles,
-                ONE=self.chunk == self.up_bk and UP_STAGES <= 1, num_warps=UP_WARPS,
+                ONE=self.chunk == self.up_bk and UP_STAGES <= 1, num_warps=UP_WARPS, w2t_ptr=self.w2t,
+                PFW2=self.up_pf_w2, PFL=triton.next_power_of_2(triton.cdiv(self.chunk, 64)), ASM=not _INTERPRET,
                 **self._pdl_args(), **self._spin_args(spin, poll=True),
             )  # fmt: skip
         else:
