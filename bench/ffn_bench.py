@@ -293,15 +293,7 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     for key in us.keys() - {"off", "on"}:
         out |= {f"{key}_us": us[key], f"{key}_rel_err": errs[key]}
     chosen = variants[best]
-    out["settings"] = chosen
-    out["early_better"] = chosen["down_early"]
-    out["xq_better"] = chosen["xq_pdl"]
-    out["spin_better"] = chosen["up_spin"]
-    out["spin_programs_per_sm"] = chosen["up_spin_programs_per_sm"] if chosen["up_spin"] else None
-    out["up_in_k1"] = chosen["up_in_k1"]
-    out["list_ahead"] = chosen["list_ahead"]
-    out["one_close"] = chosen["one_close"]
-    out["up_pf_w2"] = chosen["up_pf_w2"]
+    out["settings"] = chosen  # the chosen flags (earlier runs' JSON also copied them into keys of their own)
     return out
 
 

@@ -859,11 +859,17 @@ def _plane_group_i8(
 
 
 @triton.jit
-def _x_prefetch(ptrs):
-    # prefetch.global.L1 of each address (no result is used; not pure, so it is kept)
-    return tl.inline_asm_elementwise(
-        "prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
-    )
+def _x_prefetch(ptrs, L2: tl.constexpr = False):
+    # prefetch.global.L1 (L2: .L2) of each address (no result is used; not pure, so it is kept)
+    if L2:
+        r = tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+        )
+    else:
+        r = tl.inline_asm_elementwise(
+            "prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+        )
+    return r
 
 
 @triton.jit
@@ -875,9 +881,7 @@ def _w2_prefetch(w2t_ptr, neur, c0, chunk, D, PFL: tl.constexpr, ASM: tl.constex
     cols = tl.where((offs < chunk) & (c0 + offs < D), c0 + offs, c0)
     ptrs = w2t_ptr + neur[:, None].to(tl.int64) * D + cols[None, :]
     if ASM:
-        tl.inline_asm_elementwise(
-            "prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
-        )
+        _x_prefetch(ptrs, L2=True)
     else:
         tl.load(ptrs)
 
