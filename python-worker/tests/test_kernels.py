@@ -564,8 +564,8 @@ def test_up_kernel_w2_prefetch_in_the_interpreter(
     monkeypatch: pytest.MonkeyPatch, d: int, f: int, splits: int, bk: int, spin: bool
 ) -> None:
     # UP_PF_W2: the small up kernel's items first read their neurons' W2ᵀ rows over their columns (here loads whose
-    # values are dropped: the addresses must lie inside W2ᵀ, the last chunk short of the others); the output and
-    # the workspace are unchanged; with one-step items (ONE) and with UP_SPIN's poll too
+    # values are dropped, so an address far outside W2ᵀ faults; the last chunk short of the others); the output
+    # and the workspace are unchanged; with one-step items (ONE) and with UP_SPIN's poll too
     from tardis.kernels import decode
 
     for key, value in {"UP_PF_W2": True, "UP_SPLITS": splits, "UP_SMALL_BLOCK_K": bk, "UP_SPIN": spin}.items():
