@@ -121,7 +121,7 @@ if [ "$stage" = timeline ]; then
   # up items and the W2ᵀ prefetch: ffn_bench's TIMELINE_VARIANTS), then the batch-1 whole-layer rows; SWEEP_SHAPE as
   # for the sweep
   timeout "${TIMELINE_S:-240}" python ../bench/ffn_bench.py --shapes "${SWEEP_SHAPE:-falcon7b}" --batches 1 \
-    --rates 0.05,0.1 --timeline --out "$OUT/ffn_timeline.json" >"$OUT/ffn_timeline.txt" 2>&1
+    --rates 0.05,0.1 --timeline ${TIMELINE_EXTRA:---tail-trace} --out "$OUT/ffn_timeline.json" >"$OUT/ffn_timeline.txt" 2>&1
   echo "ffn timeline rc $?"
   tail -n 30 "$OUT/ffn_timeline.txt"
 fi

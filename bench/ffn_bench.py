@@ -481,6 +481,120 @@ def timelines(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Ge
     return out
 
 
+def trace_phases(tr: torch.Tensor) -> dict:
+    """One layer's phases from a DecodeLaunch trace (int64 [3, rows, 16], see DecodeLaunch.set_trace), in µs from
+    kernel 1's last program end (globaltimer): when kernel 1's predictor and folded-row programs ended, when the
+    first up program's wait ended (PDL's release after kernel 1), when the last up item stored its partials, when
+    the down items' waits ended (first, median), their corrections and closes (median durations, from globaltimer
+    and, as cycles, from clock64 over the clock rate both give), the last close, and tail_us: the last close after
+    the last up item. timer_step_ns: the smallest step between two globaltimer stamps (its resolution, if stamps are
+    dense enough). A ValueError for a trace without kernel-1 stamps or down items."""
+    t = tr.to(torch.float64)
+    k1, up, dn = t[0], t[1], t[2]
+    k1_rows = k1[:, 0] > 0
+    if not bool(k1_rows.any()):
+        raise ValueError("the trace has no kernel-1 stamps")
+    t0 = float(k1[k1_rows, 0].max())
+    pred = k1_rows & (k1[:, 6] == 1)
+    wf = k1_rows & (k1[:, 6] == 0)
+    up_rows = up[:, 0] > 0
+    n_up = int(up[up_rows, 6].max()) if bool(up_rows.any()) else 0
+    up_items = up_rows & (torch.arange(len(up), dtype=torch.float64) < n_up)
+    items = dn[:, 3] > 0
+    if not bool(items.any()):
+        raise ValueError("the trace has no down items")
+
+    def us(v: torch.Tensor) -> float:
+        return float(v) / 1000.0
+
+    def med(v: torch.Tensor) -> float:
+        return float(v.median())
+
+    d = dn[items]
+    span_ns = d[:, 3] - d[:, 0]
+    span_cyc = d[:, 11] - d[:, 8]
+    long = span_ns > 2000
+    ghz = med(span_cyc[long] / span_ns[long]) if bool(long.any()) else float("nan")
+    stamps = torch.cat([k1[k1_rows, 0], up[up_rows, :3].flatten(), d[:, :4].flatten()])
+    stamps = stamps[stamps > 0].unique()
+    steps = stamps[1:] - stamps[:-1]
+    up_end = float(up[up_items, 2].max()) if bool(up_items.any()) else float("nan")
+    return {
+        "k1_pred_end_us": us(k1[pred, 0].max() - t0) if bool(pred.any()) else None,
+        "k1_wf_end_us": us(k1[wf, 0].max() - t0) if bool(wf.any()) else None,
+        "up_first_wait_us": us(up[up_rows, 1].min() - t0),
+        "up_items": n_up,
+        "up_last_end_us": us(up_end - t0),
+        "down_items": int(items.sum()),
+        "down_first_wait_us": us(d[:, 1].min() - t0),
+        "down_median_wait_us": us(med(d[:, 1]) - t0),
+        "down_corr_us": us(med(d[:, 2] - d[:, 1])),
+        "down_close_us": us(med(d[:, 3] - d[:, 2])),
+        "down_cast_close_us": us(med(d[d[:, 6] == 1, 3] - d[d[:, 6] == 1, 2])) if bool((d[:, 6] == 1).any()) else None,
+        "down_corr_cyc_us": med(d[:, 10] - d[:, 9]) / ghz / 1000.0,
+        "down_close_cyc_us": med(d[:, 11] - d[:, 10]) / ghz / 1000.0,
+        "down_last_close_us": us(d[:, 3].max() - t0),
+        "tail_us": us(d[:, 3].max() - up_end),
+        "clock_ghz": ghz,
+        "timer_step_ns": float(steps.min()) if len(steps) else None,
+    }
+
+
+TRACE_KEYS = (
+    "k1_pred_end_us", "k1_wf_end_us", "up_first_wait_us", "up_last_end_us", "down_first_wait_us",
+    "down_median_wait_us", "down_corr_us", "down_close_us", "down_cast_close_us", "down_corr_cyc_us",
+    "down_close_cyc_us", "down_last_close_us", "tail_us", "clock_ghz", "timer_step_ns", "up_items", "down_items",
+)  # fmt: skip
+
+
+def tail_traces(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
+    """Batch 1 at each of args.rates with the committed launch and the TIMELINE_VARIANTS that allow a trace: every
+    layer of the graph stamps its kernels' phases (DecodeLaunch.set_trace); the medians of trace_phases over the
+    layers of 20 replays, and the layer's time with and without the stamps."""
+    layers = [make_layer(d, f, args.bits, args.group_size, gen) for _ in range(args.layers)]
+    xs = [torch.randn(1, d, device="cuda", generator=gen).to(DT) for _ in layers]
+    out = []
+    committed = decode.launch_settings()
+    for rate in args.rates:
+        for lay in layers:
+            set_thresholds(lay, rate, gen)
+        for variant in ("committed", "up_pf_w2"):
+            decode.apply_launch_settings(TIMELINE_VARIANTS[variant])
+            row: dict = {"shape": name, "batch": 1, "rate": rate, "variant": variant}
+            try:
+                for lay in layers:
+                    lay["ws"].zero_()
+                lcs = launches(layers, xs, "plane")
+                row["all_us"] = graph_time([lc.run for lc in lcs])
+                rows = max(lcs[0].sms * decode.PROGRAMS_PER_SM, d // 8 + f // 64)
+                buf = torch.zeros(len(lcs), 3, rows, 16, dtype=torch.int64, device="cuda")
+                for lc, b in zip(lcs, buf, strict=True):
+                    lc.set_trace(b)
+                row["traced_us"] = graph_time([lc.run for lc in lcs])
+                g = capture([lc.run for lc in lcs])
+                per: list[dict] = []
+                for _ in range(20):
+                    buf.zero_()
+                    g.replay()
+                    torch.cuda.synchronize()
+                    per += [trace_phases(b) for b in buf.cpu()]
+                for key in TRACE_KEYS:
+                    vals = sorted(p[key] for p in per if p[key] is not None)
+                    row[key] = vals[len(vals) // 2] if vals else None
+                row["layers_traced"] = len(per)
+                shown = " ".join(f"{k.removesuffix('_us')} {row[k]:.2f}" for k in TRACE_KEYS[:13] if row[k] is not None)
+                print(f"  trace {name} B=1 {rate:.0%} {variant} ({row['all_us']:.1f} us a layer, "
+                      f"{row['traced_us']:.1f} traced; us from kernel 1's end): {shown}; clock "
+                      f"{row['clock_ghz']:.2f} GHz, timer step {row['timer_step_ns']} ns", flush=True)  # fmt: skip
+            except (RuntimeError, ValueError) as e:
+                row["error"] = str(e)[:300]
+                print(f"  trace {name} B=1 {rate:.0%} {variant}: {e}", flush=True)
+            finally:
+                decode.apply_launch_settings(committed)
+            out.append(row)
+    return out
+
+
 def copy_ceiling() -> float:
     """TB/s of a 4 GB device copy (bytes read + written)."""
     a = torch.empty(2**30, dtype=torch.float32, device="cuda").normal_()
@@ -859,6 +973,12 @@ def main() -> None:
         "TIMELINE_VARIANTS launches, before the whole-layer table",
     )
     ap.add_argument(
+        "--tail-trace",
+        action="store_true",
+        help="with --timeline: also stamp each layer's kernel phases in-kernel (globaltimer; DecodeLaunch.set_trace) "
+        "at batch 1 and each rate, committed launch and UP_PF_W2",
+    )
+    ap.add_argument(
         "--no-up-spin",
         action="store_true",
         help="leave UP_SPIN (the up kernel started by kernel 1's predictor programs) out of the PDL A/B",
@@ -874,12 +994,13 @@ def main() -> None:
     ktimes: list[dict] = []
     rows: list[dict] = []
     tls: list[dict] = []  # --timeline without --kernel-times
+    traces: list[dict] = []  # --tail-trace
 
     def write(extra: dict) -> None:  # after each stage too, so a run cut short by a time limit keeps its data
         out = {
             "date": datetime.date.today().isoformat(), "gpu": torch.cuda.get_device_name(),
             "torch": torch.__version__, "triton": __import__("triton").__version__, "copy_ceiling_TBps": ceiling,
-            "layers_per_graph": args.layers, "rows": rows, "kernel_times": ktimes, "timelines": tls,
+            "layers_per_graph": args.layers, "rows": rows, "kernel_times": ktimes, "timelines": tls, "traces": traces,
             "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
         } | decode.launch_settings() | {"wall_s": time.time() - t_start} | extra  # fmt: skip
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -898,6 +1019,9 @@ def main() -> None:
         for name in args.shapes.split(","):
             tls += timelines(name, *SHAPES[name], args, gen)
             write({"partial": True})
+            if args.tail_trace:
+                traces += tail_traces(name, *SHAPES[name], args, gen)
+                write({"partial": True})
     for name in args.shapes.split(","):
         d, f = SHAPES[name]
         bench_shape(name, d, f, args, gen, lambda r: on_row(r, rows))

@@ -95,3 +95,43 @@ def test_pdl_ab_chooses_the_fastest_correct_variant_and_leaves_out_a_failing_one
     assert set(out["failed"]) == {"early_xq_ahead", "early_xq_ahead_close"}
     assert out["best"] == "early_xq_k1z" and out["settings"]["up_in_k1"] and out["settings"]["xq_pdl"]
     assert out["off_us"] == 50.0 and out["early_xq_us"] == 43.0 and out["early_xq_close_rel_err"] == 0.5
+
+
+def test_trace_phases_reads_a_layers_stamps_from_kernel_1s_end() -> None:
+    # a synthetic trace (ns; clock64 at 2 cycles a ns from another origin): kernel 1 ends at 10 000 (predictor
+    # programs by 8 000), the up programs' waits end from 10 700, the last item stores at 15 000; three down items
+    # wait until 16 000..16 400, take 600 ns to their corrections and 900 ns to their close (the casting one 1 500)
+    fb = load("ffn_bench")
+    tr = torch.zeros(3, 64, 16, dtype=torch.int64)
+    base = 1_000_000
+    for p, (end, pred) in enumerate([(8_000, 1), (7_500, 1), (9_000, 0), (10_000, 0)]):
+        tr[0, p, 0] = base + end
+        tr[0, p, 6] = pred
+    for p in range(10):  # 4 item programs (items 0..3), 6 without
+        start, wait = 2_000 + p, 10_700 + 10 * p
+        end = 12_000 + 1_000 * p if p < 4 else wait
+        tr[1, p, :3] = torch.tensor([start, wait, end]) + base
+        tr[1, p, 6] = 4
+    for p, (wait, close) in enumerate([(16_000, 900), (16_200, 900), (16_400, 1_500)]):
+        g = torch.tensor([11_000, wait, wait + 600, wait + 600 + close]) + base
+        tr[2, p, :4] = g
+        tr[2, p, 8:12] = 2 * g + 777
+        tr[2, p, 6] = int(close == 1_500)
+        tr[2, p, 7] = p
+    tr[2, 10, 0] = base + 11_000  # a program without items: a start only
+    ph = fb.trace_phases(tr)
+    assert ph["k1_pred_end_us"] == pytest.approx(-2.0) and ph["k1_wf_end_us"] == pytest.approx(0.0)
+    assert ph["up_first_wait_us"] == pytest.approx(0.7) and ph["up_items"] == 4
+    assert ph["up_last_end_us"] == pytest.approx(5.0)
+    assert ph["down_items"] == 3 and ph["down_first_wait_us"] == pytest.approx(6.0)
+    assert ph["down_median_wait_us"] == pytest.approx(6.2)
+    assert ph["down_corr_us"] == pytest.approx(0.6) and ph["down_close_us"] == pytest.approx(0.9)
+    assert ph["down_cast_close_us"] == pytest.approx(1.5)
+    assert ph["clock_ghz"] == pytest.approx(2.0)
+    assert ph["down_corr_cyc_us"] == pytest.approx(0.6) and ph["down_close_cyc_us"] == pytest.approx(0.9)
+    assert ph["down_last_close_us"] == pytest.approx(8.5) and ph["tail_us"] == pytest.approx(3.5)
+    assert ph["timer_step_ns"] == 1.0  # the up programs' starts 2 000..2 009
+    with pytest.raises(ValueError, match="no down items"):
+        fb.trace_phases(torch.cat([tr[:2], torch.zeros(1, 64, 16, dtype=torch.int64)]))
+    with pytest.raises(ValueError, match="no kernel-1 stamps"):
+        fb.trace_phases(torch.zeros(3, 8, 16, dtype=torch.int64))

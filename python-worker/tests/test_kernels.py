@@ -173,8 +173,9 @@ def test_a_layers_decode_token_limit_comes_from_its_union_curve_and_the_bench() 
 
 def _kernel_case(
     device: str, n: int, d: int, f: int, bits: int, gs: int, dtype: torch.dtype, act: str, seed: int,
-    kernels: str | None = None, plane_cfg: dict | None = None,
+    kernels: str | None = None, plane_cfg: dict | None = None, trace: torch.Tensor | None = None,
 ):  # fmt: skip
+    # trace: DecodeLaunch.set_trace's buffer (the launch is returned for the trace's checks)
     from tardis.kernels.decode import DecodeLaunch
 
     x, q, lay = _layer(n, d, f, bits, gs, 0.1, dtype, device, seed)
@@ -187,6 +188,8 @@ def _kernel_case(
         launch.small_updown = plane_cfg.pop("small_updown", launch.small_updown)
         launch.fused_updown = plane_cfg.pop("fused_updown", launch.fused_updown)
         launch.plane_cfg |= plane_cfg
+    if trace is not None:
+        launch.set_trace(trace)
     y, flags = launch.run()
     if launch.plane_cfg.get("I8") and launch.i8_ok and launch.kernels == "plane":  # int8 x: its own reference
         zhat = predict_i8(x, pack.pred) + lay["b1"].double()
@@ -206,6 +209,7 @@ def _kernel_case(
     # kernel 1 counts the flagged pairs, the union, the step's tokens and the step
     assert counts.tolist() == [int(flags.sum()), int(flags.bool().any(0).sum()), n, 1]
     assert int(pack.workspace.abs().sum()) == 0, "the kernels must leave their workspace zeroed"
+    return launch, int(flags.bool().any(0).sum())
 
 
 def _reference_with_flags(x: torch.Tensor, lay: dict, act: str, flags: torch.Tensor) -> torch.Tensor:
@@ -410,6 +414,64 @@ def test_pipelined_small_up_kernel_on_gpu(
     monkeypatch.setattr(decode, "DOWN_WARPS", down_warps)
     cfg = {"PRED_FIRST": True, "small_updown": True}
     _kernel_case("cuda", n, 4544, 18176, 2, 128, torch.bfloat16, "gelu", seed=61 + n, kernels="plane", plane_cfg=cfg)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("d", "f", "pf"), [(4544, 18176, False), (4544, 18176, True), (777, 2050, False)])
+def test_kernel_trace_stamps_each_phase_in_order_on_gpu(
+    monkeypatch: pytest.MonkeyPatch, d: int, f: int, pf: bool
+) -> None:
+    # DecodeLaunch.set_trace at batch 1 (the committed PDL and early down kernel; with UP_PF_W2 too): the output is
+    # still the reference's, every program of the three kernels stamped its row, each program's stamps are in
+    # order, every down item stamped all four, each column block was cast by exactly one item, and the down items'
+    # waits ended after the last up item had stored its partials (PDL: the up grid had finished)
+    from tardis.kernels import decode
+
+    monkeypatch.setattr(decode, "UP_PF_W2", pf)
+    tr = torch.zeros(3, 8192, 16, dtype=torch.int64, device="cuda")
+    cfg = {"small_updown": True}
+    launch, union = _kernel_case(
+        "cuda", 1, d, f, 2, 128, torch.bfloat16, "gelu", seed=5 + d, kernels="plane", plane_cfg=cfg, trace=tr
+    )  # fmt: skip
+    assert launch.pdl and launch.down_early
+    t = tr.cpu()
+    k1, up, dn = t[0], t[1], t[2]
+    n_k1 = int((k1[:, 0] > 0).sum())
+    assert n_k1 > 0 and bool((k1[:n_k1, 0] > 0).all()) and not bool((k1[n_k1:] != 0).any())
+    assert int(k1[:n_k1, 6].sum()) == launch.n_pred
+    up_rows = up[:, 0] > 0
+    assert bool((up[up_rows, 1] >= up[up_rows, 0]).all()) and bool((up[up_rows, 2] >= up[up_rows, 1]).all())
+    n_up = int(up[up_rows, 6].max())
+    assert n_up == -(-union // decode.UP_BLOCK_NEURONS) * launch.n_splits
+    n_cols = -(-d // decode.DOWN_BLOCK_COLS)
+    items = dn[:, 3] > 0
+    n_items = -(-union // decode.DOWN_BLOCK_NEURONS) * n_cols
+    assert int(items.sum()) == min(n_items, int((dn[:, 0] > 0).sum()))
+    it = dn[items]
+    for a, b in ((0, 1), (1, 2), (2, 3)):
+        assert bool((it[:, b] >= it[:, a]).all()), (a, b)
+        assert bool((it[:, 8 + b] >= it[:, 8 + a]).all()), ("clock", a, b)
+    if n_items <= len(it):  # one item a program: each column block cast once
+        assert int(it[:, 6].sum()) == n_cols
+        assert sorted((it[:, 7] % n_cols).tolist()) == sorted(i % n_cols for i in range(n_items))
+    assert int(it[:, 1].min()) >= int(up[:n_up, 2].max()) - 1000  # globaltimer: ns, one clock for all SMs
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+def test_kernel_trace_is_refused_without_a_gpu() -> None:
+    # the stamps are inline PTX: Triton's interpreter cannot run them, and set_trace says so before any launch
+    from tardis.kernels.decode import DecodeLaunch
+
+    x, q, lay = _layer(1, 300, 200, 2, 64, 0.1, torch.float32, "cpu", 3)
+    pack = make_pack(q, "cpu")
+    launch = DecodeLaunch(x, pred=pack.pred, act="gelu", workspace=pack.workspace,
+                          counts=torch.zeros(4, dtype=torch.int64), kernels="plane", **lay)  # fmt: skip
+    with pytest.raises(ValueError, match="need a CUDA device"):
+        launch.set_trace(torch.zeros(3, 64, 16, dtype=torch.int64))
+    launch.set_trace(None)
+    assert launch.trace is None
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")

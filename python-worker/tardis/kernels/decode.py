@@ -78,7 +78,7 @@ from tardis.kernels.blocks import (
 )
 from tardis.kernels.layout import TiledPredictor
 from tardis.kernels.ptx import INTERPRET as _INTERPRET
-from tardis.kernels.ptx import gdc_launch_dependents, gdc_wait, pdl_supported, round_half_even
+from tardis.kernels.ptx import gdc_launch_dependents, gdc_wait, pdl_supported, round_half_even, stamp
 
 # _union_rows_z's tile: union rows a step, columns a chunk (Triton reads a global only as a constexpr)
 _Z_ROWS = tl.constexpr(Z_ROWS)
@@ -154,6 +154,19 @@ def _count_step(cnt_ptr, pid, n_tokens):
     if pid == 0:
         tl.atomic_add(cnt_ptr + 2, n_tokens, sem="relaxed")
         tl.atomic_add(cnt_ptr + 3, 1, sem="relaxed")
+
+
+@triton.jit
+def _trace_put(tr_ptr, pid, slot, gate, raw=None):
+    # DecodeLaunch.trace: program pid's row gets (globaltimer, clock64) at `slot` and `slot` + 8, read after `gate`
+    # (raw is None), or the value raw at `slot`
+    row = tr_ptr + pid * 16
+    if raw is None:
+        g, c = stamp(gate)
+        tl.store(row + slot, g)
+        tl.store(row + slot + 8, c)
+    else:
+        tl.store(row + slot, raw.to(tl.int64))
 
 
 @triton.jit
@@ -462,14 +475,17 @@ def _flags_epilogue(
 
 @triton.jit
 def _store_row_sums(zrow, a0, a1, a2, a3, mask, F, NT: tl.constexpr):
-    # token t's row sums of its [rows, K] products at zrow + t·F (the up kernel's partials, UP_IN_K1's z)
-    tl.store(zrow, tl.sum(a0, axis=1), mask=mask)
+    # token t's row sums of its [rows, K] products at zrow + t·F (the up kernel's partials, UP_IN_K1's z); returns
+    # token 0's
+    z0 = tl.sum(a0, axis=1)
+    tl.store(zrow, z0, mask=mask)
     if NT > 1:
         tl.store(zrow + F, tl.sum(a1, axis=1), mask=mask)
     if NT > 2:
         tl.store(zrow + 2 * F, tl.sum(a2, axis=1), mask=mask)
     if NT > 3:
         tl.store(zrow + 3 * F, tl.sum(a3, axis=1), mask=mask)
+    return z0
 
 
 @triton.jit
@@ -1060,8 +1076,9 @@ def _stacked_plane_kernel(
     WS: tl.constexpr, PG: tl.constexpr, PDL: tl.constexpr, XQW: tl.constexpr = False, zr0=0,
     ZR: tl.constexpr = False, wk_n=1, wk_kc=1, WK: tl.constexpr = 1, XV: tl.constexpr = True, pd_ptr=None,
     SPIN: tl.constexpr = False, FENCE: tl.constexpr = False, w1_ptr=None, zp_ptr=None,
-    UPK1: tl.constexpr = False, NKZ: tl.constexpr = 1,
+    UPK1: tl.constexpr = False, NKZ: tl.constexpr = 1, tr_ptr=None, TR: tl.constexpr = False,
 ):  # fmt: skip
+    # TR (DecodeLaunch.trace): each program stamps its end into its row of tr_ptr, and whether it was a predictor one.
     # SPIN (UP_SPIN): each predictor program adds one to pd_ptr after its flags, for the up kernel's poll.
     # UPK1 (UP_IN_K1): the predictor programs also compute their union rows' exact z (no up kernel follows).
     # Batch 1..4 (NT tokens exactly), plane-order predictor. Programs [0, n_first) are the Wf part
@@ -1102,6 +1119,9 @@ def _stacked_plane_kernel(
             _wf_tile_add(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, 0, wk_n, wk_kc, D, NT, BMF, BKF, WS, XQW)
         else:
             _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF, WS)
+    if TR:
+        _trace_put(tr_ptr, pid, 0, pid)
+        _trace_put(tr_ptr, pid, 6, pid, is_pred)
 
 
 @triton.jit
@@ -1120,8 +1140,10 @@ def _up_small_kernel(
     EARLY: tl.constexpr = False, WF: tl.constexpr = False, MB: tl.constexpr = 32, BKF: tl.constexpr = 256,
     WS: tl.constexpr = 0, pd_ptr=None, n_pred=0, SPIN: tl.constexpr = False, FENCE: tl.constexpr = False,
     SLEEP_NS: tl.constexpr = 0, AHEAD: tl.constexpr = False, ONE: tl.constexpr = False, w2t_ptr=None,
-    PFW2: tl.constexpr = False, PFL: tl.constexpr = 16, ASM: tl.constexpr = True,
+    PFW2: tl.constexpr = False, PFL: tl.constexpr = 16, ASM: tl.constexpr = True, tr_ptr=None,
+    TR: tl.constexpr = False,
 ):  # fmt: skip
+    # TR (DecodeLaunch.trace): each item program stamps its start, the end of its wait and its end into its row.
     # PFW2 (UP_PF_W2): each item first prefetches into L2 its neurons' W2ᵀ rows over its columns (PFL addresses a
     # row, 128 bytes apart), which the down kernel reads next.
     # ONE: each item is one step of BK columns (chunk == BK): its W1 rows loaded and reduced at once, with no
@@ -1147,7 +1169,7 @@ def _up_small_kernel(
             nprog -= n_wf
         _up_small_items(x_ptr, w1_ptr, idx_ptr, ws_ptr, zp_ptr, D, F, n_splits, chunk, pid, nprog, NT, BJ, BK, PDL,
                         US, EARLY, pd_ptr, n_pred, SPIN, FENCE, SLEEP_NS, AHEAD, ONE, w2t_ptr, PFW2, PFL,
-                        ASM)  # fmt: skip
+                        ASM, tr_ptr, TR)  # fmt: skip
 
 
 @triton.jit
@@ -1156,9 +1178,11 @@ def _up_small_items(
     NT: tl.constexpr, BJ: tl.constexpr, BK: tl.constexpr, PDL: tl.constexpr, US: tl.constexpr, EARLY: tl.constexpr,
     pd_ptr, n_pred, SPIN: tl.constexpr, FENCE: tl.constexpr, SLEEP_NS: tl.constexpr, AHEAD: tl.constexpr,
     ONE: tl.constexpr = False, w2t_ptr=None, PFW2: tl.constexpr = False, PFL: tl.constexpr = 16,
-    ASM: tl.constexpr = True,
+    ASM: tl.constexpr = True, tr_ptr=None, TR: tl.constexpr = False,
 ):  # fmt: skip
     first = tl.zeros((BJ,), dtype=tl.int32)
+    if TR:
+        _trace_put(tr_ptr, pid, 0, pid)
     if SPIN:
         _spin_until(pd_ptr, n_pred, FENCE, SLEEP_NS)
         if PDL:
@@ -1173,6 +1197,9 @@ def _up_small_items(
             first = tl.load(idx_ptr + js0, mask=js0 < F, other=0)
         count = tl.load(ws_ptr)
     n_items = tl.cdiv(count, BJ) * n_splits
+    if TR:
+        _trace_put(tr_ptr, pid, 1, count)
+    gate = pid
     for item in range(pid, n_items, nprog):
         jb = item // n_splits
         sp = item % n_splits
@@ -1199,7 +1226,12 @@ def _up_small_items(
             for k0 in range(sp * chunk, tl.minimum(sp * chunk + chunk, D), BK):
                 a0, a1, a2, a3 = _up_small_step(a0, a1, a2, a3, x_ptr, w1_ptr, neur, jmask, k0, D, NT, BK)
         # token-major partials [split, token, list position]
-        _store_row_sums(zp_ptr + sp * NT * F + js, a0, a1, a2, a3, jmask, F, NT)
+        z0 = _store_row_sums(zp_ptr + sp * NT * F + js, a0, a1, a2, a3, jmask, F, NT)
+        if TR:
+            gate = tl.max(z0, axis=0).to(tl.int32, bitcast=True)
+    if TR:
+        _trace_put(tr_ptr, pid, 2, gate)
+        _trace_put(tr_ptr, pid, 6, pid, n_items)
     if SPIN and PDL:
         gdc_wait()  # kernel 1's end (its folded rows in y32) before this grid's
 
@@ -1224,8 +1256,10 @@ def _down_small_kernel(
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
     FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr = False, WF: tl.constexpr = False,
     MB: tl.constexpr = 32, BKF: tl.constexpr = 256, WS: tl.constexpr = 0, pd_ptr=None, SPIN: tl.constexpr = False,
-    ONE_CLOSE: tl.constexpr = False,
+    ONE_CLOSE: tl.constexpr = False, tr_ptr=None, TR: tl.constexpr = False,
 ):  # fmt: skip
+    # TR (DecodeLaunch.trace): each item program stamps its start, the end of its wait, its corrections and its close
+    # (ticket, and the block's cast where it had the last one) into its row (the program's last item).
     # ONE_CLOSE: an item takes its column block's ticket and counts itself done in one atomic (_close_block_and_item).
     # SPIN (UP_SPIN): the up kernel released this launch once kernel 1's predictor programs were done (not at its
     # end), after its poll saw their count (the list final in L2, which EARLY reads with .cg). No poll here: a
@@ -1258,6 +1292,7 @@ def _down_small_kernel(
         _down_small_items(
             w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr, D, F, n_splits,
             n_cols, pid, nprog, n_wf, cb0, n_ks, NT, BJ, BC, ACT, NSP, FENCE, PDL, EARLY, MB, pd_ptr, SPIN, ONE_CLOSE,
+            tr_ptr, TR,
         )  # fmt: skip
 
 
@@ -1267,9 +1302,11 @@ def _down_small_items(
     D, F, n_splits, n_cols, pid, nprog, n_wf, cb0, n_ks,
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
     FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr, MB: tl.constexpr, pd_ptr, SPIN: tl.constexpr,
-    ONE_CLOSE: tl.constexpr,
+    ONE_CLOSE: tl.constexpr, tr_ptr=None, TR: tl.constexpr = False,
 ):  # fmt: skip
     # the down items of _down_small_kernel; n_wf folded-row tiles count in the blocks cb0.. and in the items done
+    if TR:
+        _trace_put(tr_ptr, pid, 0, pid)
     if EARLY:
         if PDL:
             gdc_launch_dependents()
@@ -1277,6 +1314,8 @@ def _down_small_items(
     else:
         _pdl_wait(PDL)
         count = tl.load(ws_ptr)
+        if TR:
+            _trace_put(tr_ptr, pid, 1, count)
     n_jb = tl.maximum(tl.cdiv(count, BJ), 1)
     n_items = n_jb * n_cols
     for item in range(pid, n_items, nprog):
@@ -1299,6 +1338,8 @@ def _down_small_items(
         w2 = w2.to(tl.float32)
         if EARLY and PDL:
             gdc_wait()  # the up kernel's partials (and its reads of the list) are done past this point
+        if TR and EARLY:
+            _trace_put(tr_ptr, pid, 1, cb)
         om = cmask & (count > 0)
         corr0 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 0, F, n_splits, NT, ACT, NSP)
         corr1 = corr0
@@ -1310,11 +1351,17 @@ def _down_small_items(
             corr2 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 2, F, n_splits, NT, ACT, NSP)
         if NT > 3:
             corr3 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 3, F, n_splits, NT, ACT, NSP)
+        if TR:
+            _trace_put(tr_ptr, pid, 2, tl.sum(corr0).to(tl.int32, bitcast=True))
         _scatter(y32_ptr, D, cols, w2, om, corr0, corr1, corr2, corr3, NT)
         last = n_jb - 1 + _wf_in_block(cb, cb0, n_ks, D, BC, MB)
-        _close(
+        ticket = _close(
             y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, n_items + n_wf, D, NT, FENCE, pd_ptr, SPIN, ONE_CLOSE
         )  # fmt: skip
+        if TR:
+            _trace_put(tr_ptr, pid, 3, ticket)
+            _trace_put(tr_ptr, pid, 6, pid, ticket == last)
+            _trace_put(tr_ptr, pid, 7, pid, item)
 
 
 @triton.jit
@@ -1342,6 +1389,7 @@ def _close_column_block(
     ticket = tl.atomic_add(ws_ptr + 2 + cb, 1)
     if ticket == last:
         _cast_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, D, NT)
+    return ticket
 
 
 @triton.jit
@@ -1350,12 +1398,15 @@ def _close(
     SPIN: tl.constexpr, ONE: tl.constexpr,
 ):  # fmt: skip
     # a down item's end: its column block's ticket (the block's cast) and the items done (the list's reset); ONE
-    # (ONE_CLOSE): both from one atomic
+    # (ONE_CLOSE): both from one atomic. Returns the block's ticket
     if ONE:
-        _close_block_and_item(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, n_items, D, NT, FENCE, pd_ptr, SPIN)
+        ticket = _close_block_and_item(
+            y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, n_items, D, NT, FENCE, pd_ptr, SPIN
+        )  # fmt: skip
     else:
-        _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, D, NT, FENCE)
+        ticket = _close_column_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, D, NT, FENCE)
         _close_item(ws_ptr, n_items, pd_ptr, SPIN)
+    return ticket
 
 
 @triton.jit
@@ -1400,6 +1451,7 @@ def _close_block_and_item(
         if FENCE:
             _gpu_fence(done)
         _reset_list(ws_ptr, pd_ptr, SPIN)
+    return ticket
 
 
 @triton.jit
@@ -1607,6 +1659,9 @@ class DecodeLaunch:
         self.list_ahead = LIST_AHEAD  # the small up kernel's first list entries loaded beside the count
         self.one_close = ONE_CLOSE  # a small down item's ticket and done count from one atomic
         self.up_pf_w2 = UP_PF_W2  # the small up kernel prefetches its items' W2ᵀ rows into L2
+        # diagnostics (bench/ffn_bench.py --tail-trace): an int64 [3, programs, 16] tensor set here makes kernel 1
+        # and the small up and down kernels stamp (globaltimer, clock64) pairs into it; see set_trace
+        self.trace: torch.Tensor | None = None
         self.n_pred = 0  # kernel 1's predictor programs (set by stacked(); the up/down kernels' poll target)
         self.x, self.wf, self.bf, self.pred, self.b1, self.lo_in, self.hi_in = x, wf, bf, pred, b1, lo_in, hi_in
         self.w1, self.w2t, self.slope, self.intercept, self.act = w1, w2t, slope, intercept, ACT_IDS[act]
@@ -1647,6 +1702,36 @@ class DecodeLaunch:
         self.plane_cfg: dict[str, Any] = {"BKF": WF_BLOCK_K, "BMF": WF_BLOCK_ROWS} | PLANE_LAUNCH[
             min(n, SMALL_MAX_BATCH)
         ]
+
+    def set_trace(self, trace: torch.Tensor | None) -> None:
+        """Stamp the kernels' phases into `trace` (int64 [3, rows, 16], zeroed by the caller; None: off). Row p of
+        trace[k] is program p of kernel 1 / up / down; slots 0..5 hold %globaltimer (ns) and slots 8..13 %clock64
+        at the same points: kernel 1: 0 end, 6 = 1 for a predictor program; up: 0 start, 1 its wait over (the list
+        count read), 2 its last partials stored, 6 the grid's items; down: 0 start, 1 its wait for the up grid
+        over, 2 its corrections, 3 its close (ticket, and the cast where it had the block's last), 6 = 1 where it
+        cast, 7 the item (a program's last one). A program without items leaves 2 and 3 (up: 2 is its wait's end)
+        as they are. For the batch-1 plane path with the small up/down kernels, no UP_SPIN, no moved folded rows, on
+        the GPU (the stamps are inline PTX)."""
+        if trace is not None:
+            if _INTERPRET or not trace.is_cuda:
+                raise ValueError("kernel traces read the GPU's clocks (inline PTX): they need a CUDA device")
+            plain = self.plane_small_updown and not (self.up_spin or self.up_in_k1)
+            if not (plain and self.wf_split()[0] == self.d):
+                raise ValueError(
+                    "a kernel trace needs the plane kernel 1 with the small up/down kernels, without UP_SPIN, "
+                    "UP_IN_K1 or moved folded rows"
+                )
+            if trace.dtype != torch.int64 or trace.dim() != 3 or trace.shape[0] != 3 or trace.shape[2] != 16:
+                raise ValueError(f"trace must be int64 [3, rows, 16], got {trace.dtype} {list(trace.shape)}")
+        self.trace = trace
+
+    def _trace_args(self, k: int, grid: int) -> dict[str, Any]:
+        # kernel k's trace arguments (none without a trace); a grid of more programs than the trace has rows raises
+        if self.trace is None:
+            return {}
+        if grid > self.trace.shape[1]:
+            raise ValueError(f"the trace has {self.trace.shape[1]} rows a kernel; kernel {k + 1}'s grid has {grid}")
+        return {"tr_ptr": self.trace[k], "TR": True}
 
     @property
     def plane_small_updown(self) -> bool:
@@ -1756,7 +1841,7 @@ class DecodeLaunch:
                 p.n_groups if cfg["I8"] else d // p.group_size, n_tiles, n_first, 0x3F800000, cg, H2_MAGIC,
                 NT=n, BITS=p.bits, GS=p.group_size, WPG=wpg, NPL=min(per_word, triton.cdiv(p.group_size, wpg)),
                 BR=p.block_rows, I8_ASM=not _INTERPRET, PDL=self.pdl, **{k: v for k, v in cfg.items() if v is not None},
-                **pdl_k1,
+                **pdl_k1, **(self._trace_args(0, grid) if part == "all" else {}),
             )  # fmt: skip
         elif self.small:
             _stacked_small_kernel[(grid,)](
@@ -1799,7 +1884,7 @@ class DecodeLaunch:
                 BKF=WF_BLOCK_K, WS=WF_MOVED_STAGES, FENCE=not _INTERPRET, AHEAD=self.list_ahead, **tiles,
                 ONE=self.chunk == self.up_bk and UP_STAGES <= 1, num_warps=UP_WARPS, w2t_ptr=self.w2t,
                 PFW2=self.up_pf_w2, PFL=triton.next_power_of_2(triton.cdiv(self.chunk, 64)), ASM=not _INTERPRET,
-                **self._pdl_args(), **self._spin_args(spin, poll=True),
+                **self._pdl_args(), **self._spin_args(spin, poll=True), **self._trace_args(1, grid),
             )  # fmt: skip
         else:
             _up_kernel[(grid,)](
@@ -1840,7 +1925,7 @@ class DecodeLaunch:
                 BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=max(2, triton.next_power_of_2(n_splits)), FENCE=not _INTERPRET,
                 num_warps=DOWN_WARPS, EARLY=self.down_early and not self.up_in_k1, MB=WF_MOVED_ROWS, BKF=WF_BLOCK_K,
                 WS=WF_MOVED_STAGES, ONE_CLOSE=self.one_close,
-                **tiles, **self._pdl_args(), **self._spin_args(spin, poll=False),
+                **tiles, **self._pdl_args(), **self._spin_args(spin, poll=False), **self._trace_args(2, grid),
             )  # fmt: skip
         else:
             _down_kernel[(grid,)](

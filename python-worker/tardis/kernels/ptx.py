@@ -35,3 +35,15 @@ def round_half_even(v, ASM: tl.constexpr):
     else:  # Triton's interpreter (numpy fp32, no contraction): adding 1.5·2^23 rounds |v| < 2^22 half to even
         r = (v + 12582912.0) - 12582912.0
     return r
+
+
+@triton.jit
+def stamp(gate):
+    # (%globaltimer in ns, %clock64 in SM cycles), read once the int32 `gate` has arrived: both reads are predicated
+    # on it, so neither can be issued before the instruction that produces it has completed. For kernel traces on
+    # the GPU (no inline PTX in Triton's interpreter)
+    return tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.s32 p, $2, -2147483647; @p mov.u64 $0, %globaltimer; @!p mov.u64 $0, 0; "
+        "@p mov.u64 $1, %clock64; @!p mov.u64 $1, 0; }",
+        "=l,=l,r", [gate], dtype=(tl.int64, tl.int64), is_pure=False, pack=1,
+    )  # fmt: skip
