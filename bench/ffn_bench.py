@@ -244,7 +244,8 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     programs computing their union rows' z instead of an up kernel (`UP_IN_K1`, key suffix `_k1z`), with the up
     kernel's list entries loaded beside the count (`LIST_AHEAD`, `_ahead`), with one closing atomic per down item
     (`ONE_CLOSE`, `_close`), with both (`_ahead_close`), and with the up kernel prefetching the W2ᵀ rows into L2
-    (`UP_PF_W2`, `_pfw2`). Each PDL variant is also checked through the op; `best`
+    (`UP_PF_W2`, `_pfw2`), and with the down items' casts left to a finish kernel (`DOWN_FINISH`, `_finish`). Each PDL
+    variant is also checked through the op; `best`
     is the fastest correct one, and `settings` its decode.launch_settings() keys; a variant other than "off" / "on"
     that raises is recorded in `failed` and left out. decode's flags are left as they were."""
     before = decode.launch_settings()
@@ -267,6 +268,7 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
         variants[f"{base}_close"] = b | {"one_close": True}
         variants[f"{base}_ahead_close"] = b | {"list_ahead": True, "one_close": True}
         variants[f"{base}_pfw2"] = b | {"up_pf_w2": True}  # the up kernel prefetches the down kernel's W2ᵀ rows
+        variants[f"{base}_finish"] = b | {"down_finish": True}  # no column tickets: a finish kernel casts y
     failed: dict[str, str] = {}  # variants that did not compile or run (left out of the choice)
     try:
         for key, settings in variants.items():
@@ -300,7 +302,8 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
 SPIN_GRIDS = (1, 2, 4)  # up-grid programs per SM timed with UP_SPIN by pdl_ab
 # the launch settings (decode.launch_settings() keys) pdl_ab varies, all off: its "off" variant
 PDL_OFF = dict.fromkeys(
-    ("pdl_updown", "down_early", "xq_pdl", "up_spin", "up_in_k1", "list_ahead", "one_close", "up_pf_w2"), False
+    ("pdl_updown", "down_early", "xq_pdl", "up_spin", "up_in_k1", "list_ahead", "one_close", "up_pf_w2", "down_finish"),
+    False,
 )
 
 
@@ -447,8 +450,10 @@ TIMELINE_VARIANTS: dict[str, dict] = {
     "pdl_off": PDL_OFF,
     # v19: the small up kernel's items in one 512-column step (faster alone, not in the e2e model's layers)
     "up_one_step": {"updown_launch": {"UP_BLOCK_NEURONS": 16, "UP_SPLITS": 9, "UP_SMALL_BLOCK_K": 512}},
-    # v19: the up kernel's items prefetch their W2ᵀ rows into L2 for the down kernel (not yet timed)
+    # v19: the up kernel's items prefetch their W2ᵀ rows into L2 for the down kernel (v20, H100: slower)
     "up_pf_w2": {"up_pf_w2": True},
+    # v20: no column tickets in the down kernel; a finish kernel casts y32 into y
+    "down_finish": {"down_finish": True},
 }
 
 
@@ -548,7 +553,7 @@ TRACE_KEYS = (
 
 
 def tail_traces(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
-    """Batch 1 at each of args.rates with the committed launch and the TIMELINE_VARIANTS that allow a trace: every
+    """Batch 1 at each of args.rates with the committed launch and with DOWN_FINISH (no column tickets): every
     layer of the graph stamps its kernels' phases (DecodeLaunch.set_trace); the medians of trace_phases over the
     layers of 20 replays, and the layer's time with and without the stamps."""
     layers = [make_layer(d, f, args.bits, args.group_size, gen) for _ in range(args.layers)]
@@ -558,7 +563,7 @@ def tail_traces(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.
     for rate in args.rates:
         for lay in layers:
             set_thresholds(lay, rate, gen)
-        for variant in ("committed", "up_pf_w2"):
+        for variant in ("committed", "down_finish"):
             decode.apply_launch_settings(TIMELINE_VARIANTS[variant])
             row: dict = {"shape": name, "batch": 1, "rate": rate, "variant": variant}
             try:
@@ -976,7 +981,7 @@ def main() -> None:
         "--tail-trace",
         action="store_true",
         help="with --timeline: also stamp each layer's kernel phases in-kernel (globaltimer; DecodeLaunch.set_trace) "
-        "at batch 1 and each rate, committed launch and UP_PF_W2",
+        "at batch 1 and each rate, committed launch and DOWN_FINISH",
     )
     ap.add_argument(
         "--no-up-spin",

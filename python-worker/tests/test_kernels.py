@@ -417,17 +417,22 @@ def test_pipelined_small_up_kernel_on_gpu(
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
-@pytest.mark.parametrize(("d", "f", "pf"), [(4544, 18176, False), (4544, 18176, True), (777, 2050, False)])
+@pytest.mark.parametrize(
+    ("d", "f", "pf", "finish"),
+    [(4544, 18176, False, False), (4544, 18176, True, False), (777, 2050, False, False), (4544, 18176, False, True)],
+)
 def test_kernel_trace_stamps_each_phase_in_order_on_gpu(
-    monkeypatch: pytest.MonkeyPatch, d: int, f: int, pf: bool
+    monkeypatch: pytest.MonkeyPatch, d: int, f: int, pf: bool, finish: bool
 ) -> None:
-    # DecodeLaunch.set_trace at batch 1 (the committed PDL and early down kernel; with UP_PF_W2 too): the output is
-    # still the reference's, every program of the three kernels stamped its row, each program's stamps are in
-    # order, every down item stamped all four, each column block was cast by exactly one item, and the down items'
-    # waits ended after the last up item had stored its partials (PDL: the up grid had finished)
+    # DecodeLaunch.set_trace at batch 1 (the committed PDL and early down kernel; with UP_PF_W2, with DOWN_FINISH):
+    # the output is still the reference's, every program of the three kernels stamped its row, each program's stamps
+    # are in order, every down item stamped all four, each column block was cast by exactly one item (not with
+    # DOWN_FINISH: the finish kernel casts), and the down items' waits ended after the last up item had stored its
+    # partials (PDL: the up grid had finished)
     from tardis.kernels import decode
 
     monkeypatch.setattr(decode, "UP_PF_W2", pf)
+    monkeypatch.setattr(decode, "DOWN_FINISH", finish)
     tr = torch.zeros(3, 8192, 16, dtype=torch.int64, device="cuda")
     cfg = {"small_updown": True}
     launch, union = _kernel_case(
@@ -451,10 +456,36 @@ def test_kernel_trace_stamps_each_phase_in_order_on_gpu(
     for a, b in ((0, 1), (1, 2), (2, 3)):
         assert bool((it[:, b] >= it[:, a]).all()), (a, b)
         assert bool((it[:, 8 + b] >= it[:, 8 + a]).all()), ("clock", a, b)
-    if n_items <= len(it):  # one item a program: each column block cast once
+    if finish:
+        assert launch.finishes and int(it[:, 6].sum()) == 0
+    elif n_items <= len(it):  # one item a program: each column block cast once
         assert int(it[:, 6].sum()) == n_cols
         assert sorted((it[:, 7] % n_cols).tolist()) == sorted(i % n_cols for i in range(n_items))
     assert int(it[:, 1].min()) >= int(up[:n_up, 2].max()) - 1000  # globaltimer: ns, one clock for all SMs
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    ("n", "d", "f", "early", "down"),
+    [
+        (1, 4544, 18176, True, 0.0),
+        (1, 4544, 18176, False, 0.0),
+        (1, 777, 2050, True, 0.0),
+        (1, 4544, 18176, True, 0.23),
+    ],
+)
+def test_down_finish_on_gpu(monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, early: bool, down: float) -> None:
+    # DOWN_FINISH at batch 1 with PDL: the finish kernel waits for the down grid (its adds into y32) before its
+    # cast; with and without the early down kernel, and with folded rows in the down grid
+    from tardis.kernels import decode
+
+    for name, value in (("DOWN_FINISH", True), ("DOWN_EARLY", early), ("WF_DOWN_FRAC", down)):
+        monkeypatch.setattr(decode, name, value)
+    cfg = {"small_updown": True}
+    launch, _ = _kernel_case(
+        "cuda", n, d, f, 2, 128, torch.bfloat16, "gelu", seed=d + 9, kernels="plane", plane_cfg=cfg
+    )
+    assert launch.finishes and launch.pdl
 
 
 @pytest.mark.skipif(
@@ -728,6 +759,33 @@ def test_list_ahead_and_one_close_in_the_interpreter(
     _poison_list(monkeypatch)
     cfg = {"small_updown": True}
     _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=150 + n, kernels="plane", plane_cfg=cfg)
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+@pytest.mark.parametrize(
+    ("n", "d", "f", "early", "up", "down", "spin", "k1z"),
+    [(1, 300, 200, True, 0.0, 0.0, False, False), (3, 1100, 330, False, 0.0, 0.0, False, False),
+     (1, 1100, 900, True, 0.2, 0.5, False, False), (2, 600, 700, True, 0.1, 0.3, False, False),
+     (1, 1100, 500, True, 0.15, 0.0, True, False), (1, 700, 400, True, 0.0, 0.3, False, True)],
+)  # fmt: skip
+def test_down_finish_in_the_interpreter(
+    monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, early: bool, up: float, down: float, spin: bool,
+    k1z: bool,
+) -> None:  # fmt: skip
+    # DOWN_FINISH: the down items only add into y32 (no tickets, done count or casts) and the finish kernel casts y32
+    # into y (d not a multiple of its 512 columns) and resets the list count (the workspace check; UP_SPIN: and the
+    # predictor programs' count); with and without the early down kernel, folded rows in both grids, UP_SPIN's up
+    # kernel and UP_IN_K1 (no up grid)
+    from tardis.kernels import decode
+
+    for name, value in (("DOWN_FINISH", True), ("DOWN_EARLY", early), ("WF_UP_FRAC", up), ("WF_DOWN_FRAC", down),
+                        ("UP_SPIN", spin), ("UP_IN_K1", k1z)):  # fmt: skip
+        monkeypatch.setattr(decode, name, value)
+    cfg = {"small_updown": True}
+    launch, _ = _kernel_case("cpu", n, d, f, 2, 64, torch.float32, "gelu", seed=170 + n, kernels="plane", plane_cfg=cfg)
+    assert launch.finishes
 
 
 # folded rows moved into the up / down grids (WF_UP_FRAC, WF_DOWN_FRAC): (n, d, f, up, down, down columns, launch)

@@ -32,7 +32,9 @@ from tardis.kernels.blocks import (
     DOWN_BLOCK_COLS,
     DOWN_BLOCK_NEURONS,
     DOWN_EARLY,
+    DOWN_FINISH,
     DOWN_WARPS,
+    FINISH_BLOCK_COLS,
     FUSED_UPDOWN_BATCH,
     LIST_AHEAD,
     ONE_CLOSE,
@@ -1256,8 +1258,9 @@ def _down_small_kernel(
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
     FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr = False, WF: tl.constexpr = False,
     MB: tl.constexpr = 32, BKF: tl.constexpr = 256, WS: tl.constexpr = 0, pd_ptr=None, SPIN: tl.constexpr = False,
-    ONE_CLOSE: tl.constexpr = False, tr_ptr=None, TR: tl.constexpr = False,
+    ONE_CLOSE: tl.constexpr = False, tr_ptr=None, TR: tl.constexpr = False, FINISH: tl.constexpr = False,
 ):  # fmt: skip
+    # FINISH (DOWN_FINISH): no column tickets, casts or list reset here: _finish_kernel follows this grid and does them.
     # TR (DecodeLaunch.trace): each item program stamps its start, the end of its wait, its corrections and its close
     # (ticket, and the block's cast where it had the last one) into its row (the program's last item).
     # ONE_CLOSE: an item takes its column block's ticket and counts itself done in one atomic (_close_block_and_item).
@@ -1283,8 +1286,9 @@ def _down_small_kernel(
         cb = ((wf0 + pid // n_ks) * MB) // BC
         cols = cb * BC + tl.arange(0, BC)
         last = n_jb - 1 + _wf_in_block(cb, cb0, n_ks, D, BC, MB)
-        _close(y32_ptr, y_ptr, ws_ptr, cb, cols, cols < D, count, last, n_jb * n_cols + n_wf, D, NT, FENCE, pd_ptr,
-               SPIN, ONE_CLOSE)  # fmt: skip
+        if not FINISH:
+            _close(y32_ptr, y_ptr, ws_ptr, cb, cols, cols < D, count, last, n_jb * n_cols + n_wf, D, NT, FENCE,
+                   pd_ptr, SPIN, ONE_CLOSE)  # fmt: skip
     else:
         if WF:
             pid -= n_wf
@@ -1292,7 +1296,7 @@ def _down_small_kernel(
         _down_small_items(
             w2t_ptr, b1_ptr, slope_ptr, icpt_ptr, flags_ptr, idx_ptr, ws_ptr, zp_ptr, y32_ptr, y_ptr, D, F, n_splits,
             n_cols, pid, nprog, n_wf, cb0, n_ks, NT, BJ, BC, ACT, NSP, FENCE, PDL, EARLY, MB, pd_ptr, SPIN, ONE_CLOSE,
-            tr_ptr, TR,
+            tr_ptr, TR, FINISH,
         )  # fmt: skip
 
 
@@ -1302,9 +1306,10 @@ def _down_small_items(
     D, F, n_splits, n_cols, pid, nprog, n_wf, cb0, n_ks,
     NT: tl.constexpr, BJ: tl.constexpr, BC: tl.constexpr, ACT: tl.constexpr, NSP: tl.constexpr,
     FENCE: tl.constexpr, PDL: tl.constexpr, EARLY: tl.constexpr, MB: tl.constexpr, pd_ptr, SPIN: tl.constexpr,
-    ONE_CLOSE: tl.constexpr, tr_ptr=None, TR: tl.constexpr = False,
+    ONE_CLOSE: tl.constexpr, tr_ptr=None, TR: tl.constexpr = False, FINISH: tl.constexpr = False,
 ):  # fmt: skip
     # the down items of _down_small_kernel; n_wf folded-row tiles count in the blocks cb0.. and in the items done
+    # (FINISH: no tickets or done count; the items only add)
     if TR:
         _trace_put(tr_ptr, pid, 0, pid)
     if EARLY:
@@ -1355,12 +1360,17 @@ def _down_small_items(
             _trace_put(tr_ptr, pid, 2, tl.sum(corr0).to(tl.int32, bitcast=True))
         _scatter(y32_ptr, D, cols, w2, om, corr0, corr1, corr2, corr3, NT)
         last = n_jb - 1 + _wf_in_block(cb, cb0, n_ks, D, BC, MB)
-        ticket = _close(
-            y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, n_items + n_wf, D, NT, FENCE, pd_ptr, SPIN, ONE_CLOSE
-        )  # fmt: skip
+        if FINISH:
+            ticket = cb  # (the trace's last stamp: after the adds were issued)
+        else:
+            ticket = _close(
+                y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, count, last, n_items + n_wf, D, NT, FENCE, pd_ptr, SPIN,
+                ONE_CLOSE,
+            )  # fmt: skip
         if TR:
             _trace_put(tr_ptr, pid, 3, ticket)
-            _trace_put(tr_ptr, pid, 6, pid, ticket == last)
+            if not FINISH:
+                _trace_put(tr_ptr, pid, 6, pid, ticket == last)
             _trace_put(tr_ptr, pid, 7, pid, item)
 
 
@@ -1416,6 +1426,23 @@ def _cast_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, D, NT: tl.constexpr):
         yv = tl.load(y32_ptr + t * D + cols, mask=cmask, cache_modifier=".cg")
         tl.store(y_ptr + t * D + cols, yv.to(y_ptr.dtype.element_ty), mask=cmask)
     tl.store(ws_ptr + 2 + cb, 0)
+
+
+@triton.jit
+def _finish_kernel(y32_ptr, y_ptr, ws_ptr, D, pd_ptr=None, NT: tl.constexpr = 1, BC: tl.constexpr = 512,
+                   PDL: tl.constexpr = False, SPIN: tl.constexpr = False):  # fmt: skip
+    # DOWN_FINISH: once the down grid has finished (its corrections added into y32, no column tickets), program pid
+    # casts y32's columns [pid·BC, pid·BC + BC) into y, and program 0 resets the list count and the items-done
+    # counter (SPIN: and the predictor programs' count) for the next call
+    pid = tl.program_id(0)
+    _pdl_wait(PDL)
+    cols = pid * BC + tl.arange(0, BC)
+    cmask = cols < D
+    for t in tl.static_range(NT):
+        yv = tl.load(y32_ptr + t * D + cols, mask=cmask, cache_modifier=".cg")
+        tl.store(y_ptr + t * D + cols, yv.to(y_ptr.dtype.element_ty), mask=cmask)
+    if pid == 0:
+        _reset_list(ws_ptr, pd_ptr, SPIN)
 
 
 @triton.jit
@@ -1560,6 +1587,7 @@ LAUNCH_SETTINGS: dict[str, tuple[str, type]] = {
     "list_ahead": ("LIST_AHEAD", bool),
     "one_close": ("ONE_CLOSE", bool),
     "up_pf_w2": ("UP_PF_W2", bool),
+    "down_finish": ("DOWN_FINISH", bool),
     "wf_up_frac": ("WF_UP_FRAC", float),
     "wf_down_frac": ("WF_DOWN_FRAC", float),
 }
@@ -1659,6 +1687,7 @@ class DecodeLaunch:
         self.list_ahead = LIST_AHEAD  # the small up kernel's first list entries loaded beside the count
         self.one_close = ONE_CLOSE  # a small down item's ticket and done count from one atomic
         self.up_pf_w2 = UP_PF_W2  # the small up kernel prefetches its items' W2ᵀ rows into L2
+        self.down_finish = DOWN_FINISH  # see finishes
         # diagnostics (bench/ffn_bench.py --tail-trace): an int64 [3, programs, 16] tensor set here makes kernel 1
         # and the small up and down kernels stamp (globaltimer, clock64) pairs into it; see set_trace
         self.trace: torch.Tensor | None = None
@@ -1732,6 +1761,12 @@ class DecodeLaunch:
         if grid > self.trace.shape[1]:
             raise ValueError(f"the trace has {self.trace.shape[1]} rows a kernel; kernel {k + 1}'s grid has {grid}")
         return {"tr_ptr": self.trace[k], "TR": True}
+
+    @property
+    def finishes(self) -> bool:
+        """run(): the small down kernel adds its corrections without column tickets and the finish kernel follows it
+        (DOWN_FINISH; where the small down kernel runs: batch 1..SMALL_UPDOWN_BATCH, not the fused up/down kernel)."""
+        return self.down_finish and self.small_updown and not self.fused_updown
 
     @property
     def plane_small_updown(self) -> bool:
@@ -1924,7 +1959,7 @@ class DecodeLaunch:
                 cb0=rb // DOWN_BLOCK_COLS if rb < self.d else n_cols, NT=self.n, BJ=DOWN_BLOCK_NEURONS,
                 BC=DOWN_BLOCK_COLS, ACT=self.act, NSP=max(2, triton.next_power_of_2(n_splits)), FENCE=not _INTERPRET,
                 num_warps=DOWN_WARPS, EARLY=self.down_early and not self.up_in_k1, MB=WF_MOVED_ROWS, BKF=WF_BLOCK_K,
-                WS=WF_MOVED_STAGES, ONE_CLOSE=self.one_close,
+                WS=WF_MOVED_STAGES, ONE_CLOSE=self.one_close, FINISH=self.finishes,
                 **tiles, **self._pdl_args(), **self._spin_args(spin, poll=False), **self._trace_args(2, grid),
             )  # fmt: skip
         else:
@@ -1932,6 +1967,14 @@ class DecodeLaunch:
                 *common, self.n, self.d, self.f, self.n_splits, n_cols, BN=self.bn_dot, BJ=DOWN_BLOCK_NEURONS,
                 BC=DOWN_BLOCK_COLS, ACT=self.act, FENCE=not _INTERPRET, DOT_PREC=self.dot_prec, **self._pdl_args(),
             )  # fmt: skip
+
+    def finish(self, spin: bool = False) -> None:
+        """Kernel 4 (DOWN_FINISH, after down()): y32 cast into y, the list count reset (spin: as down's)."""
+        grid = triton.cdiv(self.d, FINISH_BLOCK_COLS)
+        _finish_kernel[(grid,)](
+            self.y32, self.y, self.ws, self.d, NT=self.n, BC=FINISH_BLOCK_COLS, num_warps=4, **self._pdl_args(),
+            **self._spin_args(spin, poll=False),
+        )  # fmt: skip
 
     def updown(self) -> None:
         """Kernels 2 and 3 in one launch (batch 1..4): exact z, corrections, scatter, cast; resets the list."""
@@ -1954,6 +1997,8 @@ class DecodeLaunch:
         else:
             self.up(spin=spin)
             self.down(spin=spin)
+        if self.finishes:
+            self.finish(spin=spin)
         return self.y, self.flags
 
 
