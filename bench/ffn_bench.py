@@ -490,10 +490,10 @@ def trace_phases(tr: torch.Tensor) -> dict:
     """One layer's phases from a DecodeLaunch trace (int64 [3, rows, 16], see DecodeLaunch.set_trace), in µs from
     kernel 1's last program end (globaltimer): when kernel 1's predictor and folded-row programs ended, when the
     first up program's wait ended (PDL's release after kernel 1), when the last up item stored its partials, when
-    the down items' waits ended (first, median), their corrections and closes (median durations, from globaltimer
-    and, as cycles, from clock64 over the clock rate both give), the last close, and tail_us: the last close after
-    the last up item. timer_step_ns: the smallest step between two globaltimer stamps (its resolution, if stamps are
-    dense enough). A ValueError for a trace without kernel-1 stamps or down items."""
+    the down items started and when their waits ended (first, median), their corrections and closes (median
+    durations, from globaltimer and, as cycles, from clock64 over the clock rate both give), the last close, and
+    tail_us: the last close after the last up item. timer_step_ns: the smallest step between two globaltimer stamps
+    (its resolution, if stamps are dense enough). A ValueError for a trace without kernel-1 stamps or down items."""
     t = tr.to(torch.float64)
     k1, up, dn = t[0], t[1], t[2]
     k1_rows = k1[:, 0] > 0
@@ -531,6 +531,8 @@ def trace_phases(tr: torch.Tensor) -> dict:
         "up_items": n_up,
         "up_last_end_us": us(up_end - t0),
         "down_items": int(items.sum()),
+        "down_first_start_us": us(d[:, 0].min() - t0),
+        "down_median_start_us": us(med(d[:, 0]) - t0),
         "down_first_wait_us": us(d[:, 1].min() - t0),
         "down_median_wait_us": us(med(d[:, 1]) - t0),
         "down_corr_us": us(med(d[:, 2] - d[:, 1])),
@@ -546,7 +548,8 @@ def trace_phases(tr: torch.Tensor) -> dict:
 
 
 TRACE_KEYS = (
-    "k1_pred_end_us", "k1_wf_end_us", "up_first_wait_us", "up_last_end_us", "down_first_wait_us",
+    "k1_pred_end_us", "k1_wf_end_us", "up_first_wait_us", "up_last_end_us", "down_first_start_us",
+    "down_median_start_us", "down_first_wait_us",
     "down_median_wait_us", "down_corr_us", "down_close_us", "down_cast_close_us", "down_corr_cyc_us",
     "down_close_cyc_us", "down_last_close_us", "tail_us", "clock_ghz", "timer_step_ns", "up_items", "down_items",
 )  # fmt: skip
@@ -587,7 +590,7 @@ def tail_traces(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.
                     vals = sorted(p[key] for p in per if p[key] is not None)
                     row[key] = vals[len(vals) // 2] if vals else None
                 row["layers_traced"] = len(per)
-                shown = " ".join(f"{k.removesuffix('_us')} {row[k]:.2f}" for k in TRACE_KEYS[:13] if row[k] is not None)
+                shown = " ".join(f"{k.removesuffix('_us')} {row[k]:.2f}" for k in TRACE_KEYS[:15] if row[k] is not None)
                 print(f"  trace {name} B=1 {rate:.0%} {variant} ({row['all_us']:.1f} us a layer, "
                       f"{row['traced_us']:.1f} traced; us from kernel 1's end): {shown}; clock "
                       f"{row['clock_ghz']:.2f} GHz, timer step {row['timer_step_ns']} ns", flush=True)  # fmt: skip

@@ -124,6 +124,7 @@ def test_trace_phases_reads_a_layers_stamps_from_kernel_1s_end() -> None:
     assert ph["up_first_wait_us"] == pytest.approx(0.7) and ph["up_items"] == 4
     assert ph["up_last_end_us"] == pytest.approx(5.0)
     assert ph["down_items"] == 3 and ph["down_first_wait_us"] == pytest.approx(6.0)
+    assert ph["down_first_start_us"] == pytest.approx(1.0) and ph["down_median_start_us"] == pytest.approx(1.0)
     assert ph["down_median_wait_us"] == pytest.approx(6.2)
     assert ph["down_corr_us"] == pytest.approx(0.6) and ph["down_close_us"] == pytest.approx(0.9)
     assert ph["down_cast_close_us"] == pytest.approx(1.5)
