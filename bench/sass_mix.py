@@ -36,7 +36,7 @@ POINTERS = {
     "qo_ptr": "*fp16", "b1_ptr": "*bf16", "lo_ptr": "*fp32", "hi_ptr": "*fp32", "y32_ptr": "*fp32",
     "flags_ptr": "*i8", "idx_ptr": "*i32", "ws_ptr": "*i32", "cnt_ptr": "*i64",
     "zacc_ptr": "*fp32", "tick_ptr": "*i32", "xq_ptr": "*i32", "xsx_ptr": "*fp32", "xsum_ptr": "*fp32",
-    "pd_ptr": "*i32", "w1_ptr": "*bf16", "zp_ptr": "*fp32",
+    "pd_ptr": "*i32", "w1_ptr": "*bf16", "zp_ptr": "*fp32", "tr_ptr": "*i64",
 }  # fmt: skip
 ALIGNED_INTS = ("D", "F", "F_PAD")  # multiples of 16 at every model shape the bench uses
 LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
@@ -64,8 +64,8 @@ def compile_sass(batch: int, launch: dict[str, Any], bits: int, group_size: int)
     const = cfg | {
         "NT": batch, "BITS": bits, "GS": group_size, "WPG": wpg, "NPL": min(per_word, -(-group_size // wpg)),
         "BR": PRED_ROWS, "I8_ASM": True, "PDL": True, "XQW": False, "ZR": False, "SPIN": False, "FENCE": True,
-        "UPK1": False, "NKZ": -(-D // Z_BLOCK_K),
-    } | {k: v for k, v in cfg.items() if k == "UPK1"}  # fmt: skip
+        "UPK1": False, "NKZ": -(-D // Z_BLOCK_K), "TR": False,
+    } | {k: v for k, v in cfg.items() if k in ("UPK1", "TR")}  # fmt: skip
     sig: dict[str, str] = {}
     attrs: dict[tuple[int, ...], list] = {}
     for i, p in enumerate(kern.params):
