@@ -244,8 +244,9 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
     programs computing their union rows' z instead of an up kernel (`UP_IN_K1`, key suffix `_k1z`), with the up
     kernel's list entries loaded beside the count (`LIST_AHEAD`, `_ahead`), with one closing atomic per down item
     (`ONE_CLOSE`, `_close`), with both (`_ahead_close`), and with the up kernel prefetching the W2ᵀ rows into L2
-    (`UP_PF_W2`, `_pfw2`), and with the down items' casts left to a finish kernel (`DOWN_FINISH`, `_finish`). Each PDL
-    variant is also checked through the op; `best`
+    (`UP_PF_W2`, `_pfw2`), and with the down items' casts left to a finish kernel (`DOWN_FINISH`, `_finish`; also
+    with the smaller down items of FINISH_DOWN_TILES, `_finish_d32x256`: the up/down launch is part of `settings`).
+    Each PDL variant is also checked through the op; `best`
     is the fastest correct one, and `settings` its decode.launch_settings() keys; a variant other than "off" / "on"
     that raises is recorded in `failed` and left out. decode's flags are left as they were."""
     before = decode.launch_settings()
@@ -269,6 +270,11 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
         variants[f"{base}_ahead_close"] = b | {"list_ahead": True, "one_close": True}
         variants[f"{base}_pfw2"] = b | {"up_pf_w2": True}  # the up kernel prefetches the down kernel's W2ᵀ rows
         variants[f"{base}_finish"] = b | {"down_finish": True}  # no column tickets: a finish kernel casts y
+        for bj, bc in FINISH_DOWN_TILES:  # and smaller down items (fewer registers; their adds cost no round trips)
+            tiles = before["updown_launch"] | {"DOWN_BLOCK_NEURONS": bj, "DOWN_BLOCK_COLS": bc}
+            variants[f"{base}_finish_d{bj}x{bc}"] = b | {"down_finish": True, "updown_launch": tiles}
+    for settings in variants.values():  # each variant sets the whole up/down launch (the ones before it may not)
+        settings.setdefault("updown_launch", before["updown_launch"])
     failed: dict[str, str] = {}  # variants that did not compile or run (left out of the choice)
     try:
         for key, settings in variants.items():
@@ -300,6 +306,10 @@ def pdl_ab(layers: list[dict], xs: list[torch.Tensor], n: int, gen: torch.Genera
 
 
 SPIN_GRIDS = (1, 2, 4)  # up-grid programs per SM timed with UP_SPIN by pdl_ab
+# (DOWN_BLOCK_NEURONS, DOWN_BLOCK_COLS) timed with DOWN_FINISH by pdl_ab. Offline sm_90 compile at 4 warps: 64 x 512
+# 255 registers and 21 spilled words (2 programs a SM), 32 x 512 165, 32 x 256 96 (5 a SM); v20's trace at 10% (H100):
+# 270 down items of 64 x 512 start in two waves (the median item's wait ends 3.8 µs after the first's)
+FINISH_DOWN_TILES = ((32, 512), (32, 256))
 # the launch settings (decode.launch_settings() keys) pdl_ab varies, all off: its "off" variant
 PDL_OFF = dict.fromkeys(
     ("pdl_updown", "down_early", "xq_pdl", "up_spin", "up_in_k1", "list_ahead", "one_close", "up_pf_w2", "down_finish"),
@@ -452,8 +462,9 @@ TIMELINE_VARIANTS: dict[str, dict] = {
     "up_one_step": {"updown_launch": {"UP_BLOCK_NEURONS": 16, "UP_SPLITS": 9, "UP_SMALL_BLOCK_K": 512}},
     # v19: the up kernel's items prefetch their W2ᵀ rows into L2 for the down kernel (v20, H100: slower)
     "up_pf_w2": {"up_pf_w2": True},
-    # v20: no column tickets in the down kernel; a finish kernel casts y32 into y
+    # v20: no column tickets in the down kernel; a finish kernel casts y32 into y; also with smaller down items
     "down_finish": {"down_finish": True},
+    "down_finish_d32x256": {"down_finish": True, "updown_launch": {"DOWN_BLOCK_NEURONS": 32, "DOWN_BLOCK_COLS": 256}},
 }
 
 
@@ -556,9 +567,9 @@ TRACE_KEYS = (
 
 
 def tail_traces(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
-    """Batch 1 at each of args.rates with the committed launch and with DOWN_FINISH (no column tickets): every
-    layer of the graph stamps its kernels' phases (DecodeLaunch.set_trace); the medians of trace_phases over the
-    layers of 20 replays, and the layer's time with and without the stamps."""
+    """Batch 1 at each of args.rates with the committed launch and with DOWN_FINISH (no column tickets; also with
+    32 x 256 down items): every layer of the graph stamps its kernels' phases (DecodeLaunch.set_trace); the medians
+    of trace_phases over the layers of 20 replays, and the layer's time with and without the stamps."""
     layers = [make_layer(d, f, args.bits, args.group_size, gen) for _ in range(args.layers)]
     xs = [torch.randn(1, d, device="cuda", generator=gen).to(DT) for _ in layers]
     out = []
@@ -566,7 +577,7 @@ def tail_traces(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.
     for rate in args.rates:
         for lay in layers:
             set_thresholds(lay, rate, gen)
-        for variant in ("committed", "down_finish"):
+        for variant in ("committed", "down_finish", "down_finish_d32x256"):
             decode.apply_launch_settings(TIMELINE_VARIANTS[variant])
             row: dict = {"shape": name, "batch": 1, "rate": rate, "variant": variant}
             try:
@@ -885,6 +896,9 @@ def kernel_times(
                         labels[f"{b}_close"] = f"with {w} and one closing atomic per down item"
                         labels[f"{b}_ahead_close"] = f"with {w}, the list entries ahead and one closing atomic"
                         labels[f"{b}_pfw2"] = f"with {w} and the up kernel prefetching the W2ᵀ rows"
+                        labels[f"{b}_finish"] = f"with {w} and the finish kernel casting y"
+                        for bj, bc in FINISH_DOWN_TILES:
+                            labels[f"{b}_finish_d{bj}x{bc}"] = f"with {w}, the finish kernel and {bj} x {bc} down items"
                     extra = "".join(
                         f", {pa[k + '_us']:.1f} {label} (err {pa[k + '_rel_err']:.1e})"
                         for k, label in labels.items() if k + "_us" in pa
@@ -984,7 +998,7 @@ def main() -> None:
         "--tail-trace",
         action="store_true",
         help="with --timeline: also stamp each layer's kernel phases in-kernel (globaltimer; DecodeLaunch.set_trace) "
-        "at batch 1 and each rate, committed launch and DOWN_FINISH",
+        "at batch 1 and each rate, committed launch and DOWN_FINISH (also with 32 x 256 down items)",
     )
     ap.add_argument(
         "--no-up-spin",
