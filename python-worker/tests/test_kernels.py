@@ -466,20 +466,20 @@ def test_kernel_trace_stamps_each_phase_in_order_on_gpu(
 
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 @pytest.mark.parametrize(
-    ("n", "d", "f", "early", "down"),
-    [
-        (1, 4544, 18176, True, 0.0),
-        (1, 4544, 18176, False, 0.0),
-        (1, 777, 2050, True, 0.0),
-        (1, 4544, 18176, True, 0.23),
-    ],
-)
-def test_down_finish_on_gpu(monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, early: bool, down: float) -> None:
+    ("n", "d", "f", "early", "down", "tiles"),
+    [(1, 4544, 18176, True, 0.0, (64, 512)), (1, 4544, 18176, False, 0.0, (64, 512)),
+     (1, 777, 2050, True, 0.0, (64, 512)), (1, 4544, 18176, True, 0.23, (64, 512)),
+     (1, 4544, 18176, True, 0.0, (32, 256)), (1, 777, 2050, True, 0.0, (32, 512))],
+)  # fmt: skip
+def test_down_finish_on_gpu(
+    monkeypatch: pytest.MonkeyPatch, n: int, d: int, f: int, early: bool, down: float, tiles: tuple[int, int]
+) -> None:
     # DOWN_FINISH at batch 1 with PDL: the finish kernel waits for the down grid (its adds into y32) before its
-    # cast; with and without the early down kernel, and with folded rows in the down grid
+    # cast; with and without the early down kernel, with folded rows in the down grid, and with smaller down items
     from tardis.kernels import decode
 
-    for name, value in (("DOWN_FINISH", True), ("DOWN_EARLY", early), ("WF_DOWN_FRAC", down)):
+    for name, value in (("DOWN_FINISH", True), ("DOWN_EARLY", early), ("WF_DOWN_FRAC", down),
+                        ("DOWN_BLOCK_NEURONS", tiles[0]), ("DOWN_BLOCK_COLS", tiles[1])):  # fmt: skip
         monkeypatch.setattr(decode, name, value)
     cfg = {"small_updown": True}
     launch, _ = _kernel_case(
