@@ -19,7 +19,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -468,32 +469,44 @@ TIMELINE_VARIANTS: dict[str, dict] = {
 }
 
 
-def timelines(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
-    """layer_timeline of batch 1 at each of args.rates for each TIMELINE_VARIANTS launch, with its graph_time."""
+def rate_variants(
+    d: int, f: int, args: argparse.Namespace, gen: torch.Generator, variants: Iterable[str]
+) -> Iterator[tuple[list[dict], list[torch.Tensor], float, str]]:  # fmt: skip
+    """args.layers random d x f layers and batch-1 inputs; yields (layers, xs, rate, variant) for each rate of
+    args.rates and each TIMELINE_VARIANTS name in `variants`, with that launch applied and the layers' workspaces
+    zeroed; the launch in force before is back after each."""
     layers = [make_layer(d, f, args.bits, args.group_size, gen) for _ in range(args.layers)]
     xs = [torch.randn(1, d, device="cuda", generator=gen).to(DT) for _ in layers]
-    out = []
     committed = decode.launch_settings()
     for rate in args.rates:
         for lay in layers:
             set_thresholds(lay, rate, gen)
-        for variant, settings in TIMELINE_VARIANTS.items():
-            decode.apply_launch_settings(settings)
+        for variant in variants:
+            decode.apply_launch_settings(TIMELINE_VARIANTS[variant])
             try:
                 for lay in layers:
                     lay["ws"].zero_()
-                fns = [lc.run for lc in launches(layers, xs, "plane")]
-                row = {"shape": name, "batch": 1, "rate": rate, "variant": variant, "all_us": graph_time(fns)}
-                row["timeline"] = layer_timeline(fns)
-                layers[0]["ws"].zero_()  # the op's check needs a zero workspace
-                row["rel_err"] = check(layers[0], 1, gen)["rel_err"]
-                print_timeline(f"{name} B=1 {rate:.0%} {variant} ({row['all_us']:.1f} us a layer)", row["timeline"])
-            except (RuntimeError, ValueError) as e:
-                row = {"shape": name, "batch": 1, "rate": rate, "variant": variant, "error": str(e)[:300]}
-                print(f"  {name} B=1 {rate:.0%} {variant}: {e}", flush=True)
+                yield layers, xs, rate, variant
             finally:
                 decode.apply_launch_settings(committed)
-            out.append(row)
+
+
+def timelines(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
+    """layer_timeline of batch 1 at each of args.rates for each TIMELINE_VARIANTS launch, with its graph_time."""
+    out = []
+    for layers, xs, rate, variant in rate_variants(d, f, args, gen, TIMELINE_VARIANTS):
+        try:
+            fns = [lc.run for lc in launches(layers, xs, "plane")]
+            row: dict[str, Any] = {"shape": name, "batch": 1, "rate": rate, "variant": variant}
+            row["all_us"] = graph_time(fns)
+            row["timeline"] = layer_timeline(fns)
+            layers[0]["ws"].zero_()  # the op's check needs a zero workspace
+            row["rel_err"] = check(layers[0], 1, gen)["rel_err"]
+            print_timeline(f"{name} B=1 {rate:.0%} {variant} ({row['all_us']:.1f} us a layer)", row["timeline"])
+        except (RuntimeError, ValueError) as e:
+            row = {"shape": name, "batch": 1, "rate": rate, "variant": variant, "error": str(e)[:300]}
+            print(f"  {name} B=1 {rate:.0%} {variant}: {e}", flush=True)
+        out.append(row)
     return out
 
 
@@ -520,7 +533,7 @@ def trace_phases(tr: torch.Tensor) -> dict:
     if not bool(items.any()):
         raise ValueError("the trace has no down items")
 
-    def us(v: torch.Tensor) -> float:
+    def us(v: torch.Tensor | float) -> float:
         return float(v) / 1000.0
 
     def med(v: torch.Tensor) -> float:
@@ -566,51 +579,43 @@ TRACE_KEYS = (
 )  # fmt: skip
 
 
+TRACE_VARIANTS = ("committed", "down_finish", "down_finish_d32x256")  # the TIMELINE_VARIANTS --tail-trace stamps
+
+
 def tail_traces(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
     """Batch 1 at each of args.rates with the committed launch and with DOWN_FINISH (no column tickets; also with
     32 x 256 down items): every layer of the graph stamps its kernels' phases (DecodeLaunch.set_trace); the medians
     of trace_phases over the layers of 20 replays, and the layer's time with and without the stamps."""
-    layers = [make_layer(d, f, args.bits, args.group_size, gen) for _ in range(args.layers)]
-    xs = [torch.randn(1, d, device="cuda", generator=gen).to(DT) for _ in layers]
     out = []
-    committed = decode.launch_settings()
-    for rate in args.rates:
-        for lay in layers:
-            set_thresholds(lay, rate, gen)
-        for variant in ("committed", "down_finish", "down_finish_d32x256"):
-            decode.apply_launch_settings(TIMELINE_VARIANTS[variant])
-            row: dict = {"shape": name, "batch": 1, "rate": rate, "variant": variant}
-            try:
-                for lay in layers:
-                    lay["ws"].zero_()
-                lcs = launches(layers, xs, "plane")
-                row["all_us"] = graph_time([lc.run for lc in lcs])
-                rows = max(lcs[0].sms * decode.PROGRAMS_PER_SM, d // 8 + f // 64)
-                buf = torch.zeros(len(lcs), 3, rows, 16, dtype=torch.int64, device="cuda")
-                for lc, b in zip(lcs, buf, strict=True):
-                    lc.set_trace(b)
-                row["traced_us"] = graph_time([lc.run for lc in lcs])
-                g = capture([lc.run for lc in lcs])
-                per: list[dict] = []
-                for _ in range(20):
-                    buf.zero_()
-                    g.replay()
-                    torch.cuda.synchronize()
-                    per += [trace_phases(b) for b in buf.cpu()]
-                for key in TRACE_KEYS:
-                    vals = sorted(p[key] for p in per if p[key] is not None)
-                    row[key] = vals[len(vals) // 2] if vals else None
-                row["layers_traced"] = len(per)
-                shown = " ".join(f"{k.removesuffix('_us')} {row[k]:.2f}" for k in TRACE_KEYS[:15] if row[k] is not None)
-                print(f"  trace {name} B=1 {rate:.0%} {variant} ({row['all_us']:.1f} us a layer, "
-                      f"{row['traced_us']:.1f} traced; us from kernel 1's end): {shown}; clock "
-                      f"{row['clock_ghz']:.2f} GHz, timer step {row['timer_step_ns']} ns", flush=True)  # fmt: skip
-            except (RuntimeError, ValueError) as e:
-                row["error"] = str(e)[:300]
-                print(f"  trace {name} B=1 {rate:.0%} {variant}: {e}", flush=True)
-            finally:
-                decode.apply_launch_settings(committed)
-            out.append(row)
+    for layers, xs, rate, variant in rate_variants(d, f, args, gen, TRACE_VARIANTS):
+        row: dict = {"shape": name, "batch": 1, "rate": rate, "variant": variant}
+        try:
+            lcs = launches(layers, xs, "plane")
+            row["all_us"] = graph_time([lc.run for lc in lcs])
+            rows = max(lcs[0].sms * decode.PROGRAMS_PER_SM, d // 8 + f // 64)
+            buf = torch.zeros(len(lcs), 3, rows, 16, dtype=torch.int64, device="cuda")
+            for lc, b in zip(lcs, buf, strict=True):
+                lc.set_trace(b)
+            row["traced_us"] = graph_time([lc.run for lc in lcs])
+            g = capture([lc.run for lc in lcs])
+            per: list[dict] = []
+            for _ in range(20):
+                buf.zero_()
+                g.replay()
+                torch.cuda.synchronize()
+                per += [trace_phases(b) for b in buf.cpu()]
+            for key in TRACE_KEYS:
+                vals = sorted(p[key] for p in per if p[key] is not None)
+                row[key] = vals[len(vals) // 2] if vals else None
+            row["layers_traced"] = len(per)
+            shown = " ".join(f"{k.removesuffix('_us')} {row[k]:.2f}" for k in TRACE_KEYS[:15] if row[k] is not None)
+            print(f"  trace {name} B=1 {rate:.0%} {variant} ({row['all_us']:.1f} us a layer, "
+                  f"{row['traced_us']:.1f} traced; us from kernel 1's end): {shown}; clock "
+                  f"{row['clock_ghz']:.2f} GHz, timer step {row['timer_step_ns']} ns", flush=True)  # fmt: skip
+        except (RuntimeError, ValueError) as e:
+            row["error"] = str(e)[:300]
+            print(f"  trace {name} B=1 {rate:.0%} {variant}: {e}", flush=True)
+        out.append(row)
     return out
 
 
