@@ -26,7 +26,8 @@ UP_WARPS = 4  # warps per program of the small up kernel
 UP_PF_W2 = False  # the small up kernel (batch 1) prefetches into L2 the W2ᵀ rows of its item's neurons over its
 # item's columns when it starts the item, for the down kernel. v19's timeline (H100, 5%): the up kernel ends 9.1 µs
 # after kernel 1, sharing that window with the early down kernel's W2ᵀ reads, which start 2.3 µs after kernel 1;
-# prefetches hold no registers and start those reads at kernel 1's end. Not yet timed (pdl_ab's `_pfw2`)
+# prefetches hold no registers and start those reads at kernel 1's end. v20, H100: slower (the layer 44.0 against
+# 41.2 µs at 5%, 52.6 against 50.8 at 10%; the up kernel's last item 1.0 / 2.8 µs later): off, in pdl_ab (`_pfw2`)
 DOWN_WARPS = 4  # warps per program of the small down kernel (batch 1; at 64 neurons x 512 columns and 4 warps it
 # takes 255 registers and spills, offline sm_90 compile; 8 warps: 123 registers, no spill)
 TICKET_BLOCK_COLS = 256  # the narrowest column block a down-scatter launch may use: the workspace holds one
