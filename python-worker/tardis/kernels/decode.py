@@ -159,16 +159,17 @@ def _count_step(cnt_ptr, pid, n_tokens):
 
 
 @triton.jit
-def _trace_put(tr_ptr, pid, slot, gate, raw=None):
+def _trace_stamp(tr_ptr, pid, slot, gate):
     # DecodeLaunch.trace: program pid's row gets (globaltimer, clock64) at `slot` and `slot` + 8, read after `gate`
-    # (raw is None), or the value raw at `slot`
-    row = tr_ptr + pid * 16
-    if raw is None:
-        g, c = stamp(gate)
-        tl.store(row + slot, g)
-        tl.store(row + slot + 8, c)
-    else:
-        tl.store(row + slot, raw.to(tl.int64))
+    g, c = stamp(gate)
+    tl.store(tr_ptr + pid * 16 + slot, g)
+    tl.store(tr_ptr + pid * 16 + slot + 8, c)
+
+
+@triton.jit
+def _trace_value(tr_ptr, pid, slot, v):
+    # DecodeLaunch.trace: program pid's row gets the value v at `slot`
+    tl.store(tr_ptr + pid * 16 + slot, v.to(tl.int64))
 
 
 @triton.jit
@@ -877,17 +878,11 @@ def _plane_group_i8(
 
 
 @triton.jit
-def _x_prefetch(ptrs, L2: tl.constexpr = False):
-    # prefetch.global.L1 (L2: .L2) of each address (no result is used; not pure, so it is kept)
-    if L2:
-        r = tl.inline_asm_elementwise(
-            "prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
-        )
-    else:
-        r = tl.inline_asm_elementwise(
-            "prefetch.global.L1 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
-        )
-    return r
+def _x_prefetch(ptrs, LEVEL: tl.constexpr):
+    # prefetch.global.L1 / .L2 (LEVEL "L1" / "L2") of each address (no result is used; not pure, so it is kept)
+    return tl.inline_asm_elementwise(
+        f"prefetch.global.{LEVEL} [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+    )
 
 
 @triton.jit
@@ -899,7 +894,7 @@ def _w2_prefetch(w2t_ptr, neur, c0, chunk, D, PFL: tl.constexpr, ASM: tl.constex
     cols = tl.where((offs < chunk) & (c0 + offs < D), c0 + offs, c0)
     ptrs = w2t_ptr + neur[:, None].to(tl.int64) * D + cols[None, :]
     if ASM:
-        _x_prefetch(ptrs, L2=True)
+        _x_prefetch(ptrs, "L2")
     else:
         tl.load(ptrs)
 
@@ -1015,7 +1010,7 @@ def _plane_pred_part(
             if XPF:
                 kp = tl.minimum((g + 1) * GS + tl.arange(0, 8) * 32, D - 1)  # lines of GS ≤ 256 values
                 for t in tl.static_range(NT):
-                    _x_prefetch(x_ptr + t * D + kp)
+                    _x_prefetch(x_ptr + t * D + kp, "L1")
             a0, a1, a2, a3 = _plane_full_group(
                 a0, a1, a2, a3, wv, sc, oc, x_ptr, xq_ptr, xsx_ptr, xsum_ptr, g, D, N_GROUPS, ONE_BITS, magic,
                 NT, BITS, GS, WPG, NPL, H2, X_FP16, I8, I8_ASM, XV,
@@ -1122,8 +1117,8 @@ def _stacked_plane_kernel(
         else:
             _wf_small_part(x_ptr, wf_ptr, bf_ptr, y32_ptr, wpid, D, NT, BMF, BKF, WPF, WS)
     if TR:
-        _trace_put(tr_ptr, pid, 0, pid)
-        _trace_put(tr_ptr, pid, 6, pid, is_pred)
+        _trace_stamp(tr_ptr, pid, 0, pid)
+        _trace_value(tr_ptr, pid, 6, is_pred)
 
 
 @triton.jit
@@ -1184,7 +1179,7 @@ def _up_small_items(
 ):  # fmt: skip
     first = tl.zeros((BJ,), dtype=tl.int32)
     if TR:
-        _trace_put(tr_ptr, pid, 0, pid)
+        _trace_stamp(tr_ptr, pid, 0, pid)
     if SPIN:
         _spin_until(pd_ptr, n_pred, FENCE, SLEEP_NS)
         if PDL:
@@ -1200,7 +1195,7 @@ def _up_small_items(
         count = tl.load(ws_ptr)
     n_items = tl.cdiv(count, BJ) * n_splits
     if TR:
-        _trace_put(tr_ptr, pid, 1, count)
+        _trace_stamp(tr_ptr, pid, 1, count)
     gate = pid
     for item in range(pid, n_items, nprog):
         jb = item // n_splits
@@ -1232,8 +1227,8 @@ def _up_small_items(
         if TR:
             gate = tl.max(z0, axis=0).to(tl.int32, bitcast=True)
     if TR:
-        _trace_put(tr_ptr, pid, 2, gate)
-        _trace_put(tr_ptr, pid, 6, pid, n_items)
+        _trace_stamp(tr_ptr, pid, 2, gate)
+        _trace_value(tr_ptr, pid, 6, n_items)
     if SPIN and PDL:
         gdc_wait()  # kernel 1's end (its folded rows in y32) before this grid's
 
@@ -1311,7 +1306,7 @@ def _down_small_items(
     # the down items of _down_small_kernel; n_wf folded-row tiles count in the blocks cb0.. and in the items done
     # (FINISH: no tickets or done count; the items only add)
     if TR:
-        _trace_put(tr_ptr, pid, 0, pid)
+        _trace_stamp(tr_ptr, pid, 0, pid)
     if EARLY:
         if PDL:
             gdc_launch_dependents()
@@ -1320,7 +1315,7 @@ def _down_small_items(
         _pdl_wait(PDL)
         count = tl.load(ws_ptr)
         if TR:
-            _trace_put(tr_ptr, pid, 1, count)
+            _trace_stamp(tr_ptr, pid, 1, count)
     n_jb = tl.maximum(tl.cdiv(count, BJ), 1)
     n_items = n_jb * n_cols
     for item in range(pid, n_items, nprog):
@@ -1344,7 +1339,7 @@ def _down_small_items(
         if EARLY and PDL:
             gdc_wait()  # the up kernel's partials (and its reads of the list) are done past this point
         if TR and EARLY:
-            _trace_put(tr_ptr, pid, 1, cb)
+            _trace_stamp(tr_ptr, pid, 1, cb)
         om = cmask & (count > 0)
         corr0 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 0, F, n_splits, NT, ACT, NSP)
         corr1 = corr0
@@ -1357,7 +1352,7 @@ def _down_small_items(
         if NT > 3:
             corr3 = _corr_token(zp_ptr, b1v, a, c, flags_ptr, neur, js, jmask, 3, F, n_splits, NT, ACT, NSP)
         if TR:
-            _trace_put(tr_ptr, pid, 2, tl.sum(corr0).to(tl.int32, bitcast=True))
+            _trace_stamp(tr_ptr, pid, 2, tl.sum(corr0).to(tl.int32, bitcast=True))
         _scatter(y32_ptr, D, cols, w2, om, corr0, corr1, corr2, corr3, NT)
         last = n_jb - 1 + _wf_in_block(cb, cb0, n_ks, D, BC, MB)
         if FINISH:
@@ -1368,10 +1363,10 @@ def _down_small_items(
                 ONE_CLOSE,
             )  # fmt: skip
         if TR:
-            _trace_put(tr_ptr, pid, 3, ticket)
+            _trace_stamp(tr_ptr, pid, 3, ticket)
             if not FINISH:
-                _trace_put(tr_ptr, pid, 6, pid, ticket == last)
-            _trace_put(tr_ptr, pid, 7, pid, item)
+                _trace_value(tr_ptr, pid, 6, ticket == last)
+            _trace_value(tr_ptr, pid, 7, item)
 
 
 @triton.jit
