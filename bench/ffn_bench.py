@@ -376,7 +376,11 @@ def capture(fns: list) -> torch.cuda.CUDAGraph:
 
 def graph_time(fns: list, reps: int = 30) -> float:
     """Median µs of one replay of a CUDA graph that calls every fn once, divided by len(fns)."""
-    g = capture(fns)
+    return replay_time(capture(fns), len(fns), reps)
+
+
+def replay_time(g: torch.cuda.CUDAGraph, n: int, reps: int = 30) -> float:
+    """Median µs of one replay of the captured graph g, divided by n (the calls it makes)."""
     times = []
     for _ in range(reps):
         a, b = (
@@ -387,7 +391,7 @@ def graph_time(fns: list, reps: int = 30) -> float:
         g.replay()
         b.record()
         b.synchronize()
-        times.append(a.elapsed_time(b) * 1000 / len(fns))
+        times.append(a.elapsed_time(b) * 1000 / n)
     return sorted(times)[len(times) // 2]
 
 
@@ -573,9 +577,9 @@ def trace_phases(tr: torch.Tensor) -> dict:
 
 TRACE_KEYS = (
     "k1_pred_end_us", "k1_wf_end_us", "up_first_wait_us", "up_last_end_us", "down_first_start_us",
-    "down_median_start_us", "down_first_wait_us",
-    "down_median_wait_us", "down_corr_us", "down_close_us", "down_cast_close_us", "down_corr_cyc_us",
-    "down_close_cyc_us", "down_last_close_us", "tail_us", "clock_ghz", "timer_step_ns", "up_items", "down_items",
+    "down_median_start_us", "down_first_wait_us", "down_median_wait_us", "down_corr_us", "down_close_us",
+    "down_cast_close_us", "down_corr_cyc_us", "down_close_cyc_us", "down_last_close_us", "tail_us", "clock_ghz",
+    "timer_step_ns", "up_items", "down_items",
 )  # fmt: skip
 
 
@@ -596,8 +600,8 @@ def tail_traces(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.
             buf = torch.zeros(len(lcs), 3, rows, 16, dtype=torch.int64, device="cuda")
             for lc, b in zip(lcs, buf, strict=True):
                 lc.set_trace(b)
-            row["traced_us"] = graph_time([lc.run for lc in lcs])
             g = capture([lc.run for lc in lcs])
+            row["traced_us"] = replay_time(g, len(lcs))
             per: list[dict] = []
             for _ in range(20):
                 buf.zero_()
