@@ -432,13 +432,12 @@ def timeline_from_kernels(kernels: list[tuple[float, float, str]], n_layers: int
     }
 
 
-def layer_timeline(fns: list, replays: int = 20) -> dict:
-    """timeline_from_kernels of a CUDA graph that calls every fn (one layer each) once, from the profiler's kernel
-    records of `replays` replays (the profiler's own cost shows in "period_us" against graph_time)."""
+def layer_timeline(g: torch.cuda.CUDAGraph, n_layers: int, replays: int = 20) -> dict:
+    """timeline_from_kernels of the captured graph g of n_layers layers, from the profiler's kernel records of
+    `replays` replays (the profiler's own cost shows in "period_us" against replay_time)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    g = capture(fns)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(replays):
@@ -449,7 +448,7 @@ def layer_timeline(fns: list, replays: int = 20) -> dict:
         for e in prof.events()
         if e.device_type == DeviceType.CUDA
     ]
-    return timeline_from_kernels(recs, len(fns))
+    return timeline_from_kernels(recs, n_layers)
 
 
 def print_timeline(title: str, tl: dict) -> None:
@@ -496,14 +495,15 @@ def rate_variants(
 
 
 def timelines(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
-    """layer_timeline of batch 1 at each of args.rates for each TIMELINE_VARIANTS launch, with its graph_time."""
+    """layer_timeline of batch 1 at each of args.rates for each TIMELINE_VARIANTS launch, with its replay_time."""
     out = []
     for layers, xs, rate, variant in rate_variants(d, f, args, gen, TIMELINE_VARIANTS):
         try:
             fns = [lc.run for lc in launches(layers, xs, "plane")]
             row: dict[str, Any] = {"shape": name, "batch": 1, "rate": rate, "variant": variant}
-            row["all_us"] = graph_time(fns)
-            row["timeline"] = layer_timeline(fns)
+            g = capture(fns)
+            row["all_us"] = replay_time(g, len(fns))
+            row["timeline"] = layer_timeline(g, len(fns))
             layers[0]["ws"].zero_()  # the op's check needs a zero workspace
             row["rel_err"] = check(layers[0], 1, gen)["rel_err"]
             print_timeline(f"{name} B=1 {rate:.0%} {variant} ({row['all_us']:.1f} us a layer)", row["timeline"])
@@ -792,10 +792,11 @@ def kernel_times(
                 "rate": rate,
                 "kernels": kset,
             }
-            row["all_us"] = graph_time([lc.run for lc in ls])
+            g = capture([lc.run for lc in ls])
+            row["all_us"] = replay_time(g, len(ls))
             if args.timeline and kset == "plane":  # when each kernel of a layer starts and ends (the launch in force)
                 try:
-                    row["timeline"] = layer_timeline([lc.run for lc in ls])
+                    row["timeline"] = layer_timeline(g, len(ls))
                     print_timeline(f"timeline {name} B={n} {rate:.0%}", row["timeline"])
                 except (RuntimeError, ValueError) as e:  # no kernel records: the table goes on without it
                     row["timeline"] = {"error": str(e)[:300]}
