@@ -466,9 +466,17 @@ TIMELINE_VARIANTS: dict[str, dict] = {
     "up_one_step": {"updown_launch": {"UP_BLOCK_NEURONS": 16, "UP_SPLITS": 9, "UP_SMALL_BLOCK_K": 512}},
     # v19: the up kernel's items prefetch their W2ᵀ rows into L2 for the down kernel (v20, H100: slower)
     "up_pf_w2": {"up_pf_w2": True},
-    # v20: no column tickets in the down kernel; a finish kernel casts y32 into y; also with smaller down items
-    "down_finish": {"down_finish": True},
+    # v20: no column tickets in the down kernel, a finish kernel casts y32 into y (committed since v21; "tickets": the
+    # down kernel's column tickets and casts as before), also with smaller down items
+    "tickets": {"down_finish": False},
     "down_finish_d32x256": {"down_finish": True, "updown_launch": {"DOWN_BLOCK_NEURONS": 32, "DOWN_BLOCK_COLS": 256}},
+    # v21 (--ab): the finish kernel with a third of the folded rows in the down grid (the v21 H100 sweep's choice), and
+    # with the one-step up items
+    "down_finish_wf34": {"down_finish": True, "wf_down_frac": 0.34},
+    "down_finish_up_one_step": {
+        "down_finish": True,
+        "updown_launch": {"UP_BLOCK_NEURONS": 16, "UP_SPLITS": 9, "UP_SMALL_BLOCK_K": 512},
+    },
 }
 
 
@@ -511,6 +519,45 @@ def timelines(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Ge
             row = {"shape": name, "batch": 1, "rate": rate, "variant": variant, "error": str(e)[:300]}
             print(f"  {name} B=1 {rate:.0%} {variant}: {e}", flush=True)
         out.append(row)
+    return out
+
+
+def interleaved_ab(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
+    """Batch 1 at each of args.rates: one CUDA graph per TIMELINE_VARIANTS launch of args.ab over the same layers,
+    replayed in turn (each round starts one variant later) args.ab_rounds times, so drift and the order of replays
+    fall on every variant alike. Per variant: the median over rounds of each round's median µs a layer, and against
+    the first variant the median paired difference and the rounds in which it was faster; its rel_err (check)."""
+    out = []
+    graphs: list[tuple[str, torch.cuda.CUDAGraph, list]] = []  # the launches stay alive with their graph
+    errs: dict[str, float] = {}
+    for layers, xs, rate, variant in rate_variants(d, f, args, gen, args.ab):
+        errs[variant] = check(layers[0], 1, gen)["rel_err"]
+        for lay in layers:
+            lay["ws"].zero_()  # the check's op left its list counts at zero, the graph's warm-up needs them so too
+        lcs = launches(layers, xs, "plane")
+        graphs.append((variant, capture([lc.run for lc in lcs]), lcs))
+        if len(graphs) < len(args.ab):
+            continue
+        per: dict[str, list[float]] = {v: [] for v, _, _ in graphs}
+        for r in range(args.ab_rounds):
+            k = r % len(graphs)
+            for v, g, lcs in graphs[k:] + graphs[:k]:
+                per[v].append(replay_time(g, len(lcs), reps=10))
+        first = graphs[0][0]
+        row: dict[str, Any] = {"shape": name, "batch": 1, "rate": rate, "rounds": args.ab_rounds, "variants": {}}
+        for v, ts in per.items():
+            diffs = sorted(t - t0 for t, t0 in zip(ts, per[first], strict=True))
+            row["variants"][v] = {
+                "us": sorted(ts)[len(ts) // 2], "min_us": min(ts), "rel_err": errs[v],
+                "diff_us": diffs[len(diffs) // 2], "rounds_faster": sum(x < 0 for x in diffs),
+            }  # fmt: skip
+        shown = " | ".join(
+            f"{v} {x['us']:.1f} ({x['diff_us']:+.1f}, faster in {x['rounds_faster']}/{args.ab_rounds}, "
+            f"err {x['rel_err']:.1e})" for v, x in row["variants"].items()
+        )  # fmt: skip
+        print(f"  ab {name} B=1 {rate:.0%} (us a layer; paired median vs {first}): {shown}", flush=True)
+        out.append(row)
+        graphs = []
     return out
 
 
@@ -583,13 +630,14 @@ TRACE_KEYS = (
 )  # fmt: skip
 
 
-TRACE_VARIANTS = ("committed", "down_finish", "down_finish_d32x256")  # the TIMELINE_VARIANTS --tail-trace stamps
+TRACE_VARIANTS = ("committed", "tickets", "down_finish_d32x256")  # the TIMELINE_VARIANTS --tail-trace stamps
 
 
 def tail_traces(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.Generator) -> list[dict]:
-    """Batch 1 at each of args.rates with the committed launch and with DOWN_FINISH (no column tickets; also with
-    32 x 256 down items): every layer of the graph stamps its kernels' phases (DecodeLaunch.set_trace); the medians
-    of trace_phases over the layers of 20 replays, and the layer's time with and without the stamps."""
+    """Batch 1 at each of args.rates with the committed launch (DOWN_FINISH), with the down kernel's column tickets
+    instead ("tickets") and with DOWN_FINISH's 32 x 256 down items: every layer of the graph stamps its kernels'
+    phases (DecodeLaunch.set_trace); the medians of trace_phases over the layers of 20 replays, and the layer's time
+    with and without the stamps."""
     out = []
     for layers, xs, rate, variant in rate_variants(d, f, args, gen, TRACE_VARIANTS):
         row: dict = {"shape": name, "batch": 1, "rate": rate, "variant": variant}
@@ -1008,8 +1056,15 @@ def main() -> None:
         "--tail-trace",
         action="store_true",
         help="with --timeline: also stamp each layer's kernel phases in-kernel (globaltimer; DecodeLaunch.set_trace) "
-        "at batch 1 and each rate, committed launch and DOWN_FINISH (also with 32 x 256 down items)",
+        "at batch 1 and each rate: TRACE_VARIANTS",
     )
+    ap.add_argument(
+        "--ab",
+        default="",
+        help="comma list of TIMELINE_VARIANTS: instead of the timelines, an interleaved A/B of their layer times at "
+        "batch 1 and each rate (the first is the reference), then the whole-layer table",
+    )
+    ap.add_argument("--ab-rounds", type=int, default=30, help="--ab: rounds of replays, each variant once a round")
     ap.add_argument(
         "--no-up-spin",
         action="store_true",
@@ -1019,6 +1074,10 @@ def main() -> None:
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
     args.rates = [float(r) for r in args.rates.split(",")] + [measured_rate(p) for p in args.rate_from]
+    args.ab = [v for v in args.ab.split(",") if v]
+    unknown = [v for v in args.ab if v not in TIMELINE_VARIANTS]
+    if unknown:
+        ap.error(f"--ab: unknown variant(s) {', '.join(unknown)}; known: {', '.join(TIMELINE_VARIANTS)}")
     gen = torch.Generator(device="cuda").manual_seed(0)
     t_start = time.time()
     ceiling = copy_ceiling()
@@ -1027,12 +1086,14 @@ def main() -> None:
     rows: list[dict] = []
     tls: list[dict] = []  # --timeline without --kernel-times
     traces: list[dict] = []  # --tail-trace
+    abs_: list[dict] = []  # --ab
 
     def write(extra: dict) -> None:  # after each stage too, so a run cut short by a time limit keeps its data
         out = {
             "date": datetime.date.today().isoformat(), "gpu": torch.cuda.get_device_name(),
             "torch": torch.__version__, "triton": __import__("triton").__version__, "copy_ceiling_TBps": ceiling,
             "layers_per_graph": args.layers, "rows": rows, "kernel_times": ktimes, "timelines": tls, "traces": traces,
+            "ab": abs_,
             "plane_launch": {str(k): v for k, v in PLANE_LAUNCH.items()},
         } | decode.launch_settings() | {"wall_s": time.time() - t_start} | extra  # fmt: skip
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -1047,6 +1108,10 @@ def main() -> None:
     if args.kernel_times:
         for name in args.shapes.split(","):
             kernel_times(name, *SHAPES[name], args, gen, lambda r: on_row(r, ktimes))
+    elif args.ab:  # an interleaved A/B of a few launches at batch 1, no sweeps
+        for name in args.shapes.split(","):
+            abs_ += interleaved_ab(name, *SHAPES[name], args, gen)
+            write({"partial": True})
     elif args.timeline:  # the layer's kernel timeline at batch 1 for a few launches, no sweeps
         for name in args.shapes.split(","):
             tls += timelines(name, *SHAPES[name], args, gen)
