@@ -375,6 +375,7 @@ def test_pdl_list_ahead_and_one_close_on_gpu(
     # without the early down kernel, without PDL
     _poison_list(monkeypatch)
     settings = {"PDL_UPDOWN": pdl, "DOWN_EARLY": early, "LIST_AHEAD": ahead, "ONE_CLOSE": close, "WF_DOWN_FRAC": down}
+    settings["DOWN_FINISH"] = False  # ONE_CLOSE closes with the column tickets, which DOWN_FINISH has none of
     _batch1_launch_case(monkeypatch, n, f, (151 + n, 161 + n), **settings)
 
 
@@ -754,7 +755,7 @@ def test_list_ahead_and_one_close_in_the_interpreter(
     from tardis.kernels import decode
 
     for name, value in (("LIST_AHEAD", ahead), ("ONE_CLOSE", close), ("DOWN_EARLY", early), ("WF_UP_FRAC", up),
-                        ("WF_DOWN_FRAC", down), ("UP_SPIN", spin)):  # fmt: skip
+                        ("WF_DOWN_FRAC", down), ("UP_SPIN", spin), ("DOWN_FINISH", False)):  # fmt: skip
         monkeypatch.setattr(decode, name, value)
     _poison_list(monkeypatch)
     cfg = {"small_updown": True}

@@ -185,12 +185,15 @@ ONE_CLOSE = False  # the small down kernel (batch 1): an item takes its column b
 # (same run): 41.9 µs with LIST_AHEAD, 41.8 with ONE_CLOSE, 41.7 with both, against 41.4 without; an earlier run
 # with both and the down kernel's list entries read ahead too (.cg, every down program): 43.7 against 42.4. Off:
 # the round trips they remove are not what the chain waits for. Kept in the A/B for the H200.
-DOWN_FINISH = False  # the small down kernel (batch 1): no column tickets. Its items add their corrections into y32 and
+DOWN_FINISH = True  # the small down kernel (batch 1): no column tickets. Its items add their corrections into y32 and
 # exit; a fourth launch (the finish kernel, PDL behind the down kernel) casts y32 into y and resets the list count.
 # v20's in-kernel trace (H100, 5%): a down item spends 1.3 µs from its wait to its corrections and 3.6 µs from there
 # to its ticket (the scatter, a fence that waits for the adds, the ticket and the done count: dependent round trips),
 # 4.4 µs where it casts the block; the finish kernel replaces the fence, the ticket, the done count and the cast's
-# load by the down grid's end and one load. ffn_bench's pdl_ab times it (`_finish`)
+# load by the down grid's end and one load. ffn_bench's pdl_ab times it (`_finish`). v21 (H100, 5% / 10%, B = 1): the
+# trace's tail after the up kernel 6.7 -> 4.4 µs / 15.1 -> 11.3; the layer 50.0 -> 47.0 µs at 10% (timeline and trace
+# runs alike), at 5% 40.1 -> 40.0 (the profiler's layer period) and 42.2 -> 42.0 (the trace run's untraced graphs);
+# pdl_ab's pick (41.8 against 45.5 without). On since v21
 FINISH_BLOCK_COLS = 512  # columns a program of the finish kernel casts
 Z_ROWS = 2  # union rows a step of UP_IN_K1's exact z in kernel 1
 Z_BLOCK_K = 1024  # columns a chunk of that step (all chunks unrolled: cdiv(d, Z_BLOCK_K) of them)
