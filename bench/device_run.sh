@@ -24,6 +24,8 @@
 #   bash bench/device_run.sh sweep     # when little device time is left: the plane sweep at B = 1 and the
 #       whole-layer table only (SWEEP_S, 150), then GPU_TESTS_S seconds of GPU tests (default 0: none)
 #   bash bench/device_run.sh timeline  # each kernel's start and end within a layer (batch 1; about a minute)
+#   bash bench/device_run.sh ab        # an interleaved A/B of a few launches (batch 1, 5% and 10%; ffn_bench --ab:
+#                                      # AB_VARIANTS, the first the reference; AB_S limits it, 200), then the layer table
 #   bash bench/device_run.sh shapes    # Falcon-7B, BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
@@ -124,6 +126,14 @@ if [ "$stage" = timeline ]; then
     --rates 0.05,0.1 --timeline ${TIMELINE_EXTRA:---tail-trace} --out "$OUT/ffn_timeline.json" >"$OUT/ffn_timeline.txt" 2>&1
   echo "ffn timeline rc $?"
   tail -n 30 "$OUT/ffn_timeline.txt"
+fi
+
+if [ "$stage" = ab ]; then
+  timeout "${AB_S:-200}" python ../bench/ffn_bench.py --shapes "${SWEEP_SHAPE:-falcon7b}" --batches 1 --rates 0.05,0.1 \
+    --ab "${AB_VARIANTS:-committed,tickets,down_finish_wf34,down_finish_up_one_step}" --out "$OUT/ffn_ab.json" \
+    >"$OUT/ffn_ab.txt" 2>&1
+  echo "ffn ab rc $?"
+  grep -E "^  ab |^falcon|^bloom" "$OUT/ffn_ab.txt"
 fi
 
 if [ "$stage" = shapes ]; then
