@@ -97,6 +97,55 @@ def test_pdl_ab_chooses_the_fastest_correct_variant_and_leaves_out_a_failing_one
     assert out["off_us"] == 50.0 and out["early_xq_us"] == 43.0 and out["early_xq_close_rel_err"] == 0.5
 
 
+def test_interleaved_ab_rotates_the_replays_and_pairs_each_round_against_the_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the A/B's bookkeeping with the GPU parts stubbed: three launches at two rates; a replay's time is its launch's
+    # own time plus a drift that grows with every replay (clocks ramping), which the rotation spreads over all three;
+    # "b" is 1 µs faster than "a" except in every third round, "c" 2 µs slower
+    fb = load("ffn_bench")
+    order: list[tuple[float, str]] = []
+    rounds = 6
+
+    state = {"rate": 0.0, "variant": ""}  # the launch in force, as rate_variants sets it
+
+    def fake_variants(d, f, args, gen, variants):
+        for rate in args.rates:
+            for v in variants:
+                state["rate"], state["variant"] = rate, v
+                yield [{"ws": torch.zeros(1)}], [torch.zeros(1)], rate, v
+
+    class Launch:
+        run = staticmethod(lambda: None)
+
+    def fake_replay(g: tuple[float, str], n: int, reps: int = 30) -> float:
+        rate, v = g
+        k = sum(1 for r, _ in order if r == rate)
+        order.append(g)
+        own = {"a": 40.0, "b": 39.0 if (k // 3) % 3 else 41.5, "c": 42.0}[v]
+        return own + 0.01 * k
+
+    def fake_check(layer, n, gen):
+        return {"rel_err": {"a": 1e-3, "b": 2e-3, "c": 3e-3}[state["variant"]]}
+
+    monkeypatch.setattr(fb, "rate_variants", fake_variants)
+    monkeypatch.setattr(fb, "launches", lambda layers, xs, kset: [Launch()] * 8)
+    monkeypatch.setattr(fb, "capture", lambda fns: (state["rate"], state["variant"]))
+    monkeypatch.setattr(fb, "replay_time", fake_replay)
+    monkeypatch.setattr(fb, "check", fake_check)
+    args = type("A", (), {"rates": [0.05, 0.1], "ab": ["a", "b", "c"], "ab_rounds": rounds})()
+    out = fb.interleaved_ab("falcon7b", 8, 16, args, None)
+    assert [r["rate"] for r in out] == [0.05, 0.1] and all(r["rounds"] == rounds for r in out)
+    # each round starts one launch later: a b c, b c a, c a b, a b c, ...
+    assert [v for r, v in order if r == 0.05][:9] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    v = out[0]["variants"]
+    assert v["a"]["diff_us"] == 0.0 and v["a"]["rounds_faster"] == 0 and v["a"]["rel_err"] == 1e-3
+    # "b" was faster in the rounds whose replay of it came in a k with (k // 3) % 3 != 0
+    assert v["b"]["rounds_faster"] == 4 and v["b"]["diff_us"] == pytest.approx(-1.0, abs=0.05)
+    assert v["c"]["rounds_faster"] == 0 and v["c"]["diff_us"] == pytest.approx(2.0, abs=0.05)
+    assert v["c"]["us"] == pytest.approx(42.0, abs=0.2) and v["c"]["min_us"] < v["c"]["us"]
+
+
 def test_trace_phases_reads_a_layers_stamps_from_kernel_1s_end() -> None:
     # a synthetic trace (ns; clock64 at 2 cycles a ns from another origin): kernel 1 ends at 10 000 (predictor
     # programs by 8 000), the up programs' waits end from 10 700, the last item stores at 15 000; three down items
