@@ -1415,11 +1415,17 @@ def _close(
 
 
 @triton.jit
-def _cast_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, D, NT: tl.constexpr):
-    # the column block's fp32 sums into y, and its ticket back to zero
+def _cast_cols(y32_ptr, y_ptr, cols, cmask, D, NT: tl.constexpr):
+    # the fp32 sums of columns `cols` into y, each of NT tokens (.cg: other programs' adds, from L2)
     for t in tl.static_range(NT):
         yv = tl.load(y32_ptr + t * D + cols, mask=cmask, cache_modifier=".cg")
         tl.store(y_ptr + t * D + cols, yv.to(y_ptr.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def _cast_block(y32_ptr, y_ptr, ws_ptr, cb, cols, cmask, D, NT: tl.constexpr):
+    # the column block's fp32 sums into y, and its ticket back to zero
+    _cast_cols(y32_ptr, y_ptr, cols, cmask, D, NT)
     tl.store(ws_ptr + 2 + cb, 0)
 
 
@@ -1432,10 +1438,7 @@ def _finish_kernel(y32_ptr, y_ptr, ws_ptr, D, pd_ptr=None, NT: tl.constexpr = 1,
     pid = tl.program_id(0)
     _pdl_wait(PDL)
     cols = pid * BC + tl.arange(0, BC)
-    cmask = cols < D
-    for t in tl.static_range(NT):
-        yv = tl.load(y32_ptr + t * D + cols, mask=cmask, cache_modifier=".cg")
-        tl.store(y_ptr + t * D + cols, yv.to(y_ptr.dtype.element_ty), mask=cmask)
+    _cast_cols(y32_ptr, y_ptr, cols, cols < D, D, NT)
     if pid == 0:
         _reset_list(ws_ptr, pd_ptr, SPIN)
 
