@@ -379,6 +379,11 @@ def graph_time(fns: list, reps: int = 30) -> float:
     return replay_time(capture(fns), len(fns), reps)
 
 
+def upper_median(v: list[float]) -> float:
+    """The middle value of v (of an even count, the upper of the two middle ones)."""
+    return sorted(v)[len(v) // 2]
+
+
 def replay_time(g: torch.cuda.CUDAGraph, n: int, reps: int = 30) -> float:
     """Median µs of one replay of the captured graph g, divided by n (the calls it makes)."""
     times = []
@@ -392,7 +397,7 @@ def replay_time(g: torch.cuda.CUDAGraph, n: int, reps: int = 30) -> float:
         b.record()
         b.synchronize()
         times.append(a.elapsed_time(b) * 1000 / n)
-    return sorted(times)[len(times) // 2]
+    return upper_median(times)
 
 
 def timeline_from_kernels(kernels: list[tuple[float, float, str]], n_layers: int) -> dict:
@@ -422,12 +427,11 @@ def timeline_from_kernels(kernels: list[tuple[float, float, str]], n_layers: int
         if (i + 1) % n_layers:  # not the replay's last layer
             periods.append(layers[i + 1][0][0] - t0)
 
-    def med(v: list[float]) -> float:
-        return sorted(v)[len(v) // 2]
-
     return {
-        "kernels": [{"name": names[j], "start_us": med(starts[j]), "end_us": med(ends[j])} for j in range(per)],
-        "period_us": med(periods) if periods else None,
+        "kernels": [
+            {"name": names[j], "start_us": upper_median(starts[j]), "end_us": upper_median(ends[j])} for j in range(per)
+        ],
+        "period_us": upper_median(periods) if periods else None,
         "layers": len(layers),
     }
 
@@ -546,10 +550,10 @@ def interleaved_ab(name: str, d: int, f: int, args: argparse.Namespace, gen: tor
         first = graphs[0][0]
         row: dict[str, Any] = {"shape": name, "batch": 1, "rate": rate, "rounds": args.ab_rounds, "variants": {}}
         for v, ts in per.items():
-            diffs = sorted(t - t0 for t, t0 in zip(ts, per[first], strict=True))
+            diffs = [t - t0 for t, t0 in zip(ts, per[first], strict=True)]
             row["variants"][v] = {
-                "us": sorted(ts)[len(ts) // 2], "min_us": min(ts), "rel_err": errs[v],
-                "diff_us": diffs[len(diffs) // 2], "rounds_faster": sum(x < 0 for x in diffs),
+                "us": upper_median(ts), "min_us": min(ts), "rel_err": errs[v],
+                "diff_us": upper_median(diffs), "rounds_faster": sum(x < 0 for x in diffs),
             }  # fmt: skip
         shown = " | ".join(
             f"{v} {x['us']:.1f} ({x['diff_us']:+.1f}, faster in {x['rounds_faster']}/{args.ab_rounds}, "
@@ -657,8 +661,8 @@ def tail_traces(name: str, d: int, f: int, args: argparse.Namespace, gen: torch.
                 torch.cuda.synchronize()
                 per += [trace_phases(b) for b in buf.cpu()]
             for key in TRACE_KEYS:
-                vals = sorted(p[key] for p in per if p[key] is not None)
-                row[key] = vals[len(vals) // 2] if vals else None
+                vals = [p[key] for p in per if p[key] is not None]
+                row[key] = upper_median(vals) if vals else None
             row["layers_traced"] = len(per)
             shown = " ".join(f"{k.removesuffix('_us')} {row[k]:.2f}" for k in TRACE_KEYS[:15] if row[k] is not None)
             print(f"  trace {name} B=1 {rate:.0%} {variant} ({row['all_us']:.1f} us a layer, "
