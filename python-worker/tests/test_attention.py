@@ -1,5 +1,6 @@
-"""`tardis::mqa_decode_attention`: the CPU op against SDPA and float64, the fake impl, and the Triton kernels
-against float64 (on the GPU, and in Triton's interpreter on the CPU)."""
+"""`tardis::mqa_decode_attention` and `tardis::rope_kv_write`: the CPU ops against SDPA / HF's rotary embedding and
+static-cache update in float64, the fake impls, and the Triton kernels against float64 (on the GPU, and in
+Triton's interpreter on the CPU)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import os
 import pytest
 import torch
 
-from tardis.kernels.attention import BLOCK_SLOTS, mqa_decode_attention, mqa_decode_reference
+from tardis.kernels.attention import (
+    BLOCK_SLOTS,
+    mqa_decode_attention,
+    mqa_decode_reference,
+    rope_kv_reference,
+    rope_kv_write,
+)
 
 MERGE_UNROLL_BLOCKS = 16  # attention_triton's (not imported: Triton may be missing)
 
@@ -132,3 +139,164 @@ def test_mqa_decode_op_in_a_cuda_graph_on_gpu() -> None:
     g.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------- rope_kv_write
+
+
+def _rope_case(b: int, h: int, n_slots: int, hd: int, pos: int, dtype: torch.dtype, seed: int, device: str = "cpu"):
+    """A fused projection qkv [B, 1, (H + 2)·hd], a rotary table's rows cos / sin [B, 1, hd] for position pos
+    (HF's layout: the angle table repeated over both halves), a filled static-cache layer [B, 1, L, hd] twice (views
+    of [B, 1, L + 1, hd]: the slot past them is a guard), its write position and a zero ticket."""
+    g = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(b, 1, (h + 2) * hd, generator=g) * 2
+    inv = 1.0 / (10000 ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    ang = torch.cat([pos * inv, pos * inv])[None, None, :].expand(b, 1, hd)
+    keys = torch.randn(b, 1, n_slots + 1, hd, generator=g)  # one guard slot past the layer's L
+    values = torch.randn(b, 1, n_slots + 1, hd, generator=g)
+    t = [x.to(device=device, dtype=dtype) for x in (qkv, ang.cos(), ang.sin(), keys, values)]
+    length = torch.tensor(pos, device=device)
+    return (
+        *t[:3],
+        t[3][:, :, :n_slots],
+        t[4][:, :, :n_slots],
+        length,
+        torch.zeros(1, dtype=torch.int32, device=device),
+    )
+
+
+def _hf_rope_kv(qkv, cos, sin, keys, values, pos: int, h: int):
+    """HF's decode step written out: Falcon's head split, transformers' apply_rotary_pos_emb and a static cache
+    layer's index_copy (on copies)."""
+    from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
+
+    b, hd = qkv.shape[0], keys.shape[-1]
+    x = qkv.view(b, 1, h + 2, hd)
+    q, k = apply_rotary_pos_emb(x[..., :-2, :].transpose(1, 2), x[..., -2:-1, :].transpose(1, 2), cos, sin)
+    keys, values = keys.clone(), values.clone()
+    keys.index_copy_(2, torch.tensor([pos]), k)
+    values.index_copy_(2, torch.tensor([pos]), x[..., -1:, :].transpose(1, 2))
+    return q[:, :, 0], keys, values
+
+
+def test_rope_kv_cpu_op_is_hf_rotary_and_cache_update_in_float64() -> None:
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(3, 5, 12, 16, 7, torch.float64, seed=4)
+    want_q, want_k, want_v = _hf_rope_kv(qkv, cos, sin, keys, values, 7, 5)
+    q = rope_kv_write(qkv, cos, sin, keys, values, length, ticket, 5)
+    torch.testing.assert_close(q, want_q, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(keys, want_k, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(values, want_v, rtol=0, atol=0)
+    assert int(length) == 8 and int(ticket) == 0
+    # by hand for one query head: the halves rotate by each pair's angle
+    x = qkv[1, 0, 2 * 16 : 3 * 16]
+    c, s = cos[1, 0, :8], sin[1, 0, :8]
+    torch.testing.assert_close(q[1, 2], torch.cat([x[:8] * c - x[8:] * s, x[8:] * c + x[:8] * s]))
+
+
+def test_rope_kv_inputs_are_checked_with_the_fix_named() -> None:
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(2, 4, 6, 16, 6, torch.float32, seed=5)
+    with pytest.raises(ValueError, match=r"write position 6 is outside its 6 slots; build the static cache"):
+        rope_kv_write(qkv, cos, sin, keys, values, length, ticket, 4)
+    length.fill_(2)
+    with pytest.raises(ValueError, match=r"multi-query layouts only"):
+        rope_kv_write(qkv, cos, sin, keys, values, length, ticket, 5)
+    with pytest.raises(ValueError, match=r"want both \[2, 1, L, 16\]"):
+        rope_kv_write(qkv, cos, sin, keys.expand(2, 2, 6, 16), values, length, ticket, 4)
+    with pytest.raises(ValueError, match=r"sin \(2, 1, 8\), want \[B, hd\]"):
+        rope_kv_write(qkv, cos, sin[..., :8], keys, values, length, ticket, 4)
+    with pytest.raises(ValueError, match=r"want int32 \[1\]"):
+        rope_kv_write(qkv, cos, sin, keys, values, length, ticket.long(), 4)
+    assert int(length) == 2 and int(ticket) == 0  # nothing written by a rejected call
+
+
+def test_rope_kv_op_under_torch_compile_and_the_fake_impl() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(2, 3, 9, 16, 4, torch.float32, seed=6)
+    k2, v2, len2 = keys.clone(), values.clone(), length.clone()
+    want = rope_kv_reference(qkv.reshape(2, -1), cos.reshape(2, 16), sin.reshape(2, 16), k2, v2, len2, 3)
+    fn = torch.compile(lambda *a: rope_kv_write(*a, 3) * 2, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(fn(qkv, cos, sin, keys, values, length, ticket), 2 * want)
+    torch.testing.assert_close(keys, k2, rtol=0, atol=0)  # the mutations reach the real cache under compile
+    assert int(length) == 5
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        out = torch.ops.tardis.rope_kv_write(qkv.reshape(2, -1), cos[:, 0], sin[:, 0], keys, values, length, ticket, 3)
+        assert out.shape == (2, 3, 16) and out.dtype == qkv.dtype
+
+
+ROPE_CASES = [  # B, H, L, hd, pos
+    (1, 71, 388, 64, 131),  # Falcon-7B's decode step
+    (3, 7, 20, 64, 0),  # the first slot
+    (4, 9, 13, 80, 12),  # a head size that is not a power of two; the last slot; one cos / sin row for the batch
+    (2, 16, 10, 32, 10),  # a position past the cache: nothing written (the CPU path raises instead)
+]
+
+
+def _check_rope_kv(device: str, b: int, h: int, n_slots: int, hd: int, pos: int, dtype: torch.dtype) -> None:
+    from tardis.kernels.attention_triton import launch_rope_kv
+
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(
+        b, h, n_slots, hd, pos, dtype, seed=b * 10 + h, device=device
+    )
+    before_k, before_v = keys.clone(), values.clone()
+    guard = [
+        t.as_strided((*t.shape[:2], 1, hd), t.stride(), t.storage_offset() + n_slots * hd).clone()
+        for t in (keys, values)
+    ]
+    for rnd in range(2):  # twice: the ticket must come back to zero, the position advance once a call
+        length.fill_(pos)
+        c, s = (t[:1, 0].expand(b, hd) for t in (cos, sin)) if b == 4 else (cos[:, 0], sin[:, 0])  # b = 4: one row
+        q = launch_rope_kv(qkv.reshape(b, -1), c, s, keys, values, length, ticket, h)
+        assert int(length) == pos + 1 and int(ticket) == 0, (rnd, int(length), int(ticket))
+    k64, v64 = before_k.double(), before_v.double()
+    if pos < n_slots:
+        l64 = torch.tensor(pos)
+        want = rope_kv_reference(qkv.double().reshape(b, -1), cos.double()[:, 0], sin.double()[:, 0], k64, v64, l64, h)
+    else:
+        want = _hf_rope_kv(qkv.double(), cos.double(), sin.double(), k64, v64, 0, h)[0]
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    err = float((q.double().cpu() - want).abs().max() / want.abs().max())
+    assert err < tol, err
+    kerr = float((keys.double().cpu() - k64).abs().max() / k64.abs().max())
+    assert kerr < tol, kerr
+    torch.testing.assert_close(values.double().cpu(), v64, rtol=0, atol=0)  # copied, not rounded again
+    for t, g in zip((keys, values), guard, strict=True):  # the slot past the cache: untouched
+        torch.testing.assert_close(
+            t.as_strided(g.shape, t.stride(), t.storage_offset() + n_slots * hd), g, rtol=0, atol=0
+        )
+
+
+@pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
+@pytest.mark.parametrize("case", ROPE_CASES)
+def test_rope_kv_kernel_matches_float64_in_the_interpreter(case: tuple) -> None:
+    _check_rope_kv("cpu", *case, torch.float32)
+
+
+@pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", ROPE_CASES)
+def test_rope_kv_kernel_matches_float64_on_gpu(case: tuple, dtype: torch.dtype) -> None:
+    _check_rope_kv("cuda", *case, dtype)
+
+
+@pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
+def test_rope_kv_op_in_a_cuda_graph_advances_the_position_each_replay_on_gpu() -> None:
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(4, 71, 40, 64, 3, torch.bfloat16, seed=11, device="cuda")
+    q = torch.empty(4, 71, 64, device="cuda", dtype=torch.bfloat16)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up (compiles the kernel) at slot 3
+        q.copy_(rope_kv_write(qkv, cos, sin, keys, values, length, ticket, 71))
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        q.copy_(rope_kv_write(qkv, cos, sin, keys, values, length, ticket, 71))
+    length.fill_(10)
+    keys[:, :, 10:13].zero_()
+    for _ in range(3):
+        g.replay()
+    torch.cuda.synchronize()
+    assert int(length) == 13 and int(ticket) == 0
+    k_row = keys[:, 0, 3]  # the warm-up's key row: the same inputs give the same row at every replayed slot
+    for slot in (10, 11, 12):
+        torch.testing.assert_close(keys[:, 0, slot], k_row, rtol=0, atol=0)

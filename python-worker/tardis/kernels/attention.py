@@ -9,6 +9,12 @@ unnormalised partial output with its row maxima and sums, and a second kernel me
 the attention mask, as in SDPA.
 
 The mask is the one SDPA takes, reduced to the decode row: [B, L] bool (True: attend) or additive float, or none.
+
+`tardis::rope_kv_write` is the step before it: from the fused query/key/value projection of a decode token it
+applies the rotary embedding to the query heads and the key, writes the key and the value into a static cache at
+the cache's own device-side write position and advances that position, and returns the rotated queries. On the
+GPU that is one kernel where HF's rotary embedding and static-cache update take about fifteen small ones
+(multiplies, negations, concatenations, adds, an arange and two index copies).
 """
 
 from __future__ import annotations
@@ -51,6 +57,87 @@ def _mqa_decode_attention_op(
 @_mqa_decode_attention_op.register_fake
 def _(q: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
     return torch.empty_like(q)
+
+
+def rope_kv_reference(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    length: torch.Tensor, n_heads: int,
+) -> torch.Tensor:  # fmt: skip
+    """rope_kv_write's arithmetic in float32 (float64 in, float64 out), on any device: each of the H query heads
+    and the key of qkv [B, (H + 2)·hd] as x·cos + rotate_half(x)·sin (rotate_half(x) = [−x₂, x₁], its halves
+    swapped) rounded once; key and value into keys / values [B, 1, L, hd] at slot `length` (a 0-d integer tensor),
+    then length += 1; returns the rotated queries [B, H, hd]."""
+    b, hd = qkv.shape[0], keys.shape[-1]
+    pos = int(length)
+    if not 0 <= pos < keys.shape[2]:
+        raise ValueError(f"rope_kv_write: the cache's write position {pos} is outside its {keys.shape[2]} slots; "
+                         "build the static cache with max_cache_len ≥ prompt + new tokens")  # fmt: skip
+    acc = torch.float64 if qkv.dtype == torch.float64 else torch.float32
+    x = qkv.reshape(b, n_heads + 2, hd)
+    xa = x[:, : n_heads + 1].to(acc)
+    half = hd // 2
+    rot = xa * cos.reshape(b, 1, hd).to(acc) + torch.cat((-xa[..., half:], xa[..., :half]), -1) * sin.reshape(
+        b, 1, hd
+    ).to(acc)
+    keys[:, 0, pos] = rot[:, n_heads].to(keys.dtype)
+    values[:, 0, pos] = x[:, n_heads + 1].to(values.dtype)
+    length.add_(1)
+    return rot[:, :n_heads].to(qkv.dtype)
+
+
+@torch.library.custom_op("tardis::rope_kv_write", mutates_args=("keys", "values", "length", "ticket"))
+def _rope_kv_write_op(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    length: torch.Tensor, ticket: torch.Tensor, n_heads: int,
+) -> torch.Tensor:  # fmt: skip
+    """Rotated queries [B, H, hd]; the key and value written into the cache at `length`, which advances by one.
+    ticket: an int32 [1] zero the GPU kernel's programs count themselves in (and put back to zero)."""
+    if qkv.is_cuda:
+        from tardis.kernels.attention_triton import launch_rope_kv  # Triton only where there is a GPU
+
+        return launch_rope_kv(qkv, cos, sin, keys, values, length, ticket, n_heads)
+    return rope_kv_reference(qkv, cos, sin, keys, values, length, n_heads)
+
+
+@_rope_kv_write_op.register_fake
+def _(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    length: torch.Tensor, ticket: torch.Tensor, n_heads: int,
+) -> torch.Tensor:  # fmt: skip
+    return qkv.new_empty(qkv.shape[0], n_heads, keys.shape[-1])
+
+
+def rope_kv_write(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    length: torch.Tensor, ticket: torch.Tensor, n_heads: int,
+) -> torch.Tensor:  # fmt: skip
+    """One multi-query decode token's rotary embedding and static-cache write: qkv [B, (H + 2)·hd] or
+    [B, 1, (H + 2)·hd] (H query heads, one key, one value, as Falcon's fused projection lays them out), cos / sin
+    [B, hd], [B, 1, hd] or one row for the whole batch (the token's rotary table rows), keys / values
+    [B, 1, L, hd] (a static cache layer), length a 0-d integer tensor (the layer's write position, advanced by
+    one), ticket an int32 [1] zero on the same device (scratch of the GPU kernel's). Returns the rotated queries
+    [B, H, hd]. On the GPU a position outside the cache writes nothing (no host sync to check it); the CPU path
+    raises."""
+    b = qkv.shape[0]
+    hd = keys.shape[-1]
+    width = (n_heads + 2) * hd
+    if qkv.numel() != b * width or qkv.shape[-1] != width:
+        raise ValueError(
+            f"rope_kv_write: qkv {tuple(qkv.shape)} is not [B, (H + 2)·hd] = [{b}, {width}] for "
+            f"H = {n_heads} query heads of {hd}: multi-query layouts only (one key/value head)"
+        )
+    if keys.dim() != 4 or keys.shape[:2] != (b, 1) or values.shape != keys.shape:
+        raise ValueError(f"rope_kv_write: keys {tuple(keys.shape)}, values {tuple(values.shape)}: want both "
+                         f"[{b}, 1, L, {hd}] (a static cache layer of one key/value head)")  # fmt: skip
+    for name, t in (("cos", cos), ("sin", sin)):
+        if t.numel() not in (hd, b * hd) or t.shape[-1] != hd:
+            raise ValueError(f"rope_kv_write: {name} {tuple(t.shape)}, want [B, hd] = [{b}, {hd}] (or [1, hd], "
+                             "one row for the whole batch)")  # fmt: skip
+    if hd % 2 or length.numel() != 1 or ticket.dtype != torch.int32 or ticket.numel() != 1:
+        raise ValueError(f"rope_kv_write: head size {hd} (want even), length of {length.numel()} elements (want "
+                         f"a 0-d counter), ticket {ticket.dtype} × {ticket.numel()} (want int32 [1])")  # fmt: skip
+    cos, sin = (t.reshape(-1, hd).expand(b, hd) for t in (cos, sin))  # one row for the batch: stride 0
+    return torch.ops.tardis.rope_kv_write(qkv.reshape(b, width), cos, sin, keys, values, length, ticket, n_heads)
 
 
 def mqa_decode_attention(

@@ -144,3 +144,63 @@ def launch(
         **({"launch_pdl": True} if pdl else {}),
     )  # fmt: skip
     return out
+
+
+@triton.jit
+def _rope_kv_kernel(
+    qkv_ptr, cos_ptr, sin_ptr, k_ptr, v_ptr, len_ptr, tk_ptr, q_ptr, H, L,
+    sxb, scb, ssb, skb, skl, svb, svl, sqb, sqh,
+    HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr,
+):  # fmt: skip
+    # program b: sequence b's H query rows and its key row (rows 0..H of its fused projection) rotated in fp32
+    # (x·cos + rotate_half(x)·sin, one rounding), the queries into q, the key and the value row into the cache at
+    # the layer's write position; the last program to count itself in the ticket advances the position (every
+    # program has read it by then) and puts the ticket back to zero
+    b = tl.program_id(0)
+    pos = tl.load(len_ptr)
+    rows = tl.arange(0, BH)
+    cols = tl.arange(0, HDP)
+    half = HD // 2
+    cmask = cols < HD
+    m = (rows <= H)[:, None] & cmask[None, :]
+    row_ptr = qkv_ptr + b * sxb + rows[:, None] * HD
+    x = tl.load(row_ptr + cols[None, :], mask=m, other=0.0).to(tl.float32)
+    partner = tl.where(cols < half, cols + half, cols - half)  # rotate_half's source column
+    xp = tl.load(row_ptr + partner[None, :], mask=m, other=0.0).to(tl.float32)
+    c = tl.load(cos_ptr + b * scb + cols, mask=cmask, other=0.0).to(tl.float32)
+    s = tl.load(sin_ptr + b * ssb + cols, mask=cmask, other=0.0).to(tl.float32)
+    s = tl.where(cols < half, -s, s)
+    r = x * c[None, :] + xp * s[None, :]
+    tl.store(q_ptr + b * sqb + rows[:, None] * sqh + cols[None, :], r.to(q_ptr.dtype.element_ty),
+             mask=(rows < H)[:, None] & cmask[None, :])  # fmt: skip
+    inside = pos < L  # a position past the cache writes nothing (the CPU path raises)
+    slot_k = k_ptr + b * skb + pos * skl
+    tl.store(slot_k + rows[:, None] * 0 + cols[None, :], r.to(k_ptr.dtype.element_ty),
+             mask=(rows == H)[:, None] & cmask[None, :] & inside)  # fmt: skip
+    v = tl.load(qkv_ptr + b * sxb + (H + 1) * HD + cols, mask=cmask, other=0.0)
+    tl.store(v_ptr + b * svb + pos * svl + cols, v.to(v_ptr.dtype.element_ty), mask=cmask & inside)
+    tl.debug_barrier()  # every thread past its use of pos before the ticket releases it
+    t = tl.atomic_add(tk_ptr, 1, sem="acq_rel")
+    if t == tl.num_programs(0) - 1:
+        tl.store(len_ptr, pos + 1)
+        tl.store(tk_ptr, 0)
+
+
+def launch_rope_kv(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    length: torch.Tensor, ticket: torch.Tensor, n_heads: int,
+) -> torch.Tensor:  # fmt: skip
+    """`tardis::rope_kv_write`'s kernel (shapes checked by attention.rope_kv_write): qkv [B, (H + 2)·hd], cos / sin
+    [B, hd], keys / values [B, 1, L, hd], length 0-d, ticket int32 [1] → the rotated queries [B, H, hd]."""
+    b, hd = qkv.shape[0], keys.shape[-1]
+    qkv, cos, sin = (t if t.stride(-1) == 1 else t.contiguous() for t in (qkv, cos, sin))
+    if keys.stride(-1) != 1 or values.stride(-1) != 1:
+        raise ValueError("rope_kv_write: the cache's last dimension must be contiguous (a static cache layer's is)")
+    q = torch.empty(b, n_heads, hd, device=qkv.device, dtype=qkv.dtype)
+    _rope_kv_kernel[(b,)](
+        qkv, cos, sin, keys, values, length, ticket, q, n_heads, keys.shape[2],
+        qkv.stride(0), cos.stride(0), sin.stride(0), keys.stride(0), keys.stride(2), values.stride(0),
+        values.stride(2), q.stride(0), q.stride(1),
+        HD=hd, HDP=max(16, triton.next_power_of_2(hd)), BH=max(16, triton.next_power_of_2(n_heads + 1)), num_warps=4,
+    )  # fmt: skip
+    return q
