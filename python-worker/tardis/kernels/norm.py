@@ -1,0 +1,68 @@
+"""The decode step's small row ops for the end-to-end bench's Falcon layer: `tardis::layer_norm_rows` (a layer norm
+of each row, one program a row) and `tardis::add3` (a + b + c with one rounding: a parallel-attention layer's MLP
+output, attention output and residual). At batch 1 PyTorch's layer norm kernel walks a 4544-wide row with one
+small block (about 9 µs on an H100), and the layer's two residual adds are two launches; here they are one
+program of eight warps a row and one launch. CUDA: Triton; CPU: the same arithmetic in torch (float32 accumulation,
+float64 in float64)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def layer_norm_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """(x − mean) / √(var + eps) · weight + bias over the last dimension, in float32 (float64 in, float64 out)."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xa = x.to(acc)
+    mean = xa.mean(-1, keepdim=True)
+    var = (xa - mean).square().mean(-1, keepdim=True)
+    y = (xa - mean) * torch.rsqrt(var + eps) * weight.to(acc)
+    return (y if bias is None else y + bias.to(acc)).to(x.dtype)
+
+
+@torch.library.custom_op("tardis::layer_norm_rows", mutates_args=())
+def _layer_norm_rows_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """The layer norm of each row of x [N, d] (weight / bias [d])."""
+    if x.is_cuda:
+        from tardis.kernels.norm_triton import launch_layer_norm  # Triton only where there is a GPU
+
+        return launch_layer_norm(x, weight, bias, eps)
+    return layer_norm_reference(x, weight, bias, eps)
+
+
+@_layer_norm_rows_op.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("tardis::add3", mutates_args=())
+def _add3_op(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a + b + c (one shape and dtype), summed in float32 and rounded once (float64 in float64)."""
+    if a.is_cuda:
+        from tardis.kernels.norm_triton import launch_add3
+
+        return launch_add3(a, b, c)
+    acc = torch.float64 if a.dtype == torch.float64 else torch.float32
+    return (a.to(acc) + b.to(acc) + c.to(acc)).to(a.dtype)
+
+
+@_add3_op.register_fake
+def _(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(a)
+
+
+def layer_norm_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """A layer norm over x's last dimension (any leading shape) with weight / bias of that size."""
+    d = x.shape[-1]
+    if weight.shape != (d,) or (bias is not None and bias.shape != (d,)):
+        raise ValueError(f"layer_norm_rows: x {tuple(x.shape)}, weight {tuple(weight.shape)}, bias "
+                         f"{None if bias is None else tuple(bias.shape)}: want weight and bias [{d}]")  # fmt: skip
+    return torch.ops.tardis.layer_norm_rows(x.reshape(-1, d), weight, bias, float(eps)).view(x.shape)
+
+
+def add3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a + b + c of one shape and dtype, rounded once."""
+    if not (a.shape == b.shape == c.shape and a.dtype == b.dtype == c.dtype):
+        raise ValueError(f"add3: {tuple(a.shape)} {a.dtype}, {tuple(b.shape)} {b.dtype}, {tuple(c.shape)} {c.dtype}: "
+                         "want one shape and dtype")  # fmt: skip
+    return torch.ops.tardis.add3(a, b, c)

@@ -1,0 +1,56 @@
+"""The Triton kernels of `tardis::layer_norm_rows` and `tardis::add3` (see norm.py) and their launchers."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+ADD3_BLOCK = 1024  # elements per add3 program
+
+
+@triton.jit
+def _layer_norm_kernel(x_ptr, w_ptr, b_ptr, y_ptr, D, sx, sy, eps, BD: tl.constexpr, HAS_BIAS: tl.constexpr):
+    # program r: row r whole (BD ≥ D), mean and variance in fp32, one rounding of the output
+    r = tl.program_id(0)
+    cols = tl.arange(0, BD)
+    m = cols < D
+    x = tl.load(x_ptr + r * sx + cols, mask=m, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=0) / D
+    xc = tl.where(m, x - mean, 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
+    y = xc * rstd * tl.load(w_ptr + cols, mask=m, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        y += tl.load(b_ptr + cols, mask=m, other=0.0).to(tl.float32)
+    tl.store(y_ptr + r * sy + cols, y.to(y_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _add3_kernel(a_ptr, b_ptr, c_ptr, o_ptr, N, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < N
+    s = tl.load(a_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    s += tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    s += tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    tl.store(o_ptr + offs, s.to(o_ptr.dtype.element_ty), mask=m)
+
+
+def launch_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """x [N, d] (unit last stride), weight / bias [d] → the layer norm of each row [N, d]."""
+    n, d = x.shape
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    y = torch.empty(n, d, device=x.device, dtype=x.dtype)
+    bd = triton.next_power_of_2(d)
+    _layer_norm_kernel[(n,)](
+        x, weight, weight if bias is None else bias, y, d, x.stride(0), y.stride(0), eps,
+        BD=bd, HAS_BIAS=bias is not None, num_warps=min(16, max(1, bd // 512)),
+    )  # fmt: skip
+    return y
+
+
+def launch_add3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a + b + c (one shape and dtype) rounded once."""
+    a, b, c = (t.contiguous() for t in (a, b, c))
+    out = torch.empty_like(a)
+    _add3_kernel[(triton.cdiv(a.numel(), ADD3_BLOCK),)](a, b, c, out, a.numel(), BLOCK=ADD3_BLOCK, num_warps=4)
+    return out

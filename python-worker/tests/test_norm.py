@@ -1,0 +1,90 @@
+"""`tardis::layer_norm_rows` and `tardis::add3`: the CPU ops against torch in float64, the checks and the fake
+impls, and the Triton kernels against float64 (on the GPU, and in Triton's interpreter on the CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+from tardis.kernels.norm import add3, layer_norm_reference, layer_norm_rows
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _rows(n: int, d: int, dtype: torch.dtype, seed: int, device: str = "cpu"):
+    """x [n, 1, d] with a per-row offset and scale (a mean far from zero, as residual streams have), weight, bias."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, d, generator=g) * torch.rand(n, 1, 1, generator=g) * 4 + torch.randn(n, 1, 1, generator=g) * 3
+    w = 1 + torch.randn(d, generator=g) * 0.2
+    b = torch.randn(d, generator=g) * 0.1
+    return [t.to(device=device, dtype=dtype) for t in (x, w, b)]
+
+
+def test_cpu_ops_are_torch_in_float64() -> None:
+    x, w, b = _rows(3, 40, torch.float64, seed=1)
+    torch.testing.assert_close(layer_norm_rows(x, w, b, 1e-5), torch.nn.functional.layer_norm(x, (40,), w, b, 1e-5))
+    torch.testing.assert_close(
+        layer_norm_rows(x, w, None, 1e-3), torch.nn.functional.layer_norm(x, (40,), w, None, 1e-3)
+    )
+    y, z = x.flip(0), x * 2
+    torch.testing.assert_close(add3(x, y, z), x + y + z, rtol=1e-15, atol=1e-15)
+
+
+def test_inputs_are_checked_with_the_fix_named() -> None:
+    x, w, b = _rows(2, 16, torch.float32, seed=2)
+    with pytest.raises(ValueError, match=r"weight \(15,\), bias \(16,\): want weight and bias \[16\]"):
+        layer_norm_rows(x, w[:15], b, 1e-5)
+    with pytest.raises(ValueError, match=r"add3: .* want one shape and dtype"):
+        add3(x, x.double(), x)
+    with pytest.raises(ValueError, match=r"add3: .* want one shape and dtype"):
+        add3(x, x[:1], x)
+
+
+def test_ops_under_torch_compile_and_the_fake_impls() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    x, w, b = _rows(2, 24, torch.float32, seed=3)
+    fn = torch.compile(lambda a: add3(layer_norm_rows(a, w, b, 1e-5), a, a) * 2, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(fn(x), 2 * (layer_norm_reference(x, w, b, 1e-5) + 2 * x))
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        assert torch.ops.tardis.layer_norm_rows(x[:, 0], w, b, 1e-5).shape == (2, 24)
+        assert torch.ops.tardis.add3(x, x, x).shape == x.shape
+
+
+CASES = [(1, 4544), (3, 1000), (16, 64), (2, 4096)]  # n, d: Falcon-7B's width at batch 1, a width below a power of 2
+
+
+def _check(device: str, n: int, d: int, dtype: torch.dtype) -> None:
+    from tardis.kernels.norm_triton import launch_add3, launch_layer_norm
+
+    x, w, b = _rows(n, d, dtype, seed=n * 7 + d, device=device)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for bias in (b, None):
+        got = launch_layer_norm(x[:, 0], w, bias, 1e-5).double().cpu()
+        ref = layer_norm_reference(
+            x[:, 0].double().cpu(), w.double().cpu(), None if bias is None else b.double().cpu(), 1e-5
+        )
+        assert float((got - ref).abs().max() / ref.abs().max()) < tol
+    y, z = x.flip(0) * 0.5, -x * 0.25
+    ref = x.double() + y.double() + z.double()
+    got = launch_add3(x, y, z)
+    assert got.dtype == dtype and got.shape == x.shape
+    assert float((got.double() - ref).abs().max() / ref.abs().max()) < (1e-6 if dtype == torch.float32 else 5e-3)
+
+
+@pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
+@pytest.mark.parametrize("case", CASES)
+def test_norm_kernels_match_float64_in_the_interpreter(case: tuple) -> None:
+    _check("cpu", *case, torch.float32)
+
+
+@pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", CASES)
+def test_norm_kernels_match_float64_on_gpu(case: tuple, dtype: torch.dtype) -> None:
+    _check("cuda", *case, dtype)
