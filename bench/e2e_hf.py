@@ -45,7 +45,8 @@ from tardis.calibrate import calibrate
 from tardis.config import FoldConfig
 from tardis.data import join_tokens
 from tardis.engines import hf
-from tardis.kernels.attention import mqa_decode_attention
+from tardis.kernels.attention import mqa_decode_attention, rope_kv_write
+from tardis.kernels.norm import add3, layer_norm_rows
 from tardis.kernels.policy import policy_from_bench
 from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS
 
@@ -122,8 +123,10 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     """FalconAttention.forward for a multi-query decode step (one query token, rotary): the query heads become
     the query rows of the single key/value head, so the attention meets equal head counts (one) and needs no
     broadcast of the cached keys and values to every head. The attention itself is SDPA's (mode "mqa") or
-    `tardis::mqa_decode_attention` (mode "mqa_triton": the cache split in blocks over the SMs). Anything else goes
-    to the original forward."""
+    `tardis::mqa_decode_attention` (mode "mqa_triton": the cache split in blocks over the SMs). Mode "mqa_fused"
+    also replaces the rotary embedding and the static cache's update (about fifteen small kernels) by
+    `tardis::rope_kv_write` (one), where the cache layer is a static one and the step is not being compiled (inductor
+    fuses those ops itself there). Anything else goes to the original forward."""
     from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
 
     past = kw.get("layer_past", args[1] if len(args) > 1 else None)
@@ -132,12 +135,25 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     if alibi is not None or hidden_states.shape[1] != 1 or output_attentions or emb is None:
         return self._stock_forward(hidden_states, alibi, attention_mask, *args, **kw)
     b = hidden_states.shape[0]
-    q, k, v = self._split_heads(self.query_key_value(hidden_states))  # [B, 1, H, hd], [B, 1, 1, hd] twice
+    fused_qkv = self.query_key_value(hidden_states)
+    layer = getattr(past, "layers", [None] * (self.layer_idx + 1))[self.layer_idx]
+    if (
+        self._mqa_kernel == "fused"
+        and type(layer) is transformers.cache_utils.StaticLayer
+        and layer.is_initialized
+        and not torch.compiler.is_compiling()
+    ):
+        q = rope_kv_write(fused_qkv, emb[0], emb[1], layer.keys, layer.values, layer.cumulative_length,
+                          self._rope_ticket, self.num_heads)  # fmt: skip
+        mask = None if attention_mask is None else attention_mask[:, 0, -1]
+        out = mqa_decode_attention(q, layer.keys[:, 0], layer.values[:, 0], mask)
+        return self.dense(out.reshape(b, 1, -1)), None
+    q, k, v = self._split_heads(fused_qkv)  # [B, 1, H, hd], [B, 1, 1, hd] twice
     q, k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), *emb)  # [B, H, 1, hd], [B, 1, 1, hd]
     v = v.transpose(1, 2)
     if past is not None:
         k, v = past.update(k, v, self.layer_idx)  # [B, 1, L, hd]
-    if self._mqa_kernel == "triton":  # q [B, H, hd] against k / v [B, L, hd]; the mask's decode row [B, L]
+    if self._mqa_kernel in ("triton", "fused"):  # q [B, H, hd] against k / v [B, L, hd]; the mask's row [B, L]
         mask = None if attention_mask is None else attention_mask[:, 0, -1]
         out = mqa_decode_attention(q[:, :, 0], k[:, 0], v[:, 0], mask)
     else:  # [B, 1, H, hd]: H query rows of one head; the mask [B, 1, 1, L] holds for every row
@@ -145,25 +161,55 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     return self.dense(out.reshape(b, 1, -1)), None
 
 
+def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **kw: Any) -> tuple[torch.Tensor, Any]:
+    """FalconDecoderLayer.forward for a decode step of a parallel-attention layer (one layer norm feeding both the
+    attention and the MLP): the layer norm by `tardis::layer_norm_rows` and the two residual adds by one
+    `tardis::add3`. Anything else (prefill, the new decoder architecture, training, a step being compiled) goes to
+    the original forward."""
+    cfg = self.config
+    if (
+        hidden_states.shape[1] != 1
+        or cfg.new_decoder_architecture
+        or not cfg.parallel_attn
+        or self.training
+        or args
+        or torch.compiler.is_compiling()
+    ):
+        return self._stock_forward(hidden_states, *args, **kw)
+    ln = self.input_layernorm
+    x = layer_norm_rows(hidden_states, ln.weight, ln.bias, ln.eps)
+    attn, weights = self.self_attention(x, **kw)
+    return add3(self.mlp(x), attn, hidden_states), weights
+
+
 # the decode step's attention: HF's own; the multi-query rows as one head's queries through SDPA; the same rows
-# through tardis::mqa_decode_attention
-ATTENTION_MODES = ("stock", "mqa", "mqa_triton")
+# through tardis::mqa_decode_attention; that with the rotary embedding and cache write in tardis::rope_kv_write;
+# and that with the layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3 (fused_layer)
+ATTENTION_MODES = ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer")
+MQA_KERNELS = {"mqa": "sdpa", "mqa_triton": "triton", "mqa_fused": "fused", "fused_layer": "fused"}
 
 
 def set_decode_attention(model: nn.Module, mode: str) -> int:
     """Put ATTENTION_MODES' `mode` in force on every multi-query Falcon attention module of the model (old decoder
     architecture, rotary): mqa_decode_forward with its kernel, or HF's own forward ("stock"); returns how many
     modules it applies to."""
-    from transformers.models.falcon.modeling_falcon import FalconAttention
+    from transformers.models.falcon.modeling_falcon import FalconAttention, FalconDecoderLayer
 
     if mode not in ATTENTION_MODES:
         raise ValueError(f"attention mode {mode!r}: want one of {', '.join(ATTENTION_MODES)}")
     n = 0
     for m in model.modules():
+        if isinstance(m, FalconDecoderLayer):  # fused_layer: the layer's norm and residual adds too
+            if "_stock_forward" not in vars(m):
+                m._stock_forward = m.forward
+            layer_forward = fused_decoder_forward.__get__(m) if mode == "fused_layer" else m._stock_forward
+            m.forward = layer_forward  # type: ignore[method-assign]
         if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture and not m.config.alibi:
             if "_stock_forward" not in vars(m):
                 m._stock_forward = m.forward
-            m._mqa_kernel = "triton" if mode == "mqa_triton" else "sdpa"
+            m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
+            if MQA_KERNELS.get(mode) == "fused" and "_rope_ticket" not in vars(m):  # rope_kv_write's scratch
+                m._rope_ticket = torch.zeros(1, dtype=torch.int32, device=m.query_key_value.weight.device)
             m.forward = m._stock_forward if mode == "stock" else mqa_decode_forward.__get__(m)  # type: ignore[method-assign]
             n += 1
     return n
@@ -835,7 +881,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", *ATTENTION_MODES),
         default="auto",
         help="the decode step's attention for both models: HF's own (stock), the multi-query rows as one head's "
-        "queries through SDPA (mqa) or through tardis::mqa_decode_attention (mqa_triton), or the fastest of them "
+        "queries through SDPA (mqa) or through tardis::mqa_decode_attention (mqa_triton; mqa_fused: with the rotary "
+        "embedding and the static-cache write in tardis::rope_kv_write; fused_layer: also the layer norm and the "
+        "residual adds in tardis::layer_norm_rows and tardis::add3), or the fastest of them "
         "at batch 1 with the FFNs zeroed, if its logits are as accurate as stock's (auto)",
     )
     ap.add_argument(

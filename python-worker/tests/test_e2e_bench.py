@@ -64,7 +64,7 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
     assert cal["config"]["coverage"] == 0.95 and cal["config"]["predictor_bits"] == 2  # --coverage reaches calibrate
     assert [r["batch"] for r in smoke["decode"]] == [1, 3]
     att = smoke["attention"]  # --attention auto: both timed, the faster correct one used by both models
-    assert att["applies"] and att["choice"] in ("stock", "mqa", "mqa_triton") and not att["errors"]
+    assert att["applies"] and att["choice"] in bench.ATTENTION_MODES and not att["errors"]
     assert att["mqa_logits_max_rel_diff"] < 1e-4 and att["mqa_triton_logits_max_rel_diff"] < 1e-4
     for r in smoke["decode"]:
         assert r["dense_tok_s"] > 0 and r["tardis_tok_s"] > 0
@@ -241,10 +241,18 @@ def test_graph_safe_falcon_split_heads_gives_identical_logits(bench: ModuleType)
     torch.testing.assert_close(after, before, rtol=0, atol=0)
 
 
-def test_mqa_decode_attention_decodes_what_hf_attention_decodes(bench: ModuleType) -> None:
+def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # --attention mqa: the query heads as one head's rows gives HF's logits at every decode step (batch 2, static
     # cache, rotary); prefill steps keep HF's own forward; off restores it
     args = bench.parse_args(TINY)
+    calls: dict[str, int] = {}
+    for name in ("rope_kv_write", "layer_norm_rows", "add3"):  # counted, then run
+        fn = getattr(bench, name)
+        monkeypatch.setattr(
+            bench, name, lambda *a, name=name, fn=fn: calls.update({name: calls.get(name, 0) + 1}) or fn(*a)
+        )
     model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
     bench.make_falcon_graph_safe(model)
     prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(8))
@@ -258,17 +266,25 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(bench: ModuleTyp
         return out
 
     stock = decode_logits()
-    for mode in ("mqa", "mqa_triton"):  # SDPA's and tardis::mqa_decode_attention's (CPU: its reference)
+    for mode in ("mqa", "mqa_triton", "mqa_fused", "fused_layer"):  # SDPA's, tardis::mqa_decode_attention's (CPU:
+        # its reference), that with tardis::rope_kv_write's rotary embedding and cache write, and that with the
+        # decoder layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3 (CPU: their references)
         assert bench.set_decode_attention(model, mode) == args.layers
+        calls.clear()
         for a, b in zip(stock, decode_logits(), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        steps = 4 * args.layers  # every decode step's layers (the prefill keeps HF's own paths)
+        assert calls.get("rope_kv_write", 0) == (steps if "fused" in mode else 0), (mode, calls)
+        assert calls.get("layer_norm_rows", 0) == calls.get("add3", 0) == (steps if mode == "fused_layer" else 0)
     bench.set_decode_attention(model, "stock")
     assert all("forward" not in vars(m) or m.forward == m._stock_forward for m in model.modules())
-    with pytest.raises(ValueError, match="attention mode 'flash': want one of stock, mqa, mqa_triton"):
+    with pytest.raises(
+        ValueError, match="attention mode 'flash': want one of stock, mqa, mqa_triton, mqa_fused, fused_layer"
+    ):
         bench.set_decode_attention(model, "flash")
     r = bench.attention_ab(model, prompts, bench.parse_args([*TINY, "--new-tokens", "3"]), False)
     assert r["applies"] and r["choice"] in bench.ATTENTION_MODES and not r["errors"]
-    assert all(r[f"{m}_logits_max_rel_diff"] < 1e-4 and r[f"{m}_correct"] for m in ("mqa", "mqa_triton"))
+    assert all(r[f"{m}_logits_max_rel_diff"] < 1e-4 and r[f"{m}_correct"] for m in bench.ATTENTION_MODES[1:])
     assert r["choice"] == min(bench.ATTENTION_MODES, key=lambda m: r[f"{m}_zero_ffn_step_ms"])
 
 
@@ -283,7 +299,7 @@ def test_bf16_attention_choice_is_judged_against_float32_weights(bench: ModuleTy
     r = bench.attention_ab(model, prompts, args, False)
     assert not r["errors"] and 0 < r["stock_err_vs_float32"] < 0.1
     candidates = ["stock"]
-    for mode in ("mqa", "mqa_triton"):
+    for mode in bench.ATTENTION_MODES[1:]:
         assert r[f"{mode}_float32_max_rel_diff"] < 1e-4
         assert 0 < r[f"{mode}_err_vs_float32"] < 0.1  # bf16 rounding, not noise
         ok = r[f"{mode}_err_vs_float32"] <= bench.ATTENTION_ERR_RATIO * r["stock_err_vs_float32"]
@@ -327,10 +343,10 @@ def test_a_failing_mqa_attention_leaves_hf_attention_in_force(
     monkeypatch.setattr(bench, "mqa_decode_forward", broken)
     prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(9))
     r = bench.attention_ab(model, prompts, args, False)
-    assert r["choice"] == "stock" and set(r["errors"]) == {"mqa", "mqa_triton"}
+    assert r["choice"] == "stock" and set(r["errors"]) == {"mqa", "mqa_triton", "mqa_fused", "fused_layer"}
     assert "no kernel for this layout" in r["errors"]["mqa"]
-    attn = [m for m in model.modules() if "_stock_forward" in vars(m)]
-    assert len(attn) == args.layers and all(m.forward == m._stock_forward for m in attn)
+    patched = [m for m in model.modules() if "_stock_forward" in vars(m)]  # attention modules and decoder layers
+    assert len(patched) == 2 * args.layers and all(m.forward == m._stock_forward for m in patched)
 
 
 def test_random_falcon_has_the_requested_shape_and_init(bench: ModuleType) -> None:
