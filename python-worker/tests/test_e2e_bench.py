@@ -508,6 +508,20 @@ def test_the_compiled_decode_step_decodes_what_the_eager_step_decodes(bench: Mod
     assert torch.equal(compiled["tokens"], eager["tokens"])
 
 
+def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: ModuleType) -> None:
+    # --attention fused_layer: eager steps run tardis::rope_kv_write, layer_norm_rows and add3 (CPU references);
+    # a compiled step keeps HF's rotary, cache and norm code (the patched forwards step aside while dynamo traces)
+    args = bench.parse_args(TINY)
+    model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
+    bench.make_falcon_graph_safe(model)
+    prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(12))
+    stock = bench.time_decode(model, prompts, 5, 1, False)
+    assert bench.set_decode_attention(model, "fused_layer") == args.layers
+    fused = bench.time_decode(model, prompts, 5, 1, False)
+    compiled = bench.time_decode(model, prompts, 5, 1, False, compile_step=True)
+    assert torch.equal(fused["tokens"], stock["tokens"]) and torch.equal(compiled["tokens"], stock["tokens"])
+
+
 def test_compile_batches_add_compiled_runs_after_the_uncompiled_ones(bench: ModuleType) -> None:
     assert bench.decode_runs([1, 4, 16], [], False) == [(1, False), (4, False), (16, False)]
     assert bench.decode_runs([1, 4], [4, 2], False) == [(1, False), (4, False), (4, True), (2, True)]
