@@ -26,6 +26,10 @@
 #   bash bench/device_run.sh timeline  # each kernel's start and end within a layer (batch 1; about a minute)
 #   bash bench/device_run.sh ab        # an interleaved A/B of a few launches (batch 1, 5% and 10%; ffn_bench --ab:
 #                                      # AB_VARIANTS, the first the reference; AB_S limits it, 200), then the layer table
+#   bash bench/device_run.sh step [E2E ARGS]   # the decode step around the FFN: the GPU tests of the attention,
+#       rotary / cache-write and norm kernels (STEP_TESTS_S, 60), then a batch-1 e2e run without the small models
+#       (STEP_E2E_S, 240; its attention line gives each mode's zero-FFN step); E2E ARGS go to e2e_hf.py, and
+#       TARDIS_CORPUS_DIR must name the carried corpus as for e2e
 #   bash bench/device_run.sh shapes    # Falcon-7B, BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
@@ -134,6 +138,14 @@ if [ "$stage" = ab ]; then
     >"$OUT/ffn_ab.txt" 2>&1
   echo "ffn ab rc $?"
   grep -E "^  ab |^falcon|^bloom" "$OUT/ffn_ab.txt"
+fi
+
+if [ "$stage" = step ]; then
+  GPU_TESTS_FILES="tests/test_attention.py tests/test_norm.py" GPU_TESTS_K=gpu gpu_tests "${STEP_TESTS_S:-60}" step_tests
+  timeout "${STEP_E2E_S:-240}" python ../bench/e2e_hf.py --batches 1 --skip-small-models --profile-kernels "${@:2}" \
+    --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
+  echo "e2e rc $?"
+  grep -E "^attention:" "$OUT/e2e_hf.txt" | cut -c1-1500
 fi
 
 if [ "$stage" = shapes ]; then
