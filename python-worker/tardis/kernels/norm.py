@@ -2,8 +2,8 @@
 of each row, one program a row) and `tardis::add3` (a + b + c with one rounding: a parallel-attention layer's MLP
 output, attention output and residual). At batch 1 PyTorch's layer norm kernel walks a 4544-wide row with one
 small block (about 9 µs on an H100), and the layer's two residual adds are two launches; here they are one
-program a row (up to sixteen warps, the whole row in registers) and one launch. CUDA: Triton; CPU: the same arithmetic in torch (float32 accumulation,
-float64 in float64)."""
+program a row (up to sixteen warps, the whole row in registers) and one launch. CUDA: Triton; CPU: the same
+arithmetic in torch (float32 accumulation, float64 in float64)."""
 
 from __future__ import annotations
 
