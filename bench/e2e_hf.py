@@ -144,15 +144,14 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
         and not torch.compiler.is_compiling()
     ):
         q = rope_kv_write(fused_qkv, emb[0], emb[1], layer.keys, layer.values, layer.cumulative_length,
-                          self._rope_ticket, self.num_heads)  # fmt: skip
-        mask = None if attention_mask is None else attention_mask[:, 0, -1]
-        out = mqa_decode_attention(q, layer.keys[:, 0], layer.values[:, 0], mask)
-        return self.dense(out.reshape(b, 1, -1)), None
-    q, k, v = self._split_heads(fused_qkv)  # [B, 1, H, hd], [B, 1, 1, hd] twice
-    q, k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), *emb)  # [B, H, 1, hd], [B, 1, 1, hd]
-    v = v.transpose(1, 2)
-    if past is not None:
-        k, v = past.update(k, v, self.layer_idx)  # [B, 1, L, hd]
+                          self._rope_ticket, self.num_heads)[:, :, None]  # fmt: skip
+        k, v = layer.keys, layer.values  # [B, 1, L, hd], the token's key and value written
+    else:
+        q, k, v = self._split_heads(fused_qkv)  # [B, 1, H, hd], [B, 1, 1, hd] twice
+        q, k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), *emb)  # [B, H, 1, hd], [B, 1, 1, hd]
+        v = v.transpose(1, 2)
+        if past is not None:
+            k, v = past.update(k, v, self.layer_idx)  # [B, 1, L, hd]
     if self._mqa_kernel in ("triton", "fused"):  # q [B, H, hd] against k / v [B, L, hd]; the mask's row [B, L]
         mask = None if attention_mask is None else attention_mask[:, 0, -1]
         out = mqa_decode_attention(q[:, :, 0], k[:, 0], v[:, 0], mask)
@@ -197,20 +196,21 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
 
     if mode not in ATTENTION_MODES:
         raise ValueError(f"attention mode {mode!r}: want one of {', '.join(ATTENTION_MODES)}")
+    def set_forward(m: nn.Module, patched: Callable[..., Any] | None) -> None:
+        """m's forward: `patched` bound to m, or (None) the module's own, which is kept on first use."""
+        if "_stock_forward" not in vars(m):
+            m._stock_forward = m.forward
+        m.forward = m._stock_forward if patched is None else patched.__get__(m)  # type: ignore[method-assign]
+
     n = 0
     for m in model.modules():
         if isinstance(m, FalconDecoderLayer):  # fused_layer: the layer's norm and residual adds too
-            if "_stock_forward" not in vars(m):
-                m._stock_forward = m.forward
-            layer_forward = fused_decoder_forward.__get__(m) if mode == "fused_layer" else m._stock_forward
-            m.forward = layer_forward  # type: ignore[method-assign]
+            set_forward(m, fused_decoder_forward if mode == "fused_layer" else None)
         if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture and not m.config.alibi:
-            if "_stock_forward" not in vars(m):
-                m._stock_forward = m.forward
             m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
             if MQA_KERNELS.get(mode) == "fused" and "_rope_ticket" not in vars(m):  # rope_kv_write's scratch
                 m._rope_ticket = torch.zeros(1, dtype=torch.int32, device=m.query_key_value.weight.device)
-            m.forward = m._stock_forward if mode == "stock" else mqa_decode_forward.__get__(m)  # type: ignore[method-assign]
+            set_forward(m, None if mode == "stock" else mqa_decode_forward)
             n += 1
     return n
 
