@@ -248,12 +248,13 @@ def _check_rope_kv(device: str, b: int, h: int, n_slots: int, hd: int, pos: int,
         c, s = (t[:1, 0].expand(b, hd) for t in (cos, sin)) if b == 4 else (cos[:, 0], sin[:, 0])  # b = 4: one row
         q = launch_rope_kv(qkv.reshape(b, -1), c, s, keys, values, length, ticket, h)
         assert int(length) == pos + 1 and int(ticket) == 0, (rnd, int(length), int(ticket))
-    k64, v64 = before_k.double(), before_v.double()
+    k64, v64 = before_k.double().cpu(), before_v.double().cpu()  # the float64 reference runs on the CPU
+    qkv64, cos64, sin64 = (t.double().cpu() for t in (qkv, cos, sin))
     if pos < n_slots:
         l64 = torch.tensor(pos)
-        want = rope_kv_reference(qkv.double().reshape(b, -1), cos.double()[:, 0], sin.double()[:, 0], k64, v64, l64, h)
+        want = rope_kv_reference(qkv64.reshape(b, -1), cos64[:, 0], sin64[:, 0], k64, v64, l64, h)
     else:
-        want = _hf_rope_kv(qkv.double(), cos.double(), sin.double(), k64, v64, 0, h)[0]
+        want = _hf_rope_kv(qkv64, cos64, sin64, k64, v64, 0, h)[0]
     tol = 1e-6 if dtype == torch.float32 else 1e-2
     err = float((q.double().cpu() - want).abs().max() / want.abs().max())
     assert err < tol, err

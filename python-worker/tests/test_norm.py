@@ -71,10 +71,10 @@ def _check(device: str, n: int, d: int, dtype: torch.dtype) -> None:
         )
         assert float((got - ref).abs().max() / ref.abs().max()) < tol
     y, z = x.flip(0) * 0.5, -x * 0.25
-    ref = x.double() + y.double() + z.double()
+    ref = x.double().cpu() + y.double().cpu() + z.double().cpu()
     got = launch_add3(x, y, z)
     assert got.dtype == dtype and got.shape == x.shape
-    assert float((got.double() - ref).abs().max() / ref.abs().max()) < (1e-6 if dtype == torch.float32 else 5e-3)
+    assert float((got.double().cpu() - ref).abs().max() / ref.abs().max()) < (1e-6 if dtype == torch.float32 else 5e-3)
 
 
 @pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
