@@ -27,8 +27,9 @@
 #   bash bench/device_run.sh ab        # an interleaved A/B of a few launches (batch 1, 5% and 10%; ffn_bench --ab:
 #                                      # AB_VARIANTS, the first the reference; AB_S limits it, 200), then the layer table
 #   bash bench/device_run.sh step [E2E ARGS]   # the decode step around the FFN: the GPU tests of the attention,
-#       rotary / cache-write and norm kernels (STEP_TESTS_S, 60), then a batch-1 e2e run without the small models
-#       (STEP_E2E_S, 240; its attention line gives each mode's zero-FFN step); E2E ARGS go to e2e_hf.py, and
+#       rotary / cache-write and norm kernels and of the e2e bench (STEP_TESTS_S, 90), then a batch-1 e2e run without
+#       the small models (STEP_E2E_S, 240; its attention line gives each mode's zero-FFN step, its branch-streams line
+#       the batch-1 step with one and two streams); E2E ARGS go to e2e_hf.py, and
 #       TARDIS_CORPUS_DIR must name the carried corpus as for e2e
 #   bash bench/device_run.sh shapes    # Falcon-7B, BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
@@ -141,11 +142,12 @@ if [ "$stage" = ab ]; then
 fi
 
 if [ "$stage" = step ]; then
-  GPU_TESTS_FILES="tests/test_attention.py tests/test_norm.py" GPU_TESTS_K=gpu gpu_tests "${STEP_TESTS_S:-60}" step_tests
+  GPU_TESTS_FILES="tests/test_attention.py tests/test_norm.py tests/test_e2e_bench.py" GPU_TESTS_K=gpu \
+    gpu_tests "${STEP_TESTS_S:-90}" step_tests
   timeout "${STEP_E2E_S:-240}" python ../bench/e2e_hf.py --batches 1 --skip-small-models --profile-kernels "${@:2}" \
     --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
   echo "e2e rc $?"
-  grep -E "^attention:" "$OUT/e2e_hf.txt" | cut -c1-1500
+  grep -E "^attention:|^branch streams:" "$OUT/e2e_hf.txt" | cut -c1-1500
 fi
 
 if [ "$stage" = shapes ]; then

@@ -177,8 +177,47 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
         return self._stock_forward(hidden_states, *args, **kw)
     ln = self.input_layernorm
     x = layer_norm_rows(hidden_states, ln.weight, ln.bias, ln.eps)
-    attn, weights = self.self_attention(x, **kw)
-    return add3(self.mlp(x), attn, hidden_states), weights
+    side = vars(self).get("_side_stream")
+    if side is None or not x.is_cuda:
+        attn, weights = self.self_attention(x, **kw)
+        return add3(self.mlp(x), attn, hidden_states), weights
+    # two branch streams: the attention on the side stream, the MLP on the current one, joined before the adds.
+    # Every tensor the side stream allocates is freed after the join, and the side stream's next work (the next
+    # layer's fork) waits for everything queued here, so neither stream can reuse a block the other still reads.
+    cur = torch.cuda.current_stream(x.device)
+    side.wait_stream(cur)
+    with torch.cuda.stream(side):
+        attn, weights = self.self_attention(x, **kw)
+    mlp = self.mlp(x)
+    cur.wait_stream(side)
+    return add3(mlp, attn, hidden_states), weights
+
+
+SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one attention-branch stream per device
+
+
+def set_branch_streams(model: nn.Module, n: int) -> int:
+    """n = 2: every decoder layer in fused_layer mode on a CUDA device runs its attention branch on a side stream
+    while its MLP runs on the current one (Falcon's parallel attention: both read the same layer norm); n = 1: one
+    stream. Returns how many layers run two streams."""
+    from transformers.models.falcon.modeling_falcon import FalconDecoderLayer
+
+    if n not in (1, 2):
+        raise ValueError(f"branch streams {n!r}: want 1 or 2")
+    k = 0
+    for m in model.modules():
+        if not isinstance(m, FalconDecoderLayer):
+            continue
+        dev = m.input_layernorm.weight.device
+        fused = getattr(vars(m).get("forward"), "__func__", None) is fused_decoder_forward
+        if n == 2 and fused and dev.type == "cuda":
+            if dev not in SIDE_STREAMS:
+                SIDE_STREAMS[dev] = torch.cuda.Stream(dev)
+            m._side_stream = SIDE_STREAMS[dev]
+            k += 1
+        else:
+            m._side_stream = None
+    return k
 
 
 # the decode step's attention: HF's own; the multi-query rows as one head's queries through SDPA; the same rows
@@ -196,6 +235,7 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
 
     if mode not in ATTENTION_MODES:
         raise ValueError(f"attention mode {mode!r}: want one of {', '.join(ATTENTION_MODES)}")
+
     def set_forward(m: nn.Module, patched: Callable[..., Any] | None) -> None:
         """m's forward: `patched` bound to m, or (None) the module's own, which is kept on first use."""
         if "_stock_forward" not in vars(m):
@@ -206,6 +246,7 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
     for m in model.modules():
         if isinstance(m, FalconDecoderLayer):  # fused_layer: the layer's norm and residual adds too
             set_forward(m, fused_decoder_forward if mode == "fused_layer" else None)
+            m._side_stream = None  # one stream (set_branch_streams: two)
         if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture and not m.config.alibi:
             m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
             if MQA_KERNELS.get(mode) == "fused" and "_rope_ticket" not in vars(m):  # rope_kv_write's scratch
@@ -324,6 +365,41 @@ def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespa
             candidates.append(mode)
     out["choice"] = min(candidates, key=lambda m: out[f"{m}_zero_ffn_step_ms"])
     set_decode_attention(model, out["choice"])
+    return out
+
+
+@torch.no_grad()
+def branch_streams_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespace, use_graph: bool) -> dict:
+    """--branch-streams: one stream, or the attention and the MLP branch of each fused_layer decoder layer on two
+    (set_branch_streams). auto: the dense model's batch-1 decode timed both ways, and the faster kept for the dense
+    and the TARDIS model alike (the choice is the baseline's, so it cannot favour TARDIS); their greedy tokens are
+    compared (the same kernels on either stream: they must agree). Where two streams do not apply (another
+    attention mode, the CPU) the choice is 1. The model is left with the choice in force."""
+    applies = set_branch_streams(model, 2) > 0
+    set_branch_streams(model, 1)
+    out: dict[str, Any] = {"applies": applies, "choice": 1}
+    if not applies or args.branch_streams == "1":
+        return out
+    if args.branch_streams == "2":
+        out["choice"] = 2
+        set_branch_streams(model, 2)
+        return out
+    tokens = {}
+    try:
+        for n in (1, 2):
+            set_branch_streams(model, n)
+            r = time_decode(model, prompts[:1], args.new_tokens, args.repeats, use_graph)
+            out[f"dense_step_ms_{n}"] = r["step_ms"]
+            out[f"graph_error_{n}"] = r["graph_error"]
+            tokens[n] = r["tokens"]
+    except Exception as e:  # two streams failing must not lose the run: one stream, the error recorded
+        traceback.print_exc()
+        out["error"] = repr(e)[:400]
+        set_branch_streams(model, 1)
+        return out
+    out["dense_token_agreement"] = float((tokens[1] == tokens[2]).float().mean())
+    out["choice"] = 2 if out["dense_step_ms_2"] < out["dense_step_ms_1"] else 1
+    set_branch_streams(model, out["choice"])
     return out
 
 
@@ -887,6 +963,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "at batch 1 with the FFNs zeroed, if its logits are as accurate as stock's (auto)",
     )
     ap.add_argument(
+        "--branch-streams",
+        choices=("auto", "1", "2"),
+        default="auto",
+        help="fused_layer attention on CUDA: each decoder layer's attention branch on a second stream beside its "
+        "MLP (2), one stream (1), or the faster for the dense model at batch 1, kept for both models (auto)",
+    )
+    ap.add_argument(
         "--profile-kernels",
         action="store_true",
         help="batch 1 (CUDA): also record the kernels of 16 decode steps, dense and TARDIS (where the non-FFN time "
@@ -1051,6 +1134,8 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         applies = set_decode_attention(model, args.attention) > 0
         result["attention"] = {"applies": applies, "choice": args.attention if applies else "stock"}
     print(f"attention: {result['attention']}", flush=True)
+    result["branch_streams"] = branch_streams_ab(model, prompts, args, use_graph)
+    print(f"branch streams: {result['branch_streams']}", flush=True)
 
     def label(b: int, compiled: bool) -> str:
         return f"B={b}" + (" compiled" if compiled else "")
@@ -1193,6 +1278,20 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         row["amdahl_bound_op"] = amdahl(row["ffn_share"], row["ffn_speedup_op"])
         row["amdahl_bound_policy"] = amdahl(row["ffn_share"], row["ffn_speedup_policy"])
         rows.append(row)
+        streams = result["branch_streams"]
+        if b == 1 and not compiled and streams["applies"]:  # TARDIS with the other stream count, for the record
+            other = 3 - streams["choice"]
+            set_branch_streams(model, other)
+            try:
+                streams[f"tardis_step_ms_{other}"] = time_decode(
+                    model, prompts[:1], args.new_tokens, args.repeats, use_graph
+                )["step_ms"]
+            except Exception as e:  # a record only: the row above stands
+                traceback.print_exc()
+                result["errors"].append(f"tardis B=1 with {other} branch streams: {e!r}")
+            finally:
+                set_branch_streams(model, streams["choice"])
+            streams[f"tardis_step_ms_{streams['choice']}"] = r["step_ms"]
         print(f"tardis {label(b, compiled)}: {r['tok_s']:.1f} tok/s ({row['ratio']:.2f}x)", flush=True)
         print_kernels(f"tardis {label(b, compiled)}", r["kernels"])
         write_json(out, result)
@@ -1301,6 +1400,14 @@ def table(result: dict[str, Any]) -> str:
         )
     if any(r.get("compiled") for r in result.get("decode", [])):
         lines.append("(Bc: decode steps torch.compile'd)")
+    streams = result.get("branch_streams", {})
+    if streams.get("applies"):
+        lines.append(
+            f"attention {result.get('attention', {}).get('choice')}, branch streams {streams['choice']}; B=1 step ms "
+            f"with 1 / 2 streams: dense {_fmt(streams.get('dense_step_ms_1'), '.3f')} / "
+            f"{_fmt(streams.get('dense_step_ms_2'), '.3f')}, TARDIS {_fmt(streams.get('tardis_step_ms_1'), '.3f')} / "
+            f"{_fmt(streams.get('tardis_step_ms_2'), '.3f')}"
+        )
     for m in result.get("small_models", []):
         div = [r["divergence"] for r in m["tardis"] if r["divergence"]]
         ctl = [r["divergence"] for r in m["dense_control"] if r["divergence"]]

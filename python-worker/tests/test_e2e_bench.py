@@ -67,6 +67,7 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
     assert att["applies"] and not att["errors"]
     assert att["choice"] in ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer")
     assert att["mqa_logits_max_rel_diff"] < 1e-4 and att["mqa_triton_logits_max_rel_diff"] < 1e-4
+    assert smoke["branch_streams"] == {"applies": False, "choice": 1}  # two streams are for CUDA devices
     for r in smoke["decode"]:
         assert r["dense_tok_s"] > 0 and r["tardis_tok_s"] > 0
         assert r["ratio"] == pytest.approx(r["tardis_tok_s"] / r["dense_tok_s"])
@@ -520,6 +521,42 @@ def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: Modu
     fused = bench.time_decode(model, prompts, 5, 1, False)
     compiled = bench.time_decode(model, prompts, 5, 1, False, compile_step=True)
     assert torch.equal(fused["tokens"], stock["tokens"]) and torch.equal(compiled["tokens"], stock["tokens"])
+
+
+def test_branch_streams_apply_to_fused_layer_layers_on_cuda_only(bench: ModuleType) -> None:
+    args = bench.parse_args([*TINY, "--branch-streams", "2"])
+    model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
+    bench.set_decode_attention(model, "fused_layer")
+    assert bench.set_branch_streams(model, 2) == 0  # the CPU: one stream
+    assert bench.branch_streams_ab(model, torch.zeros(1, 4, dtype=torch.long), args, False) == {
+        "applies": False,
+        "choice": 1,
+    }
+    with pytest.raises(ValueError, match="branch streams 3: want 1 or 2"):
+        bench.set_branch_streams(model, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_two_branch_streams_decode_what_one_stream_decodes_on_gpu(bench: ModuleType) -> None:
+    # the attention branch on a side stream beside the MLP: the same kernels, so the same greedy tokens, eager and
+    # through a captured graph (the fork and join are captured as the graph's branches); another attention mode
+    # or set_decode_attention again puts one stream back
+    args = bench.parse_args(TINY)
+    model = bench.random_falcon(args, torch.device("cuda"), torch.bfloat16)
+    bench.make_falcon_graph_safe(model)
+    prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(13))
+    assert bench.set_decode_attention(model, "fused_layer") == args.layers
+    one = [bench.time_decode(model, prompts, 6, 1, g)["tokens"] for g in (False, True)]
+    assert bench.set_branch_streams(model, 2) == args.layers
+    two = [bench.time_decode(model, prompts, 6, 1, g) for g in (False, True)]
+    assert two[1]["graph"] and two[1]["graph_error"] is None
+    for a, b in zip(one, two, strict=True):
+        assert torch.equal(a, b["tokens"])
+    bench.set_decode_attention(model, "fused_layer")
+    assert all(m._side_stream is None for m in model.modules() if hasattr(m, "_side_stream"))
+    bench.set_branch_streams(model, 2)
+    bench.set_decode_attention(model, "mqa_triton")
+    assert bench.set_branch_streams(model, 2) == 0
 
 
 def test_compile_batches_add_compiled_runs_after_the_uncompiled_ones(bench: ModuleType) -> None:
