@@ -46,7 +46,7 @@ from tardis.config import FoldConfig
 from tardis.data import join_tokens
 from tardis.engines import hf
 from tardis.kernels.attention import mqa_decode_attention, rope_kv_write
-from tardis.kernels.norm import add3, layer_norm_rows
+from tardis.kernels.norm import add3, add3_layer_norm, layer_norm_rows
 from tardis.kernels.policy import policy_from_bench
 from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS
 
@@ -163,9 +163,12 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
 def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **kw: Any) -> tuple[torch.Tensor, Any]:
     """FalconDecoderLayer.forward for a decode step of a parallel-attention layer (one layer norm feeding both the
     attention and the MLP): the layer norm by `tardis::layer_norm_rows` and the two residual adds by one
-    `tardis::add3`. Anything else (prefill, the new decoder architecture, training, a step being compiled) goes to
-    the original forward."""
+    `tardis::add3`, or, where set_decode_attention linked the next decoder layer, by `tardis::add3_layer_norm`,
+    which also norms the output for that layer (it takes the norm when its input is this output, one launch a layer
+    fewer). Anything else (prefill, the new decoder architecture, training, a step being compiled) goes to the
+    original forward."""
     cfg = self.config
+    pre = vars(self).pop("_pre_norm", None)  # (the previous layer's output, its norm by this layer's layer norm)
     if (
         hidden_states.shape[1] != 1
         or cfg.new_decoder_architecture
@@ -176,21 +179,31 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
     ):
         return self._stock_forward(hidden_states, *args, **kw)
     ln = self.input_layernorm
-    x = layer_norm_rows(hidden_states, ln.weight, ln.bias, ln.eps)
+    if pre is not None and pre[0] is hidden_states:
+        x = pre[1]
+    else:
+        x = layer_norm_rows(hidden_states, ln.weight, ln.bias, ln.eps)
     side = vars(self).get("_side_stream")
     if side is None or not x.is_cuda:
         attn, weights = self.self_attention(x, **kw)
-        return add3(self.mlp(x), attn, hidden_states), weights
-    # two branch streams: the attention on the side stream, the MLP on the current one, joined before the adds.
-    # Every tensor the side stream allocates is freed after the join, and the side stream's next work (the next
-    # layer's fork) waits for everything queued here, so neither stream can reuse a block the other still reads.
-    cur = torch.cuda.current_stream(x.device)
-    side.wait_stream(cur)
-    with torch.cuda.stream(side):
-        attn, weights = self.self_attention(x, **kw)
-    mlp = self.mlp(x)
-    cur.wait_stream(side)
-    return add3(mlp, attn, hidden_states), weights
+        mlp = self.mlp(x)
+    else:
+        # two branch streams: the attention on the side stream, the MLP on the current one, joined before the adds.
+        # Every tensor the side stream allocates is freed after the join, and the side stream's next work (the next
+        # layer's fork) waits for everything queued here, so neither stream can reuse a block the other still reads.
+        cur = torch.cuda.current_stream(x.device)
+        side.wait_stream(cur)
+        with torch.cuda.stream(side):
+            attn, weights = self.self_attention(x, **kw)
+        mlp = self.mlp(x)
+        cur.wait_stream(side)
+    nxt = vars(self).get("_next_layer")
+    if nxt is None:
+        return add3(mlp, attn, hidden_states), weights
+    nln = nxt[0].input_layernorm
+    out, x_next = add3_layer_norm(mlp, attn, hidden_states, nln.weight, nln.bias, nln.eps)
+    nxt[0]._pre_norm = (out, x_next)
+    return out, weights
 
 
 SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one attention-branch stream per device
@@ -222,7 +235,8 @@ def set_branch_streams(model: nn.Module, n: int) -> int:
 
 # the decode step's attention: HF's own; the multi-query rows as one head's queries through SDPA; the same rows
 # through tardis::mqa_decode_attention; that with the rotary embedding and cache write in tardis::rope_kv_write;
-# and that with the layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3 (fused_layer)
+# and that with the layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3, the adds and the
+# next layer's norm in tardis::add3_layer_norm (fused_layer)
 ATTENTION_MODES = ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer")
 MQA_KERNELS = {"mqa": "sdpa", "mqa_triton": "triton", "mqa_fused": "fused", "fused_layer": "fused"}
 
@@ -243,10 +257,14 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
         m.forward = m._stock_forward if patched is None else patched.__get__(m)  # type: ignore[method-assign]
 
     n = 0
+    layers = [m for m in model.modules() if isinstance(m, FalconDecoderLayer)]
+    for i, m in enumerate(layers):  # fused_layer: the layer's norm and residual adds too, and the next one's norm
+        set_forward(m, fused_decoder_forward if mode == "fused_layer" else None)
+        m._side_stream = None  # one stream (set_branch_streams: two)
+        # the next layer in a tuple, not an attribute of its own (that would make it a submodule of this one)
+        m._next_layer = (layers[i + 1],) if mode == "fused_layer" and i + 1 < len(layers) else None
+        vars(m).pop("_pre_norm", None)
     for m in model.modules():
-        if isinstance(m, FalconDecoderLayer):  # fused_layer: the layer's norm and residual adds too
-            set_forward(m, fused_decoder_forward if mode == "fused_layer" else None)
-            m._side_stream = None  # one stream (set_branch_streams: two)
         if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture and not m.config.alibi:
             m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
             if MQA_KERNELS.get(mode) == "fused" and "_rope_ticket" not in vars(m):  # rope_kv_write's scratch

@@ -250,7 +250,7 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
     # cache, rotary); prefill steps keep HF's own forward; off restores it
     args = bench.parse_args(TINY)
     calls: dict[str, int] = {}
-    for name in ("rope_kv_write", "layer_norm_rows", "add3"):  # counted, then run
+    for name in ("rope_kv_write", "layer_norm_rows", "add3", "add3_layer_norm"):  # counted, then run
         fn = getattr(bench, name)
         monkeypatch.setattr(
             bench, name, lambda *a, name=name, fn=fn: calls.update({name: calls.get(name, 0) + 1}) or fn(*a)
@@ -270,14 +270,17 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
     stock = decode_logits()
     for mode in ("mqa", "mqa_triton", "mqa_fused", "fused_layer"):  # SDPA's, tardis::mqa_decode_attention's (CPU:
         # its reference), that with tardis::rope_kv_write's rotary embedding and cache write, and that with the
-        # decoder layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3 (CPU: their references)
+        # decoder layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3, a layer's adds and the
+        # next layer's norm in tardis::add3_layer_norm (CPU: their references)
         assert bench.set_decode_attention(model, mode) == args.layers
         calls.clear()
         for a, b in zip(stock, decode_logits(), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
         steps = 4 * args.layers  # every decode step's layers (the prefill keeps HF's own paths)
         assert calls.get("rope_kv_write", 0) == (steps if "fused" in mode else 0), (mode, calls)
-        assert calls.get("layer_norm_rows", 0) == calls.get("add3", 0) == (steps if mode == "fused_layer" else 0)
+        fused = mode == "fused_layer"  # a step: the first layer's norm, the last layer's adds, the others' pairs
+        assert calls.get("layer_norm_rows", 0) == calls.get("add3", 0) == (4 if fused else 0), (mode, calls)
+        assert calls.get("add3_layer_norm", 0) == (steps - 4 if fused else 0), (mode, calls)
     bench.set_decode_attention(model, "stock")
     assert all("forward" not in vars(m) or m.forward == m._stock_forward for m in model.modules())
     with pytest.raises(

@@ -1,5 +1,6 @@
-"""`tardis::layer_norm_rows` and `tardis::add3`: the CPU ops against torch in float64, the checks and the fake
-impls, and the Triton kernels against float64 (on the GPU, and in Triton's interpreter on the CPU)."""
+"""`tardis::layer_norm_rows`, `tardis::add3` and `tardis::add3_layer_norm`: the CPU ops against torch in float64,
+the checks and the fake impls, and the Triton kernels against float64 (on the GPU, and in Triton's interpreter on
+the CPU)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import pytest
 import torch
 
-from tardis.kernels.norm import add3, layer_norm_reference, layer_norm_rows
+from tardis.kernels.norm import add3, add3_layer_norm, layer_norm_reference, layer_norm_rows
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -33,6 +34,20 @@ def test_cpu_ops_are_torch_in_float64() -> None:
     )
     y, z = x.flip(0), x * 2
     torch.testing.assert_close(add3(x, y, z), x + y + z, rtol=1e-15, atol=1e-15)
+    h, n = add3_layer_norm(x, y, z, w, b, 1e-5)
+    torch.testing.assert_close(h, x + y + z, rtol=1e-15, atol=1e-15)
+    torch.testing.assert_close(n, torch.nn.functional.layer_norm(h, (40,), w, b, 1e-5))
+
+
+def test_add3_layer_norm_is_add3_then_layer_norm_on_the_rounded_sum() -> None:
+    # bf16 on the CPU: the norm is of h as rounded, so the pair equals the two ops one after the other exactly
+    x, w, b = _rows(5, 72, torch.bfloat16, seed=9)
+    y, z = x.flip(0) * 0.5, -x * 0.25 + 1
+    for bias in (b, None):
+        h, n = add3_layer_norm(x, y, z, w, bias, 1e-5)
+        assert h.shape == n.shape == x.shape and h.dtype == n.dtype == torch.bfloat16
+        torch.testing.assert_close(h, add3(x, y, z), rtol=0, atol=0)
+        torch.testing.assert_close(n, layer_norm_rows(h, w, bias, 1e-5), rtol=0, atol=0)
 
 
 def test_inputs_are_checked_with_the_fix_named() -> None:
@@ -43,6 +58,10 @@ def test_inputs_are_checked_with_the_fix_named() -> None:
         add3(x, x.double(), x)
     with pytest.raises(ValueError, match=r"add3: .* want one shape and dtype"):
         add3(x, x[:1], x)
+    with pytest.raises(ValueError, match=r"add3_layer_norm: .* want one shape and dtype"):
+        add3_layer_norm(x, x.double(), x, w, b, 1e-5)
+    with pytest.raises(ValueError, match=r"add3_layer_norm: x \(2, 1, 16\), weight \(16,\), bias \(15,\)"):
+        add3_layer_norm(x, x, x, w, b[:15], 1e-5)
 
 
 def test_ops_under_torch_compile_and_the_fake_impls() -> None:
@@ -54,13 +73,17 @@ def test_ops_under_torch_compile_and_the_fake_impls() -> None:
     with FakeTensorMode(allow_non_fake_inputs=True):
         assert torch.ops.tardis.layer_norm_rows(x[:, 0], w, b, 1e-5).shape == (2, 24)
         assert torch.ops.tardis.add3(x, x, x).shape == x.shape
+        h, n = torch.ops.tardis.add3_layer_norm(x[:, 0], x[:, 0], x[:, 0], w, None, 1e-5)
+        assert h.shape == n.shape == (2, 24)
+    fn2 = torch.compile(lambda a: add3_layer_norm(a, a, a, w, b, 1e-5)[1] * 2, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(fn2(x), 2 * layer_norm_reference(3 * x, w, b, 1e-5))
 
 
 CASES = [(1, 4544), (3, 1000), (16, 64), (2, 4096)]  # n, d: Falcon-7B's width at batch 1, a width below a power of 2
 
 
 def _check(device: str, n: int, d: int, dtype: torch.dtype) -> None:
-    from tardis.kernels.norm_triton import launch_add3, launch_layer_norm
+    from tardis.kernels.norm_triton import launch_add3, launch_add3_layer_norm, launch_layer_norm
 
     x, w, b = _rows(n, d, dtype, seed=n * 7 + d, device=device)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
@@ -75,6 +98,11 @@ def _check(device: str, n: int, d: int, dtype: torch.dtype) -> None:
     got = launch_add3(x, y, z)
     assert got.dtype == dtype and got.shape == x.shape
     assert float((got.double().cpu() - ref).abs().max() / ref.abs().max()) < (1e-6 if dtype == torch.float32 else 5e-3)
+    for bias in (b, None):  # the pair: h as add3 gives it, and the norm of h as rounded
+        h, nh = launch_add3_layer_norm(x[:, 0], y[:, 0], z[:, 0], w, bias, 1e-5)
+        torch.testing.assert_close(h, got[:, 0], rtol=0, atol=0)
+        ref = layer_norm_reference(h.double().cpu(), w.double().cpu(), None if bias is None else b.double().cpu(), 1e-5)
+        assert float((nh.double().cpu() - ref).abs().max() / ref.abs().max()) < tol
 
 
 @pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")

@@ -1,7 +1,8 @@
 """The decode step's small row ops for the end-to-end bench's Falcon layer: `tardis::layer_norm_rows` (a layer norm
-of each row, one program a row) and `tardis::add3` (a + b + c with one rounding: a parallel-attention layer's MLP
-output, attention output and residual). At batch 1 PyTorch's layer norm kernel walks a 4544-wide row with one
-small block (about 9 µs on an H100), and the layer's two residual adds are two launches; here they are one
+of each row, one program a row), `tardis::add3` (a + b + c with one rounding: a parallel-attention layer's MLP
+output, attention output and residual) and `tardis::add3_layer_norm` (both: the layer's output and the next layer's
+layer norm of it, one launch where there were two). At batch 1 PyTorch's layer norm kernel walks a 4544-wide row
+with one small block (about 9 µs on an H100), and the layer's two residual adds are two launches; here they are one
 program a row (up to sixteen warps, the whole row in registers) and one launch. CUDA: Triton; CPU: the same
 arithmetic in torch (float32 accumulation, float64 in float64)."""
 
@@ -15,6 +16,12 @@ def layer_norm_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     b = None if bias is None else bias.to(acc)
     return torch.nn.functional.layer_norm(x.to(acc), (x.shape[-1],), weight.to(acc), b, eps).to(x.dtype)
+
+
+def _sum3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """a + b + c summed in float32 (float64 in float64), rounded once."""
+    acc = torch.float64 if a.dtype == torch.float64 else torch.float32
+    return (a.to(acc) + b.to(acc) + c.to(acc)).to(a.dtype)
 
 
 @torch.library.custom_op("tardis::layer_norm_rows", mutates_args=())
@@ -39,8 +46,7 @@ def _add3_op(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         from tardis.kernels.norm_triton import launch_add3
 
         return launch_add3(a, b, c)
-    acc = torch.float64 if a.dtype == torch.float64 else torch.float32
-    return (a.to(acc) + b.to(acc) + c.to(acc)).to(a.dtype)
+    return _sum3(a, b, c)
 
 
 @_add3_op.register_fake
@@ -48,18 +54,60 @@ def _(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(a)
 
 
+@torch.library.custom_op("tardis::add3_layer_norm", mutates_args=())
+def _add3_layer_norm_op(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h = a + b + c (rows [N, d], rounded once) and the layer norm of h as rounded: what add3 then
+    layer_norm_rows give, in one launch."""
+    if a.is_cuda:
+        from tardis.kernels.norm_triton import launch_add3_layer_norm
+
+        return launch_add3_layer_norm(a, b, c, weight, bias, eps)
+    h = _sum3(a, b, c)
+    return h, layer_norm_reference(h, weight, bias, eps)
+
+
+@_add3_layer_norm_op.register_fake
+def _(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(a), torch.empty_like(a)
+
+
+def _check_norm_params(op: str, d: int, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if weight.shape != (d,) or (bias is not None and bias.shape != (d,)):
+        raise ValueError(f"{op}: x {tuple(x.shape)}, weight {tuple(weight.shape)}, bias "
+                         f"{None if bias is None else tuple(bias.shape)}: want weight and bias [{d}]")  # fmt: skip
+
+
+def _check_three(op: str, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
+    if not (a.shape == b.shape == c.shape and a.dtype == b.dtype == c.dtype):
+        raise ValueError(f"{op}: {tuple(a.shape)} {a.dtype}, {tuple(b.shape)} {b.dtype}, {tuple(c.shape)} {c.dtype}: "
+                         "want one shape and dtype")  # fmt: skip
+
+
 def layer_norm_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
     """A layer norm over x's last dimension (any leading shape) with weight / bias of that size."""
     d = x.shape[-1]
-    if weight.shape != (d,) or (bias is not None and bias.shape != (d,)):
-        raise ValueError(f"layer_norm_rows: x {tuple(x.shape)}, weight {tuple(weight.shape)}, bias "
-                         f"{None if bias is None else tuple(bias.shape)}: want weight and bias [{d}]")  # fmt: skip
+    _check_norm_params("layer_norm_rows", d, x, weight, bias)
     return torch.ops.tardis.layer_norm_rows(x.reshape(-1, d), weight, bias, float(eps)).view(x.shape)
 
 
 def add3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """a + b + c of one shape and dtype, rounded once."""
-    if not (a.shape == b.shape == c.shape and a.dtype == b.dtype == c.dtype):
-        raise ValueError(f"add3: {tuple(a.shape)} {a.dtype}, {tuple(b.shape)} {b.dtype}, {tuple(c.shape)} {c.dtype}: "
-                         "want one shape and dtype")  # fmt: skip
+    _check_three("add3", a, b, c)
     return torch.ops.tardis.add3(a, b, c)
+
+
+def add3_layer_norm(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, layer_norm(h)) with h = a + b + c rounded once (one shape and dtype; weight / bias of the last dimension's
+    size): add3 and layer_norm_rows in one launch, the same values."""
+    _check_three("add3_layer_norm", a, b, c)
+    d = a.shape[-1]
+    _check_norm_params("add3_layer_norm", d, a, weight, bias)
+    h, y = torch.ops.tardis.add3_layer_norm(a.reshape(-1, d), b.reshape(-1, d), c.reshape(-1, d), weight, bias,
+                                            float(eps))  # fmt: skip
+    return h.view(a.shape), y.view(a.shape)

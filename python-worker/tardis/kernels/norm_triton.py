@@ -1,4 +1,5 @@
-"""The Triton kernels of `tardis::layer_norm_rows` and `tardis::add3` (see norm.py) and their launchers."""
+"""The Triton kernels of `tardis::layer_norm_rows`, `tardis::add3` and `tardis::add3_layer_norm` (see norm.py) and
+their launchers."""
 
 from __future__ import annotations
 
@@ -23,6 +24,31 @@ def _layer_norm_kernel(x_ptr, w_ptr, b_ptr, y_ptr, D, sx, sy, eps, BD: tl.conste
     if HAS_BIAS:
         y += tl.load(b_ptr + cols, mask=m, other=0.0).to(tl.float32)
     tl.store(y_ptr + r * sy + cols, y.to(y_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _add3_layer_norm_kernel(
+    a_ptr, b_ptr, c_ptr, w_ptr, bias_ptr, h_ptr, y_ptr, D, eps, BD: tl.constexpr, HAS_BIAS: tl.constexpr
+):  # fmt: skip
+    # program r: row r whole; h = a + b + c rounded once, then the layer norm of h as rounded (what add3 and then
+    # layer_norm_rows give)
+    r = tl.program_id(0)
+    cols = tl.arange(0, BD)
+    m = cols < D
+    offs = r * D + cols
+    s = tl.load(a_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    s += tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    s += tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    h = s.to(h_ptr.dtype.element_ty)
+    tl.store(h_ptr + offs, h, mask=m)
+    x = h.to(tl.float32)
+    mean = tl.sum(x, axis=0) / D
+    xc = tl.where(m, x - mean, 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
+    y = xc * rstd * tl.load(w_ptr + cols, mask=m, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + cols, mask=m, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -54,3 +80,18 @@ def launch_add3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tens
     out = torch.empty_like(a)
     _add3_kernel[(triton.cdiv(a.numel(), ADD3_BLOCK),)](a, b, c, out, a.numel(), BLOCK=ADD3_BLOCK, num_warps=4)
     return out
+
+
+def launch_add3_layer_norm(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """a, b, c [N, d] (one dtype), weight / bias [d] → (h = a + b + c, the layer norm of each row of h)."""
+    n, d = a.shape
+    a, b, c = (t.contiguous() for t in (a, b, c))
+    h, y = torch.empty_like(a), torch.empty_like(a)
+    bd = triton.next_power_of_2(d)
+    _add3_layer_norm_kernel[(n,)](
+        a, b, c, weight, weight if bias is None else bias, h, y, d, eps,
+        BD=bd, HAS_BIAS=bias is not None, num_warps=min(16, max(1, bd // 512)),
+    )  # fmt: skip
+    return h, y
