@@ -45,7 +45,7 @@ from tardis.calibrate import calibrate
 from tardis.config import FoldConfig
 from tardis.data import join_tokens
 from tardis.engines import hf
-from tardis.kernels.attention import mqa_decode_attention, rope_kv_write
+from tardis.kernels.attention import mqa_decode_attention, mqa_rope_attention, rope_kv_write
 from tardis.kernels.norm import add3, add3_layer_norm, layer_norm_rows
 from tardis.kernels.policy import policy_from_bench
 from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS
@@ -126,7 +126,8 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     `tardis::mqa_decode_attention` (mode "mqa_triton": the cache split in blocks over the SMs). Mode "mqa_fused"
     also replaces the rotary embedding and the static cache's update (about fifteen small kernels) by
     `tardis::rope_kv_write` (one), where the cache layer is a static one and the step is not being compiled (inductor
-    fuses those ops itself there). Anything else goes to the original forward."""
+    fuses those ops itself there); mode "fused_layer" does all of it in `tardis::mqa_rope_attention` (the attention's
+    kernels rotate and write themselves). Anything else goes to the original forward."""
     from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
 
     past = kw.get("layer_past", args[1] if len(args) > 1 else None)
@@ -137,12 +138,17 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     b = hidden_states.shape[0]
     fused_qkv = self.query_key_value(hidden_states)
     layer = getattr(past, "layers", [None] * (self.layer_idx + 1))[self.layer_idx]
-    if (
-        self._mqa_kernel == "fused"
-        and type(layer) is transformers.cache_utils.StaticLayer
+    static = (
+        type(layer) is transformers.cache_utils.StaticLayer
         and layer.is_initialized
         and not torch.compiler.is_compiling()
-    ):
+    )
+    if self._mqa_kernel == "rope_attention" and static:  # the rotary embedding inside the attention's kernels
+        mask = None if attention_mask is None else attention_mask[:, 0, -1]
+        out = mqa_rope_attention(fused_qkv, emb[0], emb[1], layer.keys, layer.values, layer.cumulative_length,
+                                 self._rope_ticket, self.num_heads, mask)  # fmt: skip
+        return self.dense(out.reshape(b, 1, -1)), None
+    if self._mqa_kernel in ("fused", "rope_attention") and static:
         q = rope_kv_write(fused_qkv, emb[0], emb[1], layer.keys, layer.values, layer.cumulative_length,
                           self._rope_ticket, self.num_heads)[:, :, None]  # fmt: skip
         k, v = layer.keys, layer.values  # [B, 1, L, hd], the token's key and value written
@@ -152,7 +158,7 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
         v = v.transpose(1, 2)
         if past is not None:
             k, v = past.update(k, v, self.layer_idx)  # [B, 1, L, hd]
-    if self._mqa_kernel in ("triton", "fused"):  # q [B, H, hd] against k / v [B, L, hd]; the mask's row [B, L]
+    if self._mqa_kernel != "sdpa":  # q [B, H, hd] against k / v [B, L, hd]; the mask's row [B, L]
         mask = None if attention_mask is None else attention_mask[:, 0, -1]
         out = mqa_decode_attention(q[:, :, 0], k[:, 0], v[:, 0], mask)
     else:  # [B, 1, H, hd]: H query rows of one head; the mask [B, 1, 1, L] holds for every row
@@ -235,10 +241,11 @@ def set_branch_streams(model: nn.Module, n: int) -> int:
 
 # the decode step's attention: HF's own; the multi-query rows as one head's queries through SDPA; the same rows
 # through tardis::mqa_decode_attention; that with the rotary embedding and cache write in tardis::rope_kv_write;
-# and that with the layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3, the adds and the
-# next layer's norm in tardis::add3_layer_norm (fused_layer)
+# and (fused_layer) the rotary embedding and cache write inside the attention's kernels (tardis::mqa_rope_attention),
+# the layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3, the adds and the next layer's norm
+# in tardis::add3_layer_norm
 ATTENTION_MODES = ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer")
-MQA_KERNELS = {"mqa": "sdpa", "mqa_triton": "triton", "mqa_fused": "fused", "fused_layer": "fused"}
+MQA_KERNELS = {"mqa": "sdpa", "mqa_triton": "triton", "mqa_fused": "fused", "fused_layer": "rope_attention"}
 
 
 def set_decode_attention(model: nn.Module, mode: str) -> int:
@@ -267,7 +274,7 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
     for m in model.modules():
         if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture and not m.config.alibi:
             m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
-            if MQA_KERNELS.get(mode) == "fused" and "_rope_ticket" not in vars(m):  # rope_kv_write's scratch
+            if mode in ("mqa_fused", "fused_layer") and "_rope_ticket" not in vars(m):  # the rotary kernels' scratch
                 m._rope_ticket = torch.zeros(1, dtype=torch.int32, device=m.query_key_value.weight.device)
             set_forward(m, None if mode == "stock" else mqa_decode_forward)
             n += 1
@@ -976,7 +983,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="the decode step's attention for both models: HF's own (stock), the multi-query rows as one head's "
         "queries through SDPA (mqa) or through tardis::mqa_decode_attention (mqa_triton; mqa_fused: with the rotary "
-        "embedding and the static-cache write in tardis::rope_kv_write; fused_layer: also the layer norm and the "
+        "embedding and the static-cache write in tardis::rope_kv_write; fused_layer: those inside the attention's "
+        "kernels (tardis::mqa_rope_attention), and the layer norm and the "
         "residual adds in tardis::layer_norm_rows and tardis::add3), or the fastest of them "
         "at batch 1 with the FFNs zeroed, if its logits are as accurate as stock's (auto)",
     )

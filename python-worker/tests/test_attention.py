@@ -1,6 +1,6 @@
-"""`tardis::mqa_decode_attention` and `tardis::rope_kv_write`: the CPU ops against SDPA / HF's rotary embedding and
-static-cache update in float64, the fake impls, and the Triton kernels against float64 (on the GPU, and in
-Triton's interpreter on the CPU)."""
+"""`tardis::mqa_decode_attention`, `tardis::rope_kv_write` and `tardis::mqa_rope_attention` (the two as one): the CPU
+ops against SDPA / HF's rotary embedding and static-cache update in float64, the fake impls, and the Triton kernels
+against float64 (on the GPU, and in Triton's interpreter on the CPU)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tardis.kernels.attention import (
     BLOCK_SLOTS,
     mqa_decode_attention,
     mqa_decode_reference,
+    mqa_rope_attention,
     rope_kv_reference,
     rope_kv_write,
 )
@@ -301,3 +302,141 @@ def test_rope_kv_op_in_a_cuda_graph_advances_the_position_each_replay_on_gpu() -
     k_row = keys[:, 0, 3]  # the warm-up's key row: the same inputs give the same row at every replayed slot
     for slot in (10, 11, 12):
         torch.testing.assert_close(keys[:, 0, slot], k_row, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------- mqa_rope_attention
+
+
+def _decode_mask(b: int, n_slots: int, pos: int, kind: str, dtype: torch.dtype, device: str) -> torch.Tensor | None:
+    """A static cache's decode-row mask: slots up to pos attended (bool, or additive in dtype), or none."""
+    keep = (torch.arange(n_slots) <= pos)[None, :].expand(b, n_slots)
+    if kind == "bool":
+        return keep.to(device)
+    if kind == "additive":
+        return torch.zeros(b, n_slots, dtype=dtype).masked_fill(~keep, torch.finfo(dtype).min).to(device)
+    return None
+
+
+def test_rope_attention_cpu_op_is_rope_kv_write_then_the_attention_in_float64() -> None:
+    for kind in ("bool", "additive", "none"):
+        qkv, cos, sin, keys, values, length, ticket = _rope_case(3, 5, 12, 16, 7, torch.float64, seed=21)
+        k2, v2, len2 = keys.clone(), values.clone(), length.clone()
+        mask = _decode_mask(3, 12, 7, kind, torch.float64, "cpu")
+        out = mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, 5, mask)
+        q = rope_kv_write(qkv, cos, sin, k2, v2, len2, ticket, 5)
+        torch.testing.assert_close(out, mqa_decode_attention(q, k2[:, 0], v2[:, 0], mask), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(keys, k2, rtol=0, atol=0)
+        torch.testing.assert_close(values, v2, rtol=0, atol=0)
+        assert int(length) == int(len2) == 8
+
+
+def test_rope_attention_inputs_are_checked_with_the_fix_named() -> None:
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(2, 4, 6, 16, 2, torch.float32, seed=5)
+    with pytest.raises(ValueError, match=r"mqa_rope_attention: qkv .* multi-query layouts only"):
+        mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, 5)
+    with pytest.raises(ValueError, match=r"mqa_rope_attention: mask \(2, 5\), want \[B, L\] = \(2, 6\)"):
+        mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, 4, torch.ones(2, 5, dtype=torch.bool))
+    assert int(length) == 2 and int(ticket) == 0
+
+
+def test_rope_attention_op_under_torch_compile_and_the_fake_impl() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(2, 3, 9, 16, 4, torch.float32, seed=6)
+    k2, v2, len2 = keys.clone(), values.clone(), length.clone()
+    mask = _decode_mask(2, 9, 4, "bool", torch.float32, "cpu")
+    want = mqa_rope_attention(qkv, cos, sin, k2, v2, len2, ticket.clone(), 3, mask)
+    fn = torch.compile(lambda *a: mqa_rope_attention(*a, 3, mask) * 2, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(fn(qkv, cos, sin, keys, values, length, ticket), 2 * want)
+    torch.testing.assert_close(keys, k2, rtol=0, atol=0)  # the mutations reach the real cache under compile
+    assert int(length) == 5
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        out = torch.ops.tardis.mqa_rope_attention(
+            qkv.reshape(2, -1), cos[:, 0], sin[:, 0], keys, values, length, ticket, mask, 3, 0.25
+        )
+        assert out.shape == (2, 3, 16) and out.dtype == qkv.dtype
+
+
+ROPE_ATTENTION_CASES = [  # B, H, L, hd, pos, mask
+    (1, 71, 388, 64, 131, "bool"),  # Falcon-7B's decode step (the write position inside the third block)
+    (3, 7, 20, 64, 0, "additive"),  # the first slot
+    (4, 9, 130, 80, 129, "none"),  # a head size that is not a power of two; the last slot, alone in its block
+    (2, 16, 70, 32, 70, "bool"),  # a position past the cache: nothing written, the attention over the cache as is
+]
+
+
+def _check_rope_attention(device: str, b: int, h: int, n_slots: int, hd: int, pos: int, kind: str, dtype) -> None:
+    from tardis.kernels.attention_triton import launch_rope_attention
+
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(
+        b, h, n_slots, hd, pos, dtype, seed=b * 10 + h + 1, device=device
+    )
+    mask = _decode_mask(b, n_slots, pos, kind, dtype, device)
+    before_k, before_v = keys.clone(), values.clone()
+    scale = 1 / math.sqrt(hd)
+    for rnd in range(2):  # twice: the ticket must come back to zero, the position advance once a call
+        length.fill_(pos)
+        keys.copy_(before_k)
+        values.copy_(before_v)
+        out = launch_rope_attention(
+            qkv.reshape(b, -1), cos[:, 0], sin[:, 0], keys, values, length, ticket, mask, h, scale, BLOCK_SLOTS
+        )
+        assert int(length) == pos + 1 and int(ticket) == 0, (rnd, int(length), int(ticket))
+    k64, v64 = before_k.double().cpu(), before_v.double().cpu()  # the float64 reference runs on the CPU
+    qkv64, cos64, sin64 = (t.double().cpu() for t in (qkv, cos, sin))
+    if pos < n_slots:
+        q64 = rope_kv_reference(qkv64.reshape(b, -1), cos64[:, 0], sin64[:, 0], k64, v64, torch.tensor(pos), h)
+    else:
+        q64 = _hf_rope_kv(qkv64, cos64, sin64, k64, v64, 0, h)[0]
+    m64 = None if mask is None else (mask.cpu() if mask.dtype == torch.bool else mask.double().cpu())
+    want = mqa_decode_reference(q64, k64[:, 0], v64[:, 0], m64, scale)
+    err = float((out.double().cpu() - want).abs().max() / want.abs().max())
+    assert err < (1e-5 if dtype == torch.float32 else 2e-2), err
+    kerr = float((keys.double().cpu() - k64).abs().max() / k64.abs().max())
+    assert kerr < (1e-6 if dtype == torch.float32 else 1e-2), kerr
+    torch.testing.assert_close(values.double().cpu(), v64, rtol=0, atol=0)  # copied, not rounded again
+
+
+@pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
+@pytest.mark.parametrize("case", ROPE_ATTENTION_CASES)
+def test_rope_attention_kernels_match_float64_in_the_interpreter(case: tuple) -> None:
+    _check_rope_attention("cpu", *case, torch.float32)
+
+
+@pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", ROPE_ATTENTION_CASES)
+def test_rope_attention_kernels_match_float64_on_gpu(case: tuple, dtype: torch.dtype) -> None:
+    _check_rope_attention("cuda", *case, dtype)
+
+
+@pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
+def test_rope_attention_op_in_a_cuda_graph_matches_the_two_ops_on_gpu() -> None:
+    # replayed at a new position each time: the same outputs and cache as rope_kv_write then the attention
+    b, h, n_slots, hd = 2, 71, 388, 64
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(
+        b, h, n_slots, hd, 3, torch.bfloat16, seed=12, device="cuda"
+    )
+    k2, v2, len2, t2 = keys.clone(), values.clone(), length.clone(), ticket.clone()
+    mask = torch.ones(b, n_slots, dtype=torch.bool, device="cuda")
+    out = torch.empty(b, h, hd, device="cuda", dtype=torch.bfloat16)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up (compiles the kernels) at slot 3
+        out.copy_(mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, h, mask))
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out.copy_(mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, h, mask))
+    rope_kv_write(qkv, cos, sin, k2, v2, len2, t2, h)  # the two-op path's warm-up step at slot 3
+    length.fill_(10)
+    len2.fill_(10)
+    for _ in range(3):
+        g.replay()
+        q = rope_kv_write(qkv, cos, sin, k2, v2, len2, t2, h)
+        want = mqa_decode_attention(q, k2[:, 0], v2[:, 0], mask)
+        torch.cuda.synchronize()
+        torch.testing.assert_close(out, want, rtol=0, atol=0)
+    assert int(length) == int(len2) == 13 and int(ticket) == 0
+    torch.testing.assert_close(keys, k2, rtol=0, atol=0)
+    torch.testing.assert_close(values, v2, rtol=0, atol=0)

@@ -250,7 +250,7 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
     # cache, rotary); prefill steps keep HF's own forward; off restores it
     args = bench.parse_args(TINY)
     calls: dict[str, int] = {}
-    for name in ("rope_kv_write", "layer_norm_rows", "add3", "add3_layer_norm"):  # counted, then run
+    for name in ("rope_kv_write", "mqa_rope_attention", "layer_norm_rows", "add3", "add3_layer_norm"):  # counted
         fn = getattr(bench, name)
         monkeypatch.setattr(
             bench, name, lambda *a, name=name, fn=fn: calls.update({name: calls.get(name, 0) + 1}) or fn(*a)
@@ -269,15 +269,16 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
 
     stock = decode_logits()
     for mode in ("mqa", "mqa_triton", "mqa_fused", "fused_layer"):  # SDPA's, tardis::mqa_decode_attention's (CPU:
-        # its reference), that with tardis::rope_kv_write's rotary embedding and cache write, and that with the
-        # decoder layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3, a layer's adds and the
-        # next layer's norm in tardis::add3_layer_norm (CPU: their references)
+        # its reference), that with tardis::rope_kv_write's rotary embedding and cache write, and the two as
+        # tardis::mqa_rope_attention with the decoder layer's norm and residual adds in tardis::layer_norm_rows and
+        # tardis::add3, a layer's adds and the next layer's norm in tardis::add3_layer_norm (CPU: their references)
         assert bench.set_decode_attention(model, mode) == args.layers
         calls.clear()
         for a, b in zip(stock, decode_logits(), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
         steps = 4 * args.layers  # every decode step's layers (the prefill keeps HF's own paths)
-        assert calls.get("rope_kv_write", 0) == (steps if "fused" in mode else 0), (mode, calls)
+        assert calls.get("rope_kv_write", 0) == (steps if mode == "mqa_fused" else 0), (mode, calls)
+        assert calls.get("mqa_rope_attention", 0) == (steps if mode == "fused_layer" else 0), (mode, calls)
         fused = mode == "fused_layer"  # a step: the first layer's norm, the last layer's adds, the others' pairs
         assert calls.get("layer_norm_rows", 0) == calls.get("add3", 0) == (4 if fused else 0), (mode, calls)
         assert calls.get("add3_layer_norm", 0) == (steps - 4 if fused else 0), (mode, calls)
@@ -513,7 +514,8 @@ def test_the_compiled_decode_step_decodes_what_the_eager_step_decodes(bench: Mod
 
 
 def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: ModuleType) -> None:
-    # --attention fused_layer: eager steps run tardis::rope_kv_write, layer_norm_rows and add3 (CPU references);
+    # --attention fused_layer: eager steps run tardis::mqa_rope_attention, layer_norm_rows, add3 and
+    # add3_layer_norm (CPU references);
     # a compiled step keeps HF's rotary, cache and norm code (the patched forwards step aside while dynamo traces)
     args = bench.parse_args(TINY)
     model = bench.random_falcon(args, torch.device("cpu"), torch.float32)

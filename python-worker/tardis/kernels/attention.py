@@ -15,6 +15,10 @@ applies the rotary embedding to the query heads and the key, writes the key and 
 the cache's own device-side write position and advances that position, and returns the rotated queries. On the
 GPU that is one kernel where HF's rotary embedding and static-cache update take about fifteen small ones
 (multiplies, negations, concatenations, adds, an arange and two index copies).
+
+`tardis::mqa_rope_attention` is the two as one op: the attention's block kernel rotates the queries and the key
+itself (every block the queries; the block that owns the write position also writes the key and value), so the
+step launches no rotary kernel at all.
 """
 
 from __future__ import annotations
@@ -118,26 +122,74 @@ def rope_kv_write(
     one), ticket an int32 [1] zero on the same device (scratch of the GPU kernel's). Returns the rotated queries
     [B, H, hd]. On the GPU a position outside the cache writes nothing (no host sync to check it); the CPU path
     raises."""
+    qkv, cos, sin = _rope_inputs("rope_kv_write", qkv, cos, sin, keys, values, length, ticket, n_heads)
+    return torch.ops.tardis.rope_kv_write(qkv, cos, sin, keys, values, length, ticket, n_heads)
+
+
+def _rope_inputs(
+    op: str, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    length: torch.Tensor, ticket: torch.Tensor, n_heads: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The checks of rope_kv_write's arguments (op names the caller in the errors); returns qkv [B, (H + 2)·hd]
+    and cos / sin [B, hd] (one row for the batch: expanded, stride 0)."""
     b = qkv.shape[0]
     hd = keys.shape[-1]
     width = (n_heads + 2) * hd
     if qkv.numel() != b * width or qkv.shape[-1] != width:
         raise ValueError(
-            f"rope_kv_write: qkv {tuple(qkv.shape)} is not [B, (H + 2)·hd] = [{b}, {width}] for "
+            f"{op}: qkv {tuple(qkv.shape)} is not [B, (H + 2)·hd] = [{b}, {width}] for "
             f"H = {n_heads} query heads of {hd}: multi-query layouts only (one key/value head)"
         )
     if keys.dim() != 4 or keys.shape[:2] != (b, 1) or values.shape != keys.shape:
-        raise ValueError(f"rope_kv_write: keys {tuple(keys.shape)}, values {tuple(values.shape)}: want both "
+        raise ValueError(f"{op}: keys {tuple(keys.shape)}, values {tuple(values.shape)}: want both "
                          f"[{b}, 1, L, {hd}] (a static cache layer of one key/value head)")  # fmt: skip
     for name, t in (("cos", cos), ("sin", sin)):
         if t.numel() not in (hd, b * hd) or t.shape[-1] != hd:
-            raise ValueError(f"rope_kv_write: {name} {tuple(t.shape)}, want [B, hd] = [{b}, {hd}] (or [1, hd], "
+            raise ValueError(f"{op}: {name} {tuple(t.shape)}, want [B, hd] = [{b}, {hd}] (or [1, hd], "
                              "one row for the whole batch)")  # fmt: skip
     if hd % 2 or length.numel() != 1 or ticket.dtype != torch.int32 or ticket.numel() != 1:
-        raise ValueError(f"rope_kv_write: head size {hd} (want even), length of {length.numel()} elements (want "
+        raise ValueError(f"{op}: head size {hd} (want even), length of {length.numel()} elements (want "
                          f"a 0-d counter), ticket {ticket.dtype} × {ticket.numel()} (want int32 [1])")  # fmt: skip
-    cos, sin = (t.reshape(-1, hd).expand(b, hd) for t in (cos, sin))  # one row for the batch: stride 0
-    return torch.ops.tardis.rope_kv_write(qkv.reshape(b, width), cos, sin, keys, values, length, ticket, n_heads)
+    cos, sin = (t.reshape(-1, hd).expand(b, hd) for t in (cos, sin))
+    return qkv.reshape(b, width), cos, sin
+
+
+@torch.library.custom_op("tardis::mqa_rope_attention", mutates_args=("keys", "values", "length", "ticket"))
+def _mqa_rope_attention_op(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    length: torch.Tensor, ticket: torch.Tensor, mask: torch.Tensor | None, n_heads: int, scale: float,
+) -> torch.Tensor:  # fmt: skip
+    """rope_kv_write then mqa_decode_attention over the cache: out [B, H, hd]."""
+    if qkv.is_cuda:
+        from tardis.kernels.attention_triton import launch_rope_attention
+
+        return launch_rope_attention(qkv, cos, sin, keys, values, length, ticket, mask, n_heads, scale, BLOCK_SLOTS)
+    q = rope_kv_reference(qkv, cos, sin, keys, values, length, n_heads)
+    return mqa_decode_reference(q, keys[:, 0], values[:, 0], mask, scale)
+
+
+@_mqa_rope_attention_op.register_fake
+def _(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    length: torch.Tensor, ticket: torch.Tensor, mask: torch.Tensor | None, n_heads: int, scale: float,
+) -> torch.Tensor:  # fmt: skip
+    return qkv.new_empty(qkv.shape[0], n_heads, keys.shape[-1])
+
+
+def mqa_rope_attention(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    length: torch.Tensor, ticket: torch.Tensor, n_heads: int, mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """rope_kv_write (same arguments) and mqa_decode_attention of the rotated queries over the updated cache (mask
+    [B, L] or None; scale 1/√hd by default) as one op: on the GPU the attention's block kernel rotates the queries
+    and the key itself and writes the key and value, so the step has no rotary kernel of its own. → [B, H, hd]."""
+    qkv, cos, sin = _rope_inputs("mqa_rope_attention", qkv, cos, sin, keys, values, length, ticket, n_heads)
+    b, hd = qkv.shape[0], keys.shape[-1]
+    if mask is not None and tuple(mask.shape) != (b, keys.shape[2]):
+        raise ValueError(f"mqa_rope_attention: mask {tuple(mask.shape)}, want [B, L] = {(b, keys.shape[2])}")
+    scale = 1 / math.sqrt(hd) if scale is None else scale
+    return torch.ops.tardis.mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, mask, n_heads, scale)
 
 
 def mqa_decode_attention(

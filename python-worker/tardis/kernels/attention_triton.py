@@ -26,11 +26,30 @@ PDL_MERGE = True  # the merge kernel launched with programmatic dependent launch
 
 
 @triton.jit
+def _rope_table(cos_ptr, sin_ptr, b, scb, ssb, cols, cmask, HD: tl.constexpr):
+    # sequence b's rotary rows in fp32: cos, sin with rotate_half's sign folded in (−sin on the first half), and
+    # each column's rotate_half source column
+    half = HD // 2
+    c = tl.load(cos_ptr + b * scb + cols, mask=cmask, other=0.0).to(tl.float32)
+    sn = tl.load(sin_ptr + b * ssb + cols, mask=cmask, other=0.0).to(tl.float32)
+    return c, tl.where(cols < half, -sn, sn), tl.where(cols < half, cols + half, cols - half)
+
+
+@triton.jit
+def _rope(base, cols, partner, m, c, sn):
+    # x·cos + rotate_half(x)·sin in fp32 for the rows at `base` (any broadcastable shape of row pointers)
+    x = tl.load(base + cols, mask=m, other=0.0).to(tl.float32)
+    xp = tl.load(base + partner, mask=m, other=0.0).to(tl.float32)
+    return x * c + xp * sn
+
+
+@triton.jit
 def _mqa_block_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, ml_ptr, H, L, scale,
     sqb, sqh, skb, skl, svb, svl, smb, sml,
+    qkv_ptr, cos_ptr, sin_ptr, len_ptr, tk_ptr, sxb, scb, ssb,
     HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr, BL: tl.constexpr, MASK: tl.constexpr,
-    DOT_PREC: tl.constexpr, PDL: tl.constexpr,
+    DOT_PREC: tl.constexpr, PDL: tl.constexpr, ROPE: tl.constexpr,
 ):  # fmt: skip
     if PDL:  # the merge kernel may be launched now; it waits for this grid before it reads anything
         gdc_launch_dependents()
@@ -43,10 +62,23 @@ def _mqa_block_kernel(
     rmask = rows < H
     cmask = cols < HD
     smask = slots < L
-    q = tl.load(q_ptr + b * sqb + rows[:, None] * sqh + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
+    if ROPE:  # the decode token's rotary embedding here (every block: the queries; the key and value at pos)
+        pos = tl.load(len_ptr)
+        c, sn, partner = _rope_table(cos_ptr, sin_ptr, b, scb, ssb, cols, cmask, HD)
+        base = qkv_ptr + b * sxb
+        q = _rope(base + rows[:, None] * HD, cols[None, :], partner[None, :], rmask[:, None] & cmask[None, :],
+                  c[None, :], sn[None, :]).to(qkv_ptr.dtype.element_ty)  # fmt: skip
+        k_new = _rope(base + H * HD, cols, partner, cmask, c, sn).to(k_ptr.dtype.element_ty)
+        v_new = tl.load(base + (H + 1) * HD + cols, mask=cmask, other=0.0).to(v_ptr.dtype.element_ty)
+    else:
+        q = tl.load(
+            q_ptr + b * sqb + rows[:, None] * sqh + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0
+        )
     kt = tl.load(
         k_ptr + b * skb + slots[None, :] * skl + cols[:, None], mask=cmask[:, None] & smask[None, :], other=0.0
     )  # [HDP, BL]
+    if ROPE:  # slot pos holds the new key (written below, by the block that owns it)
+        kt = tl.where((slots == pos)[None, :], k_new[:, None], kt)
     sc = tl.dot(q, kt, input_precision=DOT_PREC) * scale  # [BH, BL] fp32
     valid = smask
     if MASK == 1:  # bool (as uint8): attend where nonzero
@@ -62,11 +94,22 @@ def _mqa_block_kernel(
     v = tl.load(
         v_ptr + b * svb + slots[:, None] * svl + cols[None, :], mask=smask[:, None] & cmask[None, :], other=0.0
     )  # [BL, HDP]
+    if ROPE:
+        v = tl.where((slots == pos)[:, None], v_new[None, :], v)
     o = tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # [BH, HDP] fp32
     blk = b * n_blocks + s
     tl.store(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], o, mask=rmask[:, None])
     tl.store(ml_ptr + blk * 2 * BH + rows, m, mask=rmask)
     tl.store(ml_ptr + blk * 2 * BH + BH + rows, l_sum, mask=rmask)
+    if ROPE:  # the block that owns slot pos writes the key and value; the last program advances the position
+        own = (pos >= s * BL) & (pos < s * BL + BL) & (pos < L)
+        tl.store(k_ptr + b * skb + pos * skl + cols, k_new, mask=cmask & own)
+        tl.store(v_ptr + b * svb + pos * svl + cols, v_new, mask=cmask & own)
+        tl.debug_barrier()  # every thread past its use of pos before the ticket releases it
+        t = tl.atomic_add(tk_ptr, 1, sem="acq_rel")
+        if t == tl.num_programs(0) * n_blocks - 1:
+            tl.store(len_ptr, pos + 1)
+            tl.store(tk_ptr, 0)
 
 
 @triton.jit
@@ -115,11 +158,22 @@ def launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float, block_slots: int
 ) -> torch.Tensor:
     """Both kernels: q [B, H, hd], k / v [B, L, hd], mask [B, L] (bool or additive) or None → out [B, H, hd]."""
-    b, h, hd = q.shape
-    n_slots = k.shape[1]
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"mqa_decode_attention: q {q.dtype}, k {k.dtype}, v {v.dtype}: want one dtype")
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    return _launch(q.shape, q, (q.stride(0), q.stride(1)), k, v, mask, scale, block_slots, None)
+
+
+def _launch(
+    shape: tuple, q: torch.Tensor, q_strides: tuple, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+    scale: float, block_slots: int, rope_args: tuple | None,
+) -> torch.Tensor:  # fmt: skip
+    """The block and merge kernels for out [B, H, hd] = shape, of q's dtype; with rope_args (launch_rope_attention's)
+    the block kernel takes the queries, key and value from the fused projection (q: that projection, not read as
+    queries)."""
+    b, h, hd = shape
+    n_slots = k.shape[1]
+    k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (k, v))
     kind = MASK_KINDS.get(None if mask is None else mask.dtype, 2)
     if mask is None:
         mask = q  # not read (MASK 0)
@@ -131,11 +185,13 @@ def launch(
     ml = torch.empty(b, n_blocks, 2, bh, device=q.device, dtype=torch.float32)
     out = torch.empty(b, h, hd, device=q.device, dtype=q.dtype)
     pdl = PDL_MERGE and pdl_supported(q.device)
+    rope = (q, q, q, q, q, 0, 0, 0) if rope_args is None else rope_args  # (not read without ROPE)
     _mqa_block_kernel[(b, n_blocks)](
         q, k, v, mask, o, ml, h, n_slots, scale,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), mask.stride(0), mask.stride(-1),
+        *q_strides, k.stride(0), k.stride(1), v.stride(0), v.stride(1), mask.stride(0), mask.stride(-1),
+        *rope,
         HD=hd, HDP=hdp, BH=bh, BL=block_slots, MASK=kind, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        PDL=pdl, num_warps=4,
+        PDL=pdl, ROPE=rope_args is not None, num_warps=4,
     )  # fmt: skip
     _mqa_merge_kernel[(b, triton.cdiv(h, MERGE_ROWS))](
         o, ml, out, h, n_blocks, out.stride(0), out.stride(1),
@@ -160,17 +216,10 @@ def _rope_kv_kernel(
     pos = tl.load(len_ptr)
     rows = tl.arange(0, BH)
     cols = tl.arange(0, HDP)
-    half = HD // 2
     cmask = cols < HD
     m = (rows <= H)[:, None] & cmask[None, :]
-    row_ptr = qkv_ptr + b * sxb + rows[:, None] * HD
-    x = tl.load(row_ptr + cols[None, :], mask=m, other=0.0).to(tl.float32)
-    partner = tl.where(cols < half, cols + half, cols - half)  # rotate_half's source column
-    xp = tl.load(row_ptr + partner[None, :], mask=m, other=0.0).to(tl.float32)
-    c = tl.load(cos_ptr + b * scb + cols, mask=cmask, other=0.0).to(tl.float32)
-    s = tl.load(sin_ptr + b * ssb + cols, mask=cmask, other=0.0).to(tl.float32)
-    s = tl.where(cols < half, -s, s)
-    r = x * c[None, :] + xp * s[None, :]
+    c, sn, partner = _rope_table(cos_ptr, sin_ptr, b, scb, ssb, cols, cmask, HD)
+    r = _rope(qkv_ptr + b * sxb + rows[:, None] * HD, cols[None, :], partner[None, :], m, c[None, :], sn[None, :])
     tl.store(q_ptr + b * sqb + rows[:, None] * sqh + cols[None, :], r.to(q_ptr.dtype.element_ty),
              mask=(rows < H)[:, None] & cmask[None, :])  # fmt: skip
     inside = pos < L  # a position past the cache writes nothing (the CPU path raises)
@@ -204,3 +253,25 @@ def launch_rope_kv(
         HD=hd, HDP=max(16, triton.next_power_of_2(hd)), BH=max(16, triton.next_power_of_2(n_heads + 1)), num_warps=4,
     )  # fmt: skip
     return q
+
+
+def launch_rope_attention(
+    qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+    length: torch.Tensor, ticket: torch.Tensor, mask: torch.Tensor | None, n_heads: int, scale: float,
+    block_slots: int,
+) -> torch.Tensor:  # fmt: skip
+    """`tardis::mqa_rope_attention`'s kernels (shapes checked by attention.mqa_rope_attention): the block kernel
+    rotates the queries and the key of qkv [B, (H + 2)·hd] itself (cos / sin [B, hd]), uses the new key and value at
+    the cache's write position, writes them there and advances it; then the merge. → out [B, H, hd]."""
+    b, hd = qkv.shape[0], keys.shape[-1]
+    if keys.dtype != qkv.dtype or values.dtype != qkv.dtype:
+        raise ValueError(
+            f"mqa_rope_attention: qkv {qkv.dtype}, keys {keys.dtype}, values {values.dtype}: want one dtype"
+        )
+    qkv, cos, sin = (t if t.stride(-1) == 1 else t.contiguous() for t in (qkv, cos, sin))
+    if keys.stride(-1) != 1 or values.stride(-1) != 1:
+        raise ValueError(
+            "mqa_rope_attention: the cache's last dimension must be contiguous (a static cache layer's is)"
+        )
+    rope = (qkv, cos, sin, length, ticket, qkv.stride(0), cos.stride(0), sin.stride(0))
+    return _launch((b, n_heads, hd), qkv, (0, 0), keys[:, 0], values[:, 0], mask, scale, block_slots, rope)
