@@ -58,9 +58,10 @@ sweep() {  # LIMIT_S BATCHES: kernel-1 and up/down launch sweeps (Falcon-7B, 5%)
 }
 gpu_tests() {  # LIMIT_S [NAME]: the GPU kernel tests of the plane paths (GPU_TESTS_K: another pytest -k selection,
   # e.g. "folded_rows or configurations" for v11's new paths first; GPU_TESTS_FILES: other test files, e.g.
-  # tests/test_attention.py with GPU_TESTS_K=gpu for the decode attention's kernels); output in $OUT/NAME.txt
+  # tests/test_attention.py with GPU_TESTS_K=gpu for the decode attention's kernels; GPU_TESTS_X: pytest's stop at
+  # the first failure, -x, or "" to run them all); output in $OUT/NAME.txt
   local name="${2:-gpu_tests}"
-  timeout "$1" python -m pytest ${GPU_TESTS_FILES:-tests/test_kernels.py} -p no:cacheprovider -rfE -x \
+  timeout "$1" python -m pytest ${GPU_TESTS_FILES:-tests/test_kernels.py} -p no:cacheprovider -rfE ${GPU_TESTS_X--x} \
     -k "${GPU_TESTS_K:-pdl or pipelined or int8_x or fused or fp32_layers or configurations or (match_float64_reference_on_gpu and plane)}" \
     >"$OUT/$name.txt" 2>&1
   local rc=$?
@@ -142,7 +143,7 @@ if [ "$stage" = ab ]; then
 fi
 
 if [ "$stage" = step ]; then
-  GPU_TESTS_FILES="tests/test_attention.py tests/test_norm.py tests/test_e2e_bench.py" GPU_TESTS_K=gpu \
+  GPU_TESTS_FILES="tests/test_attention.py tests/test_norm.py tests/test_e2e_bench.py" GPU_TESTS_K=gpu GPU_TESTS_X="" \
     gpu_tests "${STEP_TESTS_S:-90}" step_tests
   timeout "${STEP_E2E_S:-240}" python ../bench/e2e_hf.py --batches 1 --skip-small-models --profile-kernels "${@:2}" \
     --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
