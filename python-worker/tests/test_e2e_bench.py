@@ -528,6 +528,31 @@ def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: Modu
     assert torch.equal(fused["tokens"], stock["tokens"]) and torch.equal(compiled["tokens"], stock["tokens"])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_every_attention_mode_decodes_what_hf_decodes_on_gpu(bench: ModuleType) -> None:
+    # float32 on the GPU: each decode step's logits (the Triton kernels, the cache they write, the fused norms and
+    # adds) against HF's own path, step after step, so a key or value written to the wrong slot shows
+    args = bench.parse_args(TINY)
+    model = bench.random_falcon(args, torch.device("cuda"), torch.float32)
+    bench.make_falcon_graph_safe(model)
+    prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(14)).cuda()
+
+    def decode_logits() -> list[torch.Tensor]:
+        cache = bench.transformers.StaticCache(config=model.config, max_cache_len=20)
+        with torch.no_grad():
+            out = [model(input_ids=prompts, past_key_values=cache, use_cache=True).logits]
+            for _ in range(6):
+                out.append(model(input_ids=out[-1][:, -1:].argmax(-1), past_key_values=cache, use_cache=True).logits)
+        return out
+
+    bench.set_decode_attention(model, "stock")
+    stock = decode_logits()
+    for mode in bench.ATTENTION_MODES[1:]:
+        bench.set_decode_attention(model, mode)
+        for i, (a, b) in enumerate(zip(stock, decode_logits(), strict=True)):
+            assert bench.rel_max_diff(b, a) < 1e-4, (mode, i, bench.rel_max_diff(b, a))
+
+
 def test_branch_streams_apply_to_fused_layer_layers_on_cuda_only(bench: ModuleType) -> None:
     args = bench.parse_args([*TINY, "--branch-streams", "2"])
     model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
