@@ -11,18 +11,25 @@ ADD3_BLOCK = 1024  # elements per add3 program
 
 
 @triton.jit
-def _layer_norm_kernel(x_ptr, w_ptr, b_ptr, y_ptr, D, sx, sy, eps, BD: tl.constexpr, HAS_BIAS: tl.constexpr):
-    # program r: row r whole (BD ≥ D), mean and variance in fp32, one rounding of the output
-    r = tl.program_id(0)
-    cols = tl.arange(0, BD)
-    m = cols < D
-    x = tl.load(x_ptr + r * sx + cols, mask=m, other=0.0).to(tl.float32)
+def _normed(x, cols, m, w_ptr, b_ptr, D, eps, HAS_BIAS: tl.constexpr):
+    # one row x (fp32, zero past D) → (x − mean) / √(var + eps) · w + b in fp32
     mean = tl.sum(x, axis=0) / D
     xc = tl.where(m, x - mean, 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
     y = xc * rstd * tl.load(w_ptr + cols, mask=m, other=0.0).to(tl.float32)
     if HAS_BIAS:
         y += tl.load(b_ptr + cols, mask=m, other=0.0).to(tl.float32)
+    return y
+
+
+@triton.jit
+def _layer_norm_kernel(x_ptr, w_ptr, b_ptr, y_ptr, D, sx, sy, eps, BD: tl.constexpr, HAS_BIAS: tl.constexpr):
+    # program r: row r whole (BD ≥ D), mean and variance in fp32, one rounding of the output
+    r = tl.program_id(0)
+    cols = tl.arange(0, BD)
+    m = cols < D
+    x = tl.load(x_ptr + r * sx + cols, mask=m, other=0.0).to(tl.float32)
+    y = _normed(x, cols, m, w_ptr, b_ptr, D, eps, HAS_BIAS)
     tl.store(y_ptr + r * sy + cols, y.to(y_ptr.dtype.element_ty), mask=m)
 
 
@@ -41,13 +48,7 @@ def _add3_layer_norm_kernel(
     s += tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32)
     h = s.to(h_ptr.dtype.element_ty)
     tl.store(h_ptr + offs, h, mask=m)
-    x = h.to(tl.float32)
-    mean = tl.sum(x, axis=0) / D
-    xc = tl.where(m, x - mean, 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / D + eps)
-    y = xc * rstd * tl.load(w_ptr + cols, mask=m, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + cols, mask=m, other=0.0).to(tl.float32)
+    y = _normed(h.to(tl.float32), cols, m, w_ptr, bias_ptr, D, eps, HAS_BIAS)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=m)
 
 
