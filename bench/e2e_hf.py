@@ -397,8 +397,9 @@ def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespa
 def branch_streams_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespace, use_graph: bool) -> dict:
     """--branch-streams: one stream, or the attention and the MLP branch of each fused_layer decoder layer on two
     (set_branch_streams). auto: the dense model's batch-1 decode timed both ways, and the faster kept for the dense
-    and the TARDIS model alike (the choice is the baseline's, so it cannot favour TARDIS); their greedy tokens are
-    compared (the same kernels on either stream: they must agree). Where two streams do not apply (another
+    and the TARDIS model alike (the choice is the baseline's, so it cannot favour TARDIS); the agreement of their
+    greedy tokens is recorded (the same kernels on either stream, so they should agree). Where two streams do not
+    apply (another
     attention mode, the CPU) the choice is 1. The model is left with the choice in force."""
     applies = set_branch_streams(model, 2) > 0
     set_branch_streams(model, 1)
