@@ -373,6 +373,7 @@ def _check_rope_attention(device: str, b: int, h: int, n_slots: int, hd: int, po
     )
     mask = _decode_mask(b, n_slots, pos, kind, dtype, device)
     before_k, before_v = keys.clone(), values.clone()
+    guard = [_guard_slot(t, n_slots).clone() for t in (keys, values)]
     scale = 1 / math.sqrt(hd)
     for rnd in range(2):  # twice: the ticket must come back to zero, the position advance once a call
         length.fill_(pos)
@@ -395,6 +396,13 @@ def _check_rope_attention(device: str, b: int, h: int, n_slots: int, hd: int, po
     kerr = float((keys.double().cpu() - k64).abs().max() / k64.abs().max())
     assert kerr < (1e-6 if dtype == torch.float32 else 1e-2), kerr
     torch.testing.assert_close(values.double().cpu(), v64, rtol=0, atol=0)  # copied, not rounded again
+    for t, g in zip((keys, values), guard, strict=True):  # the slot past the cache: untouched
+        torch.testing.assert_close(_guard_slot(t, n_slots), g, rtol=0, atol=0)
+
+
+def _guard_slot(t: torch.Tensor, n_slots: int) -> torch.Tensor:
+    """The slot just past a cache layer view [B, 1, L, hd] of _rope_case's [B, 1, L + 1, hd] storage."""
+    return t.as_strided((*t.shape[:2], 1, t.shape[-1]), t.stride(), t.storage_offset() + n_slots * t.shape[-1])
 
 
 @pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
