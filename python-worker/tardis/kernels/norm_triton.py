@@ -11,6 +11,15 @@ ADD3_BLOCK = 1024  # elements per add3 program
 
 
 @triton.jit
+def _sum3(a_ptr, b_ptr, c_ptr, offs, m):
+    # a + b + c at offs in fp32 (zero where not m)
+    s = tl.load(a_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    s += tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    s += tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    return s
+
+
+@triton.jit
 def _normed(x, cols, m, w_ptr, b_ptr, D, eps, HAS_BIAS: tl.constexpr):
     # one row x (fp32, zero past D) → (x − mean) / √(var + eps) · w + b in fp32
     mean = tl.sum(x, axis=0) / D
@@ -43,10 +52,7 @@ def _add3_layer_norm_kernel(
     cols = tl.arange(0, BD)
     m = cols < D
     offs = r * D + cols
-    s = tl.load(a_ptr + offs, mask=m, other=0.0).to(tl.float32)
-    s += tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32)
-    s += tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32)
-    h = s.to(h_ptr.dtype.element_ty)
+    h = _sum3(a_ptr, b_ptr, c_ptr, offs, m).to(h_ptr.dtype.element_ty)
     tl.store(h_ptr + offs, h, mask=m)
     y = _normed(h.to(tl.float32), cols, m, w_ptr, bias_ptr, D, eps, HAS_BIAS)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=m)
@@ -56,10 +62,13 @@ def _add3_layer_norm_kernel(
 def _add3_kernel(a_ptr, b_ptr, c_ptr, o_ptr, N, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < N
-    s = tl.load(a_ptr + offs, mask=m, other=0.0).to(tl.float32)
-    s += tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32)
-    s += tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32)
-    tl.store(o_ptr + offs, s.to(o_ptr.dtype.element_ty), mask=m)
+    tl.store(o_ptr + offs, _sum3(a_ptr, b_ptr, c_ptr, offs, m).to(o_ptr.dtype.element_ty), mask=m)
+
+
+def _row_launch(d: int) -> dict[str, int]:
+    """The row kernels' launch for rows of d: the whole row in one block, up to sixteen warps."""
+    bd = triton.next_power_of_2(d)
+    return {"BD": bd, "num_warps": min(16, max(1, bd // 512))}
 
 
 def launch_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -67,10 +76,9 @@ def launch_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     n, d = x.shape
     x = x if x.stride(-1) == 1 else x.contiguous()
     y = torch.empty(n, d, device=x.device, dtype=x.dtype)
-    bd = triton.next_power_of_2(d)
     _layer_norm_kernel[(n,)](
         x, weight, weight if bias is None else bias, y, d, x.stride(0), y.stride(0), eps,
-        BD=bd, HAS_BIAS=bias is not None, num_warps=min(16, max(1, bd // 512)),
+        HAS_BIAS=bias is not None, **_row_launch(d),
     )  # fmt: skip
     return y
 
@@ -90,9 +98,7 @@ def launch_add3_layer_norm(
     n, d = a.shape
     a, b, c = (t.contiguous() for t in (a, b, c))
     h, y = torch.empty_like(a), torch.empty_like(a)
-    bd = triton.next_power_of_2(d)
     _add3_layer_norm_kernel[(n,)](
-        a, b, c, weight, weight if bias is None else bias, h, y, d, eps,
-        BD=bd, HAS_BIAS=bias is not None, num_warps=min(16, max(1, bd // 512)),
-    )  # fmt: skip
+        a, b, c, weight, weight if bias is None else bias, h, y, d, eps, HAS_BIAS=bias is not None, **_row_launch(d)
+    )
     return h, y
