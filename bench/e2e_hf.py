@@ -143,12 +143,12 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
         and layer.is_initialized
         and not torch.compiler.is_compiling()
     )
+    mask = None if attention_mask is None else attention_mask[:, 0, -1]  # the decode row [B, L] (the tardis ops')
     if self._mqa_kernel == "rope_attention" and static:  # the rotary embedding inside the attention's kernels
-        mask = None if attention_mask is None else attention_mask[:, 0, -1]
         out = mqa_rope_attention(fused_qkv, emb[0], emb[1], layer.keys, layer.values, layer.cumulative_length,
                                  self._rope_ticket, self.num_heads, mask)  # fmt: skip
         return self.dense(out.reshape(b, 1, -1)), None
-    if self._mqa_kernel in ("fused", "rope_attention") and static:
+    if self._mqa_kernel == "fused" and static:
         q = rope_kv_write(fused_qkv, emb[0], emb[1], layer.keys, layer.values, layer.cumulative_length,
                           self._rope_ticket, self.num_heads)[:, :, None]  # fmt: skip
         k, v = layer.keys, layer.values  # [B, 1, L, hd], the token's key and value written
@@ -158,8 +158,7 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
         v = v.transpose(1, 2)
         if past is not None:
             k, v = past.update(k, v, self.layer_idx)  # [B, 1, L, hd]
-    if self._mqa_kernel != "sdpa":  # q [B, H, hd] against k / v [B, L, hd]; the mask's row [B, L]
-        mask = None if attention_mask is None else attention_mask[:, 0, -1]
+    if self._mqa_kernel != "sdpa":  # q [B, H, hd] against k / v [B, L, hd]
         out = mqa_decode_attention(q[:, :, 0], k[:, 0], v[:, 0], mask)
     else:  # [B, 1, H, hd]: H query rows of one head; the mask [B, 1, 1, L] holds for every row
         out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=attention_mask)
@@ -189,8 +188,8 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
         x = pre[1]
     else:
         x = layer_norm_rows(hidden_states, ln.weight, ln.bias, ln.eps)
-    side = vars(self).get("_side_stream")
-    if side is None or not x.is_cuda:
+    side = vars(self).get("_side_stream")  # set on CUDA layers only (set_branch_streams)
+    if side is None:
         attn, weights = self.self_attention(x, **kw)
         mlp = self.mlp(x)
     else:
