@@ -30,6 +30,24 @@ def _bench() -> ModuleType:
     return load("e2e_hf")
 
 
+def _graph_safe_falcon(bench: ModuleType, argv: list[str], device: str, dtype: torch.dtype) -> tuple:
+    """(args, model): the bench's arguments from argv and its random Falcon of that shape on device, graph-safe."""
+    args = bench.parse_args(argv)
+    model = bench.random_falcon(args, torch.device(device), dtype)
+    bench.make_falcon_graph_safe(model)
+    return args, model
+
+
+def _decode_logits(bench: ModuleType, model: torch.nn.Module, prompts: torch.Tensor, steps: int) -> list:
+    """The logits of a prefill of prompts and of `steps` greedy decode steps after it, through a static cache."""
+    cache = bench.transformers.StaticCache(config=model.config, max_cache_len=prompts.shape[1] + 10)
+    with torch.no_grad():
+        out = [model(input_ids=prompts, past_key_values=cache, use_cache=True).logits]
+        for _ in range(steps):
+            out.append(model(input_ids=out[-1][:, -1:].argmax(-1), past_key_values=cache, use_cache=True).logits)
+    return out
+
+
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """The bench script loaded as a module (it is a script, not part of the package)."""
@@ -248,33 +266,22 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
 ) -> None:
     # --attention mqa: the query heads as one head's rows gives HF's logits at every decode step (batch 2, static
     # cache, rotary); prefill steps keep HF's own forward; off restores it
-    args = bench.parse_args(TINY)
     calls: dict[str, int] = {}
     for name in ("rope_kv_write", "mqa_rope_attention", "layer_norm_rows", "add3", "add3_layer_norm"):  # counted
         fn = getattr(bench, name)
         monkeypatch.setattr(
             bench, name, lambda *a, name=name, fn=fn: calls.update({name: calls.get(name, 0) + 1}) or fn(*a)
         )
-    model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
-    bench.make_falcon_graph_safe(model)
+    args, model = _graph_safe_falcon(bench, TINY, "cpu", torch.float32)
     prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(8))
-
-    def decode_logits() -> list[torch.Tensor]:
-        cache = bench.transformers.StaticCache(config=model.config, max_cache_len=20)
-        with torch.no_grad():
-            out = [model(input_ids=prompts, past_key_values=cache, use_cache=True).logits]
-            for _ in range(4):
-                out.append(model(input_ids=out[-1][:, -1:].argmax(-1), past_key_values=cache, use_cache=True).logits)
-        return out
-
-    stock = decode_logits()
+    stock = _decode_logits(bench, model, prompts, 4)
     for mode in ("mqa", "mqa_triton", "mqa_fused", "fused_layer"):  # SDPA's, tardis::mqa_decode_attention's (CPU:
         # its reference), that with tardis::rope_kv_write's rotary embedding and cache write, and the two as
         # tardis::mqa_rope_attention with the decoder layer's norm and residual adds in tardis::layer_norm_rows and
         # tardis::add3, a layer's adds and the next layer's norm in tardis::add3_layer_norm (CPU: their references)
         assert bench.set_decode_attention(model, mode) == args.layers
         calls.clear()
-        for a, b in zip(stock, decode_logits(), strict=True):
+        for a, b in zip(stock, _decode_logits(bench, model, prompts, 4), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
         steps = 4 * args.layers  # every decode step's layers (the prefill keeps HF's own paths)
         assert calls.get("rope_kv_write", 0) == (steps if mode == "mqa_fused" else 0), (mode, calls)
@@ -297,9 +304,7 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
 def test_bf16_attention_choice_is_judged_against_float32_weights(bench: ModuleType) -> None:
     # --attention auto on a bf16 model: both paths' logits against a float32 run of the same weights (the
     # reference), and the two paths in float32 must agree; the bf16 weights are put back, the same tensors
-    args = bench.parse_args([*TINY, "--new-tokens", "3"])
-    model = bench.random_falcon(args, torch.device("cpu"), torch.bfloat16)
-    bench.make_falcon_graph_safe(model)
+    args, model = _graph_safe_falcon(bench, [*TINY, "--new-tokens", "3"], "cpu", torch.bfloat16)
     before = dict(model.state_dict(keep_vars=True))
     prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(10))
     r = bench.attention_ab(model, prompts, args, False)
@@ -339,9 +344,7 @@ def test_a_failing_mqa_attention_leaves_hf_attention_in_force(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # --attention auto must not lose the run when the multi-query path fails: HF's own attention, the error recorded
-    args = bench.parse_args([*TINY, "--new-tokens", "3"])
-    model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
-    bench.make_falcon_graph_safe(model)
+    args, model = _graph_safe_falcon(bench, [*TINY, "--new-tokens", "3"], "cpu", torch.float32)
 
     def broken(self: object, *a: object, **kw: object) -> None:
         raise RuntimeError("no kernel for this layout")
@@ -382,9 +385,7 @@ def test_the_static_cache_decode_loop_reproduces_greedy_generate(bench: ModuleTy
 def test_the_kernel_profile_of_a_graphed_decode_step_on_gpu(bench: ModuleType) -> None:
     # --profile-kernels: the kernels of the replayed step graph are seen, each step's kernel time is within its
     # wall time, and the step's GEMMs are among them
-    args = bench.parse_args(TINY)
-    model = bench.random_falcon(args, torch.device("cuda"), torch.bfloat16)
-    bench.make_falcon_graph_safe(model)
+    args, model = _graph_safe_falcon(bench, TINY, "cuda", torch.bfloat16)
     prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(6))
     r = bench.time_decode(model, prompts, 5, 1, True, profile=True)
     k = r["kernels"]
@@ -517,9 +518,7 @@ def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: Modu
     # --attention fused_layer: eager steps run tardis::mqa_rope_attention, layer_norm_rows, add3 and
     # add3_layer_norm (CPU references);
     # a compiled step keeps HF's rotary, cache and norm code (the patched forwards step aside while dynamo traces)
-    args = bench.parse_args(TINY)
-    model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
-    bench.make_falcon_graph_safe(model)
+    args, model = _graph_safe_falcon(bench, TINY, "cpu", torch.float32)
     prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(12))
     stock = bench.time_decode(model, prompts, 5, 1, False)
     assert bench.set_decode_attention(model, "fused_layer") == args.layers
@@ -532,24 +531,13 @@ def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: Modu
 def test_every_attention_mode_decodes_what_hf_decodes_on_gpu(bench: ModuleType) -> None:
     # float32 on the GPU: each decode step's logits (the Triton kernels, the cache they write, the fused norms and
     # adds) against HF's own path, step after step, so a key or value written to the wrong slot shows
-    args = bench.parse_args(TINY)
-    model = bench.random_falcon(args, torch.device("cuda"), torch.float32)
-    bench.make_falcon_graph_safe(model)
+    args, model = _graph_safe_falcon(bench, TINY, "cuda", torch.float32)
     prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(14)).cuda()
-
-    def decode_logits() -> list[torch.Tensor]:
-        cache = bench.transformers.StaticCache(config=model.config, max_cache_len=20)
-        with torch.no_grad():
-            out = [model(input_ids=prompts, past_key_values=cache, use_cache=True).logits]
-            for _ in range(6):
-                out.append(model(input_ids=out[-1][:, -1:].argmax(-1), past_key_values=cache, use_cache=True).logits)
-        return out
-
     bench.set_decode_attention(model, "stock")
-    stock = decode_logits()
+    stock = _decode_logits(bench, model, prompts, 6)
     for mode in bench.ATTENTION_MODES[1:]:
         bench.set_decode_attention(model, mode)
-        for i, (a, b) in enumerate(zip(stock, decode_logits(), strict=True)):
+        for i, (a, b) in enumerate(zip(stock, _decode_logits(bench, model, prompts, 6), strict=True)):
             assert bench.rel_max_diff(b, a) < 1e-4, (mode, i, bench.rel_max_diff(b, a))
 
 
@@ -571,9 +559,7 @@ def test_two_branch_streams_decode_what_one_stream_decodes_on_gpu(bench: ModuleT
     # the attention branch on a side stream beside the MLP: the same kernels, so the same greedy tokens, eager and
     # through a captured graph (the fork and join are captured as the graph's branches); another attention mode
     # or set_decode_attention again puts one stream back
-    args = bench.parse_args(TINY)
-    model = bench.random_falcon(args, torch.device("cuda"), torch.bfloat16)
-    bench.make_falcon_graph_safe(model)
+    args, model = _graph_safe_falcon(bench, TINY, "cuda", torch.bfloat16)
     prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(13))
     assert bench.set_decode_attention(model, "fused_layer") == args.layers
     one = [bench.time_decode(model, prompts, 6, 1, g)["tokens"] for g in (False, True)]
