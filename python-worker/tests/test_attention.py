@@ -123,19 +123,25 @@ def test_mqa_decode_kernels_match_float64_on_gpu(case: tuple, dtype: torch.dtype
     _check_triton("cuda", *case, dtype)
 
 
+def _captured(step) -> torch.cuda.CUDAGraph:
+    """step run once on a side stream (the warm-up: the kernels compile), then captured in a CUDA graph."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        step()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        step()
+    return g
+
+
 @pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
 def test_mqa_decode_op_in_a_cuda_graph_on_gpu() -> None:
     q, k, v, m = _case(2, 71, 388, 64, "bool", torch.bfloat16, seed=9, device="cuda")
     want = mqa_decode_attention(q, k, v, m)
     out = torch.empty_like(want)
-    g = torch.cuda.CUDAGraph()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        out.copy_(mqa_decode_attention(q, k, v, m))
-    torch.cuda.current_stream().wait_stream(s)
-    with torch.cuda.graph(g):
-        out.copy_(mqa_decode_attention(q, k, v, m))
+    g = _captured(lambda: out.copy_(mqa_decode_attention(q, k, v, m)))
     out.zero_()
     g.replay()
     torch.cuda.synchronize()
@@ -285,14 +291,7 @@ def test_rope_kv_kernel_matches_float64_on_gpu(case: tuple, dtype: torch.dtype) 
 def test_rope_kv_op_in_a_cuda_graph_advances_the_position_each_replay_on_gpu() -> None:
     qkv, cos, sin, keys, values, length, ticket = _rope_case(4, 71, 40, 64, 3, torch.bfloat16, seed=11, device="cuda")
     q = torch.empty(4, 71, 64, device="cuda", dtype=torch.bfloat16)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):  # warm-up (compiles the kernel) at slot 3
-        q.copy_(rope_kv_write(qkv, cos, sin, keys, values, length, ticket, 71))
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        q.copy_(rope_kv_write(qkv, cos, sin, keys, values, length, ticket, 71))
+    g = _captured(lambda: q.copy_(rope_kv_write(qkv, cos, sin, keys, values, length, ticket, 71)))  # warm-up: slot 3
     length.fill_(10)
     keys[:, :, 10:13].zero_()
     for _ in range(3):
@@ -428,14 +427,7 @@ def test_rope_attention_op_in_a_cuda_graph_matches_the_two_ops_on_gpu() -> None:
     k2, v2, len2, t2 = keys.clone(), values.clone(), length.clone(), ticket.clone()
     mask = torch.ones(b, n_slots, dtype=torch.bool, device="cuda")
     out = torch.empty(b, h, hd, device="cuda", dtype=torch.bfloat16)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):  # warm-up (compiles the kernels) at slot 3
-        out.copy_(mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, h, mask))
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        out.copy_(mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, h, mask))
+    g = _captured(lambda: out.copy_(mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, h, mask)))  # slot 3
     rope_kv_write(qkv, cos, sin, k2, v2, len2, t2, h)  # the two-op path's warm-up step at slot 3
     length.fill_(10)
     len2.fill_(10)
