@@ -172,6 +172,24 @@ def _rope_case(b: int, h: int, n_slots: int, hd: int, pos: int, dtype: torch.dty
     )
 
 
+def _guard_slot(t: torch.Tensor, n_slots: int) -> torch.Tensor:
+    """The slot just past a cache layer view [B, 1, L, hd] of _rope_case's [B, 1, L + 1, hd] storage."""
+    return t.as_strided((*t.shape[:2], 1, t.shape[-1]), t.stride(), t.storage_offset() + n_slots * t.shape[-1])
+
+
+def _rope_kv_float64(qkv, cos, sin, keys, values, pos: int, h: int):
+    """The float64 reference of a rope_kv_write call on the CPU, on copies of its inputs (keys / values as they were
+    before it): (rotated queries, keys, values). A position past the cache writes nothing (HF's rotation alone)."""
+    k64, v64 = keys.double().cpu(), values.double().cpu()
+    qkv64, cos64, sin64 = (t.double().cpu() for t in (qkv, cos, sin))
+    if pos < keys.shape[2]:
+        b = qkv.shape[0]
+        q64 = rope_kv_reference(qkv64.reshape(b, -1), cos64[:, 0], sin64[:, 0], k64, v64, torch.tensor(pos), h)
+    else:
+        q64 = _hf_rope_kv(qkv64, cos64, sin64, k64, v64, 0, h)[0]
+    return q64, k64, v64
+
+
 def _hf_rope_kv(qkv, cos, sin, keys, values, pos: int, h: int):
     """HF's decode step written out: Falcon's head split, transformers' apply_rotary_pos_emb and a static cache
     layer's index_copy (on copies)."""
@@ -246,22 +264,13 @@ def _check_rope_kv(device: str, b: int, h: int, n_slots: int, hd: int, pos: int,
         b, h, n_slots, hd, pos, dtype, seed=b * 10 + h, device=device
     )
     before_k, before_v = keys.clone(), values.clone()
-    guard = [
-        t.as_strided((*t.shape[:2], 1, hd), t.stride(), t.storage_offset() + n_slots * hd).clone()
-        for t in (keys, values)
-    ]
+    guard = [_guard_slot(t, n_slots).clone() for t in (keys, values)]
     for rnd in range(2):  # twice: the ticket must come back to zero, the position advance once a call
         length.fill_(pos)
         c, s = (t[:1, 0].expand(b, hd) for t in (cos, sin)) if b == 4 else (cos[:, 0], sin[:, 0])  # b = 4: one row
         q = launch_rope_kv(qkv.reshape(b, -1), c, s, keys, values, length, ticket, h)
         assert int(length) == pos + 1 and int(ticket) == 0, (rnd, int(length), int(ticket))
-    k64, v64 = before_k.double().cpu(), before_v.double().cpu()  # the float64 reference runs on the CPU
-    qkv64, cos64, sin64 = (t.double().cpu() for t in (qkv, cos, sin))
-    if pos < n_slots:
-        l64 = torch.tensor(pos)
-        want = rope_kv_reference(qkv64.reshape(b, -1), cos64[:, 0], sin64[:, 0], k64, v64, l64, h)
-    else:
-        want = _hf_rope_kv(qkv64, cos64, sin64, k64, v64, 0, h)[0]
+    want, k64, v64 = _rope_kv_float64(qkv, cos, sin, before_k, before_v, pos, h)
     tol = 1e-6 if dtype == torch.float32 else 1e-2
     err = float((q.double().cpu() - want).abs().max() / want.abs().max())
     assert err < tol, err
@@ -269,9 +278,7 @@ def _check_rope_kv(device: str, b: int, h: int, n_slots: int, hd: int, pos: int,
     assert kerr < tol, kerr
     torch.testing.assert_close(values.double().cpu(), v64, rtol=0, atol=0)  # copied, not rounded again
     for t, g in zip((keys, values), guard, strict=True):  # the slot past the cache: untouched
-        torch.testing.assert_close(
-            t.as_strided(g.shape, t.stride(), t.storage_offset() + n_slots * hd), g, rtol=0, atol=0
-        )
+        torch.testing.assert_close(_guard_slot(t, n_slots), g, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
@@ -382,12 +389,7 @@ def _check_rope_attention(device: str, b: int, h: int, n_slots: int, hd: int, po
             qkv.reshape(b, -1), cos[:, 0], sin[:, 0], keys, values, length, ticket, mask, h, scale, BLOCK_SLOTS
         )
         assert int(length) == pos + 1 and int(ticket) == 0, (rnd, int(length), int(ticket))
-    k64, v64 = before_k.double().cpu(), before_v.double().cpu()  # the float64 reference runs on the CPU
-    qkv64, cos64, sin64 = (t.double().cpu() for t in (qkv, cos, sin))
-    if pos < n_slots:
-        q64 = rope_kv_reference(qkv64.reshape(b, -1), cos64[:, 0], sin64[:, 0], k64, v64, torch.tensor(pos), h)
-    else:
-        q64 = _hf_rope_kv(qkv64, cos64, sin64, k64, v64, 0, h)[0]
+    q64, k64, v64 = _rope_kv_float64(qkv, cos, sin, before_k, before_v, pos, h)
     m64 = None if mask is None else (mask.cpu() if mask.dtype == torch.bool else mask.double().cpu())
     want = mqa_decode_reference(q64, k64[:, 0], v64[:, 0], m64, scale)
     err = float((out.double().cpu() - want).abs().max() / want.abs().max())
@@ -397,11 +399,6 @@ def _check_rope_attention(device: str, b: int, h: int, n_slots: int, hd: int, po
     torch.testing.assert_close(values.double().cpu(), v64, rtol=0, atol=0)  # copied, not rounded again
     for t, g in zip((keys, values), guard, strict=True):  # the slot past the cache: untouched
         torch.testing.assert_close(_guard_slot(t, n_slots), g, rtol=0, atol=0)
-
-
-def _guard_slot(t: torch.Tensor, n_slots: int) -> torch.Tensor:
-    """The slot just past a cache layer view [B, 1, L, hd] of _rope_case's [B, 1, L + 1, hd] storage."""
-    return t.as_strided((*t.shape[:2], 1, t.shape[-1]), t.stride(), t.storage_offset() + n_slots * t.shape[-1])
 
 
 @pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
