@@ -7,7 +7,8 @@
 #                                      # with SourceCounters: where the warps stall, by source line; and
 #                                      # its SASS source page as CSV: the stall samples per instruction);
 #                                      # SWEEP_S, SWEEP_BATCHES, GPU_TESTS_S, PROBE_S (0: skip) trim the stages
-#   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py), e.g.
+#   bash bench/device_run.sh e2e [E2E ARGS]   # HF end to end (bench/e2e_hf.py; E2E_TESTS_S > 0: the step's GPU
+#       tests first, that many seconds), e.g.
 #       --kernel-launch ../bench/results/<ffn json>   the launch an ffn_bench --plane-best run chose
 #       (../.cache/device/ffn_sweep.json: the last kernels/quick/sweep call's, while the machine stays warm)
 #       --policy-from ../bench/results/<ffn json>     per-layer decode limits from that run's break-even
@@ -142,9 +143,13 @@ if [ "$stage" = ab ]; then
   grep -E "^  ab |^falcon|^bloom" "$OUT/ffn_ab.txt"
 fi
 
-if [ "$stage" = step ]; then
+step_tests() {  # LIMIT_S: the GPU tests of the attention, rotary / cache-write and norm kernels and the e2e bench
   GPU_TESTS_FILES="tests/test_attention.py tests/test_norm.py tests/test_e2e_bench.py" GPU_TESTS_K=gpu GPU_TESTS_X="" \
-    gpu_tests "${STEP_TESTS_S:-90}" step_tests
+    gpu_tests "$1" step_tests
+}
+
+if [ "$stage" = step ]; then
+  step_tests "${STEP_TESTS_S:-90}"
   timeout "${STEP_E2E_S:-240}" python ../bench/e2e_hf.py --batches 1 --skip-small-models --profile-kernels "${@:2}" \
     --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
   echo "e2e rc $?"
@@ -163,7 +168,9 @@ if [ "$stage" = shapes ]; then
 fi
 
 if [ "$stage" = e2e ] || [ "$stage" = all ]; then
-  timeout 540 python ../bench/e2e_hf.py "${@:2}" --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
+  # E2E_TESTS_S > 0: the step's GPU tests first (as for step), and the e2e bench stops by CALL_LIMIT_S (580)
+  [ "${E2E_TESTS_S:-0}" -gt 0 ] && step_tests "$E2E_TESTS_S"
+  timeout $((${CALL_LIMIT_S:-580} - SECONDS)) python ../bench/e2e_hf.py "${@:2}" --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
   echo "e2e rc $?"
 fi
 
@@ -174,6 +181,6 @@ done
 [ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|up/down sweep|^kernels|^PDL|^folded rows|flags differ" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"
 [ -f "$OUT/pred_probe.txt" ] && tail -20 "$OUT/pred_probe.txt"
 [ -f "$OUT/ffn_shapes.txt" ] && tail -30 "$OUT/ffn_shapes.txt"
-[ -f "$OUT/e2e_hf.txt" ] && grep -E "^attention:| kernels: " "$OUT/e2e_hf.txt" | cut -c1-300
+[ -f "$OUT/e2e_hf.txt" ] && grep -E "^attention:|^branch streams:| kernels: " "$OUT/e2e_hf.txt" | cut -c1-400
 [ -f "$OUT/e2e_hf.txt" ] && tail -12 "$OUT/e2e_hf.txt"
 exit 0

@@ -630,8 +630,8 @@ def time_decode(
     out = tokens.cpu()
     kernels = None
     if profile and device.type == "cuda":
-        rewind()
-        kernels = profile_steps(replay)
+        rewind()  # no more steps than the cache has room for after the prompt
+        kernels = profile_steps(replay, steps=min(16, new_tokens))
     return {
         "kernels": kernels,
         "prefill_s": prefill_s,
