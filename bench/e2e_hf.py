@@ -46,6 +46,7 @@ from tardis.config import FoldConfig
 from tardis.data import join_tokens
 from tardis.engines import hf
 from tardis.kernels.attention import mqa_decode_attention, mqa_rope_attention, rope_kv_write
+from tardis.kernels.gemv import decode_linear
 from tardis.kernels.norm import add3, add3_layer_norm, layer_norm_rows
 from tardis.kernels.policy import policy_from_bench
 from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS
@@ -127,7 +128,9 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     also replaces the rotary embedding and the static cache's update (about fifteen small kernels) by
     `tardis::rope_kv_write` (one), where the cache layer is a static one and the step is not being compiled (inductor
     fuses those ops itself there); mode "fused_layer" does all of it in `tardis::mqa_rope_attention` (the attention's
-    kernels rotate and write themselves). Anything else goes to the original forward."""
+    kernels rotate and write themselves), and mode "fused_gemv" also runs the two projections through
+    `tardis::decode_linear` (one launch each at batch 1 where cuBLAS runs a split-K kernel and its reduce). Anything
+    else goes to the original forward."""
     from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
 
     past = kw.get("layer_past", args[1] if len(args) > 1 else None)
@@ -136,7 +139,7 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     if alibi is not None or hidden_states.shape[1] != 1 or output_attentions or emb is None:
         return self._stock_forward(hidden_states, alibi, attention_mask, *args, **kw)
     b = hidden_states.shape[0]
-    fused_qkv = self.query_key_value(hidden_states)
+    fused_qkv = project(self, self.query_key_value, hidden_states)
     layer = getattr(past, "layers", [None] * (self.layer_idx + 1))[self.layer_idx]
     static = (
         type(layer) is transformers.cache_utils.StaticLayer
@@ -147,7 +150,7 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     if self._mqa_kernel == "rope_attention" and static:  # the rotary embedding inside the attention's kernels
         out = mqa_rope_attention(fused_qkv, emb[0], emb[1], layer.keys, layer.values, layer.cumulative_length,
                                  self._rope_ticket, self.num_heads, mask)  # fmt: skip
-        return self.dense(out.reshape(b, 1, -1)), None
+        return project(self, self.dense, out.reshape(b, 1, -1)), None
     if self._mqa_kernel == "fused" and static:
         q = rope_kv_write(fused_qkv, emb[0], emb[1], layer.keys, layer.values, layer.cumulative_length,
                           self._rope_ticket, self.num_heads)[:, :, None]  # fmt: skip
@@ -162,7 +165,14 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
         out = mqa_decode_attention(q[:, :, 0], k[:, 0], v[:, 0], mask)
     else:  # [B, 1, H, hd]: H query rows of one head; the mask [B, 1, 1, L] holds for every row
         out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=attention_mask)
-    return self.dense(out.reshape(b, 1, -1)), None
+    return project(self, self.dense, out.reshape(b, 1, -1)), None
+
+
+def project(attention: Any, linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One of the attention's projections of x: `tardis::decode_linear` in mode fused_gemv, else the module."""
+    if vars(attention).get("_gemv"):
+        return decode_linear(x, linear.weight, linear.bias)
+    return linear(x)
 
 
 def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **kw: Any) -> tuple[torch.Tensor, Any]:
@@ -215,9 +225,9 @@ SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one attention-branch
 
 
 def set_branch_streams(model: nn.Module, n: int) -> int:
-    """n = 2: every decoder layer in fused_layer mode on a CUDA device runs its attention branch on a side stream
-    while its MLP runs on the current one (Falcon's parallel attention: both read the same layer norm); n = 1: one
-    stream. Returns how many layers run two streams."""
+    """n = 2: every decoder layer in a fused mode (FUSED_LAYER_MODES) on a CUDA device runs its attention branch on a
+    side stream while its MLP runs on the current one (Falcon's parallel attention: both read the same layer norm);
+    n = 1: one stream. Returns how many layers run two streams."""
     from transformers.models.falcon.modeling_falcon import FalconDecoderLayer
 
     if n not in (1, 2):
@@ -242,9 +252,13 @@ def set_branch_streams(model: nn.Module, n: int) -> int:
 # through tardis::mqa_decode_attention; that with the rotary embedding and cache write in tardis::rope_kv_write;
 # and (fused_layer) the rotary embedding and cache write inside the attention's kernels (tardis::mqa_rope_attention),
 # the layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3, the adds and the next layer's norm
-# in tardis::add3_layer_norm
-ATTENTION_MODES = ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer")
-MQA_KERNELS = {"mqa": "sdpa", "mqa_triton": "triton", "mqa_fused": "fused", "fused_layer": "rope_attention"}
+# in tardis::add3_layer_norm; (fused_gemv) that with the attention's projections in tardis::decode_linear
+ATTENTION_MODES = ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv")
+MQA_KERNELS = {
+    "mqa": "sdpa", "mqa_triton": "triton", "mqa_fused": "fused", "fused_layer": "rope_attention",
+    "fused_gemv": "rope_attention",
+}  # fmt: skip
+FUSED_LAYER_MODES = ("fused_layer", "fused_gemv")  # the decoder layer's forward is fused_decoder_forward
 
 
 def set_decode_attention(model: nn.Module, mode: str) -> int:
@@ -265,15 +279,16 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
     n = 0
     layers = [m for m in model.modules() if isinstance(m, FalconDecoderLayer)]
     for i, m in enumerate(layers):  # fused_layer: the layer's norm and residual adds too, and the next one's norm
-        set_forward(m, fused_decoder_forward if mode == "fused_layer" else None)
+        set_forward(m, fused_decoder_forward if mode in FUSED_LAYER_MODES else None)
         m._side_stream = None  # one stream (set_branch_streams: two)
         # the next layer in a tuple, not an attribute of its own (that would make it a submodule of this one)
-        m._next_layer = (layers[i + 1],) if mode == "fused_layer" and i + 1 < len(layers) else None
+        m._next_layer = (layers[i + 1],) if mode in FUSED_LAYER_MODES and i + 1 < len(layers) else None
         vars(m).pop("_pre_norm", None)
     for m in model.modules():
         if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture and not m.config.alibi:
             m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
-            if mode in ("mqa_fused", "fused_layer") and "_rope_ticket" not in vars(m):  # the rotary kernels' scratch
+            m._gemv = mode == "fused_gemv"
+            if mode in ("mqa_fused", *FUSED_LAYER_MODES) and "_rope_ticket" not in vars(m):  # rotary scratch
                 m._rope_ticket = torch.zeros(1, dtype=torch.int32, device=m.query_key_value.weight.device)
             set_forward(m, None if mode == "stock" else mqa_decode_forward)
             n += 1
@@ -393,8 +408,60 @@ def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespa
 
 
 @torch.no_grad()
+def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict[str, Any]:
+    """--gemv auto: `tardis::decode_linear`'s candidate launches (gemv_triton.GEMV_CANDIDATES) and torch's linear (the
+    modules themselves: cuBLAS) on the model's own attention projections at batch 1, each timed as one graph over
+    every layer's query-key-value and dense projection (their weights stream from memory: a single matrix would sit
+    in L2), in µs per layer (both projections). A launch is correct when its outputs are within 1e-2 (relative to
+    the largest magnitude) of float32 sums of the same bf16 products on every layer; the fastest correct one becomes
+    GEMV_LAUNCH, the launch mode fused_gemv then runs (which attention_ab times against the others). Only on CUDA
+    with graphs and a multi-query Falcon."""
+    from transformers.models.falcon.modeling_falcon import FalconAttention
+
+    device = next(model.parameters()).device
+    mods = [
+        lin
+        for m in model.modules()
+        if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture
+        for lin in (m.query_key_value, m.dense)
+    ]
+    out: dict[str, Any] = {"applies": bool(mods) and device.type == "cuda" and use_graph and args.gemv == "auto"}
+    if not out["applies"]:
+        return out
+    from tardis.kernels import gemv_triton  # Triton only where there is a GPU
+
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    xs = [torch.randn(1, 1, m.weight.shape[1], generator=g, device=device, dtype=m.weight.dtype) for m in mods]
+    refs = [(x.float() @ m.weight.float().T).squeeze(1) for m, x in zip(mods, xs, strict=True)]
+    n_layers = len(mods) // 2
+    out["linear_us"] = time_ffn_layers(mods, xs, True, args.repeats) * 2  # per layer: both projections
+    rows, default = [], dict(gemv_triton.GEMV_LAUNCH)
+    for launch in gemv_triton.GEMV_CANDIDATES:
+        row: dict[str, Any] = {"launch": dict(launch)}
+        try:
+            gemv_triton.GEMV_LAUNCH = dict(launch)
+            err = max(rel_max_diff(decode_linear(x, m.weight, m.bias).squeeze(1), r)
+                      for m, x, r in zip(mods, xs, refs, strict=True))  # fmt: skip
+            calls = [lambda x, m=m: decode_linear(x, m.weight, m.bias) for m in mods]
+            row.update(max_rel_err=err, correct=err < 1e-2, us=time_ffn_layers(calls, xs, True, args.repeats) * 2)
+        except Exception as e:  # a launch that fails (a compile, say) is left out, not the run
+            traceback.print_exc()
+            row["error"] = repr(e)[:400]
+        rows.append(row)
+    gemv_triton.GEMV_LAUNCH = default
+    out["candidates"] = rows
+    ok = [r for r in rows if r.get("correct")]
+    if ok:
+        best = min(ok, key=lambda r: r["us"])
+        gemv_triton.GEMV_LAUNCH = dict(best["launch"])
+        out.update(best=best["launch"], best_us=best["us"], speedup_vs_linear=out["linear_us"] / best["us"])
+    out["layers"] = n_layers
+    return out
+
+
+@torch.no_grad()
 def branch_streams_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespace, use_graph: bool) -> dict:
-    """--branch-streams: one stream, or the attention and the MLP branch of each fused_layer decoder layer on two
+    """--branch-streams: one stream, or the attention and the MLP branch of each fused decoder layer on two
     (set_branch_streams). auto: the dense model's batch-1 decode timed both ways, and the faster kept for the dense
     and the TARDIS model alike (the choice is the baseline's, so it cannot favour TARDIS); the agreement of their
     greedy tokens is recorded (the same kernels on either stream, so they should agree). Where two streams do not
@@ -985,15 +1052,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "queries through SDPA (mqa) or through tardis::mqa_decode_attention (mqa_triton; mqa_fused: with the rotary "
         "embedding and the static-cache write in tardis::rope_kv_write; fused_layer: those inside the attention's "
         "kernels (tardis::mqa_rope_attention), and the layer norm and the "
-        "residual adds in tardis::layer_norm_rows and tardis::add3), or the fastest of them "
+        "residual adds in tardis::layer_norm_rows and tardis::add3; fused_gemv: that with the attention's projections "
+        "in tardis::decode_linear, the launch --gemv chose), or the fastest of them "
         "at batch 1 with the FFNs zeroed, if its logits are as accurate as stock's (auto)",
+    )
+    ap.add_argument(
+        "--gemv",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto (CUDA graphs): before the attention A/B, time tardis::decode_linear's candidate launches against "
+        "torch's linear on every layer's attention projections at batch 1 (one graph over all of them), and give "
+        "mode fused_gemv the fastest correct one; off: the default launch",
     )
     ap.add_argument(
         "--branch-streams",
         choices=("auto", "1", "2"),
         default="auto",
-        help="fused_layer attention on CUDA: each decoder layer's attention branch on a second stream beside its "
-        "MLP (2), one stream (1), or the faster for the dense model at batch 1, kept for both models (auto)",
+        help="fused_layer / fused_gemv attention on CUDA: each decoder layer's attention branch on a second stream "
+        "beside its MLP (2), one stream (1), or the faster for the dense model at batch 1, kept for both models (auto)",
     )
     ap.add_argument(
         "--profile-kernels",
@@ -1154,6 +1230,8 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     calib_texts, held_texts = corpora.lee_calibration(), corpora.lee_heldout()
     tok = VocabMappedTokenizer(transformers.AutoTokenizer.from_pretrained(str(TOKENIZER)), vocab)
     prompts = prompt_rows(tok, held_texts, max(b for b, _ in runs), args.prompt_len)
+    result["gemv"] = gemv_ab(model, args, use_graph)  # the launch mode fused_gemv runs (before it is timed)
+    print(f"gemv: {result['gemv']}", flush=True)
     if args.attention == "auto":  # the same attention for the dense and the TARDIS model: the faster correct one
         result["attention"] = attention_ab(model, prompts, args, use_graph)
     else:

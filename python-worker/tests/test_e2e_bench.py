@@ -83,7 +83,7 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
     assert [r["batch"] for r in smoke["decode"]] == [1, 3]
     att = smoke["attention"]  # --attention auto: both timed, the faster correct one used by both models
     assert att["applies"] and not att["errors"]
-    assert att["choice"] in ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer")
+    assert att["choice"] in ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv")
     assert att["mqa_logits_max_rel_diff"] < 1e-4 and att["mqa_triton_logits_max_rel_diff"] < 1e-4
     assert smoke["branch_streams"] == {"applies": False, "choice": 1}  # two streams are for CUDA devices
     for r in smoke["decode"]:
@@ -267,7 +267,8 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
     # --attention mqa: the query heads as one head's rows gives HF's logits at every decode step (batch 2, static
     # cache, rotary); prefill steps keep HF's own forward; off restores it
     calls: dict[str, int] = {}
-    for name in ("rope_kv_write", "mqa_rope_attention", "layer_norm_rows", "add3", "add3_layer_norm"):  # counted
+    counted = ("rope_kv_write", "mqa_rope_attention", "layer_norm_rows", "add3", "add3_layer_norm", "decode_linear")
+    for name in counted:
         fn = getattr(bench, name)
         monkeypatch.setattr(
             bench, name, lambda *a, name=name, fn=fn: calls.update({name: calls.get(name, 0) + 1}) or fn(*a)
@@ -275,24 +276,27 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
     args, model = _graph_safe_falcon(bench, TINY, "cpu", torch.float32)
     prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(8))
     stock = _decode_logits(bench, model, prompts, 4)
-    for mode in ("mqa", "mqa_triton", "mqa_fused", "fused_layer"):  # SDPA's, tardis::mqa_decode_attention's (CPU:
-        # its reference), that with tardis::rope_kv_write's rotary embedding and cache write, and the two as
-        # tardis::mqa_rope_attention with the decoder layer's norm and residual adds in tardis::layer_norm_rows and
-        # tardis::add3, a layer's adds and the next layer's norm in tardis::add3_layer_norm (CPU: their references)
+    # SDPA's, tardis::mqa_decode_attention's (CPU: its reference), that with tardis::rope_kv_write's rotary embedding
+    # and cache write, and the two as tardis::mqa_rope_attention with the decoder layer's norm and residual adds in
+    # tardis::layer_norm_rows and tardis::add3, a layer's adds and the next layer's norm in tardis::add3_layer_norm
+    # (CPU: their references), and that with the two projections in tardis::decode_linear
+    for mode in ("mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv"):
         assert bench.set_decode_attention(model, mode) == args.layers
         calls.clear()
         for a, b in zip(stock, _decode_logits(bench, model, prompts, 4), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
         steps = 4 * args.layers  # every decode step's layers (the prefill keeps HF's own paths)
         assert calls.get("rope_kv_write", 0) == (steps if mode == "mqa_fused" else 0), (mode, calls)
-        assert calls.get("mqa_rope_attention", 0) == (steps if mode == "fused_layer" else 0), (mode, calls)
-        fused = mode == "fused_layer"  # a step: the first layer's norm, the last layer's adds, the others' pairs
+        fused = mode in ("fused_layer", "fused_gemv")  # a step: the first layer's norm, the last layer's adds, pairs
+        assert calls.get("mqa_rope_attention", 0) == (steps if fused else 0), (mode, calls)
+        assert calls.get("decode_linear", 0) == (2 * steps if mode == "fused_gemv" else 0), (mode, calls)
         assert calls.get("layer_norm_rows", 0) == calls.get("add3", 0) == (4 if fused else 0), (mode, calls)
         assert calls.get("add3_layer_norm", 0) == (steps - 4 if fused else 0), (mode, calls)
     bench.set_decode_attention(model, "stock")
     assert all("forward" not in vars(m) or m.forward == m._stock_forward for m in model.modules())
     with pytest.raises(
-        ValueError, match="attention mode 'flash': want one of stock, mqa, mqa_triton, mqa_fused, fused_layer"
+        ValueError,
+        match="attention mode 'flash': want one of stock, mqa, mqa_triton, mqa_fused, fused_layer, fused_gemv",
     ):
         bench.set_decode_attention(model, "flash")
     r = bench.attention_ab(model, prompts, bench.parse_args([*TINY, "--new-tokens", "3"]), False)
@@ -352,7 +356,7 @@ def test_a_failing_mqa_attention_leaves_hf_attention_in_force(
     monkeypatch.setattr(bench, "mqa_decode_forward", broken)
     prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(9))
     r = bench.attention_ab(model, prompts, args, False)
-    assert r["choice"] == "stock" and set(r["errors"]) == {"mqa", "mqa_triton", "mqa_fused", "fused_layer"}
+    assert r["choice"] == "stock" and set(r["errors"]) == set(bench.ATTENTION_MODES[1:])
     assert "no kernel for this layout" in r["errors"]["mqa"]
     patched = [m for m in model.modules() if "_stock_forward" in vars(m)]  # attention modules and decoder layers
     assert len(patched) == 2 * args.layers and all(m.forward == m._stock_forward for m in patched)
@@ -552,6 +556,32 @@ def test_branch_streams_apply_to_fused_layer_layers_on_cuda_only(bench: ModuleTy
     }
     with pytest.raises(ValueError, match="branch streams 3: want 1 or 2"):
         bench.set_branch_streams(model, 3)
+
+
+def test_the_gemv_launch_a_b_is_for_cuda_graphs_only(bench: ModuleType) -> None:
+    args = bench.parse_args(TINY)
+    model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
+    assert bench.gemv_ab(model, args, True) == {"applies": False}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_gemv_launch_a_b_keeps_the_fastest_correct_launch_on_gpu(bench: ModuleType) -> None:
+    # --gemv auto: every candidate launch checked and timed on the model's own projections, the fastest kept for
+    # mode fused_gemv; --gemv off leaves the launch alone
+    from tardis.kernels import gemv_triton
+
+    args, model = _graph_safe_falcon(bench, TINY, "cuda", torch.bfloat16)
+    default = dict(gemv_triton.GEMV_LAUNCH)
+    try:
+        r = bench.gemv_ab(model, args, True)
+        assert r["applies"] and r["layers"] == args.layers and r["linear_us"] > 0
+        assert [c["launch"] for c in r["candidates"]] == [dict(c) for c in gemv_triton.GEMV_CANDIDATES]
+        assert all(c["correct"] and 0 < c["max_rel_err"] < 1e-2 and c["us"] > 0 for c in r["candidates"]), r
+        assert r["best"] == min(r["candidates"], key=lambda c: c["us"])["launch"] == gemv_triton.GEMV_LAUNCH
+    finally:
+        gemv_triton.GEMV_LAUNCH = default
+    assert bench.gemv_ab(model, bench.parse_args([*TINY, "--gemv", "off"]), True) == {"applies": False}
+    assert default == gemv_triton.GEMV_LAUNCH
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
