@@ -182,16 +182,12 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
     which also norms the output for that layer (it takes the norm when its input is this output, one launch a layer
     fewer). Anything else (prefill, the new decoder architecture, training, a step being compiled) goes to the
     original forward."""
+    if torch.compiler.is_compiling():  # first: dynamo in torch 2.11 breaks the graph at the pop below (a resume
+        # frame a layer, guarded on its index, past the recompile limit with three models compiled)
+        return self._stock_forward(hidden_states, *args, **kw)
     cfg = self.config
     pre = vars(self).pop("_pre_norm", None)  # (the previous layer's output, its norm by this layer's layer norm)
-    if (
-        hidden_states.shape[1] != 1
-        or cfg.new_decoder_architecture
-        or not cfg.parallel_attn
-        or self.training
-        or args
-        or torch.compiler.is_compiling()
-    ):
+    if hidden_states.shape[1] != 1 or cfg.new_decoder_architecture or not cfg.parallel_attn or self.training or args:
         return self._stock_forward(hidden_states, *args, **kw)
     ln = self.input_layernorm
     if pre is not None and pre[0] is hidden_states:

@@ -527,8 +527,12 @@ def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: Modu
     stock = bench.time_decode(model, prompts, 5, 1, False)
     assert bench.set_decode_attention(model, "fused_layer") == args.layers
     fused = bench.time_decode(model, prompts, 5, 1, False)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     compiled = bench.time_decode(model, prompts, 5, 1, False, compile_step=True)
     assert torch.equal(fused["tokens"], stock["tokens"]) and torch.equal(compiled["tokens"], stock["tokens"])
+    assert not counters["graph_break"], dict(counters["graph_break"])  # one graph a step, not a frame a layer
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
