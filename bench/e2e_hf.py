@@ -411,7 +411,7 @@ def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict
     in L2), in µs per layer (both projections). A launch is correct when its outputs are within 1e-2 (relative to
     the largest magnitude) of float32 sums of the same bf16 products on every layer; the fastest correct one becomes
     GEMV_LAUNCH, the launch mode fused_gemv then runs (which attention_ab times against the others). Only on CUDA
-    with graphs and a multi-query Falcon."""
+    with graphs and a multi-query Falcon, and where --attention may run fused_gemv."""
     from transformers.models.falcon.modeling_falcon import FalconAttention
 
     device = next(model.parameters()).device
@@ -421,7 +421,8 @@ def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict
         if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture
         for lin in (m.query_key_value, m.dense)
     ]
-    out: dict[str, Any] = {"applies": bool(mods) and device.type == "cuda" and use_graph and args.gemv == "auto"}
+    wanted = args.gemv == "auto" and args.attention in ("auto", "fused_gemv")  # another mode runs no decode_linear
+    out: dict[str, Any] = {"applies": bool(mods) and device.type == "cuda" and use_graph and wanted}
     if not out["applies"]:
         return out
     from tardis.kernels import gemv_triton  # Triton only where there is a GPU

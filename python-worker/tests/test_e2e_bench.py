@@ -86,6 +86,7 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
     assert att["choice"] in ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv")
     assert att["mqa_logits_max_rel_diff"] < 1e-4 and att["mqa_triton_logits_max_rel_diff"] < 1e-4
     assert smoke["branch_streams"] == {"applies": False, "choice": 1}  # two streams are for CUDA devices
+    assert smoke["gemv"] == {"applies": False}  # the GEMV launch A/B is for CUDA graphs
     for r in smoke["decode"]:
         assert r["dense_tok_s"] > 0 and r["tardis_tok_s"] > 0
         assert r["ratio"] == pytest.approx(r["tardis_tok_s"] / r["dense_tok_s"])
@@ -585,6 +586,7 @@ def test_the_gemv_launch_a_b_keeps_the_fastest_correct_launch_on_gpu(bench: Modu
     finally:
         gemv_triton.GEMV_LAUNCH = default
     assert bench.gemv_ab(model, bench.parse_args([*TINY, "--gemv", "off"]), True) == {"applies": False}
+    assert bench.gemv_ab(model, bench.parse_args([*TINY, "--attention", "fused_layer"]), True) == {"applies": False}
     assert default == gemv_triton.GEMV_LAUNCH
 
 
