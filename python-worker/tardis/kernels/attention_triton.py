@@ -6,7 +6,8 @@
 2. `_mqa_merge_kernel`, grid (B, ⌈H / RB⌉): per row M = max_s m_s, out = Σ_s e^(m_s − M)·o_s / Σ_s e^(m_s − M)·l_s;
    up to MERGE_UNROLL_BLOCKS blocks the loop is unrolled, so the blocks' loads are in flight together.
    On sm_90+ it is launched with programmatic dependent launch: it starts while the block kernel runs and waits
-   for it (griddepcontrol) before reading a partial.
+   for it (griddepcontrol) before reading a partial; it lets a grid launched after it the same way (the output
+   projection's `tardis::decode_linear` in the e2e bench's fused_gemv mode) start before it waits.
 
 A block whose slots are all masked has m = −inf and l = 0 and drops out of the merge.
 """
@@ -132,7 +133,8 @@ def _mqa_merge_kernel(
     cols = tl.arange(0, HDP)
     rmask = rows < H
     if PDL:  # launched while the block kernel runs: its partials are complete and visible past this point
-        gdc_wait()
+        gdc_launch_dependents()  # a grid after this one launched with PDL (the output projection's GEMV) may start
+        gdc_wait()  # now: it waits for this grid before it reads the output
     blocks = tl.arange(0, SP)
     m_all = tl.load(
         ml_ptr + (b * S + blocks[:, None]) * 2 * BH + rows[None, :],

@@ -6,9 +6,13 @@ import torch
 import triton
 import triton.language as tl
 
+from tardis.kernels.ptx import gdc_wait, pdl_supported
+
 # the kernel's launch (the end-to-end bench may set it): BN output rows a program, BK columns a chunk of K
 GEMV_LAUNCH: dict[str, int] = {"BN": 8, "BK": 512, "num_warps": 4}
-# plausible launches for a sweep at Falcon-7B's shapes
+# plausible launches for a sweep at Falcon-7B's shapes; "pdl": 1 launches with programmatic dependent launch where
+# the GPU has it (sm_90+) and K ≥ BK: the grid starts before the one it follows has finished and loads its first
+# chunk of weights (which do not depend on that grid) before it waits for x
 GEMV_CANDIDATES: tuple[dict[str, int], ...] = (
     {"BN": 8, "BK": 512, "num_warps": 4},
     {"BN": 4, "BK": 1024, "num_warps": 4},
@@ -17,13 +21,19 @@ GEMV_CANDIDATES: tuple[dict[str, int], ...] = (
     {"BN": 16, "BK": 256, "num_warps": 4},
     {"BN": 8, "BK": 512, "num_warps": 8},
     {"BN": 32, "BK": 256, "num_warps": 8},
+    {"BN": 8, "BK": 512, "num_warps": 4, "pdl": 1},
+    {"BN": 8, "BK": 1024, "num_warps": 4, "pdl": 1},
 )
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, K, swn, BN: tl.constexpr, BK: tl.constexpr, HAS_BIAS: tl.constexpr):
+def _gemv_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr, N, K, swn,
+    BN: tl.constexpr, BK: tl.constexpr, HAS_BIAS: tl.constexpr, PDL: tl.constexpr,
+):  # fmt: skip
     # program p: rows p·BN … p·BN + BN − 1 of y over the whole K; acc[BN, BK] in fp32 over the unmasked full chunks,
-    # then one masked tail chunk, reduced over BK once and rounded once
+    # then one masked tail chunk, reduced over BK once and rounded once. PDL (K ≥ BK): the first chunk's weights
+    # are loaded before the wait for the grid this one follows, and x only after it
     rows = tl.program_id(0) * BN + tl.arange(0, BN)
     rm = rows < N
     rl = tl.where(rm, rows, N - 1)  # rows past N load row N − 1 (not stored)
@@ -31,7 +41,13 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, K, swn, BN: tl.constexpr, BK: tl
     w_rows = w_ptr + rl.to(tl.int64)[:, None] * swn + cols[None, :]
     acc = tl.zeros((BN, BK), dtype=tl.float32)
     k_main = K // BK * BK
-    for k in range(0, k_main, BK):
+    start = 0
+    if PDL:
+        w0 = tl.load(w_rows)  # in flight through the wait (converted after it)
+        gdc_wait()  # the previous grid (x's writer) finished and its writes visible: x may be read from here
+        acc += w0.to(tl.float32) * tl.load(x_ptr + cols).to(tl.float32)[None, :]
+        start = BK
+    for k in range(start, k_main, BK):
         x = tl.load(x_ptr + k + cols).to(tl.float32)
         acc += tl.load(w_rows + k).to(tl.float32) * x[None, :]
     if k_main < K:
@@ -47,7 +63,8 @@ def _gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, K, swn, BN: tl.constexpr, BK: tl
 def launch_decode_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, launch: dict[str, int] | None = None
 ) -> torch.Tensor:
-    """x [1, K]·weight [N, K]ᵀ + bias [N] → [1, N] (one dtype), with launch (BN, BK, num_warps) or GEMV_LAUNCH."""
+    """x [1, K]·weight [N, K]ᵀ + bias [N] → [1, N] (one dtype), with launch (BN, BK, num_warps, optional pdl) or
+    GEMV_LAUNCH."""
     if x.shape[0] != 1:
         raise ValueError(f"launch_decode_linear: x {tuple(x.shape)}, want one row [1, K]")
     n, k = weight.shape
@@ -55,8 +72,10 @@ def launch_decode_linear(
     weight = weight if weight.stride(-1) == 1 else weight.contiguous()
     bias = None if bias is None else bias.contiguous()
     y = torch.empty(1, n, device=x.device, dtype=x.dtype)
-    cfg = launch or GEMV_LAUNCH
+    cfg = dict(launch or GEMV_LAUNCH)
+    pdl = bool(cfg.pop("pdl", 0)) and k >= cfg["BK"] and pdl_supported(x.device)
     _gemv_kernel[(triton.cdiv(n, cfg["BN"]),)](
-        x, weight, weight if bias is None else bias, y, n, k, weight.stride(0), HAS_BIAS=bias is not None, **cfg
-    )
+        x, weight, weight if bias is None else bias, y, n, k, weight.stride(0), HAS_BIAS=bias is not None, PDL=pdl,
+        **cfg, **({"launch_pdl": True} if pdl else {}),
+    )  # fmt: skip
     return y
