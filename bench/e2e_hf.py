@@ -405,13 +405,14 @@ def attention_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespa
 
 @torch.no_grad()
 def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict[str, Any]:
-    """--gemv auto: `tardis::decode_linear`'s candidate launches (gemv_triton.GEMV_CANDIDATES) and torch's linear (the
-    modules themselves: cuBLAS) on the model's own attention projections at batch 1, each timed as one graph over
-    every layer's query-key-value and dense projection (their weights stream from memory: a single matrix would sit
-    in L2), in µs per layer (both projections). A launch is correct when its outputs are within 1e-2 (relative to
-    the largest magnitude) of float32 sums of the same bf16 products on every layer; the fastest correct one becomes
-    GEMV_LAUNCH, the launch mode fused_gemv then runs (which attention_ab times against the others). Only on CUDA
-    with graphs and a multi-query Falcon, and where --attention may run fused_gemv."""
+    """--gemv auto: `tardis::decode_linear`'s candidate launches (gemv_triton.GEMV_CANDIDATES; no-pdl: those without
+    programmatic dependent launch) and torch's linear (the modules themselves: cuBLAS) on the model's own attention
+    projections at batch 1, each timed as one graph over every layer's query-key-value and dense projection (their
+    weights stream from memory: a single matrix would sit in L2), in µs per layer (both projections). A launch is
+    correct when its outputs are within 1e-2 (relative to the largest magnitude) of float32 sums of the same bf16
+    products on every layer; the fastest correct one becomes GEMV_LAUNCH, the launch mode fused_gemv then runs (which
+    attention_ab times against the others). Only on CUDA with graphs and a multi-query Falcon, and where --attention
+    may run fused_gemv."""
     from transformers.models.falcon.modeling_falcon import FalconAttention
 
     device = next(model.parameters()).device
@@ -421,7 +422,7 @@ def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict
         if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture
         for lin in (m.query_key_value, m.dense)
     ]
-    wanted = args.gemv == "auto" and args.attention in ("auto", "fused_gemv")  # another mode runs no decode_linear
+    wanted = args.gemv != "off" and args.attention in ("auto", "fused_gemv")  # another mode runs no decode_linear
     out: dict[str, Any] = {"applies": bool(mods) and device.type == "cuda" and use_graph and wanted}
     if not out["applies"]:
         return out
@@ -434,6 +435,8 @@ def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict
     out["linear_us"] = time_ffn_layers(mods, xs, True, args.repeats) * 2  # per layer: both projections
     rows, default = [], dict(gemv_triton.GEMV_LAUNCH)
     for launch in gemv_triton.GEMV_CANDIDATES:
+        if args.gemv == "no-pdl" and launch.get("pdl"):
+            continue
         row: dict[str, Any] = {"launch": dict(launch)}
         try:
             gemv_triton.GEMV_LAUNCH = dict(launch)
@@ -1055,11 +1058,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--gemv",
-        choices=("auto", "off"),
+        choices=("auto", "no-pdl", "off"),
         default="auto",
         help="auto (CUDA graphs): before the attention A/B, time tardis::decode_linear's candidate launches against "
         "torch's linear on every layer's attention projections at batch 1 (one graph over all of them), and give "
-        "mode fused_gemv the fastest correct one; off: the default launch",
+        "mode fused_gemv the fastest correct one; no-pdl: the same without the launches that use programmatic "
+        "dependent launch; off: the default launch",
     )
     ap.add_argument(
         "--branch-streams",

@@ -572,7 +572,7 @@ def test_the_gemv_launch_a_b_is_for_cuda_graphs_only(bench: ModuleType) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_gemv_launch_a_b_keeps_the_fastest_correct_launch_on_gpu(bench: ModuleType) -> None:
     # --gemv auto: every candidate launch checked and timed on the model's own projections, the fastest kept for
-    # mode fused_gemv; --gemv off leaves the launch alone
+    # mode fused_gemv; --gemv no-pdl leaves the PDL launches out; --gemv off leaves the launch alone
     from tardis.kernels import gemv_triton
 
     args, model = _graph_safe_falcon(bench, TINY, "cuda", torch.bfloat16)
@@ -583,6 +583,9 @@ def test_the_gemv_launch_a_b_keeps_the_fastest_correct_launch_on_gpu(bench: Modu
         assert [c["launch"] for c in r["candidates"]] == [dict(c) for c in gemv_triton.GEMV_CANDIDATES]
         assert all(c["correct"] and 0 < c["max_rel_err"] < 1e-2 and c["us"] > 0 for c in r["candidates"]), r
         assert r["best"] == min(r["candidates"], key=lambda c: c["us"])["launch"] == gemv_triton.GEMV_LAUNCH
+        no_pdl = bench.gemv_ab(model, bench.parse_args([*TINY, "--gemv", "no-pdl"]), True)
+        assert [c["launch"] for c in no_pdl["candidates"]] == [c for c in gemv_triton.GEMV_CANDIDATES if "pdl" not in c]
+        assert "pdl" not in gemv_triton.GEMV_LAUNCH
     finally:
         gemv_triton.GEMV_LAUNCH = default
     assert bench.gemv_ab(model, bench.parse_args([*TINY, "--gemv", "off"]), True) == {"applies": False}
