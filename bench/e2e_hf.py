@@ -257,11 +257,22 @@ MQA_KERNELS = {
 FUSED_LAYER_MODES = ("fused_layer", "fused_gemv")  # the decoder layer's forward is fused_decoder_forward
 
 
+def mqa_attentions(model: nn.Module) -> list[nn.Module]:
+    """The attention modules mqa_decode_forward serves: multi-query Falcon, old decoder architecture, rotary."""
+    from transformers.models.falcon.modeling_falcon import FalconAttention
+
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture and not m.config.alibi
+    ]
+
+
 def set_decode_attention(model: nn.Module, mode: str) -> int:
     """Put ATTENTION_MODES' `mode` in force on every multi-query Falcon attention module of the model (old decoder
     architecture, rotary): mqa_decode_forward with its kernel, or HF's own forward ("stock"); returns how many
     modules it applies to."""
-    from transformers.models.falcon.modeling_falcon import FalconAttention, FalconDecoderLayer
+    from transformers.models.falcon.modeling_falcon import FalconDecoderLayer
 
     if mode not in ATTENTION_MODES:
         raise ValueError(f"attention mode {mode!r}: want one of {', '.join(ATTENTION_MODES)}")
@@ -272,7 +283,6 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
             m._stock_forward = m.forward
         m.forward = m._stock_forward if patched is None else patched.__get__(m)  # type: ignore[method-assign]
 
-    n = 0
     layers = [m for m in model.modules() if isinstance(m, FalconDecoderLayer)]
     for i, m in enumerate(layers):  # fused_layer: the layer's norm and residual adds too, and the next one's norm
         set_forward(m, fused_decoder_forward if mode in FUSED_LAYER_MODES else None)
@@ -280,15 +290,14 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
         # the next layer in a tuple, not an attribute of its own (that would make it a submodule of this one)
         m._next_layer = (layers[i + 1],) if mode in FUSED_LAYER_MODES and i + 1 < len(layers) else None
         vars(m).pop("_pre_norm", None)
-    for m in model.modules():
-        if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture and not m.config.alibi:
-            m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
-            m._gemv = mode == "fused_gemv"
-            if mode in ("mqa_fused", *FUSED_LAYER_MODES) and "_rope_ticket" not in vars(m):  # rotary scratch
-                m._rope_ticket = torch.zeros(1, dtype=torch.int32, device=m.query_key_value.weight.device)
-            set_forward(m, None if mode == "stock" else mqa_decode_forward)
-            n += 1
-    return n
+    attentions = mqa_attentions(model)
+    for m in attentions:
+        m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
+        m._gemv = mode == "fused_gemv"
+        if mode in ("mqa_fused", *FUSED_LAYER_MODES) and "_rope_ticket" not in vars(m):  # rotary scratch
+            m._rope_ticket = torch.zeros(1, dtype=torch.int32, device=m.query_key_value.weight.device)
+        set_forward(m, None if mode == "stock" else mqa_decode_forward)
+    return len(attentions)
 
 
 def float32_weights(model: nn.Module) -> Callable[[], None]:
@@ -413,15 +422,8 @@ def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict
     products on every layer; the fastest correct one becomes GEMV_LAUNCH, the launch mode fused_gemv then runs (which
     attention_ab times against the others). Only on CUDA with graphs and a multi-query Falcon, and where --attention
     may run fused_gemv."""
-    from transformers.models.falcon.modeling_falcon import FalconAttention
-
     device = next(model.parameters()).device
-    mods = [
-        lin
-        for m in model.modules()
-        if isinstance(m, FalconAttention) and m.multi_query and not m.new_decoder_architecture
-        for lin in (m.query_key_value, m.dense)
-    ]
+    mods = [lin for m in mqa_attentions(model) for lin in (m.query_key_value, m.dense)]
     wanted = args.gemv != "off" and args.attention in ("auto", "fused_gemv")  # another mode runs no decode_linear
     out: dict[str, Any] = {"applies": bool(mods) and device.type == "cuda" and use_graph and wanted}
     if not out["applies"]:
