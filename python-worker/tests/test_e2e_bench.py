@@ -394,7 +394,7 @@ def test_the_kernel_profile_of_a_graphed_decode_step_on_gpu(bench: ModuleType) -
     prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(6))
     r = bench.time_decode(model, prompts, 5, 1, True, profile=True)
     k = r["kernels"]
-    assert r["graph"] and k["steps"] == 16 and k["top"]
+    assert r["graph"] and k["steps"] == 5 and k["top"]  # min(16, new tokens): the static cache holds no more
     assert 0 < k["kernel_us_per_step"] <= k["wall_us_per_step"]
     assert k["launches_per_step"] >= 2 * args.layers  # at least the layers' GEMMs, every step
     assert bench.time_decode(model, prompts, 5, 1, True)["kernels"] is None
