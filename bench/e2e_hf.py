@@ -199,14 +199,20 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
         attn, weights = self.self_attention(x, **kw)
         mlp = self.mlp(x)
     else:
-        # two branch streams: the attention on the side stream, the MLP on the current one, joined before the adds.
-        # Every tensor the side stream allocates is freed after the join, and the side stream's next work (the next
-        # layer's fork) waits for everything queued here, so neither stream can reuse a block the other still reads.
+        # two branch streams: one branch on the side stream (the attention, or with priority "mlp" the MLP), the
+        # other on the current one, joined before the adds. Every tensor the side stream allocates is freed after
+        # the join, and the side stream's next work (the next layer's fork) waits for everything queued here, so
+        # neither stream can reuse a block the other still reads.
         cur = torch.cuda.current_stream(x.device)
         side.wait_stream(cur)
-        with torch.cuda.stream(side):
+        if vars(self).get("_side_mlp"):
+            with torch.cuda.stream(side):
+                mlp = self.mlp(x)
             attn, weights = self.self_attention(x, **kw)
-        mlp = self.mlp(x)
+        else:
+            with torch.cuda.stream(side):
+                attn, weights = self.self_attention(x, **kw)
+            mlp = self.mlp(x)
         cur.wait_stream(side)
     nxt = vars(self).get("_next_layer")
     if nxt is None:
@@ -217,17 +223,27 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
     return out, weights
 
 
-SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}  # one attention-branch stream per device
+# side streams per device and priority (True: the device's highest; CUDA graphs keep a kernel's stream priority, as
+# PyTorch instantiates them with per-node priorities)
+SIDE_STREAMS: dict[tuple[torch.device, bool], torch.cuda.Stream] = {}
+# with two branch streams, which branch gets the scheduler's preference: neither (the attention on a side stream of
+# the same priority), the attention (on a high-priority side stream) or the MLP (on a high-priority side stream, the
+# attention on the current one)
+BRANCH_PRIORITIES = ("none", "attention", "mlp")
 
 
-def set_branch_streams(model: nn.Module, n: int) -> int:
-    """n = 2: every decoder layer in a fused mode (FUSED_LAYER_MODES) on a CUDA device runs its attention branch on a
-    side stream while its MLP runs on the current one (Falcon's parallel attention: both read the same layer norm);
-    n = 1: one stream. Returns how many layers run two streams."""
+def set_branch_streams(model: nn.Module, n: int, priority: str = "none") -> int:
+    """n = 2: every decoder layer in a fused mode (FUSED_LAYER_MODES) on a CUDA device runs its two branches on two
+    streams (Falcon's parallel attention: both read the same layer norm), the attention on a side stream and the MLP
+    on the current one, or with `priority` (BRANCH_PRIORITIES) one branch on a high-priority side stream; n = 1: one
+    stream. Returns how many layers run two streams."""
     from transformers.models.falcon.modeling_falcon import FalconDecoderLayer
 
     if n not in (1, 2):
         raise ValueError(f"branch streams {n!r}: want 1 or 2")
+    if priority not in BRANCH_PRIORITIES:
+        raise ValueError(f"branch priority {priority!r}: want one of {', '.join(BRANCH_PRIORITIES)}")
+    high = priority != "none"
     k = 0
     for m in model.modules():
         if not isinstance(m, FalconDecoderLayer):
@@ -235,13 +251,24 @@ def set_branch_streams(model: nn.Module, n: int) -> int:
         dev = m.input_layernorm.weight.device
         fused = getattr(vars(m).get("forward"), "__func__", None) is fused_decoder_forward
         if n == 2 and fused and dev.type == "cuda":
-            if dev not in SIDE_STREAMS:
-                SIDE_STREAMS[dev] = torch.cuda.Stream(dev)
-            m._side_stream = SIDE_STREAMS[dev]
+            if (dev, high) not in SIDE_STREAMS:  # priority -1: PyTorch clamps it to the device's highest
+                SIDE_STREAMS[dev, high] = torch.cuda.Stream(dev, priority=-1 if high else 0)
+            m._side_stream = SIDE_STREAMS[dev, high]
+            m._side_mlp = priority == "mlp"
             k += 1
         else:
             m._side_stream = None
+            m._side_mlp = False
     return k
+
+
+# the configurations branch_streams_ab times (stream count, priority): one stream, then two with each priority
+STREAM_CONFIGS = ((1, "none"), *((2, p) for p in BRANCH_PRIORITIES))
+
+
+def stream_key(n: int, priority: str) -> str:
+    """A configuration's suffix in the JSON's step-time keys: 1, 2, 2_attention, 2_mlp."""
+    return str(n) if priority == "none" else f"{n}_{priority}"
 
 
 # the decode step's attention: HF's own; the multi-query rows as one head's queries through SDPA; the same rows
@@ -286,7 +313,7 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
     layers = [m for m in model.modules() if isinstance(m, FalconDecoderLayer)]
     for i, m in enumerate(layers):  # fused_layer: the layer's norm and residual adds too, and the next one's norm
         set_forward(m, fused_decoder_forward if mode in FUSED_LAYER_MODES else None)
-        m._side_stream = None  # one stream (set_branch_streams: two)
+        m._side_stream, m._side_mlp = None, False  # one stream (set_branch_streams: two)
         # the next layer in a tuple, not an attribute of its own (that would make it a submodule of this one)
         m._next_layer = (layers[i + 1],) if mode in FUSED_LAYER_MODES and i + 1 < len(layers) else None
         vars(m).pop("_pre_norm", None)
@@ -464,37 +491,78 @@ def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict
 @torch.no_grad()
 def branch_streams_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Namespace, use_graph: bool) -> dict:
     """--branch-streams: one stream, or the attention and the MLP branch of each fused decoder layer on two
-    (set_branch_streams). auto: the dense model's batch-1 decode timed both ways, and the faster kept for the dense
-    and the TARDIS model alike (the choice is the baseline's, so it cannot favour TARDIS); the agreement of their
-    greedy tokens is recorded (the same kernels on either stream, so they should agree). Where two streams do not
-    apply (another
-    attention mode, the CPU) the choice is 1. The model is left with the choice in force."""
+    (set_branch_streams), with --branch-priority's branch preferred by the scheduler. auto: the dense model's
+    batch-1 decode timed in every configuration (STREAM_CONFIGS; with --branch-priority set, two streams with that
+    priority only), and the fastest kept for the dense and the TARDIS model alike (the choice is the baseline's, so
+    it cannot favour TARDIS); the agreement of their greedy tokens with one stream's is recorded (the same kernels
+    on either stream, so they should agree). Where two streams do not apply (another attention mode, the CPU) the
+    choice is 1. The model is left with the choice (`choice`, `priority`) in force."""
     applies = set_branch_streams(model, 2) > 0
     set_branch_streams(model, 1)
     out: dict[str, Any] = {"applies": applies, "choice": 1}
     if not applies or args.branch_streams == "1":
         return out
+    fixed = None if args.branch_priority == "auto" else args.branch_priority
+    out["priority"] = "none"
     if args.branch_streams == "2":
-        out["choice"] = 2
-        set_branch_streams(model, 2)
+        out["choice"], out["priority"] = 2, fixed or "none"
+        set_branch_streams(model, 2, out["priority"])
         return out
-    tokens = {}
-    try:
-        for n in (1, 2):
-            set_branch_streams(model, n)
+    configs = [(n, p) for n, p in STREAM_CONFIGS if fixed is None or n == 1 or p == fixed]
+    tokens, times = {}, {}
+    for n, p in configs:
+        key = stream_key(n, p)
+        try:
+            set_branch_streams(model, n, p)
             r = time_decode(model, prompts[:1], args.new_tokens, args.repeats, use_graph)
-            out[f"dense_step_ms_{n}"] = r["step_ms"]
-            out[f"graph_error_{n}"] = r["graph_error"]
-            tokens[n] = r["tokens"]
-    except Exception as e:  # two streams failing must not lose the run: one stream, the error recorded
-        traceback.print_exc()
-        out["error"] = repr(e)[:400]
-        set_branch_streams(model, 1)
-        return out
-    out["dense_token_agreement"] = float((tokens[1] == tokens[2]).float().mean())
-    out["choice"] = 2 if out["dense_step_ms_2"] < out["dense_step_ms_1"] else 1
-    set_branch_streams(model, out["choice"])
+        except Exception as e:  # a configuration failing must not lose the run: the error recorded, the rest timed
+            traceback.print_exc()
+            out[f"error_{key}"] = repr(e)[:400]
+            continue
+        out[f"dense_step_ms_{key}"] = times[n, p] = r["step_ms"]
+        out[f"graph_error_{key}"] = r["graph_error"]
+        tokens[key] = r["tokens"]
+        if "1" in tokens and key != "1":
+            out[f"dense_token_agreement_{key}"] = float((tokens["1"] == tokens[key]).float().mean())
+    if times:
+        out["choice"], out["priority"] = min(times, key=lambda c: times[c])
+    set_branch_streams(model, out["choice"], out["priority"])
     return out
+
+
+def stream_choice(streams: dict[str, Any], prefix: str = "") -> tuple[int, str]:
+    """The (stream count, priority) branch_streams_ab chose for the dense model (prefix "") or tardis_streams_ab for
+    the TARDIS model ("tardis_"; the dense model's before it ran)."""
+    n = streams.get(f"{prefix}choice", streams["choice"])
+    return n, streams.get(f"{prefix}priority", streams.get("priority", "none"))
+
+
+def tardis_streams_ab(
+    model: nn.Module, prompts: torch.Tensor, args: argparse.Namespace, use_graph: bool, streams: dict[str, Any],
+    errors: list[str],
+) -> None:  # fmt: skip
+    """The TARDIS model's batch-1 decode timed in each branch-stream configuration the dense model's A/B timed (with
+    a fixed one: that and one stream), as `tardis_step_ms_<stream_key>` in `streams`. With --branch-streams auto the
+    TARDIS model keeps its own fastest (`tardis_choice`, `tardis_priority`), as the dense model kept its own: each
+    model at its best, so the choice cannot favour either; else the dense model's. Left in force."""
+    if not streams.get("applies"):
+        return
+    chosen = stream_choice(streams)
+    configs = [c for c in STREAM_CONFIGS if f"dense_step_ms_{stream_key(*c)}" in streams]
+    times = {}
+    for n, p in configs or sorted({(1, "none"), (2, chosen[1])}):
+        key = stream_key(n, p)
+        try:
+            set_branch_streams(model, n, p)
+            r = time_decode(model, prompts[:1], args.new_tokens, args.repeats, use_graph)
+        except Exception as e:  # a configuration failing must not lose the run: the error recorded, the rest timed
+            traceback.print_exc()
+            errors.append(f"tardis B=1 with branch streams {key}: {e!r}")
+            continue
+        streams[f"tardis_step_ms_{key}"] = times[n, p] = r["step_ms"]
+    best = min(times, key=lambda c: times[c]) if args.branch_streams == "auto" and times else chosen
+    streams["tardis_choice"], streams["tardis_priority"] = best
+    set_branch_streams(model, *best)
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -1072,7 +1140,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", "1", "2"),
         default="auto",
         help="fused_layer / fused_gemv attention on CUDA: each decoder layer's attention branch on a second stream "
-        "beside its MLP (2), one stream (1), or the faster for the dense model at batch 1, kept for both models (auto)",
+        "beside its MLP (2), one stream (1), or the fastest configuration (with --branch-priority's) for the dense "
+        "model at batch 1, kept for both models (auto)",
+    )
+    ap.add_argument(
+        "--branch-priority",
+        choices=("auto", *BRANCH_PRIORITIES),
+        default="auto",
+        help="with two branch streams, the branch the GPU's block scheduler prefers: none, the attention or the MLP "
+        "(on a high-priority side stream; CUDA graphs keep the priority); auto: with --branch-streams auto, each "
+        "timed for the dense model, else none",
     )
     ap.add_argument(
         "--profile-kernels",
@@ -1335,8 +1412,15 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     rows: list[dict[str, Any]] = []
     result["decode"] = rows  # grows row by row
     tardis_tokens: dict[tuple[int, bool], torch.Tensor] = {}
+    streams = result["branch_streams"]
+    if (1, False) in dense:
+        tardis_streams_ab(model, prompts, args, use_graph, streams, result["errors"])
+        write_json(out, result)
     for b, compiled in [run for run in runs if run in dense]:
         row = dense[b, compiled]
+        if streams["applies"]:  # batch 1: the TARDIS model's own choice; above, where its policy runs dense
+            # FFNs (the dense model, but for the decode limits), the dense model's
+            set_branch_streams(model, *stream_choice(streams, "tardis_" if b == 1 else ""))
         try:
             uncompiled = dense.get((b, False)) if compiled else None
             if uncompiled is not None and "ffn_policy_us" in uncompiled:
@@ -1385,20 +1469,6 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         row["amdahl_bound_op"] = amdahl(row["ffn_share"], row["ffn_speedup_op"])
         row["amdahl_bound_policy"] = amdahl(row["ffn_share"], row["ffn_speedup_policy"])
         rows.append(row)
-        streams = result["branch_streams"]
-        if b == 1 and not compiled and streams["applies"]:  # TARDIS with the other stream count, for the record
-            other = 3 - streams["choice"]
-            set_branch_streams(model, other)
-            try:
-                streams[f"tardis_step_ms_{other}"] = time_decode(
-                    model, prompts[:1], args.new_tokens, args.repeats, use_graph
-                )["step_ms"]
-            except Exception as e:  # a record only: the row above stands
-                traceback.print_exc()
-                result["errors"].append(f"tardis B=1 with {other} branch streams: {e!r}")
-            finally:
-                set_branch_streams(model, streams["choice"])
-            streams[f"tardis_step_ms_{streams['choice']}"] = r["step_ms"]
         print(f"tardis {label(b, compiled)}: {r['tok_s']:.1f} tok/s ({row['ratio']:.2f}x)", flush=True)
         print_kernels(f"tardis {label(b, compiled)}", r["kernels"])
         write_json(out, result)
@@ -1509,11 +1579,16 @@ def table(result: dict[str, Any]) -> str:
         lines.append("(Bc: decode steps torch.compile'd)")
     streams = result.get("branch_streams", {})
     if streams.get("applies"):
+        cells = [
+            f"{stream_key(*c)}: dense {_fmt(streams.get(f'dense_step_ms_{stream_key(*c)}'), '.3f')} / TARDIS "
+            f"{_fmt(streams.get(f'tardis_step_ms_{stream_key(*c)}'), '.3f')}"
+            for c in STREAM_CONFIGS
+            if f"dense_step_ms_{stream_key(*c)}" in streams or f"tardis_step_ms_{stream_key(*c)}" in streams
+        ]
         lines.append(
-            f"attention {result.get('attention', {}).get('choice')}, branch streams {streams['choice']}; B=1 step ms "
-            f"with 1 / 2 streams: dense {_fmt(streams.get('dense_step_ms_1'), '.3f')} / "
-            f"{_fmt(streams.get('dense_step_ms_2'), '.3f')}, TARDIS {_fmt(streams.get('tardis_step_ms_1'), '.3f')} / "
-            f"{_fmt(streams.get('tardis_step_ms_2'), '.3f')}"
+            f"attention {result.get('attention', {}).get('choice')}; branch streams[_priority] dense "
+            f"{stream_key(*stream_choice(streams))}, TARDIS {stream_key(*stream_choice(streams, 'tardis_'))}; B=1 "
+            f"step ms: {'; '.join(cells)}"
         )
     for m in result.get("small_models", []):
         div = [r["divergence"] for r in m["tardis"] if r["divergence"]]

@@ -561,6 +561,17 @@ def test_branch_streams_apply_to_fused_layer_layers_on_cuda_only(bench: ModuleTy
     }
     with pytest.raises(ValueError, match="branch streams 3: want 1 or 2"):
         bench.set_branch_streams(model, 3)
+    with pytest.raises(ValueError, match="branch priority 'ffn': want one of none, attention, mlp"):
+        bench.set_branch_streams(model, 2, "ffn")
+    assert bench.STREAM_CONFIGS == ((1, "none"), (2, "none"), (2, "attention"), (2, "mlp"))
+    assert [bench.stream_key(*c) for c in bench.STREAM_CONFIGS] == ["1", "2", "2_attention", "2_mlp"]
+    # each model's choice: the TARDIS model's own where its A/B ran, else the dense model's
+    assert bench.stream_choice({"choice": 1}) == bench.stream_choice({"choice": 1}, "tardis_") == (1, "none")
+    both = {"choice": 2, "priority": "none", "tardis_choice": 2, "tardis_priority": "attention"}
+    assert (bench.stream_choice(both), bench.stream_choice(both, "tardis_")) == ((2, "none"), (2, "attention"))
+    errors: list[str] = []
+    bench.tardis_streams_ab(model, torch.zeros(1, 4, dtype=torch.long), args, False, {"applies": False}, errors)
+    assert errors == []
 
 
 def test_the_gemv_launch_a_b_is_for_cuda_graphs_only(bench: ModuleType) -> None:
@@ -602,16 +613,45 @@ def test_two_branch_streams_decode_what_one_stream_decodes_on_gpu(bench: ModuleT
     prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(13))
     assert bench.set_decode_attention(model, "fused_layer") == args.layers
     one = [bench.time_decode(model, prompts, 6, 1, g)["tokens"] for g in (False, True)]
-    assert bench.set_branch_streams(model, 2) == args.layers
-    two = [bench.time_decode(model, prompts, 6, 1, g) for g in (False, True)]
-    assert two[1]["graph"] and two[1]["graph_error"] is None
-    for a, b in zip(one, two, strict=True):
-        assert torch.equal(a, b["tokens"])
+    for priority in bench.BRANCH_PRIORITIES:  # the MLP on the side stream with "mlp"; a high-priority one unless none
+        assert bench.set_branch_streams(model, 2, priority) == args.layers
+        layers = [m for m in model.modules() if hasattr(m, "_side_stream")]
+        assert all(m._side_mlp == (priority == "mlp") for m in layers)
+        assert all((m._side_stream.priority < 0) == (priority != "none") for m in layers)
+        two = [bench.time_decode(model, prompts, 6, 1, g) for g in (False, True)]
+        assert two[1]["graph"] and two[1]["graph_error"] is None
+        for a, b in zip(one, two, strict=True):
+            assert torch.equal(a, b["tokens"]), priority
     bench.set_decode_attention(model, "fused_layer")
     assert all(m._side_stream is None for m in model.modules() if hasattr(m, "_side_stream"))
     bench.set_branch_streams(model, 2)
     bench.set_decode_attention(model, "mqa_triton")
     assert bench.set_branch_streams(model, 2) == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_branch_stream_a_b_keeps_the_fastest_configuration_on_gpu(bench: ModuleType) -> None:
+    # --branch-streams auto: one stream and two with each priority timed on the dense model's batch-1 decode, the
+    # same greedy tokens in each, the fastest left in force; --branch-priority mlp: one stream against that only
+    args, model = _graph_safe_falcon(bench, TINY, "cuda", torch.bfloat16)
+    bench.set_decode_attention(model, "fused_layer")
+    prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(14))
+    r = bench.branch_streams_ab(model, prompts, args, True)
+    keys = [bench.stream_key(*c) for c in bench.STREAM_CONFIGS]
+    assert r["applies"] and all(r[f"graph_error_{k}"] is None and r[f"dense_step_ms_{k}"] > 0 for k in keys), r
+    assert all(r[f"dense_token_agreement_{k}"] == 1.0 for k in keys[1:]), r
+    best = min(keys, key=lambda k: r[f"dense_step_ms_{k}"])
+    assert bench.stream_key(r["choice"], r["priority"]) == best
+    layers = [m for m in model.modules() if hasattr(m, "_side_stream")]
+    assert all((m._side_stream is None) == (r["choice"] == 1) for m in layers)
+    # the same configurations timed again (here on the same model) as the TARDIS model's A/B: its own fastest kept
+    errors: list[str] = []
+    bench.tardis_streams_ab(model, prompts, args, True, r, errors)
+    assert errors == [] and all(r[f"tardis_step_ms_{k}"] > 0 for k in keys)
+    assert bench.stream_key(*bench.stream_choice(r, "tardis_")) == min(keys, key=lambda k: r[f"tardis_step_ms_{k}"])
+    fixed = bench.branch_streams_ab(model, prompts, bench.parse_args([*TINY, "--branch-priority", "mlp"]), True)
+    assert sorted(k for k in fixed if k.startswith("dense_step_ms_")) == ["dense_step_ms_1", "dense_step_ms_2_mlp"]
+    assert bench.stream_key(fixed["choice"], fixed["priority"]) in ("1", "2_mlp")
 
 
 def test_compile_batches_add_compiled_runs_after_the_uncompiled_ones(bench: ModuleType) -> None:
