@@ -493,10 +493,10 @@ def branch_streams_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Na
     """--branch-streams: one stream, or the attention and the MLP branch of each fused decoder layer on two
     (set_branch_streams), with --branch-priority's branch preferred by the scheduler. auto: the dense model's
     batch-1 decode timed in every configuration (STREAM_CONFIGS; with --branch-priority set, two streams with that
-    priority only), and the fastest kept for the dense and the TARDIS model alike (the choice is the baseline's, so
-    it cannot favour TARDIS); the agreement of their greedy tokens with one stream's is recorded (the same kernels
-    on either stream, so they should agree). Where two streams do not apply (another attention mode, the CPU) the
-    choice is 1. The model is left with the choice (`choice`, `priority`) in force."""
+    priority only), and the fastest kept for the dense model (tardis_streams_ab makes the TARDIS model's own
+    choice); the agreement of their greedy tokens with one stream's is recorded (the same kernels on either stream,
+    so they should agree). Where two streams do not apply (another attention mode, the CPU) the choice is 1. The
+    model is left with the choice (`choice`, `priority`) in force."""
     applies = set_branch_streams(model, 2) > 0
     set_branch_streams(model, 1)
     out: dict[str, Any] = {"applies": applies, "choice": 1}
@@ -510,14 +510,10 @@ def branch_streams_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Na
         return out
     configs = [(n, p) for n, p in STREAM_CONFIGS if fixed is None or n == 1 or p == fixed]
     tokens, times = {}, {}
-    for n, p in configs:
+    for (n, p), r in time_stream_configs(model, prompts, args, use_graph, configs).items():
         key = stream_key(n, p)
-        try:
-            set_branch_streams(model, n, p)
-            r = time_decode(model, prompts[:1], args.new_tokens, args.repeats, use_graph)
-        except Exception as e:  # a configuration failing must not lose the run: the error recorded, the rest timed
-            traceback.print_exc()
-            out[f"error_{key}"] = repr(e)[:400]
+        if isinstance(r, Exception):
+            out[f"error_{key}"] = repr(r)[:400]
             continue
         out[f"dense_step_ms_{key}"] = times[n, p] = r["step_ms"]
         out[f"graph_error_{key}"] = r["graph_error"]
@@ -527,6 +523,22 @@ def branch_streams_ab(model: nn.Module, prompts: torch.Tensor, args: argparse.Na
     if times:
         out["choice"], out["priority"] = min(times, key=lambda c: times[c])
     set_branch_streams(model, out["choice"], out["priority"])
+    return out
+
+
+def time_stream_configs(
+    model: nn.Module, prompts: torch.Tensor, args: argparse.Namespace, use_graph: bool, configs: list[tuple[int, str]]
+) -> dict[tuple[int, str], Any]:
+    """Each (stream count, priority) configuration's batch-1 decode: time_decode's result, or the exception it raised
+    (printed; one configuration failing must not lose the run). The model is left in the last configuration."""
+    out: dict[tuple[int, str], Any] = {}
+    for n, p in configs:
+        try:
+            set_branch_streams(model, n, p)
+            out[n, p] = time_decode(model, prompts[:1], args.new_tokens, args.repeats, use_graph)
+        except Exception as e:
+            traceback.print_exc()
+            out[n, p] = e
     return out
 
 
@@ -550,14 +562,11 @@ def tardis_streams_ab(
     chosen = stream_choice(streams)
     configs = [c for c in STREAM_CONFIGS if f"dense_step_ms_{stream_key(*c)}" in streams]
     times = {}
-    for n, p in configs or sorted({(1, "none"), (2, chosen[1])}):
+    timed = time_stream_configs(model, prompts, args, use_graph, configs or sorted({(1, "none"), (2, chosen[1])}))
+    for (n, p), r in timed.items():
         key = stream_key(n, p)
-        try:
-            set_branch_streams(model, n, p)
-            r = time_decode(model, prompts[:1], args.new_tokens, args.repeats, use_graph)
-        except Exception as e:  # a configuration failing must not lose the run: the error recorded, the rest timed
-            traceback.print_exc()
-            errors.append(f"tardis B=1 with branch streams {key}: {e!r}")
+        if isinstance(r, Exception):
+            errors.append(f"tardis B=1 with branch streams {key}: {r!r}")
             continue
         streams[f"tardis_step_ms_{key}"] = times[n, p] = r["step_ms"]
     best = min(times, key=lambda c: times[c]) if args.branch_streams == "auto" and times else chosen
@@ -1140,8 +1149,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", "1", "2"),
         default="auto",
         help="fused_layer / fused_gemv attention on CUDA: each decoder layer's attention branch on a second stream "
-        "beside its MLP (2), one stream (1), or the fastest configuration (with --branch-priority's) for the dense "
-        "model at batch 1, kept for both models (auto)",
+        "beside its MLP (2), one stream (1), or each model's fastest configuration at batch 1 (with "
+        "--branch-priority's; auto)",
     )
     ap.add_argument(
         "--branch-priority",

@@ -574,6 +574,46 @@ def test_branch_streams_apply_to_fused_layer_layers_on_cuda_only(bench: ModuleTy
     assert errors == []
 
 
+def test_the_branch_stream_a_bs_keep_each_models_fastest_configuration(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the A/Bs' bookkeeping on the CPU, where two streams do not apply: set_branch_streams records the configuration
+    # and the decode's step time comes from a table (test_the_branch_stream_a_b_..._on_gpu times the real thing)
+    state = {"config": (1, "none")}
+
+    def set_streams(model: object, n: int, priority: str = "none") -> int:
+        state["config"] = (n, priority)
+        return 2
+
+    ms: dict = {(1, "none"): 5.6, (2, "none"): 5.0, (2, "attention"): 5.0, (2, "mlp"): 4.9}
+
+    def decode(model: object, prompts: torch.Tensor, new_tokens: int, repeats: int, use_graph: bool) -> dict:
+        if ms[state["config"]] is None:
+            raise RuntimeError("capture failed")
+        return {"step_ms": ms[state["config"]], "graph_error": None, "tokens": torch.zeros(1, 3)}
+
+    monkeypatch.setattr(bench, "set_branch_streams", set_streams)
+    monkeypatch.setattr(bench, "time_decode", decode)
+    prompts = torch.zeros(1, 4, dtype=torch.long)
+    streams = bench.branch_streams_ab(None, prompts, bench.parse_args(TINY), True)
+    assert (streams["choice"], streams["priority"], state["config"]) == (2, "mlp", (2, "mlp"))
+    assert [streams[f"dense_step_ms_{k}"] for k in ("1", "2", "2_attention", "2_mlp")] == [5.6, 5.0, 5.0, 4.9]
+    assert streams["dense_token_agreement_2_mlp"] == 1.0
+    ms.update({(1, "none"): 3.1, (2, "none"): 2.7, (2, "attention"): 2.55, (2, "mlp"): None})  # the TARDIS model
+    errors: list[str] = []
+    bench.tardis_streams_ab(None, prompts, bench.parse_args(TINY), True, streams, errors)
+    assert errors == ["tardis B=1 with branch streams 2_mlp: RuntimeError('capture failed')"]
+    assert bench.stream_choice(streams, "tardis_") == state["config"] == (2, "attention")
+    assert bench.stream_choice(streams) == (2, "mlp") and "tardis_step_ms_2_mlp" not in streams
+    # a fixed configuration: both models keep it, the TARDIS model's step recorded with it and with one stream
+    fixed_args = bench.parse_args([*TINY, "--branch-streams", "2", "--branch-priority", "attention"])
+    fixed = bench.branch_streams_ab(None, prompts, fixed_args, True)
+    assert fixed == {"applies": True, "choice": 2, "priority": "attention"}
+    bench.tardis_streams_ab(None, prompts, fixed_args, True, fixed, errors)
+    assert (fixed["tardis_step_ms_1"], fixed["tardis_step_ms_2_attention"]) == (3.1, 2.55)
+    assert bench.stream_choice(fixed, "tardis_") == state["config"] == (2, "attention")
+
+
 def test_the_gemv_launch_a_b_is_for_cuda_graphs_only(bench: ModuleType) -> None:
     args = bench.parse_args(TINY)
     model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
