@@ -35,6 +35,7 @@
 #   bash bench/device_run.sh shapes    # Falcon-7B, BLOOM-7B1 and Falcon-40B whole-layer tables (batch 1..64)
 #   bash bench/device_run.sh all       # kernels and e2e with the defaults (may not fit one 10-minute call)
 #
+# REQUIRE_GPU (e.g. H200): any stage runs only on a card whose name contains it, else exits 3 at once.
 # Needs: the device image (PyTorch, Triton, transformers), no install of this project; for e2e the
 # Lee corpus as a carried zip (TARDIS_CORPUS_DIR, see bench/README.md). Each stage has its own time
 # limit so a slow one cannot eat the others' results.
@@ -45,6 +46,12 @@ OUT="${OUT:-/tmp/tardis-device}"
 mkdir -p "$OUT"
 stage="${1:-kernels}"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
+# REQUIRE_GPU=H200: run nothing (exit 3) unless the card's name contains it, so a call that came on another card
+# costs seconds, not the stage's minutes
+if [ -n "${REQUIRE_GPU:-}" ] && ! grep -q -- "$REQUIRE_GPU" "$OUT/gpu.txt"; then
+  echo "the card is not an $REQUIRE_GPU (REQUIRE_GPU): nothing run"
+  exit 3
+fi
 
 sweep() {  # LIMIT_S BATCHES: kernel-1 and up/down launch sweeps (Falcon-7B, 5%), then the whole-layer table
   # with the fastest launches; --rate-from: the band's fallback rate on the e2e model (CPU calibration estimate);
