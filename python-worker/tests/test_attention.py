@@ -4,9 +4,11 @@ against float64 (on the GPU, and in Triton's interpreter on the CPU)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,6 +23,11 @@ from tardis.kernels.attention import (
 )
 
 MERGE_UNROLL_BLOCKS = 16  # attention_triton's (not imported: Triton may be missing)
+N_CANDIDATES = 8  # len(attention_triton.ATTENTION_CANDIDATES): the GPU tests run every one
+# the candidates the interpreter runs (it is slow): the split cache with every row in one block program and with
+# row groups of 16 (the committed launch; and with blocks of 32 slots), and the rows kernel at 16 rows (blocks of 64
+# slots) and at 128 (every row in one program)
+INTERPRETER_CANDIDATES = (0, 2, 4, 5, 7)
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -95,14 +102,31 @@ CASES = [  # B, H, L, hd, mask
 ]
 
 
-def _check_triton(device: str, b: int, h: int, n_slots: int, hd: int, mask: str, dtype: torch.dtype) -> None:
+@contextlib.contextmanager
+def _attention_launch(index: int) -> Iterator[dict]:
+    """attention_triton.ATTENTION_LAUNCH set to its candidate `index` inside (the committed launch restored after)."""
+    from tardis.kernels import attention_triton
+
+    assert len(attention_triton.ATTENTION_CANDIDATES) == N_CANDIDATES
+    saved = attention_triton.ATTENTION_LAUNCH
+    attention_triton.ATTENTION_LAUNCH = dict(attention_triton.ATTENTION_CANDIDATES[index])
+    try:
+        yield attention_triton.ATTENTION_LAUNCH
+    finally:
+        attention_triton.ATTENTION_LAUNCH = saved
+
+
+def _check_triton(
+    device: str, b: int, h: int, n_slots: int, hd: int, mask: str, dtype: torch.dtype, launch_index: int
+) -> None:
     from tardis.kernels import attention_triton
     from tardis.kernels.attention_triton import launch
 
     assert attention_triton.MERGE_UNROLL_BLOCKS == MERGE_UNROLL_BLOCKS  # CASES' last case takes the merge's loop
     q, k, v, m = _case(b, h, n_slots, hd, mask, dtype, seed=b * 100 + h, device=device)
     scale = 1 / math.sqrt(hd)
-    out = launch(q, k, v, m, scale, BLOCK_SLOTS)
+    with _attention_launch(launch_index):
+        out = launch(q, k, v, m, scale, BLOCK_SLOTS)
     m64 = None if m is None else (m if m.dtype == torch.bool else m.double())
     ref = mqa_decode_reference(q.double(), k.double(), v.double(), m64, scale)
     err = float((out.double() - ref).abs().max() / ref.abs().max())
@@ -111,16 +135,23 @@ def _check_triton(device: str, b: int, h: int, n_slots: int, hd: int, mask: str,
 
 
 @pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
+@pytest.mark.parametrize("launch", INTERPRETER_CANDIDATES)
 @pytest.mark.parametrize("case", CASES)
-def test_mqa_decode_kernels_match_float64_in_the_interpreter(case: tuple) -> None:
-    _check_triton("cpu", *case, torch.float32)
+def test_mqa_decode_kernels_match_float64_in_the_interpreter(case: tuple, launch: int) -> None:
+    _check_triton("cpu", *case, torch.float32, launch)
+
+
+def _gpu_launches(cases: list) -> list[tuple]:
+    """(case, candidate) pairs for the GPU tests: every candidate on the first case (Falcon-7B's decode step), the
+    interpreter's on the others (each pair compiles its own kernels, so all of them everywhere takes minutes)."""
+    return [(c, i) for j, c in enumerate(cases) for i in (range(N_CANDIDATES) if j == 0 else INTERPRETER_CANDIDATES)]
 
 
 @pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("case", CASES)
-def test_mqa_decode_kernels_match_float64_on_gpu(case: tuple, dtype: torch.dtype) -> None:
-    _check_triton("cuda", *case, dtype)
+@pytest.mark.parametrize(("case", "launch"), _gpu_launches(CASES))
+def test_mqa_decode_kernels_match_float64_on_gpu(case: tuple, dtype: torch.dtype, launch: int) -> None:
+    _check_triton("cuda", *case, dtype, launch)
 
 
 def _captured(step) -> torch.cuda.CUDAGraph:
@@ -137,11 +168,13 @@ def _captured(step) -> torch.cuda.CUDAGraph:
 
 
 @pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
-def test_mqa_decode_op_in_a_cuda_graph_on_gpu() -> None:
+@pytest.mark.parametrize("launch", [0, 2, 5])
+def test_mqa_decode_op_in_a_cuda_graph_on_gpu(launch: int) -> None:
     q, k, v, m = _case(2, 71, 388, 64, "bool", torch.bfloat16, seed=9, device="cuda")
-    want = mqa_decode_attention(q, k, v, m)
-    out = torch.empty_like(want)
-    g = _captured(lambda: out.copy_(mqa_decode_attention(q, k, v, m)))
+    with _attention_launch(launch):
+        want = mqa_decode_attention(q, k, v, m)
+        out = torch.empty_like(want)
+        g = _captured(lambda: out.copy_(mqa_decode_attention(q, k, v, m)))
     out.zero_()
     g.replay()
     torch.cuda.synchronize()
@@ -371,7 +404,14 @@ ROPE_ATTENTION_CASES = [  # B, H, L, hd, pos, mask
 ]
 
 
-def _check_rope_attention(device: str, b: int, h: int, n_slots: int, hd: int, pos: int, kind: str, dtype) -> None:
+def _check_rope_attention(
+    device: str, b: int, h: int, n_slots: int, hd: int, pos: int, kind: str, dtype, launch_index: int
+) -> None:
+    with _attention_launch(launch_index):
+        _check_rope_attention_launch(device, b, h, n_slots, hd, pos, kind, dtype)
+
+
+def _check_rope_attention_launch(device: str, b: int, h: int, n_slots: int, hd: int, pos: int, kind: str, dtype):
     from tardis.kernels.attention_triton import launch_rope_attention
 
     qkv, cos, sin, keys, values, length, ticket = _rope_case(
@@ -402,20 +442,27 @@ def _check_rope_attention(device: str, b: int, h: int, n_slots: int, hd: int, po
 
 
 @pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
+@pytest.mark.parametrize("launch", INTERPRETER_CANDIDATES)
 @pytest.mark.parametrize("case", ROPE_ATTENTION_CASES)
-def test_rope_attention_kernels_match_float64_in_the_interpreter(case: tuple) -> None:
-    _check_rope_attention("cpu", *case, torch.float32)
+def test_rope_attention_kernels_match_float64_in_the_interpreter(case: tuple, launch: int) -> None:
+    _check_rope_attention("cpu", *case, torch.float32, launch)
 
 
 @pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("case", ROPE_ATTENTION_CASES)
-def test_rope_attention_kernels_match_float64_on_gpu(case: tuple, dtype: torch.dtype) -> None:
-    _check_rope_attention("cuda", *case, dtype)
+@pytest.mark.parametrize(("case", "launch"), _gpu_launches(ROPE_ATTENTION_CASES))
+def test_rope_attention_kernels_match_float64_on_gpu(case: tuple, dtype: torch.dtype, launch: int) -> None:
+    _check_rope_attention("cuda", *case, dtype, launch)
 
 
 @pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
-def test_rope_attention_op_in_a_cuda_graph_matches_the_two_ops_on_gpu() -> None:
+@pytest.mark.parametrize("launch", [0, 2, 5])
+def test_rope_attention_op_in_a_cuda_graph_matches_the_two_ops_on_gpu(launch: int) -> None:
+    with _attention_launch(launch):
+        _rope_attention_graph_matches_the_two_ops()
+
+
+def _rope_attention_graph_matches_the_two_ops() -> None:
     # replayed at a new position each time: the same outputs and cache as rope_kv_write then the attention
     b, h, n_slots, hd = 2, 71, 388, 64
     qkv, cos, sin, keys, values, length, ticket = _rope_case(

@@ -1,8 +1,9 @@
 """The Triton kernels of `tardis::mqa_decode_attention` (see attention.py) and their launcher.
 
-1. `_mqa_block_kernel`, grid (B, S): program (b, s) takes the cache slots [s·BL, (s+1)·BL) of sequence b, scores
-   all H query rows against them (q·kᵀ, one tl.dot), applies the scale and the mask, and writes per row the
-   block's maximum m, its sum l = Σ exp(score − m) and the unnormalised output Σ exp(score − m)·v (fp32).
+1. `_mqa_block_kernel`, grid (B, S, G): program (b, s, g) takes the cache slots [s·BL, (s+1)·BL) of sequence b,
+   scores its RB query rows (row group g; one group of all H rows unless ATTENTION_LAUNCH sets "group") against
+   them (q·kᵀ, one tl.dot), applies the scale and the mask, and writes per row the block's maximum m, its sum
+   l = Σ exp(score − m) and the unnormalised output Σ exp(score − m)·v (fp32).
 2. `_mqa_merge_kernel`, grid (B, ⌈H / RB⌉): per row M = max_s m_s, out = Σ_s e^(m_s − M)·o_s / Σ_s e^(m_s − M)·l_s;
    up to MERGE_UNROLL_BLOCKS blocks the loop is unrolled, so the blocks' loads are in flight together.
    On sm_90+ it is launched with programmatic dependent launch: it starts while the block kernel runs and waits
@@ -10,6 +11,14 @@
    projection's `tardis::decode_linear` in the e2e bench's fused_gemv mode) start before it waits.
 
 A block whose slots are all masked has m = −inf and l = 0 and drops out of the merge.
+
+3. `_mqa_rows_kernel`, grid (B, ⌈H / RB⌉), the one-launch alternative (ATTENTION_LAUNCH "rows" > 0): program (b, g)
+   takes RB query rows of sequence b and walks the whole cache in blocks of BL slots with the online softmax (the
+   running row maximum rescales the sum and the output at each block; Triton pipelines the blocks' loads), and
+   writes the normalised output itself: no partials, no merge launch. At batch 1 and a short cache (Falcon-7B's
+   71 heads and a 388-slot static cache: 5 programs of 16 rows, 7 blocks each) that is one kernel where the split
+   cache takes two. Which is faster is measured, not assumed (the e2e bench's attention-kernel A/B picks among
+   ATTENTION_CANDIDATES on the model's own shapes).
 """
 
 from __future__ import annotations
@@ -24,6 +33,24 @@ MERGE_ROWS = 16  # query rows per merge program
 MERGE_UNROLL_BLOCKS = 16  # up to this many cache blocks the merge kernel's loop is unrolled
 MASK_KINDS = {None: 0, torch.bool: 1}  # any floating mask dtype: 2 (additive)
 PDL_MERGE = True  # the merge kernel launched with programmatic dependent launch where the GPU has it (sm_90+)
+# the attention's launch: "rows" 0 = the split cache (block and merge kernels; "slots" per block, default the
+# caller's block_slots; "group": query rows a block program, a power of two ≥ 16, default all of them);
+# "rows" RB > 0 = the one-launch rows kernel, RB query rows a program over blocks of "slots" slots, its block loop
+# pipelined "stages" deep, "warps" warps. On an H100 at Falcon-7B's decode shape (71 heads, 388 slots; v26) the
+# split cache took 8.6–8.7 µs a layer with every row in one block program and 7.1 with row groups of 16 (35
+# programs instead of 7), the rows kernel 10.6 at best (16.2 with every row in one program): its loop over the
+# blocks is a chain of dependent steps where the split cache runs them side by side.
+ATTENTION_LAUNCH: dict = {"rows": 0, "group": 16}
+ATTENTION_CANDIDATES: tuple[dict, ...] = (
+    {"rows": 0},
+    {"rows": 0, "slots": 32},
+    {"rows": 0, "group": 16},
+    {"rows": 0, "group": 32},
+    {"rows": 0, "slots": 32, "group": 16},
+    {"rows": 16, "slots": 64, "stages": 2, "warps": 4},
+    {"rows": 16, "slots": 128, "stages": 2, "warps": 4},
+    {"rows": 128, "slots": 64, "stages": 2, "warps": 8},
+)
 
 
 @triton.jit
@@ -50,14 +77,16 @@ def _mqa_block_kernel(
     sqb, sqh, skb, skl, svb, svl, smb, sml,
     qkv_ptr, cos_ptr, sin_ptr, len_ptr, tk_ptr, sxb, scb, ssb,
     HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr, BL: tl.constexpr, MASK: tl.constexpr,
-    DOT_PREC: tl.constexpr, PDL: tl.constexpr, ROPE: tl.constexpr,
+    DOT_PREC: tl.constexpr, PDL: tl.constexpr, ROPE: tl.constexpr, RB: tl.constexpr,
 ):  # fmt: skip
+    # program (b, s, g): query rows [g·RB, (g + 1)·RB) (RB = BH: all of them) against cache block s
     if PDL:  # the merge kernel may be launched now; it waits for this grid before it reads anything
         gdc_launch_dependents()
     b = tl.program_id(0)
     s = tl.program_id(1)
+    g = tl.program_id(2)
     n_blocks = tl.num_programs(1)
-    rows = tl.arange(0, BH)
+    rows = g * RB + tl.arange(0, RB)
     cols = tl.arange(0, HDP)
     slots = s * BL + tl.arange(0, BL)
     rmask = rows < H
@@ -102,13 +131,14 @@ def _mqa_block_kernel(
     tl.store(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], o, mask=rmask[:, None])
     tl.store(ml_ptr + blk * 2 * BH + rows, m, mask=rmask)
     tl.store(ml_ptr + blk * 2 * BH + BH + rows, l_sum, mask=rmask)
-    if ROPE:  # the block that owns slot pos writes the key and value; the last program advances the position
-        own = (pos >= s * BL) & (pos < s * BL + BL) & (pos < L)
+    if ROPE:  # the block that owns slot pos writes the key and value (its first row group); the last program
+        # advances the position
+        own = (pos >= s * BL) & (pos < s * BL + BL) & (pos < L) & (g == 0)
         tl.store(k_ptr + b * skb + pos * skl + cols, k_new, mask=cmask & own)
         tl.store(v_ptr + b * svb + pos * svl + cols, v_new, mask=cmask & own)
         tl.debug_barrier()  # every thread past its use of pos before the ticket releases it
         t = tl.atomic_add(tk_ptr, 1, sem="acq_rel")
-        if t == tl.num_programs(0) * n_blocks - 1:
+        if t == tl.num_programs(0) * n_blocks * tl.num_programs(2) - 1:
             tl.store(len_ptr, pos + 1)
             tl.store(tk_ptr, 0)
 
@@ -156,6 +186,79 @@ def _mqa_merge_kernel(
     tl.store(out_ptr + b * sob + rows[:, None] * soh + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=omask)
 
 
+@triton.jit
+def _mqa_rows_kernel(
+    q_ptr, k_ptr, v_ptr, mask_ptr, out_ptr, H, L, scale,
+    sqb, sqh, skb, skl, svb, svl, smb, sml, sob, soh,
+    qkv_ptr, cos_ptr, sin_ptr, len_ptr, tk_ptr, sxb, scb, ssb,
+    HD: tl.constexpr, HDP: tl.constexpr, RB: tl.constexpr, BL: tl.constexpr, MASK: tl.constexpr,
+    DOT_PREC: tl.constexpr, PDL: tl.constexpr, ROPE: tl.constexpr, STAGES: tl.constexpr,
+):  # fmt: skip
+    if PDL:  # a grid launched after this one with PDL (the output projection's GEMV) may start; it waits for this one
+        gdc_launch_dependents()
+    b = tl.program_id(0)
+    g = tl.program_id(1)
+    rows = g * RB + tl.arange(0, RB)
+    cols = tl.arange(0, HDP)
+    rmask = rows < H
+    cmask = cols < HD
+    if ROPE:  # the decode token's rotary embedding (this program's query rows; every program the key and value)
+        pos = tl.load(len_ptr)
+        c, sn, partner = _rope_table(cos_ptr, sin_ptr, b, scb, ssb, cols, cmask, HD)
+        base = qkv_ptr + b * sxb
+        q = _rope(base + rows[:, None] * HD, cols[None, :], partner[None, :], rmask[:, None] & cmask[None, :],
+                  c[None, :], sn[None, :]).to(qkv_ptr.dtype.element_ty)  # fmt: skip
+        k_new = _rope(base + H * HD, cols, partner, cmask, c, sn).to(k_ptr.dtype.element_ty)
+        v_new = tl.load(base + (H + 1) * HD + cols, mask=cmask, other=0.0).to(v_ptr.dtype.element_ty)
+    else:
+        q = tl.load(
+            q_ptr + b * sqb + rows[:, None] * sqh + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0
+        )
+    m_run = tl.full((RB,), float("-inf"), dtype=tl.float32)
+    l_run = tl.zeros((RB,), dtype=tl.float32)
+    acc = tl.zeros((RB, HDP), dtype=tl.float32)
+    for s0 in tl.range(0, L, BL, num_stages=STAGES):
+        slots = s0 + tl.arange(0, BL)
+        smask = slots < L
+        kt = tl.load(
+            k_ptr + b * skb + slots[None, :] * skl + cols[:, None], mask=cmask[:, None] & smask[None, :], other=0.0
+        )  # [HDP, BL]
+        v = tl.load(
+            v_ptr + b * svb + slots[:, None] * svl + cols[None, :], mask=smask[:, None] & cmask[None, :], other=0.0
+        )  # [BL, HDP]
+        if ROPE:  # slot pos holds the new key and value (written below by program 0)
+            kt = tl.where((slots == pos)[None, :], k_new[:, None], kt)
+            v = tl.where((slots == pos)[:, None], v_new[None, :], v)
+        sc = tl.dot(q, kt, input_precision=DOT_PREC) * scale  # [RB, BL] fp32
+        valid = smask
+        if MASK == 1:  # bool (as uint8): attend where nonzero
+            mv = tl.load(mask_ptr + b * smb + slots * sml, mask=smask, other=0)
+            valid = valid & (mv != 0)
+        elif MASK == 2:  # additive
+            mv = tl.load(mask_ptr + b * smb + slots * sml, mask=smask, other=0.0).to(tl.float32)
+            sc = sc + mv[None, :]
+        sc = tl.where(valid[None, :], sc, float("-inf"))
+        m_new = tl.maximum(m_run, tl.max(sc, axis=1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing to attend so far: no rescale
+        alpha = tl.exp(m_run - m_use)
+        p = tl.exp(sc - m_use[:, None])
+        l_run = l_run * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        m_run = m_new
+    out = acc / l_run[:, None]
+    tl.store(out_ptr + b * sob + rows[:, None] * soh + cols[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=rmask[:, None] & cmask[None, :])  # fmt: skip
+    if ROPE:  # program 0 of the sequence writes the key and value; the last program advances the position
+        own = (g == 0) & (pos < L)
+        tl.store(k_ptr + b * skb + pos * skl + cols, k_new, mask=cmask & own)
+        tl.store(v_ptr + b * svb + pos * svl + cols, v_new, mask=cmask & own)
+        tl.debug_barrier()  # every thread past its use of pos before the ticket releases it
+        t = tl.atomic_add(tk_ptr, 1, sem="acq_rel")
+        if t == tl.num_programs(0) * tl.num_programs(1) - 1:
+            tl.store(len_ptr, pos + 1)
+            tl.store(tk_ptr, 0)
+
+
 def launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float, block_slots: int
 ) -> torch.Tensor:
@@ -181,19 +284,34 @@ def _launch(
         mask = q  # not read (MASK 0)
     elif kind == 1:
         mask = mask.view(torch.uint8)
-    bh, hdp = max(16, triton.next_power_of_2(h)), max(16, triton.next_power_of_2(hd))
-    n_blocks = triton.cdiv(n_slots, block_slots)
-    o = torch.empty(b, n_blocks, bh, hdp, device=q.device, dtype=torch.float32)
-    ml = torch.empty(b, n_blocks, 2, bh, device=q.device, dtype=torch.float32)
+    cfg = ATTENTION_LAUNCH
+    block_slots = cfg.get("slots", block_slots)
+    hdp = max(16, triton.next_power_of_2(hd))
     out = torch.empty(b, h, hd, device=q.device, dtype=q.dtype)
     pdl = PDL_MERGE and pdl_supported(q.device)
     rope = (q, q, q, q, q, 0, 0, 0) if rope_args is None else rope_args  # (not read without ROPE)
-    _mqa_block_kernel[(b, n_blocks)](
+    prec = "ieee" if q.dtype == torch.float32 else "tf32"
+    if cfg["rows"]:  # one launch: RB rows a program over the whole cache
+        rb = cfg["rows"]
+        _mqa_rows_kernel[(b, triton.cdiv(h, rb))](
+            q, k, v, mask, out, h, n_slots, scale,
+            *q_strides, k.stride(0), k.stride(1), v.stride(0), v.stride(1), mask.stride(0), mask.stride(-1),
+            out.stride(0), out.stride(1), *rope,
+            HD=hd, HDP=hdp, RB=rb, BL=block_slots, MASK=kind, DOT_PREC=prec, PDL=pdl, ROPE=rope_args is not None,
+            STAGES=cfg.get("stages", 2), num_warps=cfg.get("warps", 4),
+        )  # fmt: skip
+        return out
+    bh = max(16, triton.next_power_of_2(h))
+    rb = min(cfg.get("group", bh), bh)  # query rows a block program (a power of two ≥ 16)
+    n_blocks = triton.cdiv(n_slots, block_slots)
+    o = torch.empty(b, n_blocks, bh, hdp, device=q.device, dtype=torch.float32)
+    ml = torch.empty(b, n_blocks, 2, bh, device=q.device, dtype=torch.float32)
+    _mqa_block_kernel[(b, n_blocks, triton.cdiv(h, rb))](
         q, k, v, mask, o, ml, h, n_slots, scale,
         *q_strides, k.stride(0), k.stride(1), v.stride(0), v.stride(1), mask.stride(0), mask.stride(-1),
         *rope,
-        HD=hd, HDP=hdp, BH=bh, BL=block_slots, MASK=kind, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        PDL=pdl, ROPE=rope_args is not None, num_warps=4,
+        HD=hd, HDP=hdp, BH=bh, BL=block_slots, MASK=kind, DOT_PREC=prec, PDL=pdl, ROPE=rope_args is not None,
+        RB=rb, num_warps=4,
     )  # fmt: skip
     _mqa_merge_kernel[(b, triton.cdiv(h, MERGE_ROWS))](
         o, ml, out, h, n_blocks, out.stride(0), out.stride(1),
