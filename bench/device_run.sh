@@ -160,7 +160,7 @@ if [ "$stage" = step ]; then
   timeout "${STEP_E2E_S:-240}" python ../bench/e2e_hf.py --batches 1 --skip-small-models --profile-kernels "${@:2}" \
     --out "$OUT/e2e_hf.json" >"$OUT/e2e_hf.txt" 2>&1
   echo "e2e rc $?"
-  grep -E "^attention:|^branch streams:" "$OUT/e2e_hf.txt" | cut -c1-1500
+  grep -E "^attention:|^attention kernel:|^branch streams:" "$OUT/e2e_hf.txt" | cut -c1-1500
 fi
 
 if [ "$stage" = shapes ]; then
@@ -188,6 +188,6 @@ done
 [ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|up/down sweep|^kernels|^PDL|^folded rows|flags differ" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"
 [ -f "$OUT/pred_probe.txt" ] && tail -20 "$OUT/pred_probe.txt"
 [ -f "$OUT/ffn_shapes.txt" ] && tail -30 "$OUT/ffn_shapes.txt"
-[ -f "$OUT/e2e_hf.txt" ] && grep -E "^attention:|^branch streams:| kernels: " "$OUT/e2e_hf.txt" | cut -c1-400
+[ -f "$OUT/e2e_hf.txt" ] && grep -E "^attention:|^attention kernel:|^branch streams:| kernels: " "$OUT/e2e_hf.txt" | cut -c1-400
 [ -f "$OUT/e2e_hf.txt" ] && tail -12 "$OUT/e2e_hf.txt"
 exit 0

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import math
 import platform
 import statistics
 import sys
@@ -45,7 +46,13 @@ from tardis.calibrate import calibrate
 from tardis.config import FoldConfig
 from tardis.data import join_tokens
 from tardis.engines import hf
-from tardis.kernels.attention import mqa_decode_attention, mqa_rope_attention, rope_kv_write
+from tardis.kernels.attention import (
+    mqa_decode_attention,
+    mqa_decode_reference,
+    mqa_rope_attention,
+    rope_kv_reference,
+    rope_kv_write,
+)
 from tardis.kernels.gemv import decode_linear
 from tardis.kernels.norm import add3, add3_layer_norm, layer_norm_rows
 from tardis.kernels.policy import policy_from_bench
@@ -485,6 +492,92 @@ def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict
         gemv_triton.GEMV_LAUNCH = dict(best["launch"])
         out.update(best=best["launch"], best_us=best["us"], speedup_vs_linear=out["linear_us"] / best["us"])
     out["layers"] = n_layers
+    return out
+
+
+ATTENTION_KERNEL_MODES = ("auto", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv")  # --attention with the op
+
+
+@torch.no_grad()
+def attention_kernel_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict[str, Any]:
+    """--attention-kernel auto: the decode attention's candidate launches (attention_triton.ATTENTION_CANDIDATES: the
+    split cache with its merge kernel, and the one-launch rows kernel) on the model's own shapes at batch 1, each
+    timed as one graph of `tardis::mqa_rope_attention` over every layer's own static cache (--prompt-len +
+    --new-tokens + 4 slots, the write position half-way through the decode; the graph puts the positions back
+    first), in µs per layer. A launch is correct when every layer's output is within 2e-2 (relative to the largest
+    magnitude) of the float64 reference; the fastest correct one becomes ATTENTION_LAUNCH, which every mode using
+    the tardis attention ops then runs (attention_ab times the modes after it). Only on CUDA with graphs and a
+    multi-query Falcon, and where --attention may run those ops."""
+    attentions = mqa_attentions(model)
+    device = next(model.parameters()).device
+    wanted = args.attention_kernel == "auto" and args.attention in ATTENTION_KERNEL_MODES
+    out: dict[str, Any] = {"applies": bool(attentions) and device.type == "cuda" and use_graph and wanted}
+    if not out["applies"]:
+        return out
+    from tardis.kernels import attention_triton  # Triton only where there is a GPU
+
+    h, hd = attentions[0].num_heads, attentions[0].head_dim
+    dtype = attentions[0].query_key_value.weight.dtype
+    n_slots = args.prompt_len + args.new_tokens + 4
+    pos = args.prompt_len + args.new_tokens // 2
+    g = torch.Generator(device=device).manual_seed(args.seed)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, device=device, dtype=torch.float32)
+
+    ang = pos / (10000 ** (torch.arange(0, hd, 2, device=device, dtype=torch.float64) / hd))
+    cos, sin = (t(torch.cat([ang, ang])).to(dtype)[None] for t in (torch.cos, torch.sin))
+    mask = (torch.arange(n_slots, device=device) <= pos)[None]
+    lens = torch.full((len(attentions),), pos, device=device, dtype=torch.long)
+    layers = [
+        (rand(1, (h + 2) * hd).to(dtype), rand(1, 1, n_slots, hd).to(dtype), rand(1, 1, n_slots, hd).to(dtype),
+         torch.zeros(1, dtype=torch.int32, device=device))
+        for _ in attentions
+    ]  # fmt: skip
+    refs = []
+    for qkv, keys, values, _ in layers:
+        k64, v64 = keys.double().cpu(), values.double().cpu()
+        q64 = rope_kv_reference(qkv.double().cpu(), cos.double().cpu(), sin.double().cpu(), k64, v64,
+                                torch.tensor(pos), h)  # fmt: skip
+        refs.append(mqa_decode_reference(q64, k64[:, 0], v64[:, 0], mask.cpu(), 1 / math.sqrt(hd)))
+
+    def body() -> list[torch.Tensor]:
+        lens.fill_(pos)
+        return [
+            mqa_rope_attention(qkv, cos, sin, keys, values, lens[i], ticket, h, mask)
+            for i, (qkv, keys, values, ticket) in enumerate(layers)
+        ]
+
+    rows, default = [], dict(attention_triton.ATTENTION_LAUNCH)
+    for launch in attention_triton.ATTENTION_CANDIDATES:
+        row: dict[str, Any] = {"launch": dict(launch)}
+        try:
+            attention_triton.ATTENTION_LAUNCH = dict(launch)
+            outs = body()
+            err = max(rel_max_diff(o.double().cpu(), r) for o, r in zip(outs, refs, strict=True))
+            replay = Replayable(body, True, lambda: None)
+
+            def run(replay: Replayable = replay) -> None:
+                for _ in range(20):
+                    replay()
+
+            run()
+            us = 1e6 * median_seconds(run, device, args.repeats) / (20 * len(layers))
+            row.update(max_rel_err=err, correct=err < 2e-2, us=us)
+        except Exception as e:  # a launch that fails (a compile, say) is left out, not the run
+            traceback.print_exc()
+            row["error"] = repr(e)[:400]
+        rows.append(row)
+    attention_triton.ATTENTION_LAUNCH = default
+    out.update(candidates=rows, default=default, slots=n_slots, heads=h, layers=len(layers))
+    ok = [r for r in rows if r.get("correct")]
+    if ok:
+        best = min(ok, key=lambda r: r["us"])
+        attention_triton.ATTENTION_LAUNCH = dict(best["launch"])
+        out.update(best=best["launch"], best_us=best["us"])
+        whole = [r for r in ok if r["launch"] == {"rows": 0}]  # the split cache, all rows in one block program
+        if whole:
+            out["speedup_vs_one_row_group"] = whole[0]["us"] / best["us"]
     return out
 
 
@@ -1145,6 +1238,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "dependent launch; off: the default launch",
     )
     ap.add_argument(
+        "--attention-kernel",
+        choices=("auto", "committed"),
+        default="auto",
+        help="auto (CUDA graphs): before the attention A/B, time the tardis attention ops' candidate launches (the "
+        "split cache and its merge; the one-launch rows kernel) on the model's shapes at batch 1, one graph over "
+        "every layer's cache, and run the fastest correct one; committed: attention_triton's ATTENTION_LAUNCH",
+    )
+    ap.add_argument(
         "--branch-streams",
         choices=("auto", "1", "2"),
         default="auto",
@@ -1321,6 +1422,8 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     prompts = prompt_rows(tok, held_texts, max(b for b, _ in runs), args.prompt_len)
     result["gemv"] = gemv_ab(model, args, use_graph)  # the launch mode fused_gemv runs (before it is timed)
     print(f"gemv: {result['gemv']}", flush=True)
+    result["attention_kernel"] = attention_kernel_ab(model, args, use_graph)  # the tardis attention ops' launch
+    print(f"attention kernel: {result['attention_kernel']}", flush=True)
     if args.attention == "auto":  # the same attention for the dense and the TARDIS model: the faster correct one
         result["attention"] = attention_ab(model, prompts, args, use_graph)
     else:
@@ -1599,6 +1702,10 @@ def table(result: dict[str, Any]) -> str:
             f"{stream_key(*stream_choice(streams))}, TARDIS {stream_key(*stream_choice(streams, 'tardis_'))}; B=1 "
             f"step ms: {'; '.join(cells)}"
         )
+    kernel = result.get("attention_kernel", {})
+    if kernel.get("applies"):
+        cells = [f"{c['launch']}: {_fmt(c.get('us'), '.2f')}" for c in kernel.get("candidates", [])]
+        lines.append(f"attention kernel {kernel.get('best')} (µs a layer: {'; '.join(cells)})")
     for m in result.get("small_models", []):
         div = [r["divergence"] for r in m["tardis"] if r["divergence"]]
         ctl = [r["divergence"] for r in m["dense_control"] if r["divergence"]]

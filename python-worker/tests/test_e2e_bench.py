@@ -644,6 +644,34 @@ def test_the_gemv_launch_a_b_keeps_the_fastest_correct_launch_on_gpu(bench: Modu
     assert default == gemv_triton.GEMV_LAUNCH
 
 
+def test_the_attention_kernel_a_b_is_for_cuda_graphs_only(bench: ModuleType) -> None:
+    args = bench.parse_args(TINY)
+    model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
+    assert bench.attention_kernel_ab(model, args, True) == {"applies": False}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_attention_kernel_a_b_keeps_the_fastest_correct_launch_on_gpu(bench: ModuleType) -> None:
+    # --attention-kernel auto: every candidate (split cache, rows kernel) checked against float64 and timed on the
+    # model's own shapes, the fastest kept; committed, or an attention mode without the tardis ops: left alone
+    from tardis.kernels import attention_triton
+
+    args, model = _graph_safe_falcon(bench, TINY, "cuda", torch.bfloat16)
+    default = dict(attention_triton.ATTENTION_LAUNCH)
+    try:
+        r = bench.attention_kernel_ab(model, args, True)
+        assert r["applies"] and r["layers"] == args.layers and r["slots"] == args.prompt_len + args.new_tokens + 4
+        assert [c["launch"] for c in r["candidates"]] == [dict(c) for c in attention_triton.ATTENTION_CANDIDATES]
+        assert all(c["correct"] and 0 < c["max_rel_err"] < 2e-2 and c["us"] > 0 for c in r["candidates"]), r
+        assert r["best"] == min(r["candidates"], key=lambda c: c["us"])["launch"] == attention_triton.ATTENTION_LAUNCH
+        assert r["default"] == default
+    finally:
+        attention_triton.ATTENTION_LAUNCH = default
+    for extra in (["--attention-kernel", "committed"], ["--attention", "mqa"], ["--attention", "stock"]):
+        assert bench.attention_kernel_ab(model, bench.parse_args([*TINY, *extra]), True) == {"applies": False}
+    assert default == attention_triton.ATTENTION_LAUNCH
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_two_branch_streams_decode_what_one_stream_decodes_on_gpu(bench: ModuleType) -> None:
     # the attention branch on a side stream beside the MLP: the same kernels, so the same greedy tokens, eager and
