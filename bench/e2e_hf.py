@@ -47,6 +47,7 @@ from tardis.config import FoldConfig
 from tardis.data import join_tokens
 from tardis.engines import hf
 from tardis.kernels.attention import (
+    attention_ticket,
     mqa_decode_attention,
     mqa_decode_reference,
     mqa_rope_attention,
@@ -329,7 +330,7 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
         m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
         m._gemv = mode == "fused_gemv"
         if mode in ("mqa_fused", *FUSED_LAYER_MODES) and "_rope_ticket" not in vars(m):  # rotary scratch
-            m._rope_ticket = torch.zeros(1, dtype=torch.int32, device=m.query_key_value.weight.device)
+            m._rope_ticket = attention_ticket(m.num_heads, 64, m.query_key_value.weight.device)
         set_forward(m, None if mode == "stock" else mqa_decode_forward)
     return len(attentions)
 
@@ -531,7 +532,7 @@ def attention_kernel_ab(model: nn.Module, args: argparse.Namespace, use_graph: b
     lens = torch.full((len(attentions),), pos, device=device, dtype=torch.long)
     layers = [
         (rand(1, (h + 2) * hd).to(dtype), rand(1, 1, n_slots, hd).to(dtype), rand(1, 1, n_slots, hd).to(dtype),
-         torch.zeros(1, dtype=torch.int32, device=device))
+         attention_ticket(h, 1, device))
         for _ in attentions
     ]  # fmt: skip
     refs = []

@@ -15,6 +15,7 @@ import torch
 
 from tardis.kernels.attention import (
     BLOCK_SLOTS,
+    attention_ticket,
     mqa_decode_attention,
     mqa_decode_reference,
     mqa_rope_attention,
@@ -25,9 +26,9 @@ from tardis.kernels.attention import (
 MERGE_UNROLL_BLOCKS = 16  # attention_triton's (not imported: Triton may be missing)
 N_CANDIDATES = 8  # len(attention_triton.ATTENTION_CANDIDATES): the GPU tests run every one
 # the candidates the interpreter runs (it is slow): the split cache with every row in one block program and with
-# row groups of 16 (the committed launch; and with blocks of 32 slots), and the rows kernel at 16 rows (blocks of 64
-# slots) and at 128 (every row in one program)
-INTERPRETER_CANDIDATES = (0, 2, 4, 5, 7)
+# row groups of 16 (the committed launch; with blocks of 32 slots; merged by the block kernel), and the rows kernel
+# at 16 rows (blocks of 64 slots) and at 128 (every row in one program)
+INTERPRETER_CANDIDATES = (0, 2, 4, 5, 6, 7)
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -168,7 +169,7 @@ def _captured(step) -> torch.cuda.CUDAGraph:
 
 
 @pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
-@pytest.mark.parametrize("launch", [0, 2, 5])
+@pytest.mark.parametrize("launch", [0, 2, 6])
 def test_mqa_decode_op_in_a_cuda_graph_on_gpu(launch: int) -> None:
     q, k, v, m = _case(2, 71, 388, 64, "bool", torch.bfloat16, seed=9, device="cuda")
     with _attention_launch(launch):
@@ -414,9 +415,12 @@ def _check_rope_attention(
 def _check_rope_attention_launch(device: str, b: int, h: int, n_slots: int, hd: int, pos: int, kind: str, dtype):
     from tardis.kernels.attention_triton import launch_rope_attention
 
-    qkv, cos, sin, keys, values, length, ticket = _rope_case(
+    qkv, cos, sin, keys, values, length, _ = _rope_case(
         b, h, n_slots, hd, pos, dtype, seed=b * 10 + h + 1, device=device
     )
+    # room for the block kernel's merge counters (launch {"merge": "last"}), but for batch 4: too little, so that
+    # launch falls back to the merge kernel
+    ticket = attention_ticket(h, b - 1 if b == 4 else b, device)
     mask = _decode_mask(b, n_slots, pos, kind, dtype, device)
     before_k, before_v = keys.clone(), values.clone()
     guard = [_guard_slot(t, n_slots).clone() for t in (keys, values)]
@@ -428,7 +432,7 @@ def _check_rope_attention_launch(device: str, b: int, h: int, n_slots: int, hd: 
         out = launch_rope_attention(
             qkv.reshape(b, -1), cos[:, 0], sin[:, 0], keys, values, length, ticket, mask, h, scale, BLOCK_SLOTS
         )
-        assert int(length) == pos + 1 and int(ticket) == 0, (rnd, int(length), int(ticket))
+        assert int(length) == pos + 1 and not ticket.any(), (rnd, int(length), ticket)
     q64, k64, v64 = _rope_kv_float64(qkv, cos, sin, before_k, before_v, pos, h)
     m64 = None if mask is None else (mask.cpu() if mask.dtype == torch.bool else mask.double().cpu())
     want = mqa_decode_reference(q64, k64[:, 0], v64[:, 0], m64, scale)
@@ -456,7 +460,7 @@ def test_rope_attention_kernels_match_float64_on_gpu(case: tuple, dtype: torch.d
 
 
 @pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
-@pytest.mark.parametrize("launch", [0, 2, 5])
+@pytest.mark.parametrize("launch", [0, 2, 6])
 def test_rope_attention_op_in_a_cuda_graph_matches_the_two_ops_on_gpu(launch: int) -> None:
     with _attention_launch(launch):
         _rope_attention_graph_matches_the_two_ops()
@@ -484,3 +488,52 @@ def _rope_attention_graph_matches_the_two_ops() -> None:
     assert int(length) == int(len2) == 13 and int(ticket) == 0
     torch.testing.assert_close(keys, k2, rtol=0, atol=0)
     torch.testing.assert_close(values, v2, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------- offline compile
+
+# the attention kernels' pointer arguments at Falcon-7B's decode step (bf16 model, bool mask as uint8)
+_POINTERS = {
+    "q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "mask_ptr": "*u8", "o_ptr": "*fp32", "ml_ptr": "*fp32",
+    "qkv_ptr": "*bf16", "cos_ptr": "*bf16", "sin_ptr": "*bf16", "len_ptr": "*i64", "tk_ptr": "*i32",
+    "cnt_ptr": "*i32", "out_ptr": "*bf16",
+}  # fmt: skip
+
+
+def _compile_sm90(kern, const: dict, num_warps: int) -> None:
+    """kern compiled for sm_90 by Triton's compiler (no GPU needed), every non-constexpr scalar an i32."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig = {
+        p.name: "constexpr" if p.is_constexpr else _POINTERS.get(p.name, "fp32" if p.name == "scale" else "i32")
+        for p in kern.params
+    }
+    missing = [k for k, v in sig.items() if v == "constexpr" and k not in const]
+    assert not missing, missing
+    src = ASTSource(fn=kern, signature=sig, constexprs={k: v for k, v in const.items() if k in sig})
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    assert compiled.asm["cubin"]
+
+
+@pytest.mark.skipif(not HAS_TRITON or INTERPRET, reason="needs Triton without its interpreter (a compile for sm_90)")
+@pytest.mark.parametrize("launch", range(N_CANDIDATES))
+def test_every_attention_launch_compiles_for_sm90_offline(launch: int) -> None:
+    # the rotary attention of Falcon-7B's decode step (71 heads of 64, 388 slots) as each candidate launches it,
+    # with grid dependency control and the gpu-scope fence: what only a GPU run would otherwise compile
+    from tardis.kernels import attention_triton as at
+
+    cfg = at.ATTENTION_CANDIDATES[launch]
+    common = {"HD": 64, "HDP": 64, "MASK": 1, "DOT_PREC": "tf32", "PDL": True, "ROPE": True}
+    slots = cfg.get("slots", BLOCK_SLOTS)
+    if cfg["rows"]:
+        const = common | {"RB": cfg["rows"], "BL": slots, "STAGES": cfg.get("stages", 2)}
+        _compile_sm90(at._mqa_rows_kernel, const, cfg.get("warps", 4))
+        return
+    n_blocks = -(-388 // slots)
+    sp = max(2, 1 << (n_blocks - 1).bit_length())
+    merge = {"SP": sp, "UNROLL": True}
+    const = common | merge | {"BH": 128, "BL": slots, "RB": cfg.get("group", 128), "FENCE": True}
+    _compile_sm90(at._mqa_block_kernel, const | {"MERGE_LAST": cfg.get("merge") == "last"}, 4)
+    _compile_sm90(at._mqa_merge_kernel, {"HD": 64, "HDP": 64, "BH": 128, "RB": at.MERGE_ROWS, "PDL": True} | merge, 4)

@@ -28,6 +28,16 @@ import math
 import torch
 
 BLOCK_SLOTS = 64  # cache slots per program of the partial kernel
+MERGE_GROUP_MIN = 16  # the fewest query rows a block program takes (attention_triton's row groups)
+
+
+def attention_ticket(n_heads: int, max_batch: int, device: torch.device | str) -> torch.Tensor:
+    """A zero ticket for rope_kv_write / mqa_rope_attention with room for the attention's merge counters: int32
+    [1 + max_batch·⌈H / 16⌉]. Its first element counts the programs that read the write position; the rest let the
+    attention's block kernel merge its own blocks (one counter a sequence and row group; attention_triton's launch
+    {"merge": "last"}), one launch fewer. Every element is back at zero after each call. A ticket of one element
+    works too (the merge is then a kernel of its own), as does a batch above max_batch."""
+    return torch.zeros(1 + max_batch * -(-n_heads // MERGE_GROUP_MIN), dtype=torch.int32, device=device)
 
 
 def mqa_decode_reference(
@@ -95,7 +105,7 @@ def _rope_kv_write_op(
     length: torch.Tensor, ticket: torch.Tensor, n_heads: int,
 ) -> torch.Tensor:  # fmt: skip
     """Rotated queries [B, H, hd]; the key and value written into the cache at `length`, which advances by one.
-    ticket: an int32 [1] zero the GPU kernel's programs count themselves in (and put back to zero)."""
+    ticket: int32 zeros the GPU kernel's programs count themselves in (and put back to zero; attention_ticket)."""
     if qkv.is_cuda:
         from tardis.kernels.attention_triton import launch_rope_kv  # Triton only where there is a GPU
 
@@ -119,9 +129,9 @@ def rope_kv_write(
     [B, 1, (H + 2)·hd] (H query heads, one key, one value, as Falcon's fused projection lays them out), cos / sin
     [B, hd], [B, 1, hd] or one row for the whole batch (the token's rotary table rows), keys / values
     [B, 1, L, hd] (a static cache layer), length a 0-d integer tensor (the layer's write position, advanced by
-    one), ticket an int32 [1] zero on the same device (scratch of the GPU kernel's). Returns the rotated queries
-    [B, H, hd]. On the GPU a position outside the cache writes nothing (no host sync to check it); the CPU path
-    raises."""
+    one), ticket int32 zeros on the same device, [1] or attention_ticket's (scratch of the GPU kernels'). Returns
+    the rotated queries [B, H, hd]. On the GPU a position outside the cache writes nothing (no host sync to check
+    it); the CPU path raises."""
     qkv, cos, sin = _rope_inputs("rope_kv_write", qkv, cos, sin, keys, values, length, ticket, n_heads)
     return torch.ops.tardis.rope_kv_write(qkv, cos, sin, keys, values, length, ticket, n_heads)
 
@@ -147,9 +157,10 @@ def _rope_inputs(
         if t.numel() not in (hd, b * hd) or t.shape[-1] != hd:
             raise ValueError(f"{op}: {name} {tuple(t.shape)}, want [B, hd] = [{b}, {hd}] (or [1, hd], "
                              "one row for the whole batch)")  # fmt: skip
-    if hd % 2 or length.numel() != 1 or ticket.dtype != torch.int32 or ticket.numel() != 1:
+    if hd % 2 or length.numel() != 1 or ticket.dtype != torch.int32 or ticket.dim() != 1 or ticket.numel() < 1:
         raise ValueError(f"{op}: head size {hd} (want even), length of {length.numel()} elements (want "
-                         f"a 0-d counter), ticket {ticket.dtype} × {ticket.numel()} (want int32 [1])")  # fmt: skip
+                         f"a 0-d counter), ticket {ticket.dtype} {tuple(ticket.shape)} (want int32 [1] zeros, or "
+                         "attention_ticket's)")  # fmt: skip
     cos, sin = (t.reshape(-1, hd).expand(b, hd) for t in (cos, sin))
     return qkv.reshape(b, width), cos, sin
 

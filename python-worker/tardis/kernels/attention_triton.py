@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from tardis.kernels.ptx import gdc_launch_dependents, gdc_wait, pdl_supported
+from tardis.kernels.ptx import INTERPRET, gdc_launch_dependents, gdc_wait, gpu_fence, pdl_supported
 
 MERGE_ROWS = 16  # query rows per merge program
 MERGE_UNROLL_BLOCKS = 16  # up to this many cache blocks the merge kernel's loop is unrolled
@@ -47,8 +47,8 @@ ATTENTION_CANDIDATES: tuple[dict, ...] = (
     {"rows": 0, "group": 16},
     {"rows": 0, "group": 32},
     {"rows": 0, "slots": 32, "group": 16},
+    {"rows": 0, "group": 16, "merge": "last"},
     {"rows": 16, "slots": 64, "stages": 2, "warps": 4},
-    {"rows": 16, "slots": 128, "stages": 2, "warps": 4},
     {"rows": 128, "slots": 64, "stages": 2, "warps": 8},
 )
 
@@ -75,11 +75,13 @@ def _rope(base, cols, partner, m, c, sn):
 def _mqa_block_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, ml_ptr, H, L, scale,
     sqb, sqh, skb, skl, svb, svl, smb, sml,
-    qkv_ptr, cos_ptr, sin_ptr, len_ptr, tk_ptr, sxb, scb, ssb,
+    qkv_ptr, cos_ptr, sin_ptr, len_ptr, tk_ptr, sxb, scb, ssb, cnt_ptr, out_ptr, sob, soh,
     HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr, BL: tl.constexpr, MASK: tl.constexpr,
     DOT_PREC: tl.constexpr, PDL: tl.constexpr, ROPE: tl.constexpr, RB: tl.constexpr,
+    MERGE_LAST: tl.constexpr, SP: tl.constexpr, UNROLL: tl.constexpr, FENCE: tl.constexpr,
 ):  # fmt: skip
-    # program (b, s, g): query rows [g·RB, (g + 1)·RB) (RB = BH: all of them) against cache block s
+    # program (b, s, g): query rows [g·RB, (g + 1)·RB) (RB = BH: all of them) against cache block s; MERGE_LAST: the
+    # last of a row group's programs to count itself in cnt_ptr[b, g] merges the group's blocks (no merge launch)
     if PDL:  # the merge kernel may be launched now; it waits for this grid before it reads anything
         gdc_launch_dependents()
     b = tl.program_id(0)
@@ -131,6 +133,15 @@ def _mqa_block_kernel(
     tl.store(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], o, mask=rmask[:, None])
     tl.store(ml_ptr + blk * 2 * BH + rows, m, mask=rmask)
     tl.store(ml_ptr + blk * 2 * BH + BH + rows, l_sum, mask=rmask)
+    if MERGE_LAST:  # every thread's partials visible at gpu scope, then one count; the last program merges
+        if FENCE:
+            gpu_fence(s)
+        tl.debug_barrier()
+        cnt = cnt_ptr + b * tl.num_programs(2) + g
+        if tl.atomic_add(cnt, 1, sem="acq_rel") == n_blocks - 1:
+            _merge_rows(o_ptr, ml_ptr, out_ptr, b, n_blocks, rows, cols, rmask, sob, soh, HD, HDP, BH, SP, UNROLL,
+                        ".cg", RB)  # fmt: skip
+            tl.store(cnt, 0)
     if ROPE:  # the block that owns slot pos writes the key and value (its first row group); the last program
         # advances the position
         own = (pos >= s * BL) & (pos < s * BL + BL) & (pos < L) & (g == 0)
@@ -144,12 +155,47 @@ def _mqa_block_kernel(
 
 
 @triton.jit
-def _merge_block(acc, den, top, o_ptr, ml_ptr, blk, rows, cols, live, BH: tl.constexpr, HDP: tl.constexpr):
+def _merge_block(
+    acc, den, top, o_ptr, ml_ptr, blk, rows, cols, live, BH: tl.constexpr, HDP: tl.constexpr, CACHE: tl.constexpr
+):
     # block blk's share of the rows' output: e^(m − M)·o into acc, e^(m − M)·l into den
-    w = tl.exp(tl.load(ml_ptr + blk * 2 * BH + rows, mask=live, other=float("-inf")) - top)
-    den += w * tl.load(ml_ptr + blk * 2 * BH + BH + rows, mask=live, other=0.0)
-    acc += w[:, None] * tl.load(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], mask=live[:, None], other=0.0)
+    w = tl.exp(tl.load(ml_ptr + blk * 2 * BH + rows, mask=live, other=float("-inf"), cache_modifier=CACHE) - top)
+    den += w * tl.load(ml_ptr + blk * 2 * BH + BH + rows, mask=live, other=0.0, cache_modifier=CACHE)
+    acc += w[:, None] * tl.load(o_ptr + (blk * BH + rows[:, None]) * HDP + cols[None, :], mask=live[:, None],
+                                other=0.0, cache_modifier=CACHE)  # fmt: skip
     return acc, den
+
+
+@triton.jit
+def _merge_rows(
+    o_ptr, ml_ptr, out_ptr, b, S, rows, cols, rmask, sob, soh,
+    HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr, SP: tl.constexpr, UNROLL: tl.constexpr, CACHE: tl.constexpr,
+    RB: tl.constexpr,
+):  # fmt: skip
+    # the RB rows' output of sequence b from its S blocks' partials: M = max_s m_s,
+    # Σ_s e^(m_s − M)·o_s / Σ_s e^(m_s − M)·l_s (CACHE ".cg": read at L2, for partials other programs of the grid wrote)
+    blocks = tl.arange(0, SP)
+    m_all = tl.load(
+        ml_ptr + (b * S + blocks[:, None]) * 2 * BH + rows[None, :],
+        mask=(blocks < S)[:, None] & rmask[None, :],
+        other=float("-inf"),
+        cache_modifier=CACHE,
+    )  # [SP, RB]: the row maxima of every block
+    top = tl.max(m_all, axis=0)
+    top = tl.where(top == float("-inf"), 0.0, top)
+    acc = tl.zeros((RB, HDP), dtype=tl.float32)
+    den = tl.zeros((RB,), dtype=tl.float32)
+    if UNROLL:  # a few blocks: unrolled, every block's loads in flight together
+        for s in tl.static_range(SP):
+            acc, den = _merge_block(
+                acc, den, top, o_ptr, ml_ptr, b * S + s, rows, cols, rmask & (s < S), BH, HDP, CACHE
+            )
+    else:
+        for s in range(S):
+            acc, den = _merge_block(acc, den, top, o_ptr, ml_ptr, b * S + s, rows, cols, rmask, BH, HDP, CACHE)
+    out = acc / den[:, None]
+    omask = rmask[:, None] & (cols[None, :] < HD)
+    tl.store(out_ptr + b * sob + rows[:, None] * soh + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=omask)
 
 
 @triton.jit
@@ -165,25 +211,7 @@ def _mqa_merge_kernel(
     if PDL:  # launched while the block kernel runs: its partials are complete and visible past this point
         gdc_launch_dependents()  # a grid after this one launched with PDL (the output projection's GEMV) may start
         gdc_wait()  # now: it waits for this grid before it reads the output
-    blocks = tl.arange(0, SP)
-    m_all = tl.load(
-        ml_ptr + (b * S + blocks[:, None]) * 2 * BH + rows[None, :],
-        mask=(blocks < S)[:, None] & rmask[None, :],
-        other=float("-inf"),
-    )  # [SP, RB]: the row maxima of every block
-    top = tl.max(m_all, axis=0)
-    top = tl.where(top == float("-inf"), 0.0, top)
-    acc = tl.zeros((RB, HDP), dtype=tl.float32)
-    den = tl.zeros((RB,), dtype=tl.float32)
-    if UNROLL:  # a few blocks: unrolled, every block's loads in flight together
-        for s in tl.static_range(SP):
-            acc, den = _merge_block(acc, den, top, o_ptr, ml_ptr, b * S + s, rows, cols, rmask & (s < S), BH, HDP)
-    else:
-        for s in range(S):
-            acc, den = _merge_block(acc, den, top, o_ptr, ml_ptr, b * S + s, rows, cols, rmask, BH, HDP)
-    out = acc / den[:, None]
-    omask = rmask[:, None] & (cols[None, :] < HD)
-    tl.store(out_ptr + b * sob + rows[:, None] * soh + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=omask)
+    _merge_rows(o_ptr, ml_ptr, out_ptr, b, S, rows, cols, rmask, sob, soh, HD, HDP, BH, SP, UNROLL, "", RB)
 
 
 @triton.jit
@@ -304,19 +332,27 @@ def _launch(
     bh = max(16, triton.next_power_of_2(h))
     rb = min(cfg.get("group", bh), bh)  # query rows a block program (a power of two ≥ 16)
     n_blocks = triton.cdiv(n_slots, block_slots)
+    n_groups = triton.cdiv(h, rb)
     o = torch.empty(b, n_blocks, bh, hdp, device=q.device, dtype=torch.float32)
     ml = torch.empty(b, n_blocks, 2, bh, device=q.device, dtype=torch.float32)
-    _mqa_block_kernel[(b, n_blocks, triton.cdiv(h, rb))](
+    sp = max(2, triton.next_power_of_2(n_blocks))
+    unroll = n_blocks <= MERGE_UNROLL_BLOCKS
+    # "merge": "last": the block kernel merges (its counters: the rope ticket's elements past the first)
+    ticket = None if rope_args is None else rope_args[4]
+    merge_last = cfg.get("merge") == "last" and ticket is not None and ticket.numel() >= 1 + b * n_groups
+    cnt = ticket[1:] if merge_last and ticket is not None else q  # (not read without MERGE_LAST)
+    _mqa_block_kernel[(b, n_blocks, n_groups)](
         q, k, v, mask, o, ml, h, n_slots, scale,
         *q_strides, k.stride(0), k.stride(1), v.stride(0), v.stride(1), mask.stride(0), mask.stride(-1),
-        *rope,
+        *rope, cnt, out, out.stride(0), out.stride(1),
         HD=hd, HDP=hdp, BH=bh, BL=block_slots, MASK=kind, DOT_PREC=prec, PDL=pdl, ROPE=rope_args is not None,
-        RB=rb, num_warps=4,
+        RB=rb, MERGE_LAST=merge_last, SP=sp, UNROLL=unroll, FENCE=not INTERPRET, num_warps=4,
     )  # fmt: skip
+    if merge_last:
+        return out
     _mqa_merge_kernel[(b, triton.cdiv(h, MERGE_ROWS))](
         o, ml, out, h, n_blocks, out.stride(0), out.stride(1),
-        HD=hd, HDP=hdp, BH=bh, SP=max(2, triton.next_power_of_2(n_blocks)), RB=MERGE_ROWS,
-        UNROLL=n_blocks <= MERGE_UNROLL_BLOCKS, PDL=pdl, num_warps=4,
+        HD=hd, HDP=hdp, BH=bh, SP=sp, RB=MERGE_ROWS, UNROLL=unroll, PDL=pdl, num_warps=4,
         **({"launch_pdl": True} if pdl else {}),
     )  # fmt: skip
     return out

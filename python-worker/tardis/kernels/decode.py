@@ -81,6 +81,7 @@ from tardis.kernels.blocks import (
 from tardis.kernels.layout import TiledPredictor
 from tardis.kernels.ptx import INTERPRET as _INTERPRET
 from tardis.kernels.ptx import gdc_launch_dependents, gdc_wait, pdl_supported, round_half_even, stamp
+from tardis.kernels.ptx import gpu_fence as _gpu_fence
 
 # _union_rows_z's tile: union rows a step, columns a chunk (Triton reads a global only as a constexpr)
 _Z_ROWS = tl.constexpr(Z_ROWS)
@@ -1487,14 +1488,6 @@ def _close_item(ws_ptr, n_items, pd_ptr=None, SPIN: tl.constexpr = False):
     done = tl.atomic_add(ws_ptr + 1, 1)
     if done == n_items - 1:
         _reset_list(ws_ptr, pd_ptr, SPIN)
-
-
-@triton.jit
-def _gpu_fence(v):
-    # fence.acq_rel.gpu in every thread (v: any scalar, so the asm has an operand; not pure, so it stays)
-    return tl.inline_asm_elementwise(
-        "fence.acq_rel.gpu;\n\tmov.u32 $0, 0;", "=r,r", [v], dtype=tl.int32, is_pure=False, pack=1
-    )
 
 
 @triton.jit

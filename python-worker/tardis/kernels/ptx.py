@@ -47,3 +47,11 @@ def stamp(gate):
         "@p mov.u64 $1, %clock64; @!p mov.u64 $1, 0; }",
         "=l,=l,r", [gate], dtype=(tl.int64, tl.int64), is_pure=False, pack=1,
     )  # fmt: skip
+
+
+@triton.jit
+def gpu_fence(v):
+    # fence.acq_rel.gpu in every thread (v: any scalar, so the asm has an operand; not pure, so it stays)
+    return tl.inline_asm_elementwise(
+        "fence.acq_rel.gpu;\n\tmov.u32 $0, 0;", "=r,r", [v], dtype=tl.int32, is_pure=False, pack=1
+    )
