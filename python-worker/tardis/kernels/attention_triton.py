@@ -38,8 +38,10 @@ PDL_MERGE = True  # the merge kernel launched with programmatic dependent launch
 # "rows" RB > 0 = the one-launch rows kernel, RB query rows a program over blocks of "slots" slots, its block loop
 # pipelined "stages" deep, "warps" warps. On an H100 at Falcon-7B's decode shape (71 heads, 388 slots; v26) the
 # split cache took 8.6–8.7 µs a layer with every row in one block program and 7.1 with row groups of 16 (35
-# programs instead of 7), the rows kernel 10.6 at best (16.2 with every row in one program): its loop over the
-# blocks is a chain of dependent steps where the split cache runs them side by side.
+# programs instead of 7), 7.6 when the block kernel merged them itself (against 7.2 with the merge kernel in the
+# same run: the last program's merge runs after every block, where the merge kernel starts early under PDL), the
+# rows kernel 10.6 at best (16.2 with every row in one program): its loop over the blocks is a chain of dependent
+# steps where the split cache runs them side by side.
 ATTENTION_LAUNCH: dict = {"rows": 0, "group": 16}
 ATTENTION_CANDIDATES: tuple[dict, ...] = (
     {"rows": 0},
