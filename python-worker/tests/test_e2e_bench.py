@@ -614,6 +614,13 @@ def test_the_branch_stream_a_bs_keep_each_models_fastest_configuration(
     assert bench.stream_choice(fixed, "tardis_") == state["config"] == (2, "attention")
 
 
+def _kept_the_fastest_correct(r: dict, candidates: tuple, kept: dict, tol: float) -> None:
+    """A launch A/B's result r: every candidate run, correct (error under tol) and timed, the fastest now `kept`."""
+    assert [c["launch"] for c in r["candidates"]] == [dict(c) for c in candidates]
+    assert all(c["correct"] and 0 < c["max_rel_err"] < tol and c["us"] > 0 for c in r["candidates"]), r
+    assert r["best"] == min(r["candidates"], key=lambda c: c["us"])["launch"] == kept
+
+
 def test_the_gemv_launch_a_b_is_for_cuda_graphs_only(bench: ModuleType) -> None:
     args = bench.parse_args(TINY)
     model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
@@ -631,9 +638,7 @@ def test_the_gemv_launch_a_b_keeps_the_fastest_correct_launch_on_gpu(bench: Modu
     try:
         r = bench.gemv_ab(model, args, True)
         assert r["applies"] and r["layers"] == args.layers and r["linear_us"] > 0
-        assert [c["launch"] for c in r["candidates"]] == [dict(c) for c in gemv_triton.GEMV_CANDIDATES]
-        assert all(c["correct"] and 0 < c["max_rel_err"] < 1e-2 and c["us"] > 0 for c in r["candidates"]), r
-        assert r["best"] == min(r["candidates"], key=lambda c: c["us"])["launch"] == gemv_triton.GEMV_LAUNCH
+        _kept_the_fastest_correct(r, gemv_triton.GEMV_CANDIDATES, gemv_triton.GEMV_LAUNCH, 1e-2)
         no_pdl = bench.gemv_ab(model, bench.parse_args([*TINY, "--gemv", "no-pdl"]), True)
         assert [c["launch"] for c in no_pdl["candidates"]] == [c for c in gemv_triton.GEMV_CANDIDATES if "pdl" not in c]
         assert "pdl" not in gemv_triton.GEMV_LAUNCH
@@ -661,9 +666,7 @@ def test_the_attention_kernel_a_b_keeps_the_fastest_correct_launch_on_gpu(bench:
     try:
         r = bench.attention_kernel_ab(model, args, True)
         assert r["applies"] and r["layers"] == args.layers and r["slots"] == args.prompt_len + args.new_tokens + 4
-        assert [c["launch"] for c in r["candidates"]] == [dict(c) for c in attention_triton.ATTENTION_CANDIDATES]
-        assert all(c["correct"] and 0 < c["max_rel_err"] < 2e-2 and c["us"] > 0 for c in r["candidates"]), r
-        assert r["best"] == min(r["candidates"], key=lambda c: c["us"])["launch"] == attention_triton.ATTENTION_LAUNCH
+        _kept_the_fastest_correct(r, attention_triton.ATTENTION_CANDIDATES, attention_triton.ATTENTION_LAUNCH, 2e-2)
         assert r["default"] == default
     finally:
         attention_triton.ATTENTION_LAUNCH = default

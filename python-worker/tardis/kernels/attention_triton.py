@@ -74,6 +74,45 @@ def _rope(base, cols, partner, m, c, sn):
 
 
 @triton.jit
+def _queries(
+    q_ptr, qkv_ptr, cos_ptr, sin_ptr, len_ptr, k_ptr, v_ptr, b, rows, cols, rmask, cmask, H, sqb, sqh, sxb, scb, ssb,
+    HD: tl.constexpr, HDP: tl.constexpr, ROPE: tl.constexpr,
+):  # fmt: skip
+    # the program's query rows [RB, HDP]; with ROPE rotated from the fused projection, with the token's new key and
+    # value rows and the cache's write position (without: zeros and 0, not used)
+    if ROPE:
+        pos = tl.load(len_ptr)
+        c, sn, partner = _rope_table(cos_ptr, sin_ptr, b, scb, ssb, cols, cmask, HD)
+        base = qkv_ptr + b * sxb
+        q = _rope(base + rows[:, None] * HD, cols[None, :], partner[None, :], rmask[:, None] & cmask[None, :],
+                  c[None, :], sn[None, :]).to(qkv_ptr.dtype.element_ty)  # fmt: skip
+        k_new = _rope(base + H * HD, cols, partner, cmask, c, sn).to(k_ptr.dtype.element_ty)
+        v_new = tl.load(base + (H + 1) * HD + cols, mask=cmask, other=0.0).to(v_ptr.dtype.element_ty)
+    else:
+        q = tl.load(
+            q_ptr + b * sqb + rows[:, None] * sqh + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0
+        )
+        pos = 0
+        k_new = tl.zeros((HDP,), dtype=k_ptr.dtype.element_ty)
+        v_new = tl.zeros((HDP,), dtype=v_ptr.dtype.element_ty)
+    return q, k_new, v_new, pos
+
+
+@triton.jit
+def _scores(q, kt, scale, mask_ptr, b, smb, sml, slots, smask, MASK: tl.constexpr, DOT_PREC: tl.constexpr):
+    # q·kᵀ·scale [RB, BL] in fp32 with the decode mask applied: −inf where a slot is past the cache or masked out
+    sc = tl.dot(q, kt, input_precision=DOT_PREC) * scale
+    valid = smask
+    if MASK == 1:  # bool (as uint8): attend where nonzero
+        mv = tl.load(mask_ptr + b * smb + slots * sml, mask=smask, other=0)
+        valid = valid & (mv != 0)
+    elif MASK == 2:  # additive
+        mv = tl.load(mask_ptr + b * smb + slots * sml, mask=smask, other=0.0).to(tl.float32)
+        sc = sc + mv[None, :]
+    return tl.where(valid[None, :], sc, float("-inf"))
+
+
+@triton.jit
 def _mqa_block_kernel(
     q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, ml_ptr, H, L, scale,
     sqb, sqh, skb, skl, svb, svl, smb, sml,
@@ -96,32 +135,15 @@ def _mqa_block_kernel(
     rmask = rows < H
     cmask = cols < HD
     smask = slots < L
-    if ROPE:  # the decode token's rotary embedding here (every block: the queries; the key and value at pos)
-        pos = tl.load(len_ptr)
-        c, sn, partner = _rope_table(cos_ptr, sin_ptr, b, scb, ssb, cols, cmask, HD)
-        base = qkv_ptr + b * sxb
-        q = _rope(base + rows[:, None] * HD, cols[None, :], partner[None, :], rmask[:, None] & cmask[None, :],
-                  c[None, :], sn[None, :]).to(qkv_ptr.dtype.element_ty)  # fmt: skip
-        k_new = _rope(base + H * HD, cols, partner, cmask, c, sn).to(k_ptr.dtype.element_ty)
-        v_new = tl.load(base + (H + 1) * HD + cols, mask=cmask, other=0.0).to(v_ptr.dtype.element_ty)
-    else:
-        q = tl.load(
-            q_ptr + b * sqb + rows[:, None] * sqh + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0
-        )
+    # the queries (ROPE: the decode token's rotary embedding here, in every block; the key and value at pos)
+    q, k_new, v_new, pos = _queries(q_ptr, qkv_ptr, cos_ptr, sin_ptr, len_ptr, k_ptr, v_ptr, b, rows, cols, rmask,
+                                    cmask, H, sqb, sqh, sxb, scb, ssb, HD, HDP, ROPE)  # fmt: skip
     kt = tl.load(
         k_ptr + b * skb + slots[None, :] * skl + cols[:, None], mask=cmask[:, None] & smask[None, :], other=0.0
     )  # [HDP, BL]
     if ROPE:  # slot pos holds the new key (written below, by the block that owns it)
         kt = tl.where((slots == pos)[None, :], k_new[:, None], kt)
-    sc = tl.dot(q, kt, input_precision=DOT_PREC) * scale  # [BH, BL] fp32
-    valid = smask
-    if MASK == 1:  # bool (as uint8): attend where nonzero
-        mv = tl.load(mask_ptr + b * smb + slots * sml, mask=smask, other=0)
-        valid = valid & (mv != 0)
-    elif MASK == 2:  # additive
-        mv = tl.load(mask_ptr + b * smb + slots * sml, mask=smask, other=0.0).to(tl.float32)
-        sc = sc + mv[None, :]
-    sc = tl.where(valid[None, :], sc, float("-inf"))
+    sc = _scores(q, kt, scale, mask_ptr, b, smb, sml, slots, smask, MASK, DOT_PREC)  # [RB, BL] fp32
     m = tl.max(sc, axis=1)  # [BH]; −inf where the whole block is masked
     p = tl.exp(sc - tl.where(m == float("-inf"), 0.0, m)[:, None])
     l_sum = tl.sum(p, axis=1)
@@ -232,18 +254,9 @@ def _mqa_rows_kernel(
     cols = tl.arange(0, HDP)
     rmask = rows < H
     cmask = cols < HD
-    if ROPE:  # the decode token's rotary embedding (this program's query rows; every program the key and value)
-        pos = tl.load(len_ptr)
-        c, sn, partner = _rope_table(cos_ptr, sin_ptr, b, scb, ssb, cols, cmask, HD)
-        base = qkv_ptr + b * sxb
-        q = _rope(base + rows[:, None] * HD, cols[None, :], partner[None, :], rmask[:, None] & cmask[None, :],
-                  c[None, :], sn[None, :]).to(qkv_ptr.dtype.element_ty)  # fmt: skip
-        k_new = _rope(base + H * HD, cols, partner, cmask, c, sn).to(k_ptr.dtype.element_ty)
-        v_new = tl.load(base + (H + 1) * HD + cols, mask=cmask, other=0.0).to(v_ptr.dtype.element_ty)
-    else:
-        q = tl.load(
-            q_ptr + b * sqb + rows[:, None] * sqh + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0
-        )
+    # the queries (ROPE: this program's rows rotated; every program the key and value)
+    q, k_new, v_new, pos = _queries(q_ptr, qkv_ptr, cos_ptr, sin_ptr, len_ptr, k_ptr, v_ptr, b, rows, cols, rmask,
+                                    cmask, H, sqb, sqh, sxb, scb, ssb, HD, HDP, ROPE)  # fmt: skip
     m_run = tl.full((RB,), float("-inf"), dtype=tl.float32)
     l_run = tl.zeros((RB,), dtype=tl.float32)
     acc = tl.zeros((RB, HDP), dtype=tl.float32)
@@ -259,15 +272,7 @@ def _mqa_rows_kernel(
         if ROPE:  # slot pos holds the new key and value (written below by program 0)
             kt = tl.where((slots == pos)[None, :], k_new[:, None], kt)
             v = tl.where((slots == pos)[:, None], v_new[None, :], v)
-        sc = tl.dot(q, kt, input_precision=DOT_PREC) * scale  # [RB, BL] fp32
-        valid = smask
-        if MASK == 1:  # bool (as uint8): attend where nonzero
-            mv = tl.load(mask_ptr + b * smb + slots * sml, mask=smask, other=0)
-            valid = valid & (mv != 0)
-        elif MASK == 2:  # additive
-            mv = tl.load(mask_ptr + b * smb + slots * sml, mask=smask, other=0.0).to(tl.float32)
-            sc = sc + mv[None, :]
-        sc = tl.where(valid[None, :], sc, float("-inf"))
+        sc = _scores(q, kt, scale, mask_ptr, b, smb, sml, slots, smask, MASK, DOT_PREC)  # [RB, BL] fp32
         m_new = tl.maximum(m_run, tl.max(sc, axis=1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing to attend so far: no rescale
         alpha = tl.exp(m_run - m_use)
