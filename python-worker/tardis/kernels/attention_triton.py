@@ -144,7 +144,7 @@ def _mqa_block_kernel(
     if ROPE:  # slot pos holds the new key (written below, by the block that owns it)
         kt = tl.where((slots == pos)[None, :], k_new[:, None], kt)
     sc = _scores(q, kt, scale, mask_ptr, b, smb, sml, slots, smask, MASK, DOT_PREC)  # [RB, BL] fp32
-    m = tl.max(sc, axis=1)  # [BH]; −inf where the whole block is masked
+    m = tl.max(sc, axis=1)  # [RB]; −inf where the whole block is masked
     p = tl.exp(sc - tl.where(m == float("-inf"), 0.0, m)[:, None])
     l_sum = tl.sum(p, axis=1)
     v = tl.load(
