@@ -502,7 +502,8 @@ ATTENTION_KERNEL_MODES = ("auto", "mqa_triton", "mqa_fused", "fused_layer", "fus
 @torch.no_grad()
 def attention_kernel_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict[str, Any]:
     """--attention-kernel auto: the decode attention's candidate launches (attention_triton.ATTENTION_CANDIDATES: the
-    split cache with its merge kernel, and the one-launch rows kernel) on the model's own shapes at batch 1, each
+    split cache, its block programs taking all query rows or row groups, merged by the merge kernel or by the block
+    kernel itself; and the one-launch rows kernel) on the model's own shapes at batch 1, each
     timed as one graph of `tardis::mqa_rope_attention` over every layer's own static cache (--prompt-len +
     --new-tokens + 4 slots, the write position half-way through the decode; the graph puts the positions back
     first), in µs per layer. A launch is correct when every layer's output is within 2e-2 (relative to the largest
@@ -1243,7 +1244,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", "committed"),
         default="auto",
         help="auto (CUDA graphs): before the attention A/B, time the tardis attention ops' candidate launches (the "
-        "split cache and its merge; the one-launch rows kernel) on the model's shapes at batch 1, one graph over "
+        "split cache: all query rows or row groups a block program, merged by a kernel of its own or by the block "
+        "kernel; the one-launch rows kernel) on the model's shapes at batch 1, one graph over "
         "every layer's cache, and run the fastest correct one; committed: attention_triton's ATTENTION_LAUNCH",
     )
     ap.add_argument(
