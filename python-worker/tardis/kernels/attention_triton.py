@@ -74,6 +74,24 @@ def _rope(base, cols, partner, m, c, sn):
 
 
 @triton.jit
+def _write_kv(k_ptr, v_ptr, b, skb, skl, svb, svl, pos, cols, cmask, k_new, v_new, own):
+    # the token's key and value rows into the cache at slot pos, by a program that owns the write (own)
+    tl.store(k_ptr + b * skb + pos * skl + cols, k_new, mask=cmask & own)
+    tl.store(v_ptr + b * svb + pos * svl + cols, v_new, mask=cmask & own)
+
+
+@triton.jit
+def _advance_position(len_ptr, tk_ptr, pos, n_programs):
+    # every program counts itself in the ticket once it no longer reads pos; the last advances the cache's write
+    # position and puts the ticket back to zero
+    tl.debug_barrier()  # every thread past its use of pos before the ticket releases it
+    t = tl.atomic_add(tk_ptr, 1, sem="acq_rel")
+    if t == n_programs - 1:
+        tl.store(len_ptr, pos + 1)
+        tl.store(tk_ptr, 0)
+
+
+@triton.jit
 def _queries(
     q_ptr, qkv_ptr, cos_ptr, sin_ptr, len_ptr, k_ptr, v_ptr, b, rows, cols, rmask, cmask, H, sqb, sqh, sxb, scb, ssb,
     HD: tl.constexpr, HDP: tl.constexpr, ROPE: tl.constexpr,
@@ -169,13 +187,8 @@ def _mqa_block_kernel(
     if ROPE:  # the block that owns slot pos writes the key and value (its first row group); the last program
         # advances the position
         own = (pos >= s * BL) & (pos < s * BL + BL) & (pos < L) & (g == 0)
-        tl.store(k_ptr + b * skb + pos * skl + cols, k_new, mask=cmask & own)
-        tl.store(v_ptr + b * svb + pos * svl + cols, v_new, mask=cmask & own)
-        tl.debug_barrier()  # every thread past its use of pos before the ticket releases it
-        t = tl.atomic_add(tk_ptr, 1, sem="acq_rel")
-        if t == tl.num_programs(0) * n_blocks * tl.num_programs(2) - 1:
-            tl.store(len_ptr, pos + 1)
-            tl.store(tk_ptr, 0)
+        _write_kv(k_ptr, v_ptr, b, skb, skl, svb, svl, pos, cols, cmask, k_new, v_new, own)
+        _advance_position(len_ptr, tk_ptr, pos, tl.num_programs(0) * n_blocks * tl.num_programs(2))
 
 
 @triton.jit
@@ -284,14 +297,8 @@ def _mqa_rows_kernel(
     tl.store(out_ptr + b * sob + rows[:, None] * soh + cols[None, :], out.to(out_ptr.dtype.element_ty),
              mask=rmask[:, None] & cmask[None, :])  # fmt: skip
     if ROPE:  # program 0 of the sequence writes the key and value; the last program advances the position
-        own = (g == 0) & (pos < L)
-        tl.store(k_ptr + b * skb + pos * skl + cols, k_new, mask=cmask & own)
-        tl.store(v_ptr + b * svb + pos * svl + cols, v_new, mask=cmask & own)
-        tl.debug_barrier()  # every thread past its use of pos before the ticket releases it
-        t = tl.atomic_add(tk_ptr, 1, sem="acq_rel")
-        if t == tl.num_programs(0) * tl.num_programs(1) - 1:
-            tl.store(len_ptr, pos + 1)
-            tl.store(tk_ptr, 0)
+        _write_kv(k_ptr, v_ptr, b, skb, skl, svb, svl, pos, cols, cmask, k_new, v_new, (g == 0) & (pos < L))
+        _advance_position(len_ptr, tk_ptr, pos, tl.num_programs(0) * tl.num_programs(1))
 
 
 def launch(
@@ -391,11 +398,7 @@ def _rope_kv_kernel(
              mask=(rows == H)[:, None] & cmask[None, :] & inside)  # fmt: skip
     v = tl.load(qkv_ptr + b * sxb + (H + 1) * HD + cols, mask=cmask, other=0.0)
     tl.store(v_ptr + b * svb + pos * svl + cols, v.to(v_ptr.dtype.element_ty), mask=cmask & inside)
-    tl.debug_barrier()  # every thread past its use of pos before the ticket releases it
-    t = tl.atomic_add(tk_ptr, 1, sem="acq_rel")
-    if t == tl.num_programs(0) - 1:
-        tl.store(len_ptr, pos + 1)
-        tl.store(tk_ptr, 0)
+    _advance_position(len_ptr, tk_ptr, pos, tl.num_programs(0))
 
 
 def launch_rope_kv(
