@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -470,33 +470,52 @@ def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict
     refs = [(x.float() @ m.weight.float().T).squeeze(1) for m, x in zip(mods, xs, strict=True)]
     n_layers = len(mods) // 2
     out["linear_us"] = time_ffn_layers(mods, xs, True, args.repeats) * 2  # per layer: both projections
-    rows, default = [], dict(gemv_triton.GEMV_LAUNCH)
-    for launch in gemv_triton.GEMV_CANDIDATES:
-        if args.gemv == "no-pdl" and launch.get("pdl"):
-            continue
-        row: dict[str, Any] = {"launch": dict(launch)}
-        try:
-            gemv_triton.GEMV_LAUNCH = dict(launch)
-            err = max(rel_max_diff(decode_linear(x, m.weight, m.bias).squeeze(1), r)
-                      for m, x, r in zip(mods, xs, refs, strict=True))  # fmt: skip
-            calls = [lambda x, m=m: decode_linear(x, m.weight, m.bias) for m in mods]
-            row.update(max_rel_err=err, correct=err < 1e-2, us=time_ffn_layers(calls, xs, True, args.repeats) * 2)
-        except Exception as e:  # a launch that fails (a compile, say) is left out, not the run
-            traceback.print_exc()
-            row["error"] = repr(e)[:400]
-        rows.append(row)
-    gemv_triton.GEMV_LAUNCH = default
-    out["candidates"] = rows
-    ok = [r for r in rows if r.get("correct")]
-    if ok:
-        best = min(ok, key=lambda r: r["us"])
-        gemv_triton.GEMV_LAUNCH = dict(best["launch"])
-        out.update(best=best["launch"], best_us=best["us"], speedup_vs_linear=out["linear_us"] / best["us"])
+
+    def measure() -> tuple[float, float]:
+        err = max(rel_max_diff(decode_linear(x, m.weight, m.bias).squeeze(1), r)
+                  for m, x, r in zip(mods, xs, refs, strict=True))  # fmt: skip
+        calls = [lambda x, m=m: decode_linear(x, m.weight, m.bias) for m in mods]
+        return err, time_ffn_layers(calls, xs, True, args.repeats) * 2
+
+    candidates = [c for c in gemv_triton.GEMV_CANDIDATES if args.gemv != "no-pdl" or not c.get("pdl")]
+    out.update(fastest_correct_launch(gemv_triton, "GEMV_LAUNCH", candidates, measure, 1e-2))
+    if "best_us" in out:
+        out["speedup_vs_linear"] = out["linear_us"] / out["best_us"]
     out["layers"] = n_layers
     return out
 
 
-ATTENTION_KERNEL_MODES = ("auto", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv")  # --attention with the op
+def fastest_correct_launch(
+    module: Any, name: str, candidates: Iterable[dict], measure: Callable[[], tuple[float, float]], tol: float
+) -> dict[str, Any]:
+    """A launch A/B: each launch of `candidates` put in force as `module.<name>` and measured (measure() → its
+    largest relative error and its µs); correct when the error is under `tol`. The fastest correct one is left in
+    force (none correct: the launch that was). Returns `candidates` (per launch: max_rel_err, correct, us, or the
+    error of one that raised, which is left out, not the run), `default` (the launch before) and `best`, `best_us`."""
+    default = dict(getattr(module, name))
+    rows: list[dict[str, Any]] = []
+    for launch in candidates:
+        row: dict[str, Any] = {"launch": dict(launch)}
+        try:
+            setattr(module, name, dict(launch))
+            err, us = measure()
+            row.update(max_rel_err=err, correct=err < tol, us=us)
+        except Exception as e:  # a launch that fails (a compile, say) is left out, not the run
+            traceback.print_exc()
+            row["error"] = repr(e)[:400]
+        rows.append(row)
+    setattr(module, name, default)
+    out: dict[str, Any] = {"candidates": rows, "default": default}
+    ok = [r for r in rows if r.get("correct")]
+    if ok:
+        best = min(ok, key=lambda r: r["us"])
+        setattr(module, name, dict(best["launch"]))
+        out.update(best=best["launch"], best_us=best["us"])
+    return out
+
+
+# the --attention values that may run the tardis attention ops (every mode whose kernel is not SDPA's)
+ATTENTION_KERNEL_MODES = ("auto", *(m for m, k in MQA_KERNELS.items() if k != "sdpa"))
 
 
 @torch.no_grad()
@@ -550,36 +569,17 @@ def attention_kernel_ab(model: nn.Module, args: argparse.Namespace, use_graph: b
             for i, (qkv, keys, values, ticket) in enumerate(layers)
         ]
 
-    rows, default = [], dict(attention_triton.ATTENTION_LAUNCH)
-    for launch in attention_triton.ATTENTION_CANDIDATES:
-        row: dict[str, Any] = {"launch": dict(launch)}
-        try:
-            attention_triton.ATTENTION_LAUNCH = dict(launch)
-            outs = body()
-            err = max(rel_max_diff(o.double().cpu(), r) for o, r in zip(outs, refs, strict=True))
-            replay = Replayable(body, True, lambda: None)
+    def measure() -> tuple[float, float]:
+        err = max(rel_max_diff(o.double().cpu(), r) for o, r in zip(body(), refs, strict=True))
+        return err, time_ffn_layers([lambda _: body()], [lens], True, args.repeats) / len(layers)  # µs per layer
 
-            def run(replay: Replayable = replay) -> None:
-                for _ in range(20):
-                    replay()
-
-            run()
-            us = 1e6 * median_seconds(run, device, args.repeats) / (20 * len(layers))
-            row.update(max_rel_err=err, correct=err < 2e-2, us=us)
-        except Exception as e:  # a launch that fails (a compile, say) is left out, not the run
-            traceback.print_exc()
-            row["error"] = repr(e)[:400]
-        rows.append(row)
-    attention_triton.ATTENTION_LAUNCH = default
-    out.update(candidates=rows, default=default, slots=n_slots, heads=h, layers=len(layers))
-    ok = [r for r in rows if r.get("correct")]
-    if ok:
-        best = min(ok, key=lambda r: r["us"])
-        attention_triton.ATTENTION_LAUNCH = dict(best["launch"])
-        out.update(best=best["launch"], best_us=best["us"])
-        whole = [r for r in ok if r["launch"] == {"rows": 0}]  # the split cache, all rows in one block program
-        if whole:
-            out["speedup_vs_one_row_group"] = whole[0]["us"] / best["us"]
+    launches = attention_triton.ATTENTION_CANDIDATES
+    out.update(fastest_correct_launch(attention_triton, "ATTENTION_LAUNCH", launches, measure, 2e-2))
+    out.update(slots=n_slots, heads=h, layers=len(layers))
+    # against the split cache with all rows in one block program (v25's launch)
+    whole = [r for r in out["candidates"] if r.get("correct") and r["launch"] == {"rows": 0}]
+    if whole and "best_us" in out:
+        out["speedup_vs_one_row_group"] = whole[0]["us"] / out["best_us"]
     return out
 
 

@@ -621,6 +621,29 @@ def _kept_the_fastest_correct(r: dict, candidates: tuple, kept: dict, tol: float
     assert r["best"] == min(r["candidates"], key=lambda c: c["us"])["launch"] == kept
 
 
+def test_a_launch_a_b_keeps_the_fastest_correct_launch_and_survives_a_failing_one(bench: ModuleType) -> None:
+    # the A/B both launch A/Bs share, with measurements from a table: a launch that raises and one that is wrong are
+    # left out; the fastest correct one is left in force; with none correct the launch before stays
+    from types import SimpleNamespace
+
+    table = {1: (1e-3, 9.0), 2: (5e-2, 1.0), 3: (2e-3, 7.5), 4: None}
+    mod = SimpleNamespace(LAUNCH={"k": 0})
+
+    def measure() -> tuple[float, float]:
+        row = table[mod.LAUNCH["k"]]
+        if row is None:
+            raise RuntimeError("does not compile")
+        return row
+
+    r = bench.fastest_correct_launch(mod, "LAUNCH", [{"k": k} for k in table], measure, 1e-2)
+    assert r["default"] == {"k": 0} and r["best"] == mod.LAUNCH == {"k": 3} and r["best_us"] == 7.5
+    assert [c.get("correct") for c in r["candidates"]] == [True, False, True, None]
+    assert "does not compile" in r["candidates"][3]["error"]
+    mod.LAUNCH = {"k": 0}
+    none = bench.fastest_correct_launch(mod, "LAUNCH", [{"k": 2}, {"k": 4}], measure, 1e-2)
+    assert "best" not in none and mod.LAUNCH == {"k": 0}
+
+
 def test_the_gemv_launch_a_b_is_for_cuda_graphs_only(bench: ModuleType) -> None:
     args = bench.parse_args(TINY)
     model = bench.random_falcon(args, torch.device("cpu"), torch.float32)
