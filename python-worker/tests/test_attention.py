@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from sm90 import compile_sm90
 
 from tardis.kernels.attention import (
     BLOCK_SLOTS,
@@ -500,23 +501,6 @@ _POINTERS = {
 }  # fmt: skip
 
 
-def _compile_sm90(kern, const: dict, num_warps: int) -> None:
-    """kern compiled for sm_90 by Triton's compiler (no GPU needed), every non-constexpr scalar an i32."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    sig = {
-        p.name: "constexpr" if p.is_constexpr else _POINTERS.get(p.name, "fp32" if p.name == "scale" else "i32")
-        for p in kern.params
-    }
-    missing = [k for k, v in sig.items() if v == "constexpr" and k not in const]
-    assert not missing, missing
-    src = ASTSource(fn=kern, signature=sig, constexprs={k: v for k, v in const.items() if k in sig})
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
-    assert compiled.asm["cubin"]
-
-
 @pytest.mark.skipif(not HAS_TRITON or INTERPRET, reason="needs Triton without its interpreter (a compile for sm_90)")
 @pytest.mark.parametrize("launch", range(N_CANDIDATES))
 def test_every_attention_launch_compiles_for_sm90_offline(launch: int) -> None:
@@ -529,11 +513,12 @@ def test_every_attention_launch_compiles_for_sm90_offline(launch: int) -> None:
     slots = cfg.get("slots", BLOCK_SLOTS)
     if cfg["rows"]:
         const = common | {"RB": cfg["rows"], "BL": slots, "STAGES": cfg.get("stages", 2)}
-        _compile_sm90(at._mqa_rows_kernel, const, cfg.get("warps", 4))
+        compile_sm90(at._mqa_rows_kernel, const, cfg.get("warps", 4), _POINTERS)
         return
     n_blocks = -(-388 // slots)
     sp = max(2, 1 << (n_blocks - 1).bit_length())
     merge = {"SP": sp, "UNROLL": True}
     const = common | merge | {"BH": 128, "BL": slots, "RB": cfg.get("group", 128), "FENCE": True}
-    _compile_sm90(at._mqa_block_kernel, const | {"MERGE_LAST": cfg.get("merge") == "last"}, 4)
-    _compile_sm90(at._mqa_merge_kernel, {"HD": 64, "HDP": 64, "BH": 128, "RB": at.MERGE_ROWS, "PDL": True} | merge, 4)
+    compile_sm90(at._mqa_block_kernel, const | {"MERGE_LAST": cfg.get("merge") == "last"}, 4, _POINTERS)
+    merge_const = {"HD": 64, "HDP": 64, "BH": 128, "RB": at.MERGE_ROWS, "PDL": True} | merge
+    compile_sm90(at._mqa_merge_kernel, merge_const, 4, _POINTERS)

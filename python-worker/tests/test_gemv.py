@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from sm90 import compile_sm90
 
 from tardis.kernels.gemv import decode_linear, decode_linear_reference
 
@@ -114,8 +115,24 @@ def test_every_gemv_candidate_in_the_interpreter() -> None:
     from tardis.kernels.gemv_triton import GEMV_CANDIDATES, GEMV_LAUNCH
 
     assert GEMV_LAUNCH in GEMV_CANDIDATES
-    for launch in GEMV_CANDIDATES:  # two programs, the second part past N; one full chunk and a tail
-        _check_kernel("cpu", 2 * launch["BN"] - 3, launch["BK"] + 100, launch, torch.float32)
+    for launch in GEMV_CANDIDATES:  # two programs, the second part past N; three full chunks (the loop) and a tail
+        _check_kernel("cpu", 2 * launch["BN"] - 3, 3 * launch["BK"] + 100, launch, torch.float32)
+
+
+@pytest.mark.skipif(not HAS_TRITON or INTERPRET, reason="needs Triton without its interpreter (a compile for sm_90)")
+def test_every_gemv_candidate_compiles_for_sm90_offline() -> None:
+    # as the launcher specializes Falcon-7B's projections (pointers, N, K and the row stride multiples of 16): a
+    # launch with stages streams its weights through cp.async, and one with pdl waits on the grid it follows
+    from tardis.kernels import gemv_triton
+
+    pointers = dict.fromkeys(("x_ptr", "w_ptr", "b_ptr", "y_ptr"), "*bf16")
+    for launch in gemv_triton.GEMV_CANDIDATES:
+        cfg = dict(launch)
+        const = {"HAS_BIAS": True, "PDL": bool(cfg.pop("pdl", 0)), "STAGES": cfg.pop("stages", 0)}
+        kern = gemv_triton._gemv_kernel
+        asm = compile_sm90(kern, const | cfg, cfg["num_warps"], pointers, (*pointers, "N", "K", "swn"))
+        assert ("cp.async" in asm["ptx"]) == (const["STAGES"] > 1), launch
+        assert ("griddepcontrol.wait" in asm["ptx"]) == const["PDL"], launch
 
 
 FALCON_SHAPES = [(4672, 4544), (4544, 4544)]  # N, K: Falcon-7B's fused QKV and dense projections
