@@ -9,9 +9,9 @@ import triton.language as tl
 from tardis.kernels.ptx import gdc_wait, pdl_supported
 
 # the kernel's launch (the end-to-end bench may set it): BN output rows a program, BK columns a chunk of K; the
-# fastest launch without PDL in the e2e bench's A/B on both H100 runs of v25-v27 (33 µs for Falcon-7B's two
-# projections, against 38 for v24's BN 8 / BK 512)
-GEMV_LAUNCH: dict[str, int] = {"BN": 4, "BK": 1024, "num_warps": 4}
+# fastest in the e2e bench's A/B on an H100 (v27: 31.7 µs for Falcon-7B's two projections, against 33.4 without
+# PDL and stages, 38.9 for v24's BN 8 / BK 512 and 34.9 for cuBLAS)
+GEMV_LAUNCH: dict[str, int] = {"BN": 4, "BK": 512, "num_warps": 4, "pdl": 1, "stages": 3}
 # plausible launches for a sweep at Falcon-7B's shapes; "pdl": 1 launches with programmatic dependent launch where
 # the GPU has it (sm_90+) and K ≥ BK: the grid starts before the one it follows has finished and loads its first
 # chunk of weights (which do not depend on that grid) before it waits for x; "stages": S sets the loop over K's
