@@ -41,8 +41,8 @@ def _gemv_kernel(
 ):  # fmt: skip
     # program p: rows p·BN … p·BN + BN − 1 of y over the whole K; acc[BN, BK] in fp32 over the unmasked full chunks,
     # then one masked tail chunk, reduced over BK once and rounded once. PDL (K ≥ BK): the first chunk's weights
-    # are loaded before the wait for the grid this one follows, and x only after it. STAGES > 0: the loop over the
-    # full chunks is pipelined with that many stages (1: not at all), 0: as the compiler chooses
+    # are loaded before the wait for the grid this one follows, and x only after it. STAGES: the loop over the full
+    # chunks is pipelined with that many stages (1: not at all), None: as the compiler chooses
     rows = tl.program_id(0) * BN + tl.arange(0, BN)
     rm = rows < N
     rl = tl.where(rm, rows, N - 1)  # rows past N load row N − 1 (not stored)
@@ -56,14 +56,9 @@ def _gemv_kernel(
         gdc_wait()  # the previous grid (x's writer) finished and its writes visible: x may be read from here
         acc += w0.to(tl.float32) * tl.load(x_ptr + cols).to(tl.float32)[None, :]
         start = BK
-    if STAGES == 0:  # the compiler's own choice for the loop
-        for k in range(start, k_main, BK):
-            x = tl.load(x_ptr + k + cols).to(tl.float32)
-            acc += tl.load(w_rows + k).to(tl.float32) * x[None, :]
-    else:
-        for k in tl.range(start, k_main, BK, num_stages=STAGES):
-            x = tl.load(x_ptr + k + cols).to(tl.float32)
-            acc += tl.load(w_rows + k).to(tl.float32) * x[None, :]
+    for k in tl.range(start, k_main, BK, num_stages=STAGES):  # STAGES None: the compiler's choice
+        x = tl.load(x_ptr + k + cols).to(tl.float32)
+        acc += tl.load(w_rows + k).to(tl.float32) * x[None, :]
     if k_main < K:
         km = k_main + cols < K
         x = tl.load(x_ptr + k_main + cols, mask=km, other=0.0).to(tl.float32)
@@ -88,7 +83,7 @@ def launch_decode_linear(
     y = torch.empty(1, n, device=x.device, dtype=x.dtype)
     cfg = dict(launch or GEMV_LAUNCH)
     pdl = bool(cfg.pop("pdl", 0)) and k >= cfg["BK"] and pdl_supported(x.device)
-    stages = int(cfg.pop("stages", 0))
+    stages = cfg.pop("stages", None)
     _gemv_kernel[(triton.cdiv(n, cfg["BN"]),)](
         x, weight, weight if bias is None else bias, y, n, k, weight.stride(0), HAS_BIAS=bias is not None, PDL=pdl,
         STAGES=stages, **cfg, **({"launch_pdl": True} if pdl else {}),
