@@ -126,10 +126,10 @@ def test_every_gemv_candidate_compiles_for_sm90_offline() -> None:
     from tardis.kernels import gemv_triton
 
     pointers = dict.fromkeys(("x_ptr", "w_ptr", "b_ptr", "y_ptr"), "*bf16")
+    kern = gemv_triton._gemv_kernel
     for launch in gemv_triton.GEMV_CANDIDATES:
         cfg = dict(launch)
         const = {"HAS_BIAS": True, "PDL": bool(cfg.pop("pdl", 0)), "STAGES": cfg.pop("stages", None)}
-        kern = gemv_triton._gemv_kernel
         asm = compile_sm90(kern, const | cfg, cfg["num_warps"], pointers, (*pointers, "N", "K", "swn"))
         assert ("cp.async" in asm["ptx"]) == ((const["STAGES"] or 0) > 1), launch
         assert ("griddepcontrol.wait" in asm["ptx"]) == const["PDL"], launch
