@@ -148,6 +148,79 @@ def test_fake_impl_gives_the_output_shape_without_computing() -> None:
     assert y.shape == x.shape and y.dtype == x.dtype
 
 
+def test_the_float32_output_mode_on_the_cpu_op_and_its_fake() -> None:
+    # KernelPack.fp32_out: a caller that takes a float32 output (fp32_ok) gets the float32 sums (on the CPU: the
+    # reference's bf16 output widened), the fake impl says so for tracing, and a caller that does not gets x's dtype;
+    # set_fp32_out refuses a module without a pack and, turning the mode off, zeroes the counters a call left
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from tardis.kernels.op import set_fp32_out
+
+    x, q, lay = _layer(2, 64, 48, 2, 32, 0.1, torch.bfloat16, "cpu", seed=4)
+    holder = torch.nn.Module()
+    holder.kernel_pack = make_pack(q, "cpu")
+    pack = holder.kernel_pack
+    counts = torch.zeros(4, dtype=torch.int64)
+    plain = ffn_decode(x, pack, act="gelu", counts=counts, **lay)
+    set_fp32_out(holder, True)
+    wide = ffn_decode(x, pack, act="gelu", counts=counts, fp32_ok=True, **lay)
+    assert plain.dtype == torch.bfloat16 and wide.dtype == torch.float32 and torch.equal(wide, plain.float())
+    assert ffn_decode(x, pack, act="gelu", counts=counts, **lay).dtype == torch.bfloat16  # the caller did not ask
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        assert ffn_decode(mode.from_tensor(x), pack, act="gelu", counts=counts, fp32_ok=True, **lay).dtype == (
+            torch.float32
+        )
+    pack.workspace[:2] = 7  # what a call without the finish kernel leaves (the list count)
+    set_fp32_out(holder, False)
+    assert not pack.fp32_out and int(pack.workspace.abs().sum()) == 0
+    with pytest.raises(ValueError, match="Linear has no kernel pack"):
+        set_fp32_out(torch.nn.Linear(2, 2), True)
+
+
+def _fp32_out_sequence(device: str, d: int, f: int, dtype: torch.dtype, seed: int) -> list[bool]:
+    # One workspace in the float32-output mode (out32 and reset_first on every call): batch 1 skips the finish kernel
+    # and leaves its list count (the union) in the workspace, the next batch-1 call's int8 x kernel zeroes it first,
+    # a batch-3 call (no int8 x kernel: a memset first; v1's up/down with column tickets) leaves the workspace zero.
+    # Each call's float32 output against the float64 reference with the kernel's own flags. Returns the skips.
+    from tardis.kernels.decode import DecodeLaunch
+
+    _, q, lay = _layer(1, d, f, 2, 64, 0.1, dtype, device, seed)
+    pack = make_pack(q, device)
+    g = torch.Generator().manual_seed(seed + 1)
+    skips = []
+    for n in (1, 1, 3, 1):
+        x = torch.randn(n, d, generator=g).to(device=device, dtype=dtype)
+        counts = torch.zeros(4, dtype=torch.int64, device=device)
+        torch.full((n * d * 4,), float("nan"), device=device)  # poison freed memory the outputs may reuse
+        launch = DecodeLaunch(
+            x, pred=pack.pred, act="gelu", workspace=pack.workspace, counts=counts, out32=True, reset_first=True, **lay
+        )  # fmt: skip
+        y, flags = launch.run()
+        assert y.dtype == torch.float32 and bool(torch.isfinite(y).all())
+        y_ref = _reference_with_flags(x, lay, "gelu", flags.bool())
+        err = float((y.double() - y_ref).norm() / y_ref.norm())
+        assert err < (1e-2 if dtype == torch.bfloat16 else 1e-5), (n, err)
+        union = int(flags.bool().any(0).sum())
+        assert union > 0 and counts.tolist() == [int(flags.sum()), union, n, 1]
+        assert int(pack.workspace[0]) == (union if launch.skips_finish else 0)
+        assert int(pack.workspace[1:].abs().sum()) == 0
+        skips.append(launch.skips_finish)
+    return skips
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+def test_the_float32_output_mode_in_the_interpreter() -> None:
+    assert _fp32_out_sequence("cpu", 300, 200, torch.float32, seed=60) == [True, True, False, True]
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("d", "f"), [(4544, 18176), (777, 2050)])
+def test_the_float32_output_mode_on_gpu(d: int, f: int) -> None:
+    assert _fp32_out_sequence("cuda", d, f, torch.bfloat16, seed=d) == [True, True, False, True]
+
+
 def test_policy_switches_to_dense_past_the_break_even_union() -> None:
     curve = {1: 0.05, 8: 0.34, 16: 0.56, 64: 0.96}
     pol = fit_policy(curve, {1: (30.0, 90.0), 8: (70.0, 92.0), 16: (110.0, 95.0), 64: (200.0, 120.0)})

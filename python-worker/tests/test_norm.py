@@ -50,6 +50,23 @@ def test_add3_layer_norm_is_add3_then_layer_norm_on_the_rounded_sum() -> None:
         torch.testing.assert_close(n, layer_norm_rows(h, w, bias, 1e-5), rtol=0, atol=0)
 
 
+def test_a_float32_first_operand_is_summed_unrounded() -> None:
+    # the MLP's float32 sums (tardis::ffn_decode with out32) beside bf16 attention and residual: one rounding, of
+    # the sum, into the others' dtype; not the sum of a rounded first
+    x, w, b = _rows(4, 56, torch.bfloat16, seed=11)
+    a = x.float() * (1 + 1e-3) + 1e-3  # values bf16 cannot hold
+    y, z = x.flip(0) * 0.5, -x * 0.25 + 1
+    want = (a + y.float() + z.float()).to(torch.bfloat16)
+    assert not torch.equal(want, add3(a.to(torch.bfloat16), y, z))
+    torch.testing.assert_close(add3(a, y, z), want, rtol=0, atol=0)
+    h, n = add3_layer_norm(a, y, z, w, b, 1e-5)
+    assert h.dtype == n.dtype == torch.bfloat16
+    torch.testing.assert_close(h, want, rtol=0, atol=0)
+    torch.testing.assert_close(n, layer_norm_rows(want, w, b, 1e-5), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"add3: .* \(the first may also be float32 beside bf16 / fp16\)"):
+        add3(a.half(), y, z)
+
+
 def test_inputs_are_checked_with_the_fix_named() -> None:
     x, w, b = _rows(2, 16, torch.float32, seed=2)
     with pytest.raises(ValueError, match=r"weight \(15,\), bias \(16,\): want weight and bias \[16\]"):
@@ -103,6 +120,14 @@ def _check(device: str, n: int, d: int, dtype: torch.dtype) -> None:
         torch.testing.assert_close(h, got[:, 0], rtol=0, atol=0)
         ref = layer_norm_reference(h.double().cpu(), w.double().cpu(), None if bias is None else b.double().cpu(), 1e-5)
         assert float((nh.double().cpu() - ref).abs().max() / ref.abs().max()) < tol
+    if dtype != torch.float32:  # a float32 first operand (the MLP's sums): as the CPU op sums it, bit for bit
+        a = x.float() * (1 + 1e-3)
+        h, nh = launch_add3_layer_norm(a[:, 0], y[:, 0], z[:, 0], w, b, 1e-5)
+        h_cpu, nh_cpu = add3_layer_norm(a.cpu(), y.cpu(), z.cpu(), w.cpu(), b.cpu(), 1e-5)
+        assert h.dtype == dtype
+        torch.testing.assert_close(h.cpu(), h_cpu[:, 0], rtol=0, atol=0)
+        assert float((nh.double().cpu() - nh_cpu[:, 0].double()).abs().max() / nh_cpu.double().abs().max()) < tol
+        torch.testing.assert_close(launch_add3(a, y, z).cpu(), h_cpu, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")

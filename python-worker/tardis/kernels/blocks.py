@@ -232,7 +232,8 @@ MAX_SPLIT_TOKENS = 4  # tokens the split predictor's partial-sum buffer holds
 
 
 def workspace_layout(d: int, f: int) -> dict[str, tuple[int, int]]:
-    """(offset, length) in int32 words of each workspace region, all zero at rest: the list count and
+    """(offset, length) in int32 words of each workspace region, all zero at rest (but the first two words in
+    the float32-output mode, op.KernelPack.fp32_out): the list count and
     items done, one ticket per down-scatter column block, one ticket per predictor tile, the count of finished
     predictor programs (UP_SPIN), and the split predictor's fp32 partial sums [MAX_SPLIT_TOKENS, f_pad]."""
     tiles = -(-f // PRED_ROWS)

@@ -768,7 +768,8 @@ def _plane_group_h2(
 @triton.jit
 def _xq_kernel(
     x_ptr, xq_ptr, xsx_ptr, xsum_ptr, D, N_GROUPS, GS: tl.constexpr, WPG: tl.constexpr, ASM: tl.constexpr,
-    PDL: tl.constexpr = False, y32_ptr=None, n_zero=0, ZERO: tl.constexpr = False,
+    PDL: tl.constexpr = False, y32_ptr=None, n_zero=0, ZERO: tl.constexpr = False, ws_ptr=None,
+    RESET: tl.constexpr = False,
 ):  # fmt: skip
     # I8: one (token, group) of x rounded to int8 by the group's absmax and packed for dp4a. Code plane
     # s = 4b + k of word j multiplies column s·WPG + j, so int32 word (j, k) holds in byte b the int8 of
@@ -776,10 +777,14 @@ def _xq_kernel(
     # Rounding as layout.quantize_x_i8: IEEE division (div_rn, not the fast approximate one), an fp32
     # product, then round half to even. PDL: kernel 1 (launched with XQW) may start at once; its predictor
     # programs wait for this grid. ZERO: y32 (n_zero floats) is zeroed too, spread over the grid, for kernel 1's
-    # Wf tiles (WK > 1) to add into.
+    # Wf tiles (WK > 1) to add into. RESET (DecodeLaunch.reset_first): program 0 zeroes the list count and the
+    # items-done counter first, which a call without the finish kernel (out32) left as they were; kernel 1's
+    # predictor programs, their only writers, wait for this grid's end.
     if PDL:
         gdc_launch_dependents()
     pid = tl.program_id(0)
+    if RESET and pid == 0:
+        _reset_list(ws_ptr, None, False)
     if ZERO:
         _zero_rows(y32_ptr, 0, n_zero, pid, tl.num_programs(0), 1)
     t = pid // N_GROUPS
@@ -1647,6 +1652,8 @@ class DecodeLaunch:
         workspace: torch.Tensor,
         counts: torch.Tensor,
         kernels: str | None = None,
+        out32: bool = False,
+        reset_first: bool = False,
     ) -> None:
         n, d = x.shape
         f = w1.shape[0]
@@ -1679,6 +1686,11 @@ class DecodeLaunch:
         self.one_close = ONE_CLOSE  # a small down item's ticket and done count from one atomic
         self.up_pf_w2 = UP_PF_W2  # the small up kernel prefetches its items' W2ᵀ rows into L2
         self.down_finish = DOWN_FINISH  # see finishes
+        # out32: run() returns y32 (the fp32 sums) instead of y; with reset_first too, a call whose list count the
+        # int8 x kernel zeroes at its start skips the finish kernel (see run). reset_first: the workspace's list
+        # count and items done may be left over from such a call, so this call zeroes them before kernel 1
+        self.out32, self.reset_first = out32, reset_first
+        self.xq_resets = False  # stacked(): the int8 x kernel zeroed them (RESET)
         # diagnostics (bench/ffn_bench.py --tail-trace): an int64 [3, programs, 16] tensor set here makes kernel 1
         # and the small up and down kernels stamp (globaltimer, clock64) pairs into it; see set_trace
         self.trace: torch.Tensor | None = None
@@ -1849,10 +1861,14 @@ class DecodeLaunch:
                 xsum = torch.empty(n, p.n_groups, wpg, device=dev, dtype=torch.float32)
                 if part != "wf":
                     xqw = self.xq_pdl
+                    self.xq_resets = self.reset_first
                     _xq_kernel[(n * p.n_groups,)](
                         self.x, xq, xsx, xsum, d, p.n_groups, GS=p.group_size, WPG=wpg, ASM=not _INTERPRET,
-                        PDL=xqw, y32_ptr=self.y32, n_zero=n * d, ZERO=zero_by_xq, num_warps=1,
+                        PDL=xqw, y32_ptr=self.y32, n_zero=n * d, ZERO=zero_by_xq, ws_ptr=self.ws,
+                        RESET=self.xq_resets, num_warps=1,
                     )  # fmt: skip
+            if not self.xq_resets:
+                self._reset_counters()
             pdl_k1: dict[str, Any] = {"XQW": True, "launch_pdl": True} if xqw else {}
             if wf_a < d and cfg["WK"] == 1:  # the up / down grids add their folded rows into y32: zeroed here
                 pdl_k1 |= {"zr0": wf_a, "ZR": True}
@@ -1870,17 +1886,24 @@ class DecodeLaunch:
                 **pdl_k1, **(self._trace_args(0, grid) if part == "all" else {}),
             )  # fmt: skip
         elif self.small:
+            self._reset_counters()
             _stacked_small_kernel[(grid,)](
                 *args, d, f, p.scales.shape[1], p.n_groups, n_wf_arg,
                 NT=n, BITS=p.bits, GS=p.group_size, WPG=wpg, PW=per_word, BM=p.block_rows, **cfg,
             )  # fmt: skip
         else:
+            self._reset_counters()
             _stacked_kernel[(grid,)](
                 *args, n, d, f, p.scales.shape[1], p.n_groups, n_wf_arg,
                 BN=self.bn_dot, BITS=p.bits, GS=p.group_size, WPG=wpg, PW=per_word,
                 PWP=triton.next_power_of_2(per_word), BM=p.block_rows, BMF=WF_BLOCK_ROWS, BKF=WF_BLOCK_K,
                 DOT_PREC=self.dot_prec,
             )  # fmt: skip
+
+    def _reset_counters(self) -> None:
+        # reset_first without the int8 x kernel: the list count and items done zeroed before kernel 1
+        if self.reset_first:
+            self.ws[:2].zero_()
 
     def _pdl_args(self) -> dict[str, bool]:
         # PDL: the kernel waits for the previous grid itself, so it may be launched before that one ends
@@ -1977,8 +2000,16 @@ class DecodeLaunch:
             FENCE=not _INTERPRET,
         )  # fmt: skip
 
+    @property
+    def skips_finish(self) -> bool:
+        """run() launches no finish kernel although the call finishes: out32 with reset_first, where the int8 x
+        kernel zeroed the list count at this call's start (stacked() has run) and no up kernel polls kernel 1's
+        count (UP_SPIN: the finish kernel resets that count); y32 is the output and the counters stay as they are."""
+        spin = self.up_spin and self.plane_small_updown and not self.up_in_k1
+        return self.finishes and self.out32 and self.xq_resets and not spin
+
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All launches: (y [N, d] in x's dtype, flags [N, f] int8)."""
+        """All launches: (y [N, d], flags [N, f] int8); y in x's dtype, or with out32 the float32 sums."""
         spin = self.up_spin and self.plane_small_updown and not self.up_in_k1
         self.stacked(spin=spin)
         if self.fused_updown:
@@ -1988,9 +2019,9 @@ class DecodeLaunch:
         else:
             self.up(spin=spin)
             self.down(spin=spin)
-        if self.finishes:
+        if self.finishes and not self.skips_finish:
             self.finish(spin=spin)
-        return self.y, self.flags
+        return (self.y32 if self.out32 else self.y), self.flags
 
 
 def ffn_decode_triton(
@@ -2010,9 +2041,13 @@ def ffn_decode_triton(
     workspace: torch.Tensor,
     counts: torch.Tensor,
     kernels: str | None = None,
+    out32: bool = False,
+    reset_first: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the three kernels: returns (y [N, d] in x's dtype, flags [N, f] int8)."""
+    """Launch the kernels: returns (y [N, d] in x's dtype, or with out32 float32; flags [N, f] int8). out32 and
+    reset_first: see DecodeLaunch (a workspace used with both must have reset_first on every call)."""
     return DecodeLaunch(
         x, wf=wf, bf=bf, pred=pred, b1=b1, lo_in=lo_in, hi_in=hi_in, w1=w1, w2t=w2t, slope=slope,
-        intercept=intercept, act=act, workspace=workspace, counts=counts, kernels=kernels,
+        intercept=intercept, act=act, workspace=workspace, counts=counts, kernels=kernels, out32=out32,
+        reset_first=reset_first,
     ).run()  # fmt: skip

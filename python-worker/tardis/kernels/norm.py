@@ -4,7 +4,8 @@ output, attention output and residual) and `tardis::add3_layer_norm` (both: the 
 layer norm of it, one launch where there were two). At batch 1 PyTorch's layer norm kernel walks a 4544-wide row
 with one small block (about 9 µs on an H100), and the layer's two residual adds are two launches; here they are one
 program a row (up to sixteen warps, the whole row in registers) and one launch. CUDA: Triton; CPU: the same
-arithmetic in torch (float32 accumulation, float64 in float64)."""
+arithmetic in torch (float32 accumulation, float64 in float64). The adds' first operand may also be the float32
+sums of a bf16 / fp16 layer's MLP (`tardis::ffn_decode` with out32), rounded only in the sum."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ def layer_norm_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 
 def _sum3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """a + b + c summed in float32 (float64 in float64), rounded once."""
-    acc = torch.float64 if a.dtype == torch.float64 else torch.float32
-    return (a.to(acc) + b.to(acc) + c.to(acc)).to(a.dtype)
+    """a + b + c summed in float32 (float64 in float64), rounded once to b's dtype."""
+    acc = torch.float64 if b.dtype == torch.float64 else torch.float32
+    return (a.to(acc) + b.to(acc) + c.to(acc)).to(b.dtype)
 
 
 @torch.library.custom_op("tardis::layer_norm_rows", mutates_args=())
@@ -41,7 +42,8 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: flo
 
 @torch.library.custom_op("tardis::add3", mutates_args=())
 def _add3_op(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """a + b + c (one shape and dtype), summed in float32 and rounded once (float64 in float64)."""
+    """a + b + c (one shape; b's dtype, a's too or float32), summed in float32 and rounded once (float64 in
+    float64)."""
     if a.is_cuda:
         from tardis.kernels.norm_triton import launch_add3
 
@@ -51,7 +53,7 @@ def _add3_op(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 @_add3_op.register_fake
 def _(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    return torch.empty_like(a)
+    return torch.empty_like(b)
 
 
 @torch.library.custom_op("tardis::add3_layer_norm", mutates_args=())
@@ -72,7 +74,7 @@ def _add3_layer_norm_op(
 def _(
     a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.empty_like(a), torch.empty_like(a)
+    return torch.empty_like(b), torch.empty_like(b)
 
 
 def _check_norm_params(op: str, d: int, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
@@ -82,9 +84,10 @@ def _check_norm_params(op: str, d: int, x: torch.Tensor, weight: torch.Tensor, b
 
 
 def _check_three(op: str, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> None:
-    if not (a.shape == b.shape == c.shape and a.dtype == b.dtype == c.dtype):
+    a_ok = a.dtype == b.dtype or (a.dtype == torch.float32 and b.dtype in (torch.bfloat16, torch.float16))
+    if not (a.shape == b.shape == c.shape and b.dtype == c.dtype and a_ok):
         raise ValueError(f"{op}: {tuple(a.shape)} {a.dtype}, {tuple(b.shape)} {b.dtype}, {tuple(c.shape)} {c.dtype}: "
-                         "want one shape and dtype")  # fmt: skip
+                         "want one shape and dtype (the first may also be float32 beside bf16 / fp16)")  # fmt: skip
 
 
 def layer_norm_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
@@ -95,7 +98,7 @@ def layer_norm_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 
 def add3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """a + b + c of one shape and dtype, rounded once."""
+    """a + b + c of one shape and dtype (a may also be float32 beside bf16 / fp16), rounded once to b's dtype."""
     _check_three("add3", a, b, c)
     return torch.ops.tardis.add3(a, b, c)
 
@@ -103,8 +106,9 @@ def add3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 def add3_layer_norm(
     a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h, layer_norm(h)) with h = a + b + c rounded once (one shape and dtype; weight / bias of the last dimension's
-    size): add3 and layer_norm_rows in one launch, the same values."""
+    """(h, layer_norm(h)) with h = a + b + c rounded once (one shape and dtype, a may also be float32 beside bf16 /
+    fp16; h in b's dtype; weight / bias of the last dimension's size): add3 and layer_norm_rows in one launch, the
+    same values."""
     _check_three("add3_layer_norm", a, b, c)
     d = a.shape[-1]
     _check_norm_params("add3_layer_norm", d, a, weight, bias)

@@ -84,9 +84,9 @@ def launch_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 
 
 def launch_add3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """a + b + c (one shape and dtype) rounded once."""
+    """a + b + c (one shape; b's dtype, a's too or float32) rounded once to b's dtype."""
     a, b, c = (t.contiguous() for t in (a, b, c))
-    out = torch.empty_like(a)
+    out = torch.empty_like(b)
     _add3_kernel[(triton.cdiv(a.numel(), ADD3_BLOCK),)](a, b, c, out, a.numel(), BLOCK=ADD3_BLOCK, num_warps=4)
     return out
 
@@ -94,10 +94,11 @@ def launch_add3(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tens
 def launch_add3_layer_norm(
     a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """a, b, c [N, d] (one dtype), weight / bias [d] → (h = a + b + c, the layer norm of each row of h)."""
+    """a, b, c [N, d] (b's dtype, a's too or float32), weight / bias [d] → (h = a + b + c in b's dtype, the layer
+    norm of each row of h)."""
     n, d = a.shape
     a, b, c = (t.contiguous() for t in (a, b, c))
-    h, y = torch.empty_like(a), torch.empty_like(a)
+    h, y = torch.empty_like(b), torch.empty_like(b)
     _add3_layer_norm_kernel[(n,)](
         a, b, c, weight, weight if bias is None else bias, h, y, d, eps, HAS_BIAS=bias is not None, **_row_launch(d)
     )

@@ -38,15 +38,19 @@ def _ffn_decode_op(
     act: str,
     bits: int,
     group_size: int,
+    out32: bool = False,
+    reset_first: bool = False,
 ) -> torch.Tensor:
-    """y [N, d] = the TARDIS FFN of x [N, d] with predicted flags (see runtime/reference.py)."""
+    """y [N, d] = the TARDIS FFN of x [N, d] with predicted flags (see runtime/reference.py), in x's dtype, or
+    with out32 the float32 sums before that rounding (on CUDA: a call may skip the finish kernel). reset_first:
+    the workspace's counters may be left over from such a call (KernelPack.fp32_out)."""
     pred = _tiled(qwords, qscales, qoffsets, bits, group_size, w1.shape[1], w1.shape[0])
     if x.is_cuda:
         from tardis.kernels.decode import ffn_decode_triton
 
         y, _ = ffn_decode_triton(
             x, wf=wf, bf=bf, pred=pred, b1=b1, lo_in=lo_in, hi_in=hi_in, w1=w1, w2t=w2t, slope=slope,
-            intercept=intercept, act=act, workspace=workspace, counts=counts,
+            intercept=intercept, act=act, workspace=workspace, counts=counts, out32=out32, reset_first=reset_first,
         )  # fmt: skip
         return y
     w1q = pred.dequantize(torch.float32).to(x.dtype)
@@ -55,12 +59,17 @@ def _ffn_decode_op(
         slope=slope, intercept=intercept, act=act, mode="predict",
     )  # fmt: skip
     count_step(counts, flags)
-    return y
+    return y.float() if out32 else y
 
 
 @_ffn_decode_op.register_fake
-def _(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-    return torch.empty_like(x)
+def _(
+    x: torch.Tensor, wf: torch.Tensor, bf: torch.Tensor, qwords: torch.Tensor, qscales: torch.Tensor,
+    qoffsets: torch.Tensor, b1: torch.Tensor, lo_in: torch.Tensor, hi_in: torch.Tensor, w1: torch.Tensor,
+    w2t: torch.Tensor, slope: torch.Tensor, intercept: torch.Tensor, workspace: torch.Tensor, counts: torch.Tensor,
+    act: str, bits: int, group_size: int, out32: bool = False, reset_first: bool = False,
+) -> torch.Tensor:  # fmt: skip
+    return torch.empty_like(x, dtype=torch.float32 if out32 else x.dtype)
 
 
 def _tiled(
@@ -74,7 +83,10 @@ class KernelPack:
     """What the kernels need beyond the module's own buffers: the tiled predictor and a workspace."""
 
     pred: TiledPredictor
-    workspace: torch.Tensor  # int32, zero at rest (the kernels leave it zeroed)
+    workspace: torch.Tensor  # int32, zero at rest (the kernels leave it zeroed), but see fp32_out
+    # set_fp32_out: a call whose caller takes a float32 output gets one, and at batch 1 skips the finish kernel,
+    # leaving the list count in the workspace; so while this is on, every call zeroes the counters first
+    fp32_out: bool = False
 
 
 def make_pack(predictor: QuantizedW1, device: torch.device | str) -> KernelPack:
@@ -92,6 +104,18 @@ def attach(module: nn.Module, predictor: QuantizedW1) -> None:
     setattr(module, "kernel_pack", make_pack(predictor, device))  # noqa: B010 (plain attribute, not a buffer)
 
 
+def set_fp32_out(module: nn.Module, on: bool) -> None:
+    """Put a TardisFFN's kernel pack in (or out of) the float32-output mode (KernelPack.fp32_out); turning it off
+    zeroes the counters a call may have left. Switch it only between CUDA graphs: a graph captured in one mode
+    must not be replayed in the other."""
+    pack = getattr(module, "kernel_pack", None)
+    if pack is None:
+        raise ValueError(f"{type(module).__name__} has no kernel pack: tardis.kernels.attach it on a CUDA device first")
+    if pack.fp32_out and not on:
+        pack.workspace[:2].zero_()  # the list count and items done (tardis.kernels.blocks.workspace_layout)
+    pack.fp32_out = on
+
+
 def ffn_decode(
     x: torch.Tensor,
     pack: KernelPack,
@@ -107,10 +131,12 @@ def ffn_decode(
     intercept: torch.Tensor,
     act: str,
     counts: torch.Tensor,
+    fp32_ok: bool = False,
 ) -> torch.Tensor:
-    """Call `tardis::ffn_decode` with a kernel pack; x [N, d] → y [N, d]."""
+    """Call `tardis::ffn_decode` with a kernel pack; x [N, d] → y [N, d] in x's dtype, or float32 where the
+    caller takes it (fp32_ok) and the pack is in the float32-output mode (set_fp32_out)."""
     p = pack.pred
     return torch.ops.tardis.ffn_decode(
         x, wf, bf, p.words, p.scales, p.offsets, b1, lo_in, hi_in, w1, w2t, slope, intercept, pack.workspace,
-        counts, act, p.bits, p.group_size,
+        counts, act, p.bits, p.group_size, fp32_ok and pack.fp32_out, pack.fp32_out,
     )  # fmt: skip

@@ -137,11 +137,12 @@ class TardisFFN(nn.Module):
         """f."""
         return int(self.w1.shape[0])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the FFN to x [..., d]."""
+    def forward(self, x: torch.Tensor, fp32_ok: bool = False) -> torch.Tensor:
+        """Apply the FFN to x [..., d]. fp32_ok: the caller also takes a float32 output, which the op's path returns
+        where the kernel pack is in the float32-output mode (tardis.kernels.op.set_fp32_out); else x's dtype."""
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        y = self.run_step(self.path_for(x2), x2)
+        y = self.run_step(self.path_for(x2), x2, fp32_ok)
         return y.reshape(*shape[:-1], y.shape[-1])
 
     def path_for(self, x2: torch.Tensor) -> StepPath:
@@ -164,8 +165,8 @@ class TardisFFN(nn.Module):
         """The original FFN on x2 [N, d]."""
         return dense_ffn(x2, self.w1, self.b1, self.w2t, self.b2, self.act)
 
-    def run_step(self, path: StepPath, x2: torch.Tensor) -> torch.Tensor:
-        """y [N, d] for x2 [N, d] along `path`, updating the live counters."""
+    def run_step(self, path: StepPath, x2: torch.Tensor, fp32_ok: bool = False) -> torch.Tensor:
+        """y [N, d] for x2 [N, d] along `path`, updating the live counters (fp32_ok: see forward)."""
         counted = self.dense_counted
         if counted:
             self.dense_counted = False
@@ -181,7 +182,7 @@ class TardisFFN(nn.Module):
             y = ffn_decode(
                 x2, self.kernel_pack, wf=self.wf, bf=self.bf, b1=self.b1, lo_in=self.lo_in, hi_in=self.hi_in,
                 w1=self.w1, w2t=self.w2t, slope=self.slope, intercept=self.intercept, act=self.act,
-                counts=self.counts,
+                counts=self.counts, fp32_ok=fp32_ok,
             )  # fmt: skip
         else:
             y, flags = tardis_ffn(
