@@ -56,8 +56,9 @@ from tardis.kernels.attention import (
 )
 from tardis.kernels.gemv import decode_linear
 from tardis.kernels.norm import add3, add3_layer_norm, layer_norm_rows
+from tardis.kernels.op import set_fp32_out
 from tardis.kernels.policy import policy_from_bench
-from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS
+from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS, TardisFFN
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -205,7 +206,7 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
     side = vars(self).get("_side_stream")  # set on CUDA layers only (set_branch_streams)
     if side is None:
         attn, weights = self.self_attention(x, **kw)
-        mlp = self.mlp(x)
+        mlp = layer_mlp(self, x)
     else:
         # two branch streams: one branch on the side stream (the attention, or with priority "mlp" the MLP), the
         # other on the current one, joined before the adds. Every tensor the side stream allocates is freed after
@@ -215,12 +216,12 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
         side.wait_stream(cur)
         if vars(self).get("_side_mlp"):
             with torch.cuda.stream(side):
-                mlp = self.mlp(x)
+                mlp = layer_mlp(self, x)
             attn, weights = self.self_attention(x, **kw)
         else:
             with torch.cuda.stream(side):
                 attn, weights = self.self_attention(x, **kw)
-            mlp = self.mlp(x)
+            mlp = layer_mlp(self, x)
         cur.wait_stream(side)
     nxt = vars(self).get("_next_layer")
     if nxt is None:
@@ -229,6 +230,23 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
     out, x_next = add3_layer_norm(mlp, attn, hidden_states, nln.weight, nln.bias, nln.eps)
     nxt[0]._pre_norm = (out, x_next)
     return out, weights
+
+
+def layer_mlp(layer: Any, x: torch.Tensor) -> torch.Tensor:
+    """The decoder layer's MLP on x for fused_decoder_forward, whose adds also take a float32 MLP output: a TardisFFN
+    returns one where its kernel pack is in the float32-output mode (set_ffn_output "fp32"), else x's dtype."""
+    mlp = layer.mlp
+    return mlp(x, fp32_ok=True) if isinstance(mlp, TardisFFN) else mlp(x)
+
+
+def is_fused(layer: nn.Module) -> bool:
+    """Whether set_decode_attention gave this decoder layer fused_decoder_forward."""
+    return getattr(vars(layer).get("forward"), "__func__", None) is fused_decoder_forward
+
+
+def fused_layers(model: nn.Module) -> int:
+    """How many of the model's modules run fused_decoder_forward."""
+    return sum(is_fused(m) for m in model.modules())
 
 
 # side streams per device and priority (True: the device's highest; CUDA graphs keep a kernel's stream priority, as
@@ -257,8 +275,7 @@ def set_branch_streams(model: nn.Module, n: int, priority: str = "none") -> int:
         if not isinstance(m, FalconDecoderLayer):
             continue
         dev = m.input_layernorm.weight.device
-        fused = getattr(vars(m).get("forward"), "__func__", None) is fused_decoder_forward
-        if n == 2 and fused and dev.type == "cuda":
+        if n == 2 and is_fused(m) and dev.type == "cuda":
             if (dev, high) not in SIDE_STREAMS:  # priority -1: PyTorch clamps it to the device's highest
                 SIDE_STREAMS[dev, high] = torch.cuda.Stream(dev, priority=-1 if high else 0)
             m._side_stream = SIDE_STREAMS[dev, high]
@@ -667,6 +684,74 @@ def tardis_streams_ab(
     best = min(times, key=lambda c: times[c]) if args.branch_streams == "auto" and times else chosen
     streams["tardis_choice"], streams["tardis_priority"] = best
     set_branch_streams(model, *best)
+
+
+# how a batch-1 TARDIS decode step's fused decoder layers take the op's output: rounded to the model's dtype by the
+# op's finish kernel, or the float32 sums handed to tardis::add3_layer_norm (no finish kernel: a launch a layer fewer)
+FFN_OUTPUTS = ("finish", "fp32")
+# ffn_output_ab: the float32 output against the finish kernel's, relative to its largest magnitude (one bf16
+# rounding is at most 2^-9 of a value; sums in another order differ by far less)
+FFN_OUTPUT_TOL = 1e-2
+
+
+def set_ffn_output(modules: list[nn.Module], mode: str) -> None:
+    """Every TardisFFN with a kernel pack in the float32-output mode ("fp32") or not ("finish"); between graphs only."""
+    if mode not in FFN_OUTPUTS:
+        raise ValueError(f"FFN output {mode!r}: want one of {', '.join(FFN_OUTPUTS)}")
+    for m in modules:
+        if getattr(m, "kernel_pack", None) is not None:
+            set_fp32_out(m, mode == "fp32")
+
+
+@torch.no_grad()
+def ffn_output_ab(
+    model: nn.Module, modules: list[nn.Module], prompts: torch.Tensor, args: argparse.Namespace, use_graph: bool,
+    timed: list[int], xs: list[torch.Tensor], limits: list[int],
+) -> dict[str, Any]:  # fmt: skip
+    """--ffn-output for the TARDIS model's batch-1 rows (FFN_OUTPUTS; only where the fused decoder layers run and the
+    op has kernel packs). auto: first the op on the layers `timed` at their batch-1 inputs `xs`, three calls in the
+    float32-output mode (a call skips the finish kernel and leaves the list count for the next call's int8 x kernel
+    to zero) against one with the finish kernel: correct where the last call's float32 output is within
+    FFN_OUTPUT_TOL of the finish kernel's bf16 one; then the batch-1 decode timed both ways (the TARDIS model's
+    branch streams in force), the faster correct one kept. The model is left in "finish"; the caller puts the
+    choice in force for batch-1 rows."""
+    packed = any(getattr(m, "kernel_pack", None) is not None for m in modules)  # CUDA only (hf.install)
+    out: dict[str, Any] = {"applies": packed and fused_layers(model) > 0, "choice": "finish"}
+    if not out["applies"] or args.ffn_output == "finish":
+        return out
+    if args.ffn_output == "fp32":
+        out["choice"] = "fp32"
+        return out
+    mods = [modules[i] for i in timed]
+    try:
+        with lifted_policy(model, modules, limits):
+            set_ffn_output(modules, "finish")
+            ref = [m(x, fp32_ok=True).float() for m, x in zip(mods, xs, strict=True)]
+            set_ffn_output(modules, "fp32")
+            for _ in range(2):
+                for m, x in zip(mods, xs, strict=True):
+                    m(x, fp32_ok=True)
+            got = [m(x, fp32_ok=True) for m, x in zip(mods, xs, strict=True)]
+            set_ffn_output(modules, "finish")
+        hf.reset_counters(model)  # these calls are not decode steps
+        out["fp32_dtype"] = str(got[0].dtype).removeprefix("torch.")
+        out["max_rel_err"] = max(rel_max_diff(g, r) for g, r in zip(got, ref, strict=True))
+        out["correct"] = out["max_rel_err"] < FFN_OUTPUT_TOL and got[0].dtype == torch.float32
+        tokens = {}
+        for mode in FFN_OUTPUTS:
+            set_ffn_output(modules, mode)
+            r = time_decode(model, prompts[:1], args.new_tokens, args.repeats, use_graph)
+            out[f"{mode}_step_ms"], tokens[mode] = r["step_ms"], r["tokens"]
+        out["token_agreement"] = float((tokens["fp32"] == tokens["finish"]).float().mean())
+        if out["correct"] and out["fp32_step_ms"] < out["finish_step_ms"]:
+            out["choice"] = "fp32"
+    except Exception as e:  # the float32 output failing must not lose the run: the finish kernel stays
+        traceback.print_exc()
+        out["error"] = repr(e)[:400]
+    finally:
+        set_ffn_output(modules, "finish")
+        hf.reset_counters(model)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -1265,6 +1350,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "timed for the dense model, else none",
     )
     ap.add_argument(
+        "--ffn-output",
+        choices=("auto", *FFN_OUTPUTS),
+        default="auto",
+        help="the TARDIS model's batch-1 rows (fused decoder layers, CUDA): the op's output rounded by its finish "
+        "kernel (finish), or its float32 sums handed to tardis::add3_layer_norm, a launch a layer fewer (fp32), or "
+        "the faster of the two if correct (auto: the op's outputs compared on the timed layers, then batch-1 decode "
+        "timed both ways)",
+    )
+    ap.add_argument(
         "--profile-kernels",
         action="store_true",
         help="batch 1 (CUDA): also record the kernels of 16 decode steps, dense and TARDIS (where the non-FFN time "
@@ -1531,11 +1625,18 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     if (1, False) in dense:
         tardis_streams_ab(model, prompts, args, use_graph, streams, result["errors"])
         write_json(out, result)
+        result["ffn_output"] = ffn_output_ab(
+            model, modules, prompts, args, use_graph, timed, [xs[1][i] for i in timed], policy_limits
+        )
+        print(f"ffn output: {result['ffn_output']}", flush=True)
+        write_json(out, result)
     for b, compiled in [run for run in runs if run in dense]:
         row = dense[b, compiled]
         if streams["applies"]:  # batch 1: the TARDIS model's own choice; above, where its policy runs dense
             # FFNs (the dense model, but for the decode limits), the dense model's
             set_branch_streams(model, *stream_choice(streams, "tardis_" if b == 1 else ""))
+        # batch 1: the float32 output where ffn_output_ab chose it (only batch 1 has a finish kernel to skip)
+        set_ffn_output(modules, result.get("ffn_output", {}).get("choice", "finish") if b == 1 else "finish")
         try:
             uncompiled = dense.get((b, False)) if compiled else None
             if uncompiled is not None and "ffn_policy_us" in uncompiled:
@@ -1587,6 +1688,7 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         print(f"tardis {label(b, compiled)}: {r['tok_s']:.1f} tok/s ({row['ratio']:.2f}x)", flush=True)
         print_kernels(f"tardis {label(b, compiled)}", r["kernels"])
         write_json(out, result)
+    set_ffn_output(modules, "finish")
     if len(rows) == len(dense):  # else kept: the dense rows of the runs whose TARDIS run failed
         del result["dense_partial"]
     result["tardis_phase_s"] = time.perf_counter() - phase_t0
@@ -1704,6 +1806,13 @@ def table(result: dict[str, Any]) -> str:
             f"attention {result.get('attention', {}).get('choice')}; branch streams[_priority] dense "
             f"{stream_key(*stream_choice(streams))}, TARDIS {stream_key(*stream_choice(streams, 'tardis_'))}; B=1 "
             f"step ms: {'; '.join(cells)}"
+        )
+    ffn_out = result.get("ffn_output", {})
+    if "finish_step_ms" in ffn_out:
+        lines.append(
+            f"FFN output at B=1: {ffn_out['choice']} (step ms: finish kernel "
+            f"{_fmt(ffn_out['finish_step_ms'], '.3f')}, fp32 {_fmt(ffn_out.get('fp32_step_ms'), '.3f')}; fp32 max "
+            f"rel err {_fmt(ffn_out.get('max_rel_err'), '.1e')})"
         )
     kernel = result.get("attention_kernel", {})
     if kernel.get("applies"):

@@ -87,6 +87,7 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
     assert att["mqa_logits_max_rel_diff"] < 1e-4 and att["mqa_triton_logits_max_rel_diff"] < 1e-4
     assert smoke["branch_streams"] == {"applies": False, "choice": 1}  # two streams are for CUDA devices
     assert smoke["gemv"] == {"applies": False}  # the GEMV launch A/B is for CUDA graphs
+    assert smoke["ffn_output"] == {"applies": False, "choice": "finish"}  # kernel packs are CUDA's
     for r in smoke["decode"]:
         assert r["dense_tok_s"] > 0 and r["tardis_tok_s"] > 0
         assert r["ratio"] == pytest.approx(r["tardis_tok_s"] / r["dense_tok_s"])
@@ -858,6 +859,22 @@ def test_the_op_branch_traces_into_one_graph_for_a_compiled_decode_step(opt_mode
         assert after["flagged"] == 2 * once["flagged"]
     finally:
         del ffn.kernel_pack
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_ffn_output_a_b_checks_and_times_the_float32_output_on_gpu(bench: ModuleType, tmp_path: Path) -> None:
+    # --ffn-output auto on a tiny bf16 Falcon in a fused mode: the op's float32 output (repeated calls without the
+    # finish kernel) against the finish kernel's, then batch 1 timed both ways, the faster correct one kept for the
+    # batch-1 row
+    out = tmp_path / "e2e.json"
+    argv = [*TINY, "--device", "cuda", "--batches", "1", "--skip-small-models", "--attention", "fused_layer"]
+    assert bench.main([*argv, "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    ffn = r["ffn_output"]
+    assert ffn["applies"] and ffn["correct"] and ffn["fp32_dtype"] == "float32", ffn
+    assert ffn["max_rel_err"] < bench.FFN_OUTPUT_TOL and ffn["finish_step_ms"] > 0 and ffn["fp32_step_ms"] > 0
+    assert ffn["choice"] == ("fp32" if ffn["fp32_step_ms"] < ffn["finish_step_ms"] else "finish")
+    assert r["errors"] == [] and [row["batch"] for row in r["decode"]] == [1]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the decode policy applies on CUDA only")
