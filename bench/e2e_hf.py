@@ -732,8 +732,6 @@ def ffn_output_ab(
                 for m, x in zip(mods, xs, strict=True):
                     m(x, fp32_ok=True)
             got = [m(x, fp32_ok=True) for m, x in zip(mods, xs, strict=True)]
-            set_ffn_output(modules, "finish")
-        hf.reset_counters(model)  # these calls are not decode steps
         out["fp32_dtype"] = str(got[0].dtype).removeprefix("torch.")
         out["max_rel_err"] = max(rel_max_diff(g, r) for g, r in zip(got, ref, strict=True))
         out["correct"] = out["max_rel_err"] < FFN_OUTPUT_TOL and got[0].dtype == torch.float32
@@ -750,7 +748,7 @@ def ffn_output_ab(
         out["error"] = repr(e)[:400]
     finally:
         set_ffn_output(modules, "finish")
-        hf.reset_counters(model)
+        hf.reset_counters(model)  # the op calls and timed decodes above are not the rows' decode steps
     return out
 
 

@@ -2001,16 +2001,20 @@ class DecodeLaunch:
         )  # fmt: skip
 
     @property
+    def spins(self) -> bool:
+        """run() launches the up kernel polling kernel 1's count of finished predictor programs (UP_SPIN)."""
+        return self.up_spin and self.plane_small_updown and not self.up_in_k1
+
+    @property
     def skips_finish(self) -> bool:
         """run() launches no finish kernel although the call finishes: out32 with reset_first, where the int8 x
         kernel zeroed the list count at this call's start (stacked() has run) and no up kernel polls kernel 1's
-        count (UP_SPIN: the finish kernel resets that count); y32 is the output and the counters stay as they are."""
-        spin = self.up_spin and self.plane_small_updown and not self.up_in_k1
-        return self.finishes and self.out32 and self.xq_resets and not spin
+        count (spins: the finish kernel resets that count); y32 is the output and the counters stay as they are."""
+        return self.finishes and self.out32 and self.xq_resets and not self.spins
 
     def run(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All launches: (y [N, d], flags [N, f] int8); y in x's dtype, or with out32 the float32 sums."""
-        spin = self.up_spin and self.plane_small_updown and not self.up_in_k1
+        spin = self.spins
         self.stacked(spin=spin)
         if self.fused_updown:
             self.updown()
