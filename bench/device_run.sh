@@ -185,7 +185,7 @@ fi
 for f in "$OUT/ncu_pred.txt" "$OUT/ncu_updown.txt"; do
   [ -f "$f" ] && grep -E "^\s+(Duration|DRAM Throughput|Compute \(SM\) Throughput|Executed Ipc Active|Issue Slots Busy|Achieved Occupancy)" "$f" | head -36
 done
-[ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|up/down sweep|^kernels|^PDL|^folded rows|flags differ" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -17 "$OUT/ffn_sweep.txt"
+[ -f "$OUT/ffn_sweep.txt" ] && grep -E "plane k1 sweep|up/down sweep|^kernels|^PDL|^folded rows|flags differ" "$OUT/ffn_sweep.txt" | cut -c1-400 && tail -18 "$OUT/ffn_sweep.txt"
 [ -f "$OUT/pred_probe.txt" ] && tail -20 "$OUT/pred_probe.txt"
 [ -f "$OUT/ffn_shapes.txt" ] && tail -30 "$OUT/ffn_shapes.txt"
 [ -f "$OUT/e2e_hf.txt" ] && grep -E "^attention:|^attention kernel:|^branch streams:| kernels: " "$OUT/e2e_hf.txt" | cut -c1-400

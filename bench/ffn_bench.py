@@ -164,13 +164,33 @@ def set_thresholds(layer: dict, rate: float, gen: torch.Generator) -> None:
     layer["lo_in"], layer["hi_in"] = lo.contiguous(), hi.contiguous()
 
 
-def run_tardis(layer: dict, x: torch.Tensor) -> torch.Tensor:
-    """One TARDIS layer through the custom op."""
+def run_tardis(layer: dict, x: torch.Tensor, fp32: bool = False) -> torch.Tensor:
+    """One TARDIS layer through the custom op; fp32: in the float32-output mode (KernelPack.fp32_out: the op's
+    float32 sums, and at batch 1 no finish kernel), which leaves the workspace's counters set: zero ws[:2] after."""
     return ffn_decode(
-        x, KernelPack(layer["pred"], layer["ws"]), wf=layer["wf"], bf=layer["bf"], b1=layer["b1"],
+        x, KernelPack(layer["pred"], layer["ws"], fp32_out=fp32), wf=layer["wf"], bf=layer["bf"], b1=layer["b1"],
         lo_in=layer["lo_in"], hi_in=layer["hi_in"], w1=layer["w1"], w2t=layer["w2t"], slope=layer["slope"],
-        intercept=layer["intercept"], act="gelu", counts=layer["counts"],
+        intercept=layer["intercept"], act="gelu", counts=layer["counts"], fp32_ok=fp32,
     )  # fmt: skip
+
+
+FP32_BATCHES = (1,)  # the float32 output is timed too where it drops the finish kernel (the int8 x kernel's batch)
+FP32_CHECK_CALLS = 3  # consecutive calls in the mode on one workspace before the checked one (counters carried over)
+
+
+def check_fp32(layer: dict, n: int, gen: torch.Generator) -> dict:
+    """The float32-output mode's relative error vs float64 on fresh x, on the last of FP32_CHECK_CALLS + 1 calls
+    in a row (each must zero the counters the one before left); the counters are zeroed after."""
+    x = torch.randn(n, layer["w1"].shape[1], device="cuda", generator=gen).to(DT)
+    try:
+        for _ in range(FP32_CHECK_CALLS):
+            run_tardis(layer, torch.randn_like(x), fp32=True)
+        y = run_tardis(layer, x, fp32=True)
+    finally:
+        layer["ws"][:2].zero_()
+    y_ref = reference(layer, x)[0]
+    err = float((y.double() - y_ref).norm() / y_ref.norm())
+    return {"rel_err_fp32": err, "ok_fp32": bool(torch.isfinite(y).all()) and err < 1e-2 and y.dtype == torch.float32}
 
 
 def run_dense(layer: dict, x: torch.Tensor) -> torch.Tensor:
@@ -733,8 +753,22 @@ def bench_shape(
                 "tardis_TBps": t_bytes / t0 / 1e6, "dense_TBps": dense_bytes / t_dense / 1e6,
                 "byte_ideal_speedup": dense_bytes / t_bytes, **chk,
             }  # fmt: skip
+            if n in FP32_BATCHES:  # the same layers with the float32 output (no finish kernel), same run
+                fns32 = [lambda lay=lay, x=x: run_tardis(lay, x, fp32=True) for lay, x in zip(layers, xs, strict=True)]
+                try:
+                    r |= check_fp32(layers[0], n, gen)
+                    r["tardis_fp32_us"] = graph_time(fns32, reps=args.reps)
+                    r["speedup_fp32"] = t_dense / r["tardis_fp32_us"]
+                except Exception as e:  # an extra column: its failure is recorded, the table goes on
+                    r["fp32_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                    r.pop("tardis_fp32_us", None)
+                    print(f"  fp32 output B={n}: {r['fp32_error']}", flush=True)
+                finally:
+                    for lay in layers:
+                        lay["ws"][:2].zero_()
             on_row(r)
-            print(f"{name} B={n} p={rate:.4g} dense {t_dense:.1f} tardis {t0:.1f} x{r['speedup']:.2f} "
+            fp32 = f" fp32 {r['tardis_fp32_us']:.1f} x{r['speedup_fp32']:.2f}" if "tardis_fp32_us" in r else ""
+            print(f"{name} B={n} p={rate:.4g} dense {t_dense:.1f} tardis {t0:.1f} x{r['speedup']:.2f}{fp32} "
                   f"union {r['union_frac']:.3f} err {r['rel_err']:.1e}", flush=True)  # fmt: skip
     del layers
     torch.cuda.empty_cache()
@@ -1141,11 +1175,16 @@ def main() -> None:
     write({"policies_max_union": policies})
     print(f"\ncopy ceiling {ceiling:.2f} TB/s; {torch.cuda.get_device_name()}; int{args.bits} g{args.group_size}")
     print(f"{'shape':10} {'B':>3} {'p':>6} {'union':>6} {'dense':>7} {'tardis':>7} {'x':>5} {'TB/s':>5} "
-          f"{'ideal':>5} {'pol/d':>5} {'err':>7}")  # fmt: skip
+          f"{'ideal':>5} {'pol/d':>5} {'err':>7} {'x fp32':>6}")  # fmt: skip
     for r in rows:
+        x32 = f"{'-':>6}" if "speedup_fp32" not in r else f"{r['speedup_fp32']:>6.2f}{'' if r['ok_fp32'] else ' FAIL'}"
         print(f"{r['shape']:10} {r['batch']:>3} {r['rate']:>6.4g} {r['union_frac']:>6.3f} {r['dense_us']:>7.1f} "
               f"{r['tardis_us']:>7.1f} {r['speedup']:>5.2f} {r['tardis_TBps']:>5.2f} {r['byte_ideal_speedup']:>5.2f} "
-              f"{r['policy_vs_dense']:>5.2f} {r['rel_err']:>7.1e}{'' if r['ok'] else ' FAIL'}")  # fmt: skip
+              f"{r['policy_vs_dense']:>5.2f} {r['rel_err']:>7.1e}{'' if r['ok'] else ' FAIL'} {x32}")  # fmt: skip
+    print(
+        "x fp32: TARDIS with the float32 output (no finish kernel; what the e2e run's fused adds take) against the"
+        " same dense time"
+    )
 
 
 if __name__ == "__main__":
