@@ -55,10 +55,11 @@ from tardis.kernels.attention import (
     rope_kv_write,
 )
 from tardis.kernels.gemv import decode_linear
-from tardis.kernels.norm import add3, add3_layer_norm, layer_norm_rows
+from tardis.kernels.layout import pack_x_i8
+from tardis.kernels.norm import add3, add3_layer_norm, add3_layer_norm_i8, layer_norm_rows
 from tardis.kernels.op import set_fp32_out
 from tardis.kernels.policy import policy_from_bench
-from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS, TardisFFN
+from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS, Int8X, TardisFFN
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -199,14 +200,15 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
     if hidden_states.shape[1] != 1 or cfg.new_decoder_architecture or not cfg.parallel_attn or self.training or args:
         return self._stock_forward(hidden_states, *args, **kw)
     ln = self.input_layernorm
+    x_i8 = None  # the MLP's int8 x words, where the previous layer's norm wrote them (FFN output "fp32_xq")
     if pre is not None and pre[0] is hidden_states:
-        x = pre[1]
+        x, x_i8 = pre[1], pre[2]
     else:
         x = layer_norm_rows(hidden_states, ln.weight, ln.bias, ln.eps)
     side = vars(self).get("_side_stream")  # set on CUDA layers only (set_branch_streams)
     if side is None:
         attn, weights = self.self_attention(x, **kw)
-        mlp = layer_mlp(self, x)
+        mlp = layer_mlp(self, x, x_i8)
     else:
         # two branch streams: one branch on the side stream (the attention, or with priority "mlp" the MLP), the
         # other on the current one, joined before the adds. Every tensor the side stream allocates is freed after
@@ -216,27 +218,43 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
         side.wait_stream(cur)
         if vars(self).get("_side_mlp"):
             with torch.cuda.stream(side):
-                mlp = layer_mlp(self, x)
+                mlp = layer_mlp(self, x, x_i8)
             attn, weights = self.self_attention(x, **kw)
         else:
             with torch.cuda.stream(side):
                 attn, weights = self.self_attention(x, **kw)
-            mlp = layer_mlp(self, x)
+            mlp = layer_mlp(self, x, x_i8)
         cur.wait_stream(side)
     nxt = vars(self).get("_next_layer")
     if nxt is None:
         return add3(mlp, attn, hidden_states), weights
     nln = nxt[0].input_layernorm
-    out, x_next = add3_layer_norm(mlp, attn, hidden_states, nln.weight, nln.bias, nln.eps)
-    nxt[0]._pre_norm = (out, x_next)
+    layout = norm_int8_x_layout(nxt[0].mlp, hidden_states.numel() // hidden_states.shape[-1])
+    if layout is None:
+        out, x_next = add3_layer_norm(mlp, attn, hidden_states, nln.weight, nln.bias, nln.eps)
+        nxt[0]._pre_norm = (out, x_next, None)
+    else:  # the next layer's norm also as its MLP's int8 x words (and that op call's counters zeroed)
+        out, x_next, x_i8_next = add3_layer_norm_i8(
+            mlp, attn, hidden_states, nln.weight, nln.bias, nln.eps, layout, nxt[0].mlp.kernel_pack.workspace
+        )
+        nxt[0]._pre_norm = (out, x_next, x_i8_next)
     return out, weights
 
 
-def layer_mlp(layer: Any, x: torch.Tensor) -> torch.Tensor:
+def layer_mlp(layer: Any, x: torch.Tensor, x_i8: Int8X | None = None) -> torch.Tensor:
     """The decoder layer's MLP on x for fused_decoder_forward, whose adds also take a float32 MLP output: a TardisFFN
-    returns one where its kernel pack is in the float32-output mode (set_ffn_output "fp32"), else x's dtype."""
+    returns one where its kernel pack is in the float32-output mode (set_ffn_output "fp32"), else x's dtype; x_i8:
+    x's int8 words from the previous layer's norm (norm_int8_x_layout)."""
     mlp = layer.mlp
-    return mlp(x, fp32_ok=True) if isinstance(mlp, TardisFFN) else mlp(x)
+    return mlp(x, fp32_ok=True, x_i8=x_i8) if isinstance(mlp, TardisFFN) else mlp(x)
+
+
+def norm_int8_x_layout(mlp: nn.Module, tokens: int) -> tuple[int, int, int] | None:
+    """The int8 x layout in which the previous layer's norm writes this MLP's x (set_ffn_output "fp32_xq" set
+    `_norm_int8_x`), where its op call at this many tokens takes int8 x (TardisFFN.int8_x_layout); else None."""
+    if not (isinstance(mlp, TardisFFN) and vars(mlp).get("_norm_int8_x")):
+        return None
+    return mlp.int8_x_layout(tokens)
 
 
 def is_fused(layer: nn.Module) -> bool:
@@ -687,20 +705,24 @@ def tardis_streams_ab(
 
 
 # how a batch-1 TARDIS decode step's fused decoder layers take the op's output: rounded to the model's dtype by the
-# op's finish kernel, or the float32 sums handed to tardis::add3_layer_norm (no finish kernel: a launch a layer fewer)
-FFN_OUTPUTS = ("finish", "fp32")
+# op's finish kernel, or the float32 sums handed to tardis::add3_layer_norm (no finish kernel: a launch a layer
+# fewer), or that and the op's int8 x words written by the previous layer's norm (tardis::add3_layer_norm_i8: no int8
+# x kernel either, one more launch fewer; the first layer, normed on its own, keeps it)
+FFN_OUTPUTS = ("finish", "fp32", "fp32_xq")
 # ffn_output_ab: the float32 output against the finish kernel's, relative to its largest magnitude (one bf16
 # rounding is at most 2^-9 of a value; sums in another order differ by far less)
 FFN_OUTPUT_TOL = 1e-2
 
 
 def set_ffn_output(modules: list[nn.Module], mode: str) -> None:
-    """Every TardisFFN with a kernel pack in the float32-output mode ("fp32") or not ("finish"); between graphs only."""
+    """Every TardisFFN with a kernel pack in the float32-output mode ("fp32", "fp32_xq") or not ("finish"), and
+    taking its int8 x words from the previous layer's norm ("fp32_xq") or not; between graphs only."""
     if mode not in FFN_OUTPUTS:
         raise ValueError(f"FFN output {mode!r}: want one of {', '.join(FFN_OUTPUTS)}")
     for m in modules:
         if getattr(m, "kernel_pack", None) is not None:
-            set_fp32_out(m, mode == "fp32")
+            set_fp32_out(m, mode != "finish")
+            m._norm_int8_x = mode == "fp32_xq"
 
 
 @torch.no_grad()
@@ -709,43 +731,58 @@ def ffn_output_ab(
     timed: list[int], xs: list[torch.Tensor], limits: list[int],
 ) -> dict[str, Any]:  # fmt: skip
     """--ffn-output for the TARDIS model's batch-1 rows (FFN_OUTPUTS; only where the fused decoder layers run and the
-    op has kernel packs). auto: first the op on the layers `timed` at their batch-1 inputs `xs`, three calls in the
-    float32-output mode (a call skips the finish kernel and leaves the list count for the next call's int8 x kernel
-    to zero) against one with the finish kernel: correct where the last call's float32 output is within
-    FFN_OUTPUT_TOL of the finish kernel's bf16 one; then the batch-1 decode timed both ways (the TARDIS model's
-    branch streams in force), the faster correct one kept. The model is left in "finish"; the caller puts the
-    choice in force for batch-1 rows."""
+    op has kernel packs). auto: first the op on the layers `timed` at their batch-1 inputs `xs`, three calls in each
+    float32-output mode (a call skips the finish kernel and leaves the list count for the next call to zero: the
+    int8 x kernel's, or in "fp32_xq" the norm's, here a two-word memset before each call, with the words packed by
+    layout.pack_x_i8) against one with the finish kernel: a mode is correct where its last call's float32 output is
+    within FFN_OUTPUT_TOL of the finish kernel's bf16 one; then the batch-1 decode timed in every mode (the TARDIS
+    model's branch streams in force), the fastest correct one kept. The model is left in "finish"; the caller puts
+    the choice in force for batch-1 rows."""
     packed = any(getattr(m, "kernel_pack", None) is not None for m in modules)  # CUDA only (hf.install)
     out: dict[str, Any] = {"applies": packed and fused_layers(model) > 0, "choice": "finish"}
     if not out["applies"] or args.ffn_output == "finish":
         return out
-    if args.ffn_output == "fp32":
-        out["choice"] = "fp32"
+    if args.ffn_output != "auto":
+        out["choice"] = args.ffn_output
         return out
     mods = [modules[i] for i in timed]
     try:
         with lifted_policy(model, modules, limits):
             set_ffn_output(modules, "finish")
             ref = [m(x, fp32_ok=True).float() for m, x in zip(mods, xs, strict=True)]
-            set_ffn_output(modules, "fp32")
-            for _ in range(2):
-                for m, x in zip(mods, xs, strict=True):
-                    m(x, fp32_ok=True)
-            got = [m(x, fp32_ok=True) for m, x in zip(mods, xs, strict=True)]
-        out["fp32_dtype"] = str(got[0].dtype).removeprefix("torch.")
-        out["max_rel_err"] = max(rel_max_diff(g, r) for g, r in zip(got, ref, strict=True))
-        out["correct"] = out["max_rel_err"] < FFN_OUTPUT_TOL and got[0].dtype == torch.float32
+            modes = ["fp32"]
+            layouts = [m.int8_x_layout(x.numel() // x.shape[-1]) for m, x in zip(mods, xs, strict=True)]
+            if all(lay is not None for lay in layouts):
+                modes.append("fp32_xq")
+            for mode in modes:
+                set_ffn_output(modules, mode)
+                for _ in range(3):
+                    got = []
+                    for m, x, lay in zip(mods, xs, layouts, strict=True):
+                        x_i8 = None
+                        if mode == "fp32_xq":  # what add3_layer_norm_i8 writes and zeroes before the call
+                            x_i8 = pack_x_i8(x.reshape(-1, x.shape[-1]), *lay)
+                            m.kernel_pack.workspace[:2].zero_()
+                        got.append(m(x, fp32_ok=True, x_i8=x_i8))
+                err = max(rel_max_diff(g, r) for g, r in zip(got, ref, strict=True))
+                key = "" if mode == "fp32" else "xq_"
+                out[f"{key}fp32_dtype"] = str(got[0].dtype).removeprefix("torch.")
+                out[f"{key}max_rel_err"] = err
+                out[f"{key}correct"] = err < FFN_OUTPUT_TOL and got[0].dtype == torch.float32
         tokens = {}
-        for mode in FFN_OUTPUTS:
+        for mode in ["finish", *modes]:
             set_ffn_output(modules, mode)
             r = time_decode(model, prompts[:1], args.new_tokens, args.repeats, use_graph)
             out[f"{mode}_step_ms"], tokens[mode] = r["step_ms"], r["tokens"]
         out["token_agreement"] = float((tokens["fp32"] == tokens["finish"]).float().mean())
-        if out["correct"] and out["fp32_step_ms"] < out["finish_step_ms"]:
-            out["choice"] = "fp32"
-    except Exception as e:  # the float32 output failing must not lose the run: the finish kernel stays
+        if "fp32_xq" in tokens:  # the same x words as the int8 x kernel's: the same tokens but for sums' order
+            out["xq_token_agreement"] = float((tokens["fp32_xq"] == tokens["fp32"]).float().mean())
+        ok = ["finish"] + [m for m in modes if out[f"{'' if m == 'fp32' else 'xq_'}correct"]]
+        out["choice"] = min(ok, key=lambda m: out[f"{m}_step_ms"])
+    except Exception as e:  # a float32 output failing must not lose the run: the finish kernel stays
         traceback.print_exc()
         out["error"] = repr(e)[:400]
+        out["choice"] = "finish"
     finally:
         set_ffn_output(modules, "finish")
         hf.reset_counters(model)  # the op calls and timed decodes above are not the rows' decode steps
@@ -1352,9 +1389,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", *FFN_OUTPUTS),
         default="auto",
         help="the TARDIS model's batch-1 rows (fused decoder layers, CUDA): the op's output rounded by its finish "
-        "kernel (finish), or its float32 sums handed to tardis::add3_layer_norm, a launch a layer fewer (fp32), or "
-        "the faster of the two if correct (auto: the op's outputs compared on the timed layers, then batch-1 decode "
-        "timed both ways)",
+        "kernel (finish), or its float32 sums handed to tardis::add3_layer_norm, a launch a layer fewer (fp32), and "
+        "also its int8 x words from the previous layer's tardis::add3_layer_norm_i8, one more fewer (fp32_xq), or "
+        "the fastest correct one (auto: the op's outputs compared on the timed layers, then batch-1 decode timed "
+        "each way)",
     )
     ap.add_argument(
         "--profile-kernels",
@@ -1809,8 +1847,9 @@ def table(result: dict[str, Any]) -> str:
     if "finish_step_ms" in ffn_out:
         lines.append(
             f"FFN output at B=1: {ffn_out['choice']} (step ms: finish kernel "
-            f"{_fmt(ffn_out['finish_step_ms'], '.3f')}, fp32 {_fmt(ffn_out.get('fp32_step_ms'), '.3f')}; fp32 max "
-            f"rel err {_fmt(ffn_out.get('max_rel_err'), '.1e')})"
+            f"{_fmt(ffn_out['finish_step_ms'], '.3f')}, fp32 {_fmt(ffn_out.get('fp32_step_ms'), '.3f')}, fp32 + x "
+            f"words from the norm {_fmt(ffn_out.get('fp32_xq_step_ms'), '.3f')}; max rel err fp32 "
+            f"{_fmt(ffn_out.get('max_rel_err'), '.1e')}, xq {_fmt(ffn_out.get('xq_max_rel_err'), '.1e')})"
         )
     kernel = result.get("attention_kernel", {})
     if kernel.get("applies"):

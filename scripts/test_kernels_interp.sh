@@ -15,7 +15,7 @@ if [ ! -f "$DIR/.complete" ]; then
 fi
 cd python-worker
 TRITON_INTERPRET=1 PYTHONPATH="$PWD/../$DIR" ../.venv/bin/python -m pytest -p no:cacheprovider \
-  tests/test_kernels.py tests/test_attention.py tests/test_norm.py tests/test_gemv.py tests/test_e2e_bench.py -k "interpreter or kernel_launch_choices"
+  tests/test_kernels.py tests/test_attention.py tests/test_norm.py tests/test_gemv.py tests/test_e2e_bench.py -k "interpreter or kernel_launch_choices or refused"
 # kernel 1 compiled offline for sm_90 (Triton's compiler, no GPU) and its loops read (bench/sass_mix.py); every
 # decode-attention and GEMV launch compiled offline for sm_90; the FFN layer bench's pure parts (bench/ffn_bench.py
 # imports the kernels)

@@ -864,7 +864,8 @@ def test_the_op_branch_traces_into_one_graph_for_a_compiled_decode_step(opt_mode
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_ffn_output_a_b_checks_and_times_the_float32_output_on_gpu(bench: ModuleType, tmp_path: Path) -> None:
     # --ffn-output auto on a tiny bf16 Falcon in a fused mode: the op's float32 output (repeated calls without the
-    # finish kernel) against the finish kernel's, then batch 1 timed both ways, the faster correct one kept for the
+    # finish kernel), and with int8 x words made outside the op, against the finish kernel's; then batch 1 timed
+    # each way (fp32_xq: the decoder layers' norms write the next MLP's words), the fastest correct one kept for the
     # batch-1 row
     out = tmp_path / "e2e.json"
     argv = [*TINY, "--device", "cuda", "--batches", "1", "--skip-small-models", "--attention", "fused_layer"]
@@ -872,9 +873,50 @@ def test_the_ffn_output_a_b_checks_and_times_the_float32_output_on_gpu(bench: Mo
     r = json.loads(out.read_text())
     ffn = r["ffn_output"]
     assert ffn["applies"] and ffn["correct"] and ffn["fp32_dtype"] == "float32", ffn
-    assert ffn["max_rel_err"] < bench.FFN_OUTPUT_TOL and ffn["finish_step_ms"] > 0 and ffn["fp32_step_ms"] > 0
-    assert ffn["choice"] == ("fp32" if ffn["fp32_step_ms"] < ffn["finish_step_ms"] else "finish")
+    assert ffn["xq_correct"] and ffn["xq_fp32_dtype"] == "float32", ffn
+    assert max(ffn["max_rel_err"], ffn["xq_max_rel_err"]) < bench.FFN_OUTPUT_TOL
+    steps = {m: ffn[f"{m}_step_ms"] for m in bench.FFN_OUTPUTS}
+    assert min(steps.values()) > 0 and 0 <= ffn["xq_token_agreement"] <= 1
+    assert ffn["choice"] == min(steps, key=lambda m: steps[m])
     assert r["errors"] == [] and [row["batch"] for row in r["decode"]] == [1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_int8_x_words_from_the_norms_give_the_op_calls_own_output_on_gpu(bench: ModuleType) -> None:
+    # A tiny bf16 Falcon with TARDIS installed, fused decode steps in the float32-output mode: with "fp32_xq" every
+    # layer but the first takes its MLP's int8 x words from the previous layer's add3_layer_norm_i8 (the op launches
+    # no int8 x kernel there); the logits are those of "fp32" (the same words; the word sums may differ in the last
+    # bit) and the greedy tokens too
+    args, model = _graph_safe_falcon(bench, TINY, "cuda", torch.bfloat16)
+    tok = bench.VocabMappedTokenizer(transformers.AutoTokenizer.from_pretrained(str(bench.TOKENIZER)), args.vocab)
+    g = torch.Generator().manual_seed(6)
+    words = [str(i) for i in torch.randint(0, 5000, (3000,), generator=g).tolist()]
+    texts = [" ".join(words[i : i + 60]) for i in range(0, 3000, 60)]
+    cfg = FoldConfig(calib_tokens=1024, heldout_tokens=256, seq_len=64, predictor_method="rtn")
+    modules = hf.install(model, calibrate(model, tok, texts, cfg))
+    assert all(m.int8_x_layout(1) is not None for m in modules) and bench.set_decode_attention(model, "fused_layer")
+    prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(7)).cuda()
+    logits, calls = {}, {}
+    for mode in ("fp32", "fp32_xq"):
+        bench.set_ffn_output(modules, mode)
+        seen: list[bool] = []
+        hooks = [
+            m.register_forward_pre_hook(lambda _m, _a, kw, seen=seen: seen.append(kw.get("x_i8") is not None),
+                                        with_kwargs=True)
+            for m in modules
+        ]  # fmt: skip
+        try:
+            logits[mode] = _decode_logits(bench, model, prompts, 3)
+        finally:
+            for h in hooks:
+                h.remove()
+        calls[mode] = seen[-3 * len(modules) :]
+    bench.set_ffn_output(modules, "finish")
+    n = len(modules)
+    assert calls["fp32"] == [False] * 3 * n and calls["fp32_xq"] == ([False] + [True] * (n - 1)) * 3, calls
+    for a, b in zip(logits["fp32"], logits["fp32_xq"], strict=True):
+        assert bench.rel_max_diff(b.float(), a.float()) <= 1e-3
+        assert torch.equal(a[:, -1].argmax(-1), b[:, -1].argmax(-1))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the decode policy applies on CUDA only")

@@ -10,7 +10,7 @@ import torch
 
 from tardis.core.predictor import quantize_rtn
 from tardis.kernels.blocks import PLANE_BASE, PLANE_SWEEP
-from tardis.kernels.layout import predict_i8, quantize_x_i8, tile_predictor, untile_predictor
+from tardis.kernels.layout import pack_x_i8, predict_i8, quantize_x_i8, tile_predictor, untile_predictor
 from tardis.kernels.op import ffn_decode, make_pack
 from tardis.kernels.policy import decode_token_limit, fit_policy, policy_from_bench
 from tardis.runtime.reference import tardis_ffn
@@ -219,6 +219,109 @@ def test_the_float32_output_mode_in_the_interpreter() -> None:
 @pytest.mark.parametrize(("d", "f"), [(4544, 18176), (777, 2050)])
 def test_the_float32_output_mode_on_gpu(d: int, f: int) -> None:
     assert _fp32_out_sequence("cuda", d, f, torch.bfloat16, seed=d) == [True, True, False, True]
+
+
+def _xq_kernel_words(device: str, n: int, d: int, gs: int, wpg: int, seed: int) -> None:
+    # the op's int8 x kernel writes what layout.pack_x_i8 packs: words and scales bit for bit, the word sums to 1e-6
+    from tardis.kernels.decode import _INTERPRET, _xq_kernel
+
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(n, d, generator=g) * torch.linspace(0.1, 6.0, d)).to(device)
+    x[0, :gs] = 0.0  # an all-zero group
+    groups = -(-d // gs)
+    xq = torch.full((n, groups, wpg, 4), -1, dtype=torch.int32, device=device)
+    xsx = torch.full((n, groups), float("nan"), device=device)
+    xsum = torch.full((n, groups, wpg), float("nan"), device=device)
+    _xq_kernel[(n * groups,)](x, xq, xsx, xsum, d, groups, GS=gs, WPG=wpg, ASM=not _INTERPRET, num_warps=1)
+    words, sx, sums = pack_x_i8(x.cpu(), gs, wpg, groups)
+    torch.testing.assert_close(xq.cpu(), words, rtol=0, atol=0)
+    torch.testing.assert_close(xsx.cpu(), sx, rtol=0, atol=0)
+    torch.testing.assert_close(xsum.cpu(), sums, rtol=1e-6, atol=1e-5)
+
+
+def _int8_x_handoff_sequence(device: str, d: int, f: int, dtype: torch.dtype, seed: int) -> list[bool]:
+    # A decoder's chain on one workspace in the float32-output mode: each call's x and its int8 words come from
+    # the norm launch before it (add3_layer_norm_i8, which also zeroes the counters the call before left), so the
+    # op runs no int8 x kernel. Batches 1, 1, 2, 1 (batch 1 skips the finish kernel and leaves the union in the
+    # workspace). Each call's float32 output against float64 with the kernel's own flags, and against the same call
+    # with the op's own int8 x kernel (flags identical, outputs to 1e-6). Returns the skips.
+    from tardis.kernels.decode import DecodeLaunch
+
+    if device == "cpu":  # Triton's interpreter runs the norm kernel on CPU tensors (the CPU op is torch)
+        from tardis.kernels.norm_triton import launch_add3_layer_norm_i8 as norm_i8
+    else:
+        norm_i8 = torch.ops.tardis.add3_layer_norm_i8
+    _, q, lay = _layer(1, d, f, 2, 64, 0.1, dtype, device, seed)
+    pack = make_pack(q, device)
+    own_ws = torch.zeros_like(pack.workspace)
+    layout = (pack.pred.group_size, pack.pred.words_per_group, pack.pred.n_groups)
+    g = torch.Generator().manual_seed(seed + 1)
+    w = (1 + 0.2 * torch.randn(d, generator=g)).to(device=device, dtype=dtype)
+    skips = []
+    for n in (1, 1, 2, 1):
+        a, b, c = (torch.randn(n, d, generator=g).to(device=device, dtype=dtype) for _ in range(3))
+        _, x, *x_i8 = norm_i8(a, b, c, w, None, 1e-5, *layout, pack.workspace)
+        counts = torch.zeros(4, dtype=torch.int64, device=device)
+        launch = DecodeLaunch(
+            x, pred=pack.pred, act="gelu", workspace=pack.workspace, counts=counts, out32=True, reset_first=True,
+            x_i8=tuple(x_i8), **lay,
+        )  # fmt: skip
+        y, flags = launch.run()
+        own = DecodeLaunch(
+            x, pred=pack.pred, act="gelu", workspace=own_ws, counts=torch.zeros_like(counts), out32=True,
+            reset_first=True, **lay,
+        )  # fmt: skip
+        y_own, flags_own = own.run()
+        assert torch.equal(flags, flags_own)
+        assert float((y - y_own).abs().max()) <= 1e-6 * float(y_own.abs().max())
+        y_ref = _reference_with_flags(x, lay, "gelu", flags.bool())
+        err = float((y.double() - y_ref).norm() / y_ref.norm())
+        assert err < (1e-2 if dtype == torch.bfloat16 else 1e-5), (n, err)
+        union = int(flags.bool().any(0).sum())
+        assert union > 0 and counts.tolist() == [int(flags.sum()), union, n, 1]
+        assert int(pack.workspace[0]) == (union if launch.skips_finish else 0)
+        assert int(pack.workspace[1:].abs().sum()) == 0
+        skips.append(launch.skips_finish)
+    return skips
+
+
+@pytest.mark.skipif(
+    not HAS_TRITON or os.environ.get("TRITON_INTERPRET") != "1", reason="needs Triton and TRITON_INTERPRET=1"
+)
+def test_int8_x_words_from_the_norm_in_the_interpreter() -> None:
+    _xq_kernel_words("cpu", 3, 300, 64, 4, seed=61)
+    _xq_kernel_words("cpu", 1, 200, 16, 1, seed=62)
+    assert _int8_x_handoff_sequence("cpu", 300, 200, torch.float32, seed=63) == [True, True, False, True]
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("d", "f"), [(4544, 18176), (777, 2050)])
+def test_int8_x_words_from_the_norm_on_gpu(d: int, f: int) -> None:
+    _xq_kernel_words("cuda", 2, d, 128, 8, seed=d)
+    _xq_kernel_words("cuda", 1, d, 64, 4, seed=d + 1)
+    assert _int8_x_handoff_sequence("cuda", d, f, torch.bfloat16, seed=d) == [True, True, False, True]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs Triton (the launcher's checks)")
+def test_int8_x_words_are_refused_where_the_launch_does_not_take_them() -> None:
+    from tardis.kernels.decode import DecodeLaunch
+
+    x, q, lay = _layer(3, 200, 150, 2, 64, 0.1, torch.float32, "cpu", seed=64)
+    pack = make_pack(q, "cpu")
+    kw = {"pred": pack.pred, "act": "gelu", "workspace": pack.workspace, "counts": torch.zeros(4, dtype=torch.int64)}
+    with pytest.raises(ValueError, match=r"the launch at batch 3 does not take int8 x \(takes_int8_x\)"):
+        DecodeLaunch(x, x_i8=pack_x_i8(x, 64, 4, 4), **kw, **lay)
+    with pytest.raises(ValueError, match=r"the launch at batch 1 does not take int8 x"):
+        DecodeLaunch(x[:1], x_i8=pack_x_i8(x[:1], 64, 4, 4), kernels="v1", **kw, **lay)
+    words, sx, sums = pack_x_i8(x[:1], 64, 4, 4)
+    with pytest.raises(ValueError, match=r"x_i8 scales: expected shape \(1, 4\), got \(1, 3\)"):
+        DecodeLaunch(x[:1], x_i8=(words, sx[:, :3].contiguous(), sums), **kw, **lay)
+    with pytest.raises(ValueError, match=r"x_i8 words: expected dtype torch.int32"):
+        DecodeLaunch(x[:1], x_i8=(words.long(), sx, sums), **kw, **lay)
+    assert DecodeLaunch(x[:1], x_i8=(words, sx, sums), **kw, **lay).x_i8 is not None
+    q3 = quantize_rtn(lay["w1"], 3, 64, clip_search=False)  # int3: no int8 x path
+    with pytest.raises(ValueError, match=r"does not take int8 x"):
+        DecodeLaunch(x[:1], x_i8=(words, sx, sums), **(kw | {"pred": make_pack(q3, "cpu").pred}), **lay)
 
 
 def test_policy_switches_to_dense_past_the_break_even_union() -> None:

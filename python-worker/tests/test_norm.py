@@ -10,7 +10,8 @@ import os
 import pytest
 import torch
 
-from tardis.kernels.norm import add3, add3_layer_norm, layer_norm_reference, layer_norm_rows
+from tardis.kernels.layout import pack_x_i8
+from tardis.kernels.norm import add3, add3_layer_norm, add3_layer_norm_i8, layer_norm_reference, layer_norm_rows
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -67,6 +68,34 @@ def test_a_float32_first_operand_is_summed_unrounded() -> None:
         add3(a.half(), y, z)
 
 
+def test_add3_layer_norm_i8_is_add3_layer_norm_with_the_norm_as_int8_x_words() -> None:
+    # the CPU op: the pair as add3_layer_norm gives it, the norm packed by layout.pack_x_i8, the counters zeroed
+    x, w, b = _rows(3, 200, torch.bfloat16, seed=12)
+    a = x.float() * 1.001
+    y, z = x.flip(0) * 0.5, -x * 0.25 + 1
+    ws = torch.arange(1, 9, dtype=torch.int32)
+    h, n, (words, sx, sums) = add3_layer_norm_i8(a, y, z, w, b, 1e-5, (64, 4, 4), ws)
+    h2, n2 = add3_layer_norm(a, y, z, w, b, 1e-5)
+    torch.testing.assert_close(h, h2, rtol=0, atol=0)
+    torch.testing.assert_close(n, n2, rtol=0, atol=0)
+    want = pack_x_i8(n[:, 0], 64, 4, 4)
+    assert words.shape == (3, 4, 4, 4) and sx.shape == (3, 4) and sums.shape == (3, 4, 4)
+    for got, ref in zip((words, sx, sums), want, strict=True):
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert ws.tolist() == [0, 0, 3, 4, 5, 6, 7, 8]
+    # one word unpacked by hand: byte b of word (j, k) is the int8 of column (4b + k)·wpg + j of the group
+    q = torch.round(n[0, 0, 64:128].float() * (127 / n[0, 0, 64:128].float().abs().max()))
+    j, k = 3, 2
+    byte = [(int(words[0, 1, j, k]) >> (8 * bb)) & 255 for bb in range(4)]
+    assert [v - 256 if v > 127 else v for v in byte] == [int(q[(4 * bb + k) * 4 + j]) for bb in range(4)]
+    with pytest.raises(ValueError, match=r"add3_layer_norm_i8: layout \(64, 4, 3\) for rows of 200: want"):
+        add3_layer_norm_i8(a, y, z, w, b, 1e-5, (64, 4, 3), ws)
+    with pytest.raises(ValueError, match=r"layout \(48, 3, 5\)"):
+        add3_layer_norm_i8(a, y, z, w, b, 1e-5, (48, 3, 5), ws)
+    with pytest.raises(ValueError, match=r"workspace torch.int64 \[8\] on cpu: want the next FFN's int32"):
+        add3_layer_norm_i8(a, y, z, w, b, 1e-5, (64, 4, 4), ws.long())
+
+
 def test_inputs_are_checked_with_the_fix_named() -> None:
     x, w, b = _rows(2, 16, torch.float32, seed=2)
     with pytest.raises(ValueError, match=r"weight \(15,\), bias \(16,\): want weight and bias \[16\]"):
@@ -94,6 +123,16 @@ def test_ops_under_torch_compile_and_the_fake_impls() -> None:
         assert h.shape == n.shape == (2, 24)
     fn2 = torch.compile(lambda a: add3_layer_norm(a, a, a, w, b, 1e-5)[1] * 2, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(fn2(x), 2 * layer_norm_reference(3 * x, w, b, 1e-5))
+    ws = torch.ones(4, dtype=torch.int32)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        out = torch.ops.tardis.add3_layer_norm_i8(x[:, 0], x[:, 0], x[:, 0], w, b, 1e-5, 16, 1, 2, ws)
+        assert [tuple(t.shape) for t in out] == [(2, 24), (2, 24), (2, 2, 1, 4), (2, 2), (2, 2, 1)]
+        assert [t.dtype for t in out[2:]] == [torch.int32, torch.float32, torch.float32]
+    fn3 = torch.compile(
+        lambda a: add3_layer_norm_i8(a, a, a, w, b, 1e-5, (16, 1, 2), ws)[2][0] + 1, backend="aot_eager", fullgraph=True
+    )
+    torch.testing.assert_close(fn3(x), pack_x_i8(layer_norm_reference(3 * x[:, 0], w, b, 1e-5), 16, 1, 2)[0] + 1)
+    assert ws.tolist() == [0, 0, 1, 1]
 
 
 CASES = [(1, 4544), (3, 1000), (16, 64), (2, 4096)]  # n, d: Falcon-7B's width at batch 1, a width below a power of 2
@@ -128,6 +167,45 @@ def _check(device: str, n: int, d: int, dtype: torch.dtype) -> None:
         torch.testing.assert_close(h.cpu(), h_cpu[:, 0], rtol=0, atol=0)
         assert float((nh.double().cpu() - nh_cpu[:, 0].double()).abs().max() / nh_cpu.double().abs().max()) < tol
         torch.testing.assert_close(launch_add3(a, y, z).cpu(), h_cpu, rtol=0, atol=0)
+
+
+def _check_i8(device: str, n: int, d: int, dtype: torch.dtype) -> None:
+    # the norm kernel's int8 x words: its pair as launch_add3_layer_norm's, bit for bit; the words and scales of its
+    # norm as layout.pack_x_i8 packs them, bit for bit; the word sums (another order of fp32 adds) to 1e-6; the
+    # workspace's first two words zeroed, the rest untouched. Layouts: groups of 128 (Falcon-7B's last group partial),
+    # of 16, and of 128 over rows narrower than one group
+    from tardis.kernels.norm_triton import launch_add3_layer_norm, launch_add3_layer_norm_i8
+
+    x, w, b = _rows(n, d, dtype, seed=n * 5 + d, device=device)
+    a = (x.float() * (1 + 1e-3))[:, 0] if dtype != torch.float32 else x[:, 0]
+    y, z = x[:, 0].flip(0) * 0.5, -x[:, 0] * 0.25
+    h_ref, n_ref = launch_add3_layer_norm(a, y, z, w, b, 1e-5)
+    for gs, wpg in ((128, 8), (16, 1)):
+        groups = -(-d // gs)
+        ws = torch.arange(1, 7, dtype=torch.int32, device=device)
+        h, nh, words, sx, sums = launch_add3_layer_norm_i8(a, y, z, w, b, 1e-5, gs, wpg, groups, ws)
+        torch.testing.assert_close(h, h_ref, rtol=0, atol=0)
+        # a row narrower than one group runs in a block of the group's width: its sums in another order
+        exact = gs <= 1 << (d - 1).bit_length()
+        torch.testing.assert_close(nh, n_ref, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6)
+        want = pack_x_i8(nh.cpu(), gs, wpg, groups)
+        torch.testing.assert_close(words.cpu(), want[0], rtol=0, atol=0)
+        torch.testing.assert_close(sx.cpu(), want[1], rtol=0, atol=0)
+        torch.testing.assert_close(sums.cpu(), want[2], rtol=1e-6, atol=1e-6 * float(nh.float().abs().max()))
+        assert ws.tolist() == [0, 0, 3, 4, 5, 6]
+
+
+@pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
+@pytest.mark.parametrize("case", CASES)
+def test_the_norm_kernels_int8_x_words_in_the_interpreter(case: tuple) -> None:
+    _check_i8("cpu", *case, torch.float32)
+
+
+@pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", CASES)
+def test_the_norm_kernels_int8_x_words_on_gpu(case: tuple, dtype: torch.dtype) -> None:
+    _check_i8("cuda", *case, dtype)
 
 
 @pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")

@@ -1617,6 +1617,14 @@ def column_chunks(d: int, splits: int, bk: int) -> tuple[int, int]:
     return triton.cdiv(d, steps * bk), steps
 
 
+def takes_int8_x(pred: TiledPredictor, n: int) -> bool:
+    """Whether the op's default launch at batch n (the launch settings in force) rounds x to int8 words for its
+    predictor (the plane kernel's I8 option, int2 groups of full code words): the calls that can take them ready
+    (x_i8: tardis::add3_layer_norm_i8) instead of from the int8 x kernel."""
+    plane = default_kernels(n) == "plane" and 1 <= n <= SMALL_MAX_BATCH
+    return plane and bool(PLANE_LAUNCH[n].get("I8")) and pred.fills_code_words
+
+
 def default_kernels(n: int) -> str:
     """The kernel set a batch of n tokens runs by default (measured on the H200, see bench/NOTES.md)."""
     if n <= PLANE_BATCH:
@@ -1654,6 +1662,7 @@ class DecodeLaunch:
         kernels: str | None = None,
         out32: bool = False,
         reset_first: bool = False,
+        x_i8: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         n, d = x.shape
         f = w1.shape[0]
@@ -1691,6 +1700,18 @@ class DecodeLaunch:
         # count and items done may be left over from such a call, so this call zeroes them before kernel 1
         self.out32, self.reset_first = out32, reset_first
         self.xq_resets = False  # stacked(): the int8 x kernel zeroed them (RESET)
+        # x_i8: x's int8 words, s_x and word sums (layout.pack_x_i8) written before this call by the launch that
+        # wrote x (tardis::add3_layer_norm_i8), which also zeroed the counters: no int8 x kernel here (the launch
+        # must take int8 x: takes_int8_x)
+        if x_i8 is not None:
+            if not takes_int8_x(pred, n) or kernels not in (None, default_kernels(n)):
+                raise ValueError(f"int8 x words given, but the launch at batch {n} does not take int8 x "
+                                 "(takes_int8_x): leave x_i8 out")  # fmt: skip
+            g, wpg = pred.n_groups, pred.words_per_group
+            _check("x_i8 words", x_i8[0], (n, g, wpg, 4), torch.int32)
+            _check("x_i8 scales", x_i8[1], (n, g), torch.float32)
+            _check("x_i8 sums", x_i8[2], (n, g, wpg), torch.float32)
+        self.x_i8 = x_i8
         # diagnostics (bench/ffn_bench.py --tail-trace): an int64 [3, programs, 16] tensor set here makes kernel 1
         # and the small up and down kernels stamp (globaltimer, clock64) pairs into it; see set_trace
         self.trace: torch.Tensor | None = None
@@ -1851,10 +1872,14 @@ class DecodeLaunch:
             n_first = (0 if part == "wf" else n_pred) if cfg["PRED_FIRST"] else n_wf_arg
             xq, xsx, xsum = self.ws, self.zacc, self.zacc  # unread without I8
             xqw = False  # kernel 1 launched before _xq_kernel ends (its predictor programs wait for it)
-            zero_by_xq = cfg["WK"] > 1 and cfg["I8"] and part != "wf"  # y32 zeroed for the Wf tiles' adds
+            # y32 zeroed for the Wf tiles' adds (by the int8 x kernel where it runs)
+            zero_by_xq = cfg["WK"] > 1 and cfg["I8"] and part != "wf" and self.x_i8 is None
             if cfg["WK"] > 1 and not zero_by_xq and part != "pred":
                 self.y32.zero_()
-            if cfg["I8"]:
+            if cfg["I8"] and self.x_i8 is not None:  # written with x, the counters zeroed with them
+                xq, xsx, xsum = self.x_i8
+                self.xq_resets = self.reset_first
+            elif cfg["I8"]:
                 dev = self.x.device
                 xq = torch.empty(n, p.n_groups, wpg, 4, device=dev, dtype=torch.int32)
                 xsx = torch.empty(n, p.n_groups, device=dev, dtype=torch.float32)
@@ -2047,11 +2072,12 @@ def ffn_decode_triton(
     kernels: str | None = None,
     out32: bool = False,
     reset_first: bool = False,
+    x_i8: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the kernels: returns (y [N, d] in x's dtype, or with out32 float32; flags [N, f] int8). out32 and
-    reset_first: see DecodeLaunch (a workspace used with both must have reset_first on every call)."""
+    """Launch the kernels: returns (y [N, d] in x's dtype, or with out32 float32; flags [N, f] int8). out32,
+    reset_first and x_i8: see DecodeLaunch (a workspace used with out32 must have reset_first on every call)."""
     return DecodeLaunch(
         x, wf=wf, bf=bf, pred=pred, b1=b1, lo_in=lo_in, hi_in=hi_in, w1=w1, w2t=w2t, slope=slope,
         intercept=intercept, act=act, workspace=workspace, counts=counts, kernels=kernels, out32=out32,
-        reset_first=reset_first,
+        reset_first=reset_first, x_i8=x_i8,
     ).run()  # fmt: skip

@@ -160,6 +160,28 @@ def quantize_x_i8(x: torch.Tensor, group_size: int, n_groups: int) -> tuple[torc
     return torch.round(xg * inv[..., None]), amax / c127
 
 
+def pack_x_i8(
+    x: torch.Tensor, group_size: int, words_per_group: int, n_groups: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [n, d] → the int8 x words the I8 predictor programs read, as the decode op's int8 x kernel writes them:
+    (words int32 [n, n_groups, wpg, 4], s_x float32 [n, n_groups], Σ x over each word's 16 columns float32
+    [n, n_groups, wpg]). Byte b of word (j, k) holds the int8 (`quantize_x_i8`) of column (4b + k)·wpg + j of the
+    group, the column code plane 4b + k of word j multiplies; group_size = 16 · words_per_group (int2,
+    `fills_code_words`)."""
+    if group_size != 16 * words_per_group:
+        raise ValueError(f"int8 x words: group size {group_size} is not 16 codes × {words_per_group} words")
+    n = x.shape[0]
+    q8, sx = quantize_x_i8(x, group_size, n_groups)
+    q = q8.to(torch.int32).view(n, n_groups, 4, 4, words_per_group) & 255  # [n, G, b, k, j]
+    words = (q << (8 * torch.arange(4, device=x.device, dtype=torch.int32)).view(1, 1, 4, 1, 1)).sum(
+        2, dtype=torch.int32
+    )
+    xf = torch.zeros(n, n_groups * group_size, dtype=torch.float32, device=x.device)
+    xf[:, : x.shape[1]] = x.float()
+    sums = xf.view(n, n_groups, 16, words_per_group).sum(2)
+    return words.transpose(2, 3).contiguous(), sx, sums
+
+
 def predict_i8(x: torch.Tensor, pred: TiledPredictor) -> torch.Tensor:
     """Q(W1)·x [n, f] (float64, without b1) as the I8 kernels compute it: Σ over groups of
     s·s_x·Σ code·q + o·Σ x, with x rounded per group by `quantize_x_i8` (the integer sums are exact)."""

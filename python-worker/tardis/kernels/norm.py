@@ -5,7 +5,9 @@ layer norm of it, one launch where there were two). At batch 1 PyTorch's layer n
 with one small block (about 9 µs on an H100), and the layer's two residual adds are two launches; here they are one
 program a row (up to sixteen warps, the whole row in registers) and one launch. CUDA: Triton; CPU: the same
 arithmetic in torch (float32 accumulation, float64 in float64). The adds' first operand may also be the float32
-sums of a bf16 / fp16 layer's MLP (`tardis::ffn_decode` with out32), rounded only in the sum."""
+sums of a bf16 / fp16 layer's MLP (`tardis::ffn_decode` with out32), rounded only in the sum.
+`tardis::add3_layer_norm_i8` also writes the norm as the next FFN call's int8 x words (what the op's int8 x kernel
+would write, a launch earlier)."""
 
 from __future__ import annotations
 
@@ -77,6 +79,37 @@ def _(
     return torch.empty_like(b), torch.empty_like(b)
 
 
+@torch.library.custom_op("tardis::add3_layer_norm_i8", mutates_args=("workspace",))
+def _add3_layer_norm_i8_op(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
+    group_size: int, words_per_group: int, n_groups: int, workspace: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """add3_layer_norm, and the norm as the next `tardis::ffn_decode` call's int8 x words (layout.pack_x_i8);
+    zeroes workspace[:2], that call's list count and items done."""
+    if a.is_cuda:
+        from tardis.kernels.norm_triton import launch_add3_layer_norm_i8
+
+        return launch_add3_layer_norm_i8(a, b, c, weight, bias, eps, group_size, words_per_group, n_groups, workspace)
+    from tardis.kernels.layout import pack_x_i8
+
+    h = _sum3(a, b, c)
+    y = layer_norm_reference(h, weight, bias, eps)
+    workspace[:2].zero_()
+    return h, y, *pack_x_i8(y, group_size, words_per_group, n_groups)
+
+
+@_add3_layer_norm_i8_op.register_fake
+def _(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
+    group_size: int, words_per_group: int, n_groups: int, workspace: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    n = a.shape[0]
+    return (
+        torch.empty_like(b), torch.empty_like(b), a.new_empty(n, n_groups, words_per_group, 4, dtype=torch.int32),
+        a.new_empty(n, n_groups, dtype=torch.float32), a.new_empty(n, n_groups, words_per_group, dtype=torch.float32),
+    )  # fmt: skip
+
+
 def _check_norm_params(op: str, d: int, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
     if weight.shape != (d,) or (bias is not None and bias.shape != (d,)):
         raise ValueError(f"{op}: x {tuple(x.shape)}, weight {tuple(weight.shape)}, bias "
@@ -115,3 +148,28 @@ def add3_layer_norm(
     h, y = torch.ops.tardis.add3_layer_norm(a.reshape(-1, d), b.reshape(-1, d), c.reshape(-1, d), weight, bias,
                                             float(eps))  # fmt: skip
     return h.view(a.shape), y.view(a.shape)
+
+
+def add3_layer_norm_i8(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
+    layout: tuple[int, int, int], workspace: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """add3_layer_norm for rows a, b, c [N, d] (bf16 / fp16; a may be float32), and its norm also as the int8 x
+    words of the next FFN call (`tardis.kernels.op.ffn_decode(..., x_i8=)`), whose predictor groups `layout` =
+    (group size, words a group, groups) gives (TardisFFN.int8_x_layout); zeroes that call's counters,
+    workspace[:2] (its kernel pack's workspace). → (h, norm, (words, s_x, sums)), the norm's rows [N, d]."""
+    _check_three("add3_layer_norm_i8", a, b, c)
+    d = a.shape[-1]
+    _check_norm_params("add3_layer_norm_i8", d, a, weight, bias)
+    gs, wpg, n_groups = layout
+    if gs != 16 * wpg or gs & (gs - 1) or n_groups != -(-d // gs):
+        raise ValueError(f"add3_layer_norm_i8: layout {layout} for rows of {d}: want (16·w, w, ⌈d / 16w⌉) with w a "
+                         "power of two (TardisFFN.int8_x_layout)")  # fmt: skip
+    if workspace.dtype != torch.int32 or workspace.numel() < 2 or workspace.device != a.device:
+        raise ValueError(f"add3_layer_norm_i8: workspace {workspace.dtype} [{workspace.numel()}] on "
+                         f"{workspace.device}: want the next FFN's int32 kernel-pack workspace on the rows' "
+                         "device")  # fmt: skip
+    h, y, xq, xsx, xsum = torch.ops.tardis.add3_layer_norm_i8(
+        a.reshape(-1, d), b.reshape(-1, d), c.reshape(-1, d), weight, bias, float(eps), gs, wpg, n_groups, workspace
+    )
+    return h.view(a.shape), y.view(a.shape), (xq, xsx, xsum)

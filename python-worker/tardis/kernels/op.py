@@ -40,17 +40,26 @@ def _ffn_decode_op(
     group_size: int,
     out32: bool = False,
     reset_first: bool = False,
+    xq_words: torch.Tensor | None = None,
+    xq_scales: torch.Tensor | None = None,
+    xq_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """y [N, d] = the TARDIS FFN of x [N, d] with predicted flags (see runtime/reference.py), in x's dtype, or
     with out32 the float32 sums before that rounding (on CUDA: a call may skip the finish kernel). reset_first:
-    the workspace's counters may be left over from such a call (KernelPack.fp32_out)."""
+    the workspace's counters may be left over from such a call (KernelPack.fp32_out). xq_*: x's int8 words
+    (layout.pack_x_i8) written with x by tardis::add3_layer_norm_i8, which zeroed the counters (CUDA: no int8 x
+    kernel; the CPU reference does not read them)."""
     pred = _tiled(qwords, qscales, qoffsets, bits, group_size, w1.shape[1], w1.shape[0])
     if x.is_cuda:
         from tardis.kernels.decode import ffn_decode_triton
 
+        given = (xq_words, xq_scales, xq_sums)
+        if any(t is None for t in given) != all(t is None for t in given):
+            raise ValueError("tardis::ffn_decode: give all three int8 x tensors (words, scales, sums) or none")
         y, _ = ffn_decode_triton(
             x, wf=wf, bf=bf, pred=pred, b1=b1, lo_in=lo_in, hi_in=hi_in, w1=w1, w2t=w2t, slope=slope,
             intercept=intercept, act=act, workspace=workspace, counts=counts, out32=out32, reset_first=reset_first,
+            x_i8=None if xq_words is None else (xq_words, xq_scales, xq_sums),  # type: ignore[arg-type]
         )  # fmt: skip
         return y
     w1q = pred.dequantize(torch.float32).to(x.dtype)
@@ -68,6 +77,7 @@ def _(
     qoffsets: torch.Tensor, b1: torch.Tensor, lo_in: torch.Tensor, hi_in: torch.Tensor, w1: torch.Tensor,
     w2t: torch.Tensor, slope: torch.Tensor, intercept: torch.Tensor, workspace: torch.Tensor, counts: torch.Tensor,
     act: str, bits: int, group_size: int, out32: bool = False, reset_first: bool = False,
+    xq_words: torch.Tensor | None = None, xq_scales: torch.Tensor | None = None, xq_sums: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     return torch.empty_like(x, dtype=torch.float32 if out32 else x.dtype)
 
@@ -132,11 +142,23 @@ def ffn_decode(
     act: str,
     counts: torch.Tensor,
     fp32_ok: bool = False,
+    x_i8: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Call `tardis::ffn_decode` with a kernel pack; x [N, d] → y [N, d] in x's dtype, or float32 where the
-    caller takes it (fp32_ok) and the pack is in the float32-output mode (set_fp32_out)."""
+    caller takes it (fp32_ok) and the pack is in the float32-output mode (set_fp32_out). x_i8: x's int8 words from
+    tardis.kernels.norm.add3_layer_norm_i8 with this pack's workspace, where int8_x_layout(pack, N) is not None."""
     p = pack.pred
+    words, scales, sums = (None, None, None) if x_i8 is None else x_i8
     return torch.ops.tardis.ffn_decode(
         x, wf, bf, p.words, p.scales, p.offsets, b1, lo_in, hi_in, w1, w2t, slope, intercept, pack.workspace,
-        counts, act, p.bits, p.group_size, fp32_ok and pack.fp32_out, pack.fp32_out,
+        counts, act, p.bits, p.group_size, fp32_ok and pack.fp32_out, pack.fp32_out, words, scales, sums,
     )  # fmt: skip
+
+
+def int8_x_layout(pack: KernelPack, tokens: int) -> tuple[int, int, int] | None:
+    """(group size, words a group, groups) of the int8 x words a call of `tokens` tokens with this pack rounds x to
+    (decode.takes_int8_x), or None where it does not: the layout add3_layer_norm_i8 then writes them in."""
+    from tardis.kernels.decode import takes_int8_x
+
+    p = pack.pred
+    return (p.group_size, p.words_per_group, p.n_groups) if takes_int8_x(p, tokens) else None

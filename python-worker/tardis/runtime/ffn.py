@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 Mode = Literal["tardis", "dense"]
 StepPath = Literal["dense", "policy_dense", "op", "reference"]
+# x's int8 words for the op's predictor: (words, s_x, word sums), see tardis.kernels.layout.pack_x_i8
+Int8X = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 # The Triton decode kernels are built and tested for up to this many tokens per step (batch × new
 # tokens); larger steps (a prefill run through TARDIS) take the reference path.
@@ -137,13 +139,25 @@ class TardisFFN(nn.Module):
         """f."""
         return int(self.w1.shape[0])
 
-    def forward(self, x: torch.Tensor, fp32_ok: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fp32_ok: bool = False, x_i8: Int8X | None = None) -> torch.Tensor:
         """Apply the FFN to x [..., d]. fp32_ok: the caller also takes a float32 output, which the op's path returns
-        where the kernel pack is in the float32-output mode (tardis.kernels.op.set_fp32_out); else x's dtype."""
+        where the kernel pack is in the float32-output mode (tardis.kernels.op.set_fp32_out); else x's dtype. x_i8:
+        x's int8 words from tardis.kernels.norm.add3_layer_norm_i8 (in the layout int8_x_layout gave for this many
+        tokens, with this module's kernel-pack workspace); the op's path takes them instead of rounding x itself."""
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        y = self.run_step(self.path_for(x2), x2, fp32_ok)
+        y = self.run_step(self.path_for(x2), x2, fp32_ok, x_i8)
         return y.reshape(*shape[:-1], y.shape[-1])
+
+    def int8_x_layout(self, tokens: int) -> tuple[int, int, int] | None:
+        """(group size, words a group, groups) where a CUDA step of `tokens` tokens runs the op with int8 x (so
+        forward may take x_i8), else None."""
+        pack = getattr(self, "kernel_pack", None)
+        if pack is None or self.path_at(tokens, cuda=True) != "op":
+            return None
+        from tardis.kernels.op import int8_x_layout
+
+        return int8_x_layout(pack, tokens)
 
     def path_for(self, x2: torch.Tensor) -> StepPath:
         """The path a step on x2 [N, d] takes under this module's mode, prefill and decode policy."""
@@ -165,8 +179,11 @@ class TardisFFN(nn.Module):
         """The original FFN on x2 [N, d]."""
         return dense_ffn(x2, self.w1, self.b1, self.w2t, self.b2, self.act)
 
-    def run_step(self, path: StepPath, x2: torch.Tensor, fp32_ok: bool = False) -> torch.Tensor:
-        """y [N, d] for x2 [N, d] along `path`, updating the live counters (fp32_ok: see forward)."""
+    def run_step(
+        self, path: StepPath, x2: torch.Tensor, fp32_ok: bool = False, x_i8: Int8X | None = None
+    ) -> torch.Tensor:
+        """y [N, d] for x2 [N, d] along `path`, updating the live counters (fp32_ok, x_i8: see forward; x_i8 is
+        read on the op's path only)."""
         counted = self.dense_counted
         if counted:
             self.dense_counted = False
@@ -182,7 +199,7 @@ class TardisFFN(nn.Module):
             y = ffn_decode(
                 x2, self.kernel_pack, wf=self.wf, bf=self.bf, b1=self.b1, lo_in=self.lo_in, hi_in=self.hi_in,
                 w1=self.w1, w2t=self.w2t, slope=self.slope, intercept=self.intercept, act=self.act,
-                counts=self.counts, fp32_ok=fp32_ok,
+                counts=self.counts, fp32_ok=fp32_ok, x_i8=x_i8,
             )  # fmt: skip
         else:
             y, flags = tardis_ffn(
