@@ -154,9 +154,9 @@ def add3_layer_norm_i8(
     a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
     layout: tuple[int, int, int], workspace: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:  # fmt: skip
-    """add3_layer_norm for rows a, b, c [N, d] (bf16 / fp16; a may be float32), and its norm also as the int8 x
-    words of the next FFN call (`tardis.kernels.op.ffn_decode(..., x_i8=)`), whose predictor groups `layout` =
-    (group size, words a group, groups) gives (TardisFFN.int8_x_layout); zeroes that call's counters,
+    """add3_layer_norm for rows a, b, c [N, d] (as there, a may be float32 beside bf16 / fp16), and its norm also as
+    the int8 x words of the next FFN call (`tardis.kernels.op.ffn_decode(..., x_i8=)`), whose predictor groups
+    `layout` = (group size, words a group, groups) gives (TardisFFN.int8_x_layout); zeroes that call's counters,
     workspace[:2] (its kernel pack's workspace). → (h, norm, (words, s_x, sums)), the norm's rows [N, d]."""
     _check_three("add3_layer_norm_i8", a, b, c)
     d = a.shape[-1]
