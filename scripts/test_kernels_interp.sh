@@ -20,4 +20,4 @@ TRITON_INTERPRET=1 PYTHONPATH="$PWD/../$DIR" ../.venv/bin/python -m pytest -p no
 # decode-attention and GEMV launch compiled offline for sm_90; the FFN layer bench's pure parts (bench/ffn_bench.py
 # imports the kernels)
 PYTHONPATH="$PWD/../$DIR" ../.venv/bin/python -m pytest -p no:cacheprovider tests/test_sass_mix.py tests/test_ffn_bench.py
-PYTHONPATH="$PWD/../$DIR" ../.venv/bin/python -m pytest -p no:cacheprovider tests/test_attention.py tests/test_gemv.py -k offline
+PYTHONPATH="$PWD/../$DIR" ../.venv/bin/python -m pytest -p no:cacheprovider tests/test_attention.py tests/test_gemv.py tests/test_norm.py -k offline
