@@ -196,16 +196,23 @@ def _fp32_out_sequence(device: str, d: int, f: int, dtype: torch.dtype, seed: in
             x, pred=pack.pred, act="gelu", workspace=pack.workspace, counts=counts, out32=True, reset_first=True, **lay
         )  # fmt: skip
         y, flags = launch.run()
-        assert y.dtype == torch.float32 and bool(torch.isfinite(y).all())
-        y_ref = _reference_with_flags(x, lay, "gelu", flags.bool())
-        err = float((y.double() - y_ref).norm() / y_ref.norm())
-        assert err < (1e-2 if dtype == torch.bfloat16 else 1e-5), (n, err)
-        union = int(flags.bool().any(0).sum())
-        assert union > 0 and counts.tolist() == [int(flags.sum()), union, n, 1]
-        assert int(pack.workspace[0]) == (union if launch.skips_finish else 0)
-        assert int(pack.workspace[1:].abs().sum()) == 0
+        _check_fp32_call(x, lay, dtype, y, flags, counts, pack.workspace, launch.skips_finish)
         skips.append(launch.skips_finish)
     return skips
+
+
+def _check_fp32_call(x, lay: dict, dtype: torch.dtype, y, flags, counts, workspace, skipped: bool) -> None:
+    # one call in the float32-output mode: its output against float64 with the kernel's own flags, its counts, and
+    # the workspace as the call left it (the union where it skipped the finish kernel, else zero)
+    n = x.shape[0]
+    assert y.dtype == torch.float32 and bool(torch.isfinite(y).all())
+    y_ref = _reference_with_flags(x, lay, "gelu", flags.bool())
+    err = float((y.double() - y_ref).norm() / y_ref.norm())
+    assert err < (1e-2 if dtype == torch.bfloat16 else 1e-5), (n, err)
+    union = int(flags.bool().any(0).sum())
+    assert union > 0 and counts.tolist() == [int(flags.sum()), union, n, 1]
+    assert int(workspace[0]) == (union if skipped else 0)
+    assert int(workspace[1:].abs().sum()) == 0
 
 
 @pytest.mark.skipif(
@@ -274,13 +281,7 @@ def _int8_x_handoff_sequence(device: str, d: int, f: int, dtype: torch.dtype, se
         y_own, flags_own = own.run()
         assert torch.equal(flags, flags_own)
         assert float((y - y_own).abs().max()) <= 1e-6 * float(y_own.abs().max())
-        y_ref = _reference_with_flags(x, lay, "gelu", flags.bool())
-        err = float((y.double() - y_ref).norm() / y_ref.norm())
-        assert err < (1e-2 if dtype == torch.bfloat16 else 1e-5), (n, err)
-        union = int(flags.bool().any(0).sum())
-        assert union > 0 and counts.tolist() == [int(flags.sum()), union, n, 1]
-        assert int(pack.workspace[0]) == (union if launch.skips_finish else 0)
-        assert int(pack.workspace[1:].abs().sum()) == 0
+        _check_fp32_call(x, lay, dtype, y, flags, counts, pack.workspace, launch.skips_finish)
         skips.append(launch.skips_finish)
     return skips
 
