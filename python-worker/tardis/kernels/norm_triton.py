@@ -45,66 +45,52 @@ def _layer_norm_kernel(x_ptr, w_ptr, b_ptr, y_ptr, D, sx, sy, eps, BD: tl.conste
 
 
 @triton.jit
+def _int8_x_row(
+    xv, r, xq_ptr, xsx_ptr, xsum_ptr, N_GROUPS, BD: tl.constexpr, GS: tl.constexpr, WPG: tl.constexpr,
+    ASM: tl.constexpr,
+):  # fmt: skip
+    # row r (fp32 [BD], zero past D) as the decode op's int8 x kernel (decode._xq_kernel) writes it, every group of
+    # GS = 16·WPG columns at once: q = round_half_even(x · div_rn(127, absmax)), int32 word (j, k) holding in byte b
+    # the q of column (4b + k)·WPG + j; s_x = absmax / 127 and Σ x over each word's 16 columns (layout.pack_x_i8)
+    NGP: tl.constexpr = BD // GS
+    x2 = tl.reshape(xv, (NGP, GS))
+    amax = tl.max(tl.abs(x2), axis=1)
+    c127 = tl.full((NGP,), 127.0, tl.float32)
+    inv = tl.where(amax > 0, tl.math.div_rn(c127, tl.where(amax > 0, amax, 1.0)), 0.0)
+    q = round_half_even(x2 * inv[:, None], ASM).to(tl.int32)  # |q| ≤ 127
+    q3 = tl.reshape(q & 255, (NGP, 4, 4 * WPG))  # [group, b, (k, j)]
+    words = tl.sum(q3 << (8 * tl.arange(0, 4))[None, :, None], axis=1)  # disjoint bytes: the sum is their OR
+    g = tl.arange(0, NGP)[:, None]
+    kj = tl.arange(0, 4 * WPG)[None, :]
+    gm = g < N_GROUPS
+    tl.store(xq_ptr + ((r * N_GROUPS + g) * WPG + kj % WPG) * 4 + kj // WPG, words, mask=gm)
+    gv = tl.arange(0, NGP)
+    tl.store(xsx_ptr + r * N_GROUPS + gv, tl.math.div_rn(amax, c127), mask=gv < N_GROUPS)
+    sums = tl.sum(tl.reshape(x2, (NGP, 16, WPG)), axis=1)
+    tl.store(xsum_ptr + (r * N_GROUPS + g) * WPG + tl.arange(0, WPG)[None, :], sums, mask=gm)
+
+
+@triton.jit
 def _add3_layer_norm_kernel(
-    a_ptr, b_ptr, c_ptr, w_ptr, bias_ptr, h_ptr, y_ptr, D, eps, BD: tl.constexpr, HAS_BIAS: tl.constexpr
+    a_ptr, b_ptr, c_ptr, w_ptr, bias_ptr, h_ptr, y_ptr, D, eps, BD: tl.constexpr, HAS_BIAS: tl.constexpr,
+    xq_ptr=None, xsx_ptr=None, xsum_ptr=None, cnt_ptr=None, N_GROUPS=1, GS: tl.constexpr = 16, WPG: tl.constexpr = 1,
+    XQ: tl.constexpr = False, ASM: tl.constexpr = True,
 ):  # fmt: skip
     # program r: row r whole; h = a + b + c rounded once, then the layer norm of h as rounded (what add3 and then
-    # layer_norm_rows give)
+    # layer_norm_rows give). XQ: the norm as rounded also as the next FFN call's int8 x words (_int8_x_row), and
+    # program 0 zeroes that call's list count and items done (cnt_ptr: its workspace), as the int8 x kernel's RESET
     r = tl.program_id(0)
     cols = tl.arange(0, BD)
     m = cols < D
     offs = r * D + cols
     h = _sum3(a_ptr, b_ptr, c_ptr, offs, m).to(h_ptr.dtype.element_ty)
     tl.store(h_ptr + offs, h, mask=m)
-    y = _normed(h.to(tl.float32), cols, m, w_ptr, bias_ptr, D, eps, HAS_BIAS)
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=m)
-
-
-@triton.jit
-def _add3_layer_norm_i8_kernel(
-    a_ptr, b_ptr, c_ptr, w_ptr, bias_ptr, h_ptr, y_ptr, xq_ptr, xsx_ptr, xsum_ptr, cnt_ptr, D, N_GROUPS, eps,
-    NGP: tl.constexpr, WPG: tl.constexpr, HAS_BIAS: tl.constexpr, ASM: tl.constexpr,
-):  # fmt: skip
-    # _add3_layer_norm_kernel with the row held as [group, b, (k, j)] (column g·16·WPG + b·4·WPG + k·WPG + j), the
-    # shape of the decode op's int8 x words, so the rounding needs no layout change: the norm as rounded also as
-    # the next FFN call's int8 x words as decode._xq_kernel writes them (q = round_half_even(x · div_rn(127,
-    # absmax)); int32 word (j, k) holds in byte b the q of column (4b + k)·WPG + j; s_x = absmax / 127; Σ x over each
-    # word's 16 columns: layout.pack_x_i8), and program 0 zeroes that call's list count and items done (cnt_ptr: its
-    # workspace), as the int8 x kernel's RESET does
-    r = tl.program_id(0)
-    g = tl.arange(0, NGP)[:, None, None]
-    bb = tl.arange(0, 4)[None, :, None]
-    kj = tl.arange(0, 4 * WPG)[None, None, :]
-    cols = g * (16 * WPG) + bb * (4 * WPG) + kj
-    m = cols < D
-    offs = r * D + cols
-    h = _sum3(a_ptr, b_ptr, c_ptr, offs, m).to(h_ptr.dtype.element_ty)
-    tl.store(h_ptr + offs, h, mask=m)
-    hf = h.to(tl.float32)
-    mean = tl.sum(tl.sum(tl.sum(hf, axis=2), axis=1), axis=0) / D
-    xc = tl.where(m, hf - mean, 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(tl.sum(xc * xc, axis=2), axis=1), axis=0) / D + eps)
-    y = xc * rstd * tl.load(w_ptr + cols, mask=m, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        y += tl.load(bias_ptr + cols, mask=m, other=0.0).to(tl.float32)
-    y = y.to(y_ptr.dtype.element_ty)
+    y = _normed(h.to(tl.float32), cols, m, w_ptr, bias_ptr, D, eps, HAS_BIAS).to(y_ptr.dtype.element_ty)
     tl.store(y_ptr + offs, y, mask=m)
-    if r == 0:
-        tl.store(cnt_ptr + tl.arange(0, 2), tl.zeros((2,), tl.int32))
-    xv = tl.where(m, y.to(tl.float32), 0.0)
-    amax = tl.max(tl.max(tl.abs(xv), axis=2), axis=1)  # [NGP]
-    c127 = tl.full((NGP,), 127.0, tl.float32)
-    inv = tl.where(amax > 0, tl.math.div_rn(c127, tl.where(amax > 0, amax, 1.0)), 0.0)
-    q = round_half_even(xv * inv[:, None, None], ASM).to(tl.int32)  # |q| ≤ 127
-    words = tl.sum((q & 255) << (8 * bb), axis=1)  # [NGP, 4·WPG] at k·WPG + j; disjoint bytes: the sum is their OR
-    g2 = tl.arange(0, NGP)[:, None]
-    kj2 = tl.arange(0, 4 * WPG)[None, :]
-    gm = g2 < N_GROUPS
-    tl.store(xq_ptr + ((r * N_GROUPS + g2) * WPG + kj2 % WPG) * 4 + kj2 // WPG, words, mask=gm)
-    gv = tl.arange(0, NGP)
-    tl.store(xsx_ptr + r * N_GROUPS + gv, tl.math.div_rn(amax, c127), mask=gv < N_GROUPS)
-    sums = tl.sum(tl.reshape(tl.sum(xv, axis=1), (NGP, 4, WPG)), axis=1)  # over b, then k: [NGP, WPG]
-    tl.store(xsum_ptr + (r * N_GROUPS + g2) * WPG + tl.arange(0, WPG)[None, :], sums, mask=gm)
+    if XQ:
+        if r == 0:
+            tl.store(cnt_ptr + tl.arange(0, 2), tl.zeros((2,), tl.int32))
+        _int8_x_row(tl.where(m, y.to(tl.float32), 0.0), r, xq_ptr, xsx_ptr, xsum_ptr, N_GROUPS, BD, GS, WPG, ASM)
 
 
 @triton.jit
@@ -167,10 +153,11 @@ def launch_add3_layer_norm_i8(
     xq = torch.empty(n, n_groups, words_per_group, 4, device=dev, dtype=torch.int32)
     xsx = torch.empty(n, n_groups, device=dev, dtype=torch.float32)
     xsum = torch.empty(n, n_groups, words_per_group, device=dev, dtype=torch.float32)
-    bd = max(triton.next_power_of_2(d), group_size)  # whole groups (both powers of two)
-    _add3_layer_norm_i8_kernel[(n,)](
-        a, b, c, weight, weight if bias is None else bias, h, y, xq, xsx, xsum, workspace, d, n_groups, eps,
-        NGP=bd // group_size, WPG=words_per_group, HAS_BIAS=bias is not None, ASM=not INTERPRET,
-        num_warps=_row_launch(d)["num_warps"],
+    launch = _row_launch(d)
+    launch["BD"] = max(launch["BD"], group_size)  # whole groups (both powers of two)
+    _add3_layer_norm_kernel[(n,)](
+        a, b, c, weight, weight if bias is None else bias, h, y, d, eps, HAS_BIAS=bias is not None, xq_ptr=xq,
+        xsx_ptr=xsx, xsum_ptr=xsum, cnt_ptr=workspace, N_GROUPS=n_groups, GS=group_size, WPG=words_per_group,
+        XQ=True, ASM=not INTERPRET, **launch,
     )  # fmt: skip
     return h, y, xq, xsx, xsum
