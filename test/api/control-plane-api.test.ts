@@ -17,6 +17,11 @@ import type { JobUpdate__Output } from "../../control-plane/src/gen/tardis/v1/Jo
 import type { Rollout__Output } from "../../control-plane/src/gen/tardis/v1/Rollout.js";
 import type { RolloutHistory__Output } from "../../control-plane/src/gen/tardis/v1/RolloutHistory.js";
 import type { RoutedGenerateChunk__Output } from "../../control-plane/src/gen/tardis/v1/RoutedGenerateChunk.js";
+import {
+  stickyBucket,
+  type TrafficSplit,
+  variantForBucket,
+} from "../../control-plane/src/router/index.js";
 import { type Db, openDatabase } from "../../control-plane/src/store/database.js";
 import { protos } from "../../control-plane/src/workers/proto.js";
 import type { WorkerSupervisor } from "../../control-plane/src/workers/supervisor.js";
@@ -228,16 +233,28 @@ describe("ControlPlane API", () => {
     expect(paused.weight).toBe(30);
     expect(paused.appliedWeight).toBe(30);
 
-    // 1,000 sessions: the candidate's share is the weight ± 3 points.
+    // 1,000 sessions: each goes where its sticky bucket falls in the split in force (the candidate owns the
+    // top 30 buckets), and the candidate's share is the weight ± 6 points. The buckets hash the revision, which
+    // hashes this run's variant ids, so the share varies from run to run (binomial: σ ≈ 1.45 points).
+    const split = server.router.split("good");
+    expect(split?.weights.map((w) => w.weight)).toEqual([70, 30]);
     let candidate = 0;
+    let expected = 0;
     const first = new Map<string, string>();
     for (let i = 0; i < 1000; i++) {
       const route = server.router.route({ rollout: "good", sessionId: `user-${i}` });
       route.release();
       first.set(`user-${i}`, route.variant);
       if (route.variant === good.id) candidate++;
+      const want = variantForBucket(
+        split as TrafficSplit,
+        stickyBucket(split?.revision ?? "", `user-${i}`),
+      );
+      expect(route.variant).toBe(want);
+      if (want === good.id) expected++;
     }
-    expect(Math.abs(candidate / 10 - 30)).toBeLessThanOrEqual(3);
+    expect(candidate).toBe(expected);
+    expect(Math.abs(candidate / 10 - 30)).toBeLessThanOrEqual(6);
     // The same session always reaches the same variant within the step.
     for (let i = 0; i < 1000; i += 7) {
       const route = server.router.route({ rollout: "good", sessionId: `user-${i}` });
