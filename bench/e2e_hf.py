@@ -54,12 +54,13 @@ from tardis.kernels.attention import (
     rope_kv_reference,
     rope_kv_write,
 )
+from tardis.kernels.blocks import zero_counters
 from tardis.kernels.gemv import decode_linear
-from tardis.kernels.layout import pack_x_i8
+from tardis.kernels.layout import Int8X, pack_x_i8
 from tardis.kernels.norm import add3, add3_layer_norm, add3_layer_norm_i8, layer_norm_rows
 from tardis.kernels.op import set_fp32_out
 from tardis.kernels.policy import policy_from_bench
-from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS, Int8X, TardisFFN
+from tardis.runtime.ffn import TARDIS_MAX_DECODE_TOKENS, TardisFFN
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -762,7 +763,7 @@ def ffn_output_ab(
                         x_i8 = None
                         if mode == "fp32_xq":  # what add3_layer_norm_i8 writes and zeroes before the call
                             x_i8 = pack_x_i8(x.reshape(-1, x.shape[-1]), *lay)
-                            m.kernel_pack.workspace[:2].zero_()
+                            zero_counters(m.kernel_pack.workspace)
                         got.append(m(x, fp32_ok=True, x_i8=x_i8))
                 err = max(rel_max_diff(g, r) for g, r in zip(got, ref, strict=True))
                 key = "" if mode == "fp32" else "xq_"

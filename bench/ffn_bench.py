@@ -28,7 +28,14 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-worker"))
 
 from tardis.kernels import decode
-from tardis.kernels.blocks import PLANE_BASE, PLANE_LAUNCH, PLANE_SWEEP, UPDOWN_LAUNCH_KEYS, workspace_size
+from tardis.kernels.blocks import (
+    PLANE_BASE,
+    PLANE_LAUNCH,
+    PLANE_SWEEP,
+    UPDOWN_LAUNCH_KEYS,
+    workspace_size,
+    zero_counters,
+)
 from tardis.kernels.layout import TiledPredictor, predict_i8
 from tardis.kernels.op import KernelPack, ffn_decode
 from tardis.kernels.policy import fit_policy
@@ -166,7 +173,7 @@ def set_thresholds(layer: dict, rate: float, gen: torch.Generator) -> None:
 
 def run_tardis(layer: dict, x: torch.Tensor, fp32: bool = False) -> torch.Tensor:
     """One TARDIS layer through the custom op; fp32: in the float32-output mode (KernelPack.fp32_out: the op's
-    float32 sums, and at batch 1 no finish kernel), which leaves the workspace's counters set: zero ws[:2] after."""
+    float32 sums, and at batch 1 no finish kernel), which leaves the workspace's counters set: zero_counters after."""
     return ffn_decode(
         x, KernelPack(layer["pred"], layer["ws"], fp32_out=fp32), wf=layer["wf"], bf=layer["bf"], b1=layer["b1"],
         lo_in=layer["lo_in"], hi_in=layer["hi_in"], w1=layer["w1"], w2t=layer["w2t"], slope=layer["slope"],
@@ -187,7 +194,7 @@ def check_fp32(layer: dict, n: int, gen: torch.Generator) -> dict:
             run_tardis(layer, torch.randn_like(x), fp32=True)
         y = run_tardis(layer, x, fp32=True)
     finally:
-        layer["ws"][:2].zero_()
+        zero_counters(layer["ws"])
     y_ref = reference(layer, x)[0]
     err = float((y.double() - y_ref).norm() / y_ref.norm())
     return {"rel_err_fp32": err, "ok_fp32": bool(torch.isfinite(y).all()) and err < 1e-2 and y.dtype == torch.float32}
@@ -765,7 +772,7 @@ def bench_shape(
                     print(f"  fp32 output B={n}: {r['fp32_error']}", flush=True)
                 finally:
                     for lay in layers:
-                        lay["ws"][:2].zero_()
+                        zero_counters(lay["ws"])
             on_row(r)
             fp32 = f" fp32 {r['tardis_fp32_us']:.1f} x{r['speedup_fp32']:.2f}" if "tardis_fp32_us" in r else ""
             print(f"{name} B={n} p={rate:.4g} dense {t_dense:.1f} tardis {t0:.1f} x{r['speedup']:.2f}{fp32} "

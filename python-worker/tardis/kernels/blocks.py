@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
 WF_BLOCK_ROWS = 16  # folded rows per program (d/16 programs: several per SM)
 WF_BLOCK_K = 256  # folded GEMV step along d
 # up/down launch (v7: the fastest of bench/ffn_bench.py --updown-sweep at B = 1, 5% on an H100, where batch 1
@@ -229,6 +234,7 @@ assert min(UPDOWN_BLOCK_COLS, DOWN_BLOCK_COLS) >= TICKET_BLOCK_COLS  # their col
 
 PRED_ROWS = 64  # rows of a predictor tile (layout.BLOCK_ROWS)
 MAX_SPLIT_TOKENS = 4  # tokens the split predictor's partial-sum buffer holds
+COUNT_WORDS = 2  # the workspace's first region: the list count and items done
 
 
 def workspace_layout(d: int, f: int) -> dict[str, tuple[int, int]]:
@@ -238,7 +244,7 @@ def workspace_layout(d: int, f: int) -> dict[str, tuple[int, int]]:
     predictor programs (UP_SPIN), and the split predictor's fp32 partial sums [MAX_SPLIT_TOKENS, f_pad]."""
     tiles = -(-f // PRED_ROWS)
     sizes = {
-        "counts": 2,
+        "counts": COUNT_WORDS,
         "col_tickets": -(-d // TICKET_BLOCK_COLS),
         "tile_tickets": tiles,
         # UP_SPIN: word 0 counts kernel 1's finished predictor programs (the down kernel's last item resets it);
@@ -251,6 +257,12 @@ def workspace_layout(d: int, f: int) -> dict[str, tuple[int, int]]:
         out[name] = (off, n)
         off += n
     return out
+
+
+def zero_counters(workspace: torch.Tensor) -> None:
+    """Zero a workspace's list count and items done (workspace_layout's "counts" region), which a call in the
+    float32-output mode leaves set (op.KernelPack.fp32_out)."""
+    workspace[:COUNT_WORDS].zero_()
 
 
 def workspace_size(d: int, f: int) -> int:

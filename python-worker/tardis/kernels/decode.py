@@ -77,8 +77,9 @@ from tardis.kernels.blocks import (
     Z_ROWS,
     workspace_layout,
     workspace_size,
+    zero_counters,
 )
-from tardis.kernels.layout import TiledPredictor
+from tardis.kernels.layout import Int8X, TiledPredictor
 from tardis.kernels.ptx import INTERPRET as _INTERPRET
 from tardis.kernels.ptx import gdc_launch_dependents, gdc_wait, pdl_supported, round_half_even, stamp
 from tardis.kernels.ptx import gpu_fence as _gpu_fence
@@ -1662,7 +1663,7 @@ class DecodeLaunch:
         kernels: str | None = None,
         out32: bool = False,
         reset_first: bool = False,
-        x_i8: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        x_i8: Int8X | None = None,
     ) -> None:
         n, d = x.shape
         f = w1.shape[0]
@@ -1928,7 +1929,7 @@ class DecodeLaunch:
     def _reset_counters(self) -> None:
         # reset_first without the int8 x kernel: the list count and items done zeroed before kernel 1
         if self.reset_first:
-            self.ws[:2].zero_()
+            zero_counters(self.ws)
 
     def _pdl_args(self) -> dict[str, bool]:
         # PDL: the kernel waits for the previous grid itself, so it may be launched before that one ends
@@ -2072,7 +2073,7 @@ def ffn_decode_triton(
     kernels: str | None = None,
     out32: bool = False,
     reset_first: bool = False,
-    x_i8: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    x_i8: Int8X | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the kernels: returns (y [N, d] in x's dtype, or with out32 float32; flags [N, f] int8). out32,
     reset_first and x_i8: see DecodeLaunch (a workspace used with out32 must have reset_first on every call)."""

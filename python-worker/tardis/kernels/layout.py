@@ -20,6 +20,8 @@ from tardis.core.predictor import QuantizedW1, codes_per_word, pack_codes, unpac
 from tardis.kernels.blocks import PRED_ROWS
 
 BLOCK_ROWS = PRED_ROWS  # predictor rows per tile (the kernels' programs take one or several tiles)
+# x's int8 words for the I8 predictor programs: (words, s_x, word sums), see pack_x_i8
+Int8X = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _next_pow2(n: int) -> int:
@@ -160,9 +162,7 @@ def quantize_x_i8(x: torch.Tensor, group_size: int, n_groups: int) -> tuple[torc
     return torch.round(xg * inv[..., None]), amax / c127
 
 
-def pack_x_i8(
-    x: torch.Tensor, group_size: int, words_per_group: int, n_groups: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pack_x_i8(x: torch.Tensor, group_size: int, words_per_group: int, n_groups: int) -> Int8X:
     """x [n, d] → the int8 x words the I8 predictor programs read, as the decode op's int8 x kernel writes them:
     (words int32 [n, n_groups, wpg, 4], s_x float32 [n, n_groups], Σ x over each word's 16 columns float32
     [n, n_groups, wpg]). Byte b of word (j, k) holds the int8 (`quantize_x_i8`) of column (4b + k)·wpg + j of the

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import torch
 
+from tardis.kernels.blocks import zero_counters
+from tardis.kernels.layout import Int8X, pack_x_i8
+
 
 def layer_norm_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
     """(x − mean) / √(var + eps) · weight + bias over the last dimension, in float32 (float64 in, float64 out)."""
@@ -85,16 +88,14 @@ def _add3_layer_norm_i8_op(
     group_size: int, words_per_group: int, n_groups: int, workspace: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """add3_layer_norm, and the norm as the next `tardis::ffn_decode` call's int8 x words (layout.pack_x_i8);
-    zeroes workspace[:2], that call's list count and items done."""
+    zeroes that call's list count and items done in workspace (blocks.zero_counters)."""
     if a.is_cuda:
         from tardis.kernels.norm_triton import launch_add3_layer_norm_i8
 
         return launch_add3_layer_norm_i8(a, b, c, weight, bias, eps, group_size, words_per_group, n_groups, workspace)
-    from tardis.kernels.layout import pack_x_i8
-
     h = _sum3(a, b, c)
     y = layer_norm_reference(h, weight, bias, eps)
-    workspace[:2].zero_()
+    zero_counters(workspace)
     return h, y, *pack_x_i8(y, group_size, words_per_group, n_groups)
 
 
@@ -153,7 +154,7 @@ def add3_layer_norm(
 def add3_layer_norm_i8(
     a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
     layout: tuple[int, int, int], workspace: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor, Int8X]:  # fmt: skip
     """add3_layer_norm for rows a, b, c [N, d] (as there, a may be float32 beside bf16 / fp16), and its norm also as
     the int8 x words of the next FFN call (`tardis.kernels.op.ffn_decode(..., x_i8=)`), whose predictor groups
     `layout` = (group size, words a group, groups) gives (TardisFFN.int8_x_layout); zeroes that call's counters,

@@ -3,10 +3,13 @@ their launchers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
 
+from tardis.kernels.layout import Int8X
 from tardis.kernels.ptx import INTERPRET, round_half_even
 
 ADD3_BLOCK = 1024  # elements per add3 program
@@ -131,12 +134,7 @@ def launch_add3_layer_norm(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """a, b, c [N, d] (b's dtype, a's too or float32), weight / bias [d] → (h = a + b + c in b's dtype, the layer
     norm of each row of h)."""
-    n, d = a.shape
-    a, b, c = (t.contiguous() for t in (a, b, c))
-    h, y = torch.empty_like(b), torch.empty_like(b)
-    _add3_layer_norm_kernel[(n,)](
-        a, b, c, weight, weight if bias is None else bias, h, y, d, eps, HAS_BIAS=bias is not None, **_row_launch(d)
-    )
+    h, y, _ = _launch_add3_layer_norm(a, b, c, weight, bias, eps, None, None)
     return h, y
 
 
@@ -145,19 +143,35 @@ def launch_add3_layer_norm_i8(
     group_size: int, words_per_group: int, n_groups: int, workspace: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """launch_add3_layer_norm, and the norm as the int8 x words (layout.pack_x_i8) of groups of group_size =
-    16 · words_per_group columns; zeroes workspace[:2]. → (h, norm, words, s_x, sums)."""
+    16 · words_per_group columns; zeroes workspace's counters (blocks.zero_counters). → (h, norm, words, s_x,
+    sums)."""
+    h, y, x_i8 = _launch_add3_layer_norm(a, b, c, weight, bias, eps, (group_size, words_per_group, n_groups), workspace)
+    assert x_i8 is not None
+    return h, y, *x_i8
+
+
+def _launch_add3_layer_norm(
+    a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float,
+    layout: tuple[int, int, int] | None, workspace: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, Int8X | None]:  # fmt: skip
+    # one program a row; with a layout (group size, words a group, groups) the XQ variant, whose block holds
+    # whole groups (both powers of two)
     n, d = a.shape
     a, b, c = (t.contiguous() for t in (a, b, c))
     h, y = torch.empty_like(b), torch.empty_like(b)
-    dev = a.device
-    xq = torch.empty(n, n_groups, words_per_group, 4, device=dev, dtype=torch.int32)
-    xsx = torch.empty(n, n_groups, device=dev, dtype=torch.float32)
-    xsum = torch.empty(n, n_groups, words_per_group, device=dev, dtype=torch.float32)
-    launch = _row_launch(d)
-    launch["BD"] = max(launch["BD"], group_size)  # whole groups (both powers of two)
+    launch: dict[str, Any] = _row_launch(d)
+    x_i8: Int8X | None = None
+    if layout is not None:
+        gs, wpg, n_groups = layout
+        dev = a.device
+        x_i8 = (
+            torch.empty(n, n_groups, wpg, 4, device=dev, dtype=torch.int32),
+            torch.empty(n, n_groups, device=dev, dtype=torch.float32),
+            torch.empty(n, n_groups, wpg, device=dev, dtype=torch.float32),
+        )
+        launch |= {"BD": max(launch["BD"], gs), "xq_ptr": x_i8[0], "xsx_ptr": x_i8[1], "xsum_ptr": x_i8[2]}
+        launch |= {"cnt_ptr": workspace, "N_GROUPS": n_groups, "GS": gs, "WPG": wpg, "XQ": True, "ASM": not INTERPRET}
     _add3_layer_norm_kernel[(n,)](
-        a, b, c, weight, weight if bias is None else bias, h, y, d, eps, HAS_BIAS=bias is not None, xq_ptr=xq,
-        xsx_ptr=xsx, xsum_ptr=xsum, cnt_ptr=workspace, N_GROUPS=n_groups, GS=group_size, WPG=words_per_group,
-        XQ=True, ASM=not INTERPRET, **launch,
-    )  # fmt: skip
-    return h, y, xq, xsx, xsum
+        a, b, c, weight, weight if bias is None else bias, h, y, d, eps, HAS_BIAS=bias is not None, **launch
+    )
+    return h, y, x_i8

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from tardis.core.predictor import QuantizedW1
-from tardis.kernels.blocks import workspace_size
-from tardis.kernels.layout import TiledPredictor, tile_predictor
+from tardis.kernels.blocks import workspace_size, zero_counters
+from tardis.kernels.layout import Int8X, TiledPredictor, tile_predictor
 from tardis.runtime.reference import count_step, tardis_ffn
 
 
@@ -122,7 +122,7 @@ def set_fp32_out(module: nn.Module, on: bool) -> None:
     if pack is None:
         raise ValueError(f"{type(module).__name__} has no kernel pack: tardis.kernels.attach it on a CUDA device first")
     if pack.fp32_out and not on:
-        pack.workspace[:2].zero_()  # the list count and items done (tardis.kernels.blocks.workspace_layout)
+        zero_counters(pack.workspace)
     pack.fp32_out = on
 
 
@@ -142,7 +142,7 @@ def ffn_decode(
     act: str,
     counts: torch.Tensor,
     fp32_ok: bool = False,
-    x_i8: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    x_i8: Int8X | None = None,
 ) -> torch.Tensor:
     """Call `tardis::ffn_decode` with a kernel pack; x [N, d] → y [N, d] in x's dtype, or float32 where the
     caller takes it (fp32_ok) and the pack is in the float32-output mode (set_fp32_out). x_i8: x's int8 words from

@@ -11,13 +11,11 @@ from tardis.core.layer import FoldedLayer
 from tardis.runtime.reference import COUNTS, FlagMode, count_step, dense_ffn, read_counts, tardis_ffn
 
 if TYPE_CHECKING:
-    from tardis.kernels.layout import TiledPredictor
+    from tardis.kernels.layout import Int8X, TiledPredictor
     from tardis.kernels.op import KernelPack
 
 Mode = Literal["tardis", "dense"]
 StepPath = Literal["dense", "policy_dense", "op", "reference"]
-# x's int8 words for the op's predictor: (words, s_x, word sums), see tardis.kernels.layout.pack_x_i8
-Int8X = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 # The Triton decode kernels are built and tested for up to this many tokens per step (batch × new
 # tokens); larger steps (a prefill run through TARDIS) take the reference path.
