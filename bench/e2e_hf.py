@@ -139,9 +139,9 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     also replaces the rotary embedding and the static cache's update (about fifteen small kernels) by
     `tardis::rope_kv_write` (one), where the cache layer is a static one and the step is not being compiled (inductor
     fuses those ops itself there); mode "fused_layer" does all of it in `tardis::mqa_rope_attention` (the attention's
-    kernels rotate and write themselves), and mode "fused_gemv" also runs the two projections through
-    `tardis::decode_linear` (one launch each at batch 1 where cuBLAS runs a split-K kernel and its reduce). Anything
-    else goes to the original forward."""
+    kernels rotate and write themselves), and modes "fused_gemv" and "fused_model" also run the two projections
+    through `tardis::decode_linear` (one launch each at batch 1 where cuBLAS runs a split-K kernel and its reduce).
+    Anything else goes to the original forward."""
     from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
 
     past = kw.get("layer_past", args[1] if len(args) > 1 else None)
@@ -228,7 +228,12 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
         cur.wait_stream(side)
     nxt = vars(self).get("_next_layer")
     if nxt is None:
-        return add3(mlp, attn, hidden_states), weights
+        fin = vars(self).get("_final_norm")  # mode fused_model's last layer: the model's final norm here too
+        if fin is None:
+            return add3(mlp, attn, hidden_states), weights
+        out, normed = add3_layer_norm(mlp, attn, hidden_states, fin[0].weight, fin[0].bias, fin[0].eps)
+        fin[0]._pre_norm = (out, normed)
+        return out, weights
     nln = nxt[0].input_layernorm
     layout = norm_int8_x_layout(nxt[0].mlp, hidden_states.numel() // hidden_states.shape[-1])
     if layout is None:
@@ -240,6 +245,43 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
         )
         nxt[0]._pre_norm = (out, x_next, x_i8_next)
     return out, weights
+
+
+def final_norm_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+    """The final LayerNorm's forward in mode fused_model: the norm the last decoder layer's add3_layer_norm wrote,
+    where x is that layer's output; else (prefill, a compiled step) the module's own."""
+    if torch.compiler.is_compiling():
+        return self._stock_forward(x)
+    pre = vars(self).pop("_pre_norm", None)
+    return pre[1] if pre is not None and pre[0] is x else self._stock_forward(x)
+
+
+def table_rotary_forward(self: Any, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotary embedding's forward in mode fused_model for a decode step (one position a row): cos and sin
+    looked up in a table of every position below max_position_embeddings, computed once by the module's own forward
+    (so the values are the same bits; an index past the table fails the lookup loudly, it is never clamped), two
+    kernels instead of six. Prefill, a step being compiled, a RoPE type other than the default (its frequencies
+    can change with the length) and the first call for a device and dtype while a CUDA graph is being captured go
+    to the module's own forward."""
+    if (
+        position_ids.ndim != 2
+        or position_ids.shape[1] != 1
+        or self.rope_type != "default"
+        or torch.compiler.is_compiling()
+    ):
+        return self._stock_forward(x, position_ids)
+    tables = vars(self).setdefault("_tables", {})
+    key = (x.device, x.dtype)
+    if key not in tables:
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():
+            return self._stock_forward(x, position_ids)
+        every = torch.arange(self.config.max_position_embeddings, device=x.device)[None]
+        cos, sin = self._stock_forward(x, every)
+        tables[key] = (cos[0].contiguous(), sin[0].contiguous())
+    cos, sin = tables[key]
+    idx = position_ids.reshape(-1)
+    shape = (*position_ids.shape, cos.shape[-1])
+    return cos.index_select(0, idx).view(shape), sin.index_select(0, idx).view(shape)
 
 
 def layer_mlp(layer: Any, x: torch.Tensor, x_i8: Int8X | None = None) -> torch.Tensor:
@@ -319,13 +361,17 @@ def stream_key(n: int, priority: str) -> str:
 # through tardis::mqa_decode_attention; that with the rotary embedding and cache write in tardis::rope_kv_write;
 # and (fused_layer) the rotary embedding and cache write inside the attention's kernels (tardis::mqa_rope_attention),
 # the layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3, the adds and the next layer's norm
-# in tardis::add3_layer_norm; (fused_gemv) that with the attention's projections in tardis::decode_linear
-ATTENTION_MODES = ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv")
+# in tardis::add3_layer_norm; (fused_gemv) that with the attention's projections in tardis::decode_linear;
+# (fused_model) that with the model's own step code trimmed: the rotary embedding's cos and sin looked up in a table
+# instead of computed (six kernels), the final layer norm in the last layer's tardis::add3_layer_norm
+ATTENTION_MODES = ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv", "fused_model")
 MQA_KERNELS = {
     "mqa": "sdpa", "mqa_triton": "triton", "mqa_fused": "fused", "fused_layer": "rope_attention",
-    "fused_gemv": "rope_attention",
+    "fused_gemv": "rope_attention", "fused_model": "rope_attention",
 }  # fmt: skip
-FUSED_LAYER_MODES = ("fused_layer", "fused_gemv")  # the decoder layer's forward is fused_decoder_forward
+# the decoder layer's forward is fused_decoder_forward
+FUSED_LAYER_MODES = ("fused_layer", "fused_gemv", "fused_model")
+GEMV_MODES = ("fused_gemv", "fused_model")  # the attention's projections in tardis::decode_linear
 
 
 def mqa_attentions(model: nn.Module) -> list[nn.Module]:
@@ -343,7 +389,7 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
     """Put ATTENTION_MODES' `mode` in force on every multi-query Falcon attention module of the model (old decoder
     architecture, rotary): mqa_decode_forward with its kernel, or HF's own forward ("stock"); returns how many
     modules it applies to."""
-    from transformers.models.falcon.modeling_falcon import FalconDecoderLayer
+    from transformers.models.falcon.modeling_falcon import FalconDecoderLayer, FalconModel
 
     if mode not in ATTENTION_MODES:
         raise ValueError(f"attention mode {mode!r}: want one of {', '.join(ATTENTION_MODES)}")
@@ -355,16 +401,26 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
         m.forward = m._stock_forward if patched is None else patched.__get__(m)  # type: ignore[method-assign]
 
     layers = [m for m in model.modules() if isinstance(m, FalconDecoderLayer)]
+    trimmed = mode == "fused_model"
+    for m in model.modules():  # fused_model: the rotary table, and the final norm taken from the last layer's adds
+        if isinstance(m, FalconModel):
+            set_forward(m.rotary_emb, table_rotary_forward if trimmed else None)
+            set_forward(m.ln_f, final_norm_forward if trimmed else None)
+            vars(m.ln_f).pop("_pre_norm", None)
+            if layers and m.h[-1] is layers[-1]:
+                layers[-1]._final_norm = (m.ln_f,) if trimmed else None
     for i, m in enumerate(layers):  # fused_layer: the layer's norm and residual adds too, and the next one's norm
         set_forward(m, fused_decoder_forward if mode in FUSED_LAYER_MODES else None)
         m._side_stream, m._side_mlp = None, False  # one stream (set_branch_streams: two)
         # the next layer in a tuple, not an attribute of its own (that would make it a submodule of this one)
         m._next_layer = (layers[i + 1],) if mode in FUSED_LAYER_MODES and i + 1 < len(layers) else None
+        if not (trimmed and i + 1 == len(layers)):
+            m._final_norm = None
         vars(m).pop("_pre_norm", None)
     attentions = mqa_attentions(model)
     for m in attentions:
         m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
-        m._gemv = mode == "fused_gemv"
+        m._gemv = mode in GEMV_MODES
         if mode in ("mqa_fused", *FUSED_LAYER_MODES) and "_rope_ticket" not in vars(m):  # rotary scratch
             m._rope_ticket = attention_ticket(m.num_heads, 64, m.query_key_value.weight.device)
         set_forward(m, None if mode == "stock" else mqa_decode_forward)
@@ -495,7 +551,7 @@ def gemv_ab(model: nn.Module, args: argparse.Namespace, use_graph: bool) -> dict
     may run fused_gemv."""
     device = next(model.parameters()).device
     mods = [lin for m in mqa_attentions(model) for lin in (m.query_key_value, m.dense)]
-    wanted = args.gemv != "off" and args.attention in ("auto", "fused_gemv")  # another mode runs no decode_linear
+    wanted = args.gemv != "off" and args.attention in ("auto", *GEMV_MODES)  # another mode runs no decode_linear
     out: dict[str, Any] = {"applies": bool(mods) and device.type == "cuda" and use_graph and wanted}
     if not out["applies"]:
         return out
@@ -1348,7 +1404,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "embedding and the static-cache write in tardis::rope_kv_write; fused_layer: those inside the attention's "
         "kernels (tardis::mqa_rope_attention), and the layer norm and the "
         "residual adds in tardis::layer_norm_rows and tardis::add3; fused_gemv: that with the attention's projections "
-        "in tardis::decode_linear, the launch --gemv chose), or the fastest of them "
+        "in tardis::decode_linear, the launch --gemv chose; fused_model: that with the model's rotary cos and sin "
+        "looked up in a table and its final norm in the last layer's adds), or the fastest of them "
         "at batch 1 with the FFNs zeroed, if its logits are as accurate as stock's (auto)",
     )
     ap.add_argument(
@@ -1373,7 +1430,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--branch-streams",
         choices=("auto", "1", "2"),
         default="auto",
-        help="fused_layer / fused_gemv attention on CUDA: each decoder layer's attention branch on a second stream "
+        help="fused_layer / fused_gemv / fused_model attention on CUDA: each decoder layer's attention branch on a "
+        "second stream "
         "beside its MLP (2), one stream (1), or each model's fastest configuration at batch 1 (with "
         "--branch-priority's; auto)",
     )

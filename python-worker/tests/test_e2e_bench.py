@@ -71,7 +71,7 @@ def smoke(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads(out.read_text())
 
 
-def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
+def test_the_script_writes_every_section_with_sane_values(smoke: dict, bench: ModuleType) -> None:
     assert set(smoke) >= {"env", "args", "model", "calibration", "decode", "decode_settings", "small_models"}
     assert smoke["env"]["torch"] == torch.__version__
     assert smoke["env"]["transformers"] == transformers.__version__
@@ -83,7 +83,7 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict) -> None:
     assert [r["batch"] for r in smoke["decode"]] == [1, 3]
     att = smoke["attention"]  # --attention auto: both timed, the faster correct one used by both models
     assert att["applies"] and not att["errors"]
-    assert att["choice"] in ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv")
+    assert att["choice"] in bench.ATTENTION_MODES
     assert att["mqa_logits_max_rel_diff"] < 1e-4 and att["mqa_triton_logits_max_rel_diff"] < 1e-4
     assert smoke["branch_streams"] == {"applies": False, "choice": 1}  # two streams are for CUDA devices
     assert smoke["gemv"] == {"applies": False}  # the GEMV launch A/B is for CUDA graphs
@@ -282,23 +282,29 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
     # and cache write, and the two as tardis::mqa_rope_attention with the decoder layer's norm and residual adds in
     # tardis::layer_norm_rows and tardis::add3, a layer's adds and the next layer's norm in tardis::add3_layer_norm
     # (CPU: their references), and that with the two projections in tardis::decode_linear
-    for mode in ("mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv"):
+    # (fused_model: the last layer's adds with the final norm in tardis::add3_layer_norm too, the rotary table)
+    for mode in ("mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv", "fused_model"):
         assert bench.set_decode_attention(model, mode) == args.layers
         calls.clear()
         for a, b in zip(stock, _decode_logits(bench, model, prompts, 4), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
         steps = 4 * args.layers  # every decode step's layers (the prefill keeps HF's own paths)
         assert calls.get("rope_kv_write", 0) == (steps if mode == "mqa_fused" else 0), (mode, calls)
-        fused = mode in ("fused_layer", "fused_gemv")  # a step: the first layer's norm, the last layer's adds, pairs
+        fused = mode in ("fused_layer", "fused_gemv", "fused_model")  # a step: the first layer's norm, the last
+        # layer's adds (fused_model: with the final norm), pairs
+        trimmed = mode == "fused_model"
         assert calls.get("mqa_rope_attention", 0) == (steps if fused else 0), (mode, calls)
-        assert calls.get("decode_linear", 0) == (2 * steps if mode == "fused_gemv" else 0), (mode, calls)
-        assert calls.get("layer_norm_rows", 0) == calls.get("add3", 0) == (4 if fused else 0), (mode, calls)
-        assert calls.get("add3_layer_norm", 0) == (steps - 4 if fused else 0), (mode, calls)
+        gemv = mode in ("fused_gemv", "fused_model")
+        assert calls.get("decode_linear", 0) == (2 * steps if gemv else 0), (mode, calls)
+        assert calls.get("layer_norm_rows", 0) == (4 if fused else 0), (mode, calls)
+        assert calls.get("add3", 0) == (4 if fused and not trimmed else 0), (mode, calls)
+        assert calls.get("add3_layer_norm", 0) == (steps - 4 * (not trimmed) if fused else 0), (mode, calls)
     bench.set_decode_attention(model, "stock")
     assert all("forward" not in vars(m) or m.forward == m._stock_forward for m in model.modules())
     with pytest.raises(
         ValueError,
-        match="attention mode 'flash': want one of stock, mqa, mqa_triton, mqa_fused, fused_layer, fused_gemv",
+        match="attention mode 'flash': want one of stock, mqa, mqa_triton, mqa_fused, fused_layer, fused_gemv, "
+        "fused_model",
     ):
         bench.set_decode_attention(model, "flash")
     r = bench.attention_ab(model, prompts, bench.parse_args([*TINY, "--new-tokens", "3"]), False)
@@ -360,8 +366,9 @@ def test_a_failing_mqa_attention_leaves_hf_attention_in_force(
     r = bench.attention_ab(model, prompts, args, False)
     assert r["choice"] == "stock" and set(r["errors"]) == set(bench.ATTENTION_MODES[1:])
     assert "no kernel for this layout" in r["errors"]["mqa"]
-    patched = [m for m in model.modules() if "_stock_forward" in vars(m)]  # attention modules and decoder layers
-    assert len(patched) == 2 * args.layers and all(m.forward == m._stock_forward for m in patched)
+    # attention modules and decoder layers, and (fused_model) the rotary embedding and final norm
+    patched = [m for m in model.modules() if "_stock_forward" in vars(m)]
+    assert len(patched) == 2 * args.layers + 2 and all(m.forward == m._stock_forward for m in patched)
 
 
 def test_random_falcon_has_the_requested_shape_and_init(bench: ModuleType) -> None:
@@ -520,14 +527,15 @@ def test_the_compiled_decode_step_decodes_what_the_eager_step_decodes(bench: Mod
     assert torch.equal(compiled["tokens"], eager["tokens"])
 
 
-def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: ModuleType) -> None:
+@pytest.mark.parametrize("mode", ["fused_layer", "fused_model"])
+def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: ModuleType, mode: str) -> None:
     # --attention fused_layer: eager steps run tardis::mqa_rope_attention, layer_norm_rows, add3 and
-    # add3_layer_norm (CPU references);
+    # add3_layer_norm (CPU references); fused_model also the rotary table and the final norm in the last adds;
     # a compiled step keeps HF's rotary, cache and norm code (the patched forwards step aside while dynamo traces)
     args, model = _graph_safe_falcon(bench, TINY, "cpu", torch.float32)
     prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(12))
     stock = bench.time_decode(model, prompts, 5, 1, False)
-    assert bench.set_decode_attention(model, "fused_layer") == args.layers
+    assert bench.set_decode_attention(model, mode) == args.layers
     fused = bench.time_decode(model, prompts, 5, 1, False)
     from torch._dynamo.utils import counters
 
@@ -535,6 +543,36 @@ def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: Modu
     compiled = bench.time_decode(model, prompts, 5, 1, False, compile_step=True)
     assert torch.equal(fused["tokens"], stock["tokens"]) and torch.equal(compiled["tokens"], stock["tokens"])
     assert not counters["graph_break"], dict(counters["graph_break"])  # one graph a step, not a frame a layer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_model_mode_looks_up_the_rotary_embedding_and_takes_the_final_norm_from_the_last_adds(
+    bench: ModuleType, dtype: torch.dtype
+) -> None:
+    # mode fused_model: a decode step's cos and sin come from a table the module's own forward computed once, the
+    # same bits as that forward at each position; the final norm's module runs only where the last layer's adds
+    # did not norm (the prefill); a position past the table fails the lookup rather than clamping
+    args, model = _graph_safe_falcon(bench, TINY, "cpu", dtype)
+    rotary, ln_f = model.transformer.rotary_emb, model.transformer.ln_f
+    x = torch.zeros(1, dtype=dtype)
+    n = model.config.max_position_embeddings
+    bench.set_decode_attention(model, "fused_model")
+    for pos in [*torch.randint(0, n, (12,), generator=torch.Generator().manual_seed(21)).tolist(), 0, n - 1]:
+        ids = torch.tensor([[pos]])
+        got, want = rotary(x, ids), rotary._stock_forward(x, ids)
+        assert all(torch.equal(g, w) and g.dtype == dtype for g, w in zip(got, want, strict=True))
+    with pytest.raises((IndexError, RuntimeError)):
+        rotary(x, torch.tensor([[n]]))
+    stock_norms: list[int] = []
+    stock_ln = ln_f._stock_forward
+    ln_f._stock_forward = lambda t: stock_norms.append(t.shape[1]) or stock_ln(t)
+    prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(22))
+    fused = _decode_logits(bench, model, prompts, 4)
+    assert stock_norms == [10]  # the prefill's; no decode step's
+    ln_f._stock_forward = stock_ln
+    bench.set_decode_attention(model, "stock")
+    for a, b in zip(_decode_logits(bench, model, prompts, 4), fused, strict=True):
+        torch.testing.assert_close(b, a, rtol=2e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
