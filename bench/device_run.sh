@@ -150,8 +150,9 @@ if [ "$stage" = ab ]; then
   grep -E "^  ab |^falcon|^bloom" "$OUT/ffn_ab.txt"
 fi
 
-step_tests() {  # LIMIT_S: the GPU tests of the attention, rotary / cache-write, norm and GEMV kernels and the e2e bench
-  GPU_TESTS_FILES="tests/test_attention.py tests/test_norm.py tests/test_gemv.py tests/test_e2e_bench.py" GPU_TESTS_K=gpu GPU_TESTS_X="" \
+step_tests() {  # LIMIT_S: the GPU tests of the attention, rotary / cache-write, norm, GEMV and greedy kernels and the e2e bench
+  GPU_TESTS_FILES="tests/test_attention.py tests/test_norm.py tests/test_gemv.py tests/test_greedy.py tests/test_e2e_bench.py" \
+    GPU_TESTS_K=gpu GPU_TESTS_X="" \
     gpu_tests "$1" step_tests
 }
 

@@ -56,6 +56,7 @@ from tardis.kernels.attention import (
 )
 from tardis.kernels.blocks import zero_counters
 from tardis.kernels.gemv import decode_linear
+from tardis.kernels.greedy import greedy_step
 from tardis.kernels.layout import Int8X, pack_x_i8
 from tardis.kernels.norm import add3, add3_layer_norm, add3_layer_norm_i8, layer_norm_rows
 from tardis.kernels.op import set_fp32_out
@@ -975,6 +976,79 @@ def print_kernels(title: str, kernels: dict[str, Any] | None, top: int = 8) -> N
         print(f"    {k['us_per_step']:8.1f} us {k['calls_per_step']:5.0f}x  {k['kernel'][:90]}", flush=True)
 
 
+# the decode loop's writes after the LM head (greedy_ab): the torch ops, or (kernel) tardis::greedy_step
+GREEDY = {"kernel": False}
+
+
+def greedy_writes(logits: torch.Tensor, ids: torch.Tensor, tokens: torch.Tensor, step: torch.Tensor) -> None:
+    """A greedy decode step's writes from the last position's logits [B, V]: each row's argmax as the next input
+    ids [B, 1] and into tokens [B, T] at column min(step, T − 1), then step + 1; the torch ops, or with
+    GREEDY["kernel"] the same in tardis::greedy_step (two launches instead of five)."""
+    if GREEDY["kernel"]:
+        greedy_step(logits, ids, tokens, step)
+        return
+    nxt = logits.argmax(-1, keepdim=True)
+    tokens.index_copy_(1, step.clamp(max=tokens.shape[1] - 1), nxt)
+    ids.copy_(nxt)
+    step.add_(1)
+
+
+@torch.no_grad()
+def greedy_ab(device: torch.device, dtype: torch.dtype, vocab: int, batches: list[int], use_graph: bool) -> dict:
+    """--greedy auto (CUDA graphs): tardis::greedy_step against the torch ops it replaces on random logits of the
+    model's vocabulary and dtype (with ties and a NaN row): the same ids, tokens and step at every batch of the run,
+    and each way's µs at batch 1 (one graph of 64 calls, the median of 5 replays). The kernel is used for every
+    timed decode step (dense and TARDIS alike) when it is correct and faster."""
+    GREEDY["kernel"] = False
+    out: dict[str, Any] = {"applies": device.type == "cuda" and use_graph, "kernel": False}
+    if not out["applies"]:
+        return out
+    g = torch.Generator().manual_seed(0)
+
+    def run(kernel: bool, logits: torch.Tensor, step0: int) -> tuple[torch.Tensor, ...]:
+        GREEDY["kernel"] = kernel
+        b = logits.shape[0]
+        ids, tokens = (
+            torch.zeros(b, 1, dtype=torch.long, device=device),
+            torch.zeros(b, 4, dtype=torch.long, device=device),
+        )
+        step = torch.tensor([step0], device=device)
+        greedy_writes(logits, ids, tokens, step)
+        return ids, tokens, step
+
+    try:
+        for b in sorted(set(batches)):
+            logits = torch.randn(b, 2, vocab, generator=g).to(device=device, dtype=dtype)
+            logits[0, -1, [vocab - 1, vocab // 3]] = 1e4  # a tie: the first index wins
+            if b > 1:
+                logits[1, -1, [vocab // 2, 3]] = float("nan")  # a NaN wins, the first of them
+            for step0 in (0, 7):
+                want, got = run(False, logits[:, -1], step0), run(True, logits[:, -1], step0)
+                if not all(torch.equal(a, c) for a, c in zip(want, got, strict=True)):
+                    out["error"] = (
+                        f"batch {b}, step {step0}: ids {got[0].flatten().tolist()} != {want[0].flatten().tolist()}"
+                    )
+                    GREEDY["kernel"] = False
+                    return out
+        logits = torch.randn(1, vocab, generator=g).to(device=device, dtype=dtype)
+        ids, tokens = (
+            torch.zeros(1, 1, dtype=torch.long, device=device),
+            torch.zeros(1, 64, dtype=torch.long, device=device),
+        )
+        step = torch.zeros(1, dtype=torch.long, device=device)
+        for kernel in (False, True):
+            GREEDY["kernel"] = kernel
+            replay = Replayable(lambda: [greedy_writes(logits, ids, tokens, step) for _ in range(64)], True, step.zero_)
+            out[f"{'kernel' if kernel else 'torch'}_us"] = 1e6 * median_seconds(replay, device, 5) / 64
+    except Exception as e:  # the kernel must not lose the run: the torch ops stay
+        traceback.print_exc()
+        out["error"] = repr(e)[:400]
+        GREEDY["kernel"] = False
+        return out
+    out["kernel"] = GREEDY["kernel"] = out["kernel_us"] < out["torch_us"]
+    return out
+
+
 @torch.no_grad()
 def time_decode(
     model: nn.Module,
@@ -1015,10 +1089,7 @@ def time_decode(
 
     def step() -> None:
         logits = forward(input_ids=static_ids, past_key_values=cache, use_cache=True).logits
-        nxt = logits[:, -1].argmax(-1, keepdim=True)
-        tokens.index_copy_(1, step_idx.clamp(max=new_tokens - 1), nxt)
-        static_ids.copy_(nxt)
-        step_idx.add_(1)
+        greedy_writes(logits[:, -1], static_ids, tokens, step_idx)
 
     def rewind() -> None:
         rewind_cache(cache, p)
@@ -1409,6 +1480,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "at batch 1 with the FFNs zeroed, if its logits are as accurate as stock's (auto)",
     )
     ap.add_argument(
+        "--greedy",
+        choices=("auto", "torch", "kernel"),
+        default="auto",
+        help="the decode loop's writes after the LM head (each row's argmax as the next ids and into the output "
+        "tokens, the step counter advanced), for every timed step of both models: auto (CUDA graphs) checks "
+        "tardis::greedy_step against the torch ops on the model's vocabulary at each batch, times both at batch 1 "
+        "and uses the kernel if it is correct and faster; torch or kernel by name (JSON: greedy)",
+    )
+    ap.add_argument(
         "--gemv",
         choices=("auto", "no-pdl", "off"),
         default="auto",
@@ -1612,6 +1692,12 @@ def falcon_phase(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     calib_texts, held_texts = corpora.lee_calibration(), corpora.lee_heldout()
     tok = VocabMappedTokenizer(transformers.AutoTokenizer.from_pretrained(str(TOKENIZER)), vocab)
     prompts = prompt_rows(tok, held_texts, max(b for b, _ in runs), args.prompt_len)
+    if args.greedy == "auto":  # the decode loop's writes after the LM head, for every timed step (dense and TARDIS)
+        result["greedy"] = greedy_ab(device, dtype, vocab, [b for b, _ in runs], use_graph)
+    else:
+        GREEDY["kernel"] = args.greedy == "kernel"
+        result["greedy"] = {"applies": True, "kernel": GREEDY["kernel"]}
+    print(f"greedy: {result['greedy']}", flush=True)
     result["gemv"] = gemv_ab(model, args, use_graph)  # the launch mode fused_gemv runs (before it is timed)
     print(f"gemv: {result['gemv']}", flush=True)
     result["attention_kernel"] = attention_kernel_ab(model, args, use_graph)  # the tardis attention ops' launch

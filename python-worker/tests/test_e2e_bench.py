@@ -82,6 +82,7 @@ def test_the_script_writes_every_section_with_sane_values(smoke: dict, bench: Mo
     assert cal["config"]["coverage"] == 0.95 and cal["config"]["predictor_bits"] == 2  # --coverage reaches calibrate
     assert [r["batch"] for r in smoke["decode"]] == [1, 3]
     att = smoke["attention"]  # --attention auto: both timed, the faster correct one used by both models
+    assert smoke["greedy"] == {"applies": False, "kernel": False}  # the CPU: the torch ops
     assert att["applies"] and not att["errors"]
     assert att["choice"] in bench.ATTENTION_MODES
     assert att["mqa_logits_max_rel_diff"] < 1e-4 and att["mqa_triton_logits_max_rel_diff"] < 1e-4
@@ -392,6 +393,32 @@ def test_the_static_cache_decode_loop_reproduces_greedy_generate(bench: ModuleTy
         ref = model.generate(input_ids=prompts, max_new_tokens=7, do_sample=False, num_beams=1, min_new_tokens=7)
     assert r["tokens"].shape == (2, 6)
     assert torch.equal(r["tokens"], ref[:, 11:])
+    bench.GREEDY["kernel"] = True  # the loop's writes through tardis::greedy_step (CPU: the same torch ops)
+    try:
+        assert torch.equal(bench.time_decode(model, prompts, 6, 1, False)["tokens"], ref[:, 11:])
+    finally:
+        bench.GREEDY["kernel"] = False
+
+
+def test_the_greedy_ab_needs_cuda_graphs(bench: ModuleType) -> None:
+    assert bench.greedy_ab(torch.device("cpu"), torch.float32, 512, [1, 3], False) == {
+        "applies": False,
+        "kernel": False,
+    }
+    assert not bench.GREEDY["kernel"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_greedy_ab_checks_and_times_the_kernel_on_gpu(bench: ModuleType) -> None:
+    # Falcon's vocabulary in bf16 at the e2e run's batches: the kernel agrees with the torch ops (ties, NaNs) and
+    # both are timed; it is used only if faster
+    try:
+        r = bench.greedy_ab(torch.device("cuda"), torch.bfloat16, 65024, [1, 4, 16], True)
+        assert r["applies"] and "error" not in r, r
+        assert r["kernel_us"] > 0 and r["torch_us"] > 0 and r["kernel"] == (r["kernel_us"] < r["torch_us"])
+        assert bench.GREEDY["kernel"] == r["kernel"]
+    finally:
+        bench.GREEDY["kernel"] = False
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
