@@ -1996,6 +1996,14 @@ def table(result: dict[str, Any]) -> str:
             f"words from the norm {_fmt(ffn_out.get('fp32_xq_step_ms'), '.3f')}; max rel err fp32 "
             f"{_fmt(ffn_out.get('max_rel_err'), '.1e')}, xq {_fmt(ffn_out.get('xq_max_rel_err'), '.1e')})"
         )
+    greedy = result.get("greedy", {})
+    if greedy.get("applies"):
+        lines.append(
+            f"greedy writes: {'tardis::greedy_step' if greedy.get('kernel') else 'torch ops'} (µs at B=1: torch "
+            f"{_fmt(greedy.get('torch_us'), '.2f')}, kernel {_fmt(greedy.get('kernel_us'), '.2f')}"
+            + (f"; error {greedy['error']}" if "error" in greedy else "")
+            + ")"
+        )
     kernel = result.get("attention_kernel", {})
     if kernel.get("applies"):
         cells = [f"{c['launch']}: {_fmt(c.get('us'), '.2f')}" for c in kernel.get("candidates", [])]

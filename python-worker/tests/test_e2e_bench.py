@@ -848,6 +848,9 @@ def test_compile_batches_time_both_modes_with_one_calibration(bench: ModuleType,
     assert compiled["ffn_dense_us"] == plain["ffn_dense_us"]
     table = bench.table(result)
     assert "\n| 1 | " in table and "\n| 1c | " in table
+    assert "greedy writes" not in table  # the CPU: no greedy A/B; a GPU run's line:
+    result["greedy"] = {"applies": True, "kernel": True, "torch_us": 21.25, "kernel_us": 5.5}
+    assert "\ngreedy writes: tardis::greedy_step (µs at B=1: torch 21.25, kernel 5.50)" in bench.table(result)
 
 
 def test_a_failed_compiled_run_is_an_error_and_keeps_the_other_rows(
