@@ -56,7 +56,7 @@ from tardis.kernels.attention import (
 )
 from tardis.kernels.blocks import zero_counters
 from tardis.kernels.gemv import decode_linear
-from tardis.kernels.greedy import greedy_step
+from tardis.kernels.greedy import greedy_step, greedy_step_reference
 from tardis.kernels.layout import Int8X, pack_x_i8
 from tardis.kernels.norm import add3, add3_layer_norm, add3_layer_norm_i8, layer_norm_rows
 from tardis.kernels.op import set_fp32_out
@@ -984,13 +984,7 @@ def greedy_writes(logits: torch.Tensor, ids: torch.Tensor, tokens: torch.Tensor,
     """A greedy decode step's writes from the last position's logits [B, V]: each row's argmax as the next input
     ids [B, 1] and into tokens [B, T] at column min(step, T − 1), then step + 1; the torch ops, or with
     GREEDY["kernel"] the same in tardis::greedy_step (two launches instead of five)."""
-    if GREEDY["kernel"]:
-        greedy_step(logits, ids, tokens, step)
-        return
-    nxt = logits.argmax(-1, keepdim=True)
-    tokens.index_copy_(1, step.clamp(max=tokens.shape[1] - 1), nxt)
-    ids.copy_(nxt)
-    step.add_(1)
+    (greedy_step if GREEDY["kernel"] else greedy_step_reference)(logits, ids, tokens, step)
 
 
 @torch.no_grad()

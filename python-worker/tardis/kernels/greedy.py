@@ -11,6 +11,14 @@ from __future__ import annotations
 import torch
 
 
+def greedy_step_reference(logits: torch.Tensor, ids: torch.Tensor, tokens: torch.Tensor, step: torch.Tensor) -> None:
+    """The writes as torch ops (five launches on a GPU): the CPU op, and what the kernels replace."""
+    nxt = logits.argmax(-1, keepdim=True)
+    tokens.index_copy_(1, step.clamp(max=tokens.shape[1] - 1), nxt)
+    ids.copy_(nxt)
+    step.add_(1)
+
+
 @torch.library.custom_op("tardis::greedy_step", mutates_args=("ids", "tokens", "step"))
 def _greedy_step_op(logits: torch.Tensor, ids: torch.Tensor, tokens: torch.Tensor, step: torch.Tensor) -> None:
     """ids[:, 0] = tokens[:, min(step, T − 1)] = argmax(logits, −1); step += 1 (see the module's doc)."""
@@ -19,10 +27,7 @@ def _greedy_step_op(logits: torch.Tensor, ids: torch.Tensor, tokens: torch.Tenso
 
         launch_greedy_step(logits, ids, tokens, step)
         return
-    nxt = logits.argmax(-1, keepdim=True)
-    tokens.index_copy_(1, step.clamp(max=tokens.shape[1] - 1), nxt)
-    ids.copy_(nxt)
-    step.add_(1)
+    greedy_step_reference(logits, ids, tokens, step)
 
 
 @_greedy_step_op.register_fake
