@@ -261,9 +261,9 @@ def table_rotary_forward(self: Any, x: torch.Tensor, position_ids: torch.Tensor)
     """The rotary embedding's forward in mode fused_model for a decode step (one position a row): cos and sin
     looked up in a table of every position below max_position_embeddings, computed once by the module's own forward
     (so the values are the same bits; an index past the table fails the lookup loudly, it is never clamped), two
-    kernels instead of six. Prefill, a step being compiled, a RoPE type other than the default (its frequencies
-    can change with the length) and the first call for a device and dtype while a CUDA graph is being captured go
-    to the module's own forward."""
+    kernels instead of about eight (casts, an sgemm, a cat, cos, sin, two multiplies). Prefill, a step being
+    compiled, a RoPE type other than the default (its frequencies can change with the length) and the first call
+    for a device and dtype while a CUDA graph is being captured go to the module's own forward."""
     if (
         position_ids.ndim != 2
         or position_ids.shape[1] != 1
@@ -364,7 +364,7 @@ def stream_key(n: int, priority: str) -> str:
 # the layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3, the adds and the next layer's norm
 # in tardis::add3_layer_norm; (fused_gemv) that with the attention's projections in tardis::decode_linear;
 # (fused_model) that with the model's own step code trimmed: the rotary embedding's cos and sin looked up in a table
-# instead of computed (six kernels), the final layer norm in the last layer's tardis::add3_layer_norm
+# instead of computed (about eight kernels), the final layer norm in the last layer's tardis::add3_layer_norm
 ATTENTION_MODES = ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv", "fused_model")
 MQA_KERNELS = {
     "mqa": "sdpa", "mqa_triton": "triton", "mqa_fused": "fused", "fused_layer": "rope_attention",
