@@ -403,20 +403,20 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
 
     layers = [m for m in model.modules() if isinstance(m, FalconDecoderLayer)]
     trimmed = mode == "fused_model"
+    final = None  # fused_model: the final norm the last layer's adds also compute, in a tuple (as _next_layer)
     for m in model.modules():  # fused_model: the rotary table, and the final norm taken from the last layer's adds
         if isinstance(m, FalconModel):
             set_forward(m.rotary_emb, table_rotary_forward if trimmed else None)
             set_forward(m.ln_f, final_norm_forward if trimmed else None)
             vars(m.ln_f).pop("_pre_norm", None)
-            if layers and m.h[-1] is layers[-1]:
-                layers[-1]._final_norm = (m.ln_f,) if trimmed else None
+            if trimmed and layers and m.h[-1] is layers[-1]:
+                final = (m.ln_f,)
     for i, m in enumerate(layers):  # fused_layer: the layer's norm and residual adds too, and the next one's norm
         set_forward(m, fused_decoder_forward if mode in FUSED_LAYER_MODES else None)
         m._side_stream, m._side_mlp = None, False  # one stream (set_branch_streams: two)
         # the next layer in a tuple, not an attribute of its own (that would make it a submodule of this one)
         m._next_layer = (layers[i + 1],) if mode in FUSED_LAYER_MODES and i + 1 < len(layers) else None
-        if not (trimmed and i + 1 == len(layers)):
-            m._final_norm = None
+        m._final_norm = final if i + 1 == len(layers) else None
         vars(m).pop("_pre_norm", None)
     attentions = mqa_attentions(model)
     for m in attentions:
