@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import transformers
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 # The device machine runs the image's python3 without the package installed (as bench/ffn_bench.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python-worker"))
@@ -142,6 +143,8 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
     fuses those ops itself there); mode "fused_layer" does all of it in `tardis::mqa_rope_attention` (the attention's
     kernels rotate and write themselves), and modes "fused_gemv" and "fused_model" also run the two projections
     through `tardis::decode_linear` (one launch each at batch 1 where cuBLAS runs a split-K kernel and its reduce).
+    Mode "fused_step"'s model forward hands every layer the rotary tables (LengthRope) instead of the step's cos and
+    sin and no mask: the attention reads the tables at the cache's write position and masks the slots past it.
     Anything else goes to the original forward."""
     from transformers.models.falcon.modeling_falcon import apply_rotary_pos_emb
 
@@ -159,9 +162,16 @@ def mqa_decode_forward(self: Any, hidden_states: torch.Tensor, alibi: Any, atten
         and not torch.compiler.is_compiling()
     )
     mask = None if attention_mask is None else attention_mask[:, 0, -1]  # the decode row [B, L] (the tardis ops')
+    by_length = isinstance(emb, LengthRope)
+    if by_length and not (self._mqa_kernel == "rope_attention" and static):
+        raise RuntimeError(
+            "mqa_decode_forward: the rotary tables (LengthRope: the fused_step model forward's) need the "
+            f"rope_attention kernel and an initialized static cache layer; this layer has {self._mqa_kernel!r} and "
+            f"a {type(layer).__name__} (set_decode_attention's fused_step mode sets both)"
+        )
     if self._mqa_kernel == "rope_attention" and static:  # the rotary embedding inside the attention's kernels
         out = mqa_rope_attention(fused_qkv, emb[0], emb[1], layer.keys, layer.values, layer.cumulative_length,
-                                 self._rope_ticket, self.num_heads, mask)  # fmt: skip
+                                 self._rope_ticket, self.num_heads, mask, by_length=by_length)  # fmt: skip
         return project(self, self.dense, out.reshape(b, 1, -1)), None
     if self._mqa_kernel == "fused" and static:
         q = rope_kv_write(fused_qkv, emb[0], emb[1], layer.keys, layer.values, layer.cumulative_length,
@@ -271,18 +281,98 @@ def table_rotary_forward(self: Any, x: torch.Tensor, position_ids: torch.Tensor)
         or torch.compiler.is_compiling()
     ):
         return self._stock_forward(x, position_ids)
-    tables = vars(self).setdefault("_tables", {})
-    key = (x.device, x.dtype)
-    if key not in tables:
-        if x.is_cuda and torch.cuda.is_current_stream_capturing():
-            return self._stock_forward(x, position_ids)
-        every = torch.arange(self.config.max_position_embeddings, device=x.device)[None]
-        cos, sin = self._stock_forward(x, every)
-        tables[key] = (cos[0].contiguous(), sin[0].contiguous())
-    cos, sin = tables[key]
+    found = rotary_tables(self, x)
+    if found is None:
+        return self._stock_forward(x, position_ids)
+    cos, sin = found
     idx = position_ids.reshape(-1)
     shape = (*position_ids.shape, cos.shape[-1])
     return cos.index_select(0, idx).view(shape), sin.index_select(0, idx).view(shape)
+
+
+def rotary_tables(rotary: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The rotary embedding's cos and sin [P, hd] of every position below max_position_embeddings for x's device
+    and dtype, computed once by the module's own forward and kept; None where they are not built yet and a CUDA
+    graph is being captured (building them there would put their kernels into the graph)."""
+    tables = vars(rotary).setdefault("_tables", {})
+    key = (x.device, x.dtype)
+    if key not in tables:
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():
+            return None
+        every = torch.arange(rotary.config.max_position_embeddings, device=x.device)[None]
+        fwd = vars(rotary).get("_stock_forward", rotary.forward)
+        cos, sin = fwd(x, every)
+        tables[key] = (cos[0].contiguous(), sin[0].contiguous())
+    return tables[key]
+
+
+class LengthRope(tuple):
+    """The position embeddings the fused_step model forward hands each layer: the rotary tables (cos, sin), each
+    [P, hd], which the attention reads at its cache's write position (mqa_rope_attention's by_length)."""
+
+
+def step_model_forward(
+    self: Any,
+    input_ids: torch.Tensor | None = None,
+    past_key_values: Any = None,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    use_cache: bool | None = None,
+    output_attentions: bool | None = None,
+    output_hidden_states: bool | None = None,
+    return_dict: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """FalconModel.forward for a decode step in mode fused_step: the embedding, the decoder layers and the final
+    norm, without HF's per-step code for the positions (an arange and an add), the causal mask (about seven small
+    kernels) and the rotary embedding's lookup: every layer gets the rotary tables (LengthRope) and no mask, and its
+    attention (`tardis::mqa_rope_attention` with by_length) reads the tables at the static cache's write position
+    and masks the slots past it, which is what HF's mask and positions say for a static cache without padding.
+    Anything else (prefill, a mask or positions given, a cache that is not an initialized static one of one write
+    position for every row, attention or hidden-state outputs, a step being compiled, the first step while a CUDA
+    graph is captured and the tables are not built) goes to the original forward."""
+    cfg = self.config
+    use_cache = cfg.use_cache if use_cache is None else use_cache
+    layers = getattr(past_key_values, "layers", None)
+    n_slots = layers[0].keys.shape[2] if layers and getattr(layers[0], "is_initialized", False) else None
+    plain = (
+        not torch.compiler.is_compiling()
+        and input_ids is not None
+        and input_ids.shape[1] == 1
+        and inputs_embeds is None
+        and attention_mask is None
+        and position_ids is None
+        and use_cache
+        and not (cfg.output_attentions if output_attentions is None else output_attentions)
+        and not (cfg.output_hidden_states if output_hidden_states is None else output_hidden_states)
+        and not kwargs
+        and vars(self).get("_step_layers") == len(self.h)
+        and n_slots is not None
+        and len(layers) == len(self.h)
+        and all(type(lay) is transformers.cache_utils.StaticLayer and lay.is_initialized for lay in layers)
+        and n_slots <= cfg.max_position_embeddings
+    )
+    stock = {
+        "input_ids": input_ids, "past_key_values": past_key_values, "attention_mask": attention_mask,
+        "position_ids": position_ids, "inputs_embeds": inputs_embeds, "use_cache": use_cache,
+        "output_attentions": output_attentions, "output_hidden_states": output_hidden_states,
+        "return_dict": return_dict,
+    }  # fmt: skip
+    if not plain:
+        return self._stock_forward(**stock, **kwargs)
+    hidden = self.word_embeddings(input_ids)
+    tables = rotary_tables(self.rotary_emb, hidden)
+    if tables is None:
+        return self._stock_forward(**stock)
+    emb = LengthRope(tables)
+    for block in self.h:
+        hidden = block(hidden, layer_past=past_key_values, attention_mask=None, position_ids=None, use_cache=use_cache,
+                       output_attentions=False, alibi=None, position_embeddings=emb)[0]  # fmt: skip
+    hidden = self.ln_f(hidden)
+    if not (cfg.return_dict if return_dict is None else return_dict):
+        return hidden, past_key_values
+    return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden, past_key_values=past_key_values)
 
 
 def layer_mlp(layer: Any, x: torch.Tensor, x_i8: Int8X | None = None) -> torch.Tensor:
@@ -364,15 +454,20 @@ def stream_key(n: int, priority: str) -> str:
 # the layer's norm and residual adds in tardis::layer_norm_rows and tardis::add3, the adds and the next layer's norm
 # in tardis::add3_layer_norm; (fused_gemv) that with the attention's projections in tardis::decode_linear;
 # (fused_model) that with the model's own step code trimmed: the rotary embedding's cos and sin looked up in a table
-# instead of computed (about eight kernels), the final layer norm in the last layer's tardis::add3_layer_norm
-ATTENTION_MODES = ("stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv", "fused_model")
+# instead of computed (about eight kernels), the final layer norm in the last layer's tardis::add3_layer_norm;
+# (fused_step) that with the model's decode forward skipping HF's positions and mask (step_model_forward): the
+# attention reads the rotary tables at the cache's write position and masks the slots past it itself
+ATTENTION_MODES = (
+    "stock", "mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv", "fused_model", "fused_step",
+)  # fmt: skip
 MQA_KERNELS = {
     "mqa": "sdpa", "mqa_triton": "triton", "mqa_fused": "fused", "fused_layer": "rope_attention",
-    "fused_gemv": "rope_attention", "fused_model": "rope_attention",
+    "fused_gemv": "rope_attention", "fused_model": "rope_attention", "fused_step": "rope_attention",
 }  # fmt: skip
 # the decoder layer's forward is fused_decoder_forward
-FUSED_LAYER_MODES = ("fused_layer", "fused_gemv", "fused_model")
-GEMV_MODES = ("fused_gemv", "fused_model")  # the attention's projections in tardis::decode_linear
+FUSED_LAYER_MODES = ("fused_layer", "fused_gemv", "fused_model", "fused_step")
+GEMV_MODES = ("fused_gemv", "fused_model", "fused_step")  # the attention's projections in tardis::decode_linear
+TRIMMED_MODES = ("fused_model", "fused_step")  # the rotary table and the final norm in the last layer's adds
 
 
 def mqa_attentions(model: nn.Module) -> list[nn.Module]:
@@ -402,7 +497,8 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
         m.forward = m._stock_forward if patched is None else patched.__get__(m)  # type: ignore[method-assign]
 
     layers = [m for m in model.modules() if isinstance(m, FalconDecoderLayer)]
-    trimmed = mode == "fused_model"
+    attentions = mqa_attentions(model)
+    trimmed = mode in TRIMMED_MODES
     final = None  # fused_model: the final norm the last layer's adds also compute, in a tuple (as _next_layer)
     for m in model.modules():  # fused_model: the rotary table, and the final norm taken from the last layer's adds
         if isinstance(m, FalconModel):
@@ -411,6 +507,17 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
             vars(m.ln_f).pop("_pre_norm", None)
             if trimmed and layers and m.h[-1] is layers[-1]:
                 final = (m.ln_f,)
+            # fused_step: the model's decode forward without positions or mask, where every layer is a parallel-
+            # attention one (fused_decoder_forward) with a multi-query rotary attention (mqa_decode_forward)
+            own = [a for a in attentions if any(a is blk.self_attention for blk in m.h)]
+            step = (
+                mode == "fused_step"
+                and len(own) == len(m.h)
+                and m.config.parallel_attn
+                and not m.config.new_decoder_architecture
+            )
+            set_forward(m, step_model_forward if step else None)
+            m._step_layers = len(m.h) if step else None
     for i, m in enumerate(layers):  # fused_layer: the layer's norm and residual adds too, and the next one's norm
         set_forward(m, fused_decoder_forward if mode in FUSED_LAYER_MODES else None)
         m._side_stream, m._side_mlp = None, False  # one stream (set_branch_streams: two)
@@ -418,7 +525,6 @@ def set_decode_attention(model: nn.Module, mode: str) -> int:
         m._next_layer = (layers[i + 1],) if mode in FUSED_LAYER_MODES and i + 1 < len(layers) else None
         m._final_norm = final if i + 1 == len(layers) else None
         vars(m).pop("_pre_norm", None)
-    attentions = mqa_attentions(model)
     for m in attentions:
         m._mqa_kernel = MQA_KERNELS.get(mode, "sdpa")
         m._gemv = mode in GEMV_MODES
@@ -1470,7 +1576,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "kernels (tardis::mqa_rope_attention), and the layer norm and the "
         "residual adds in tardis::layer_norm_rows and tardis::add3; fused_gemv: that with the attention's projections "
         "in tardis::decode_linear, the launch --gemv chose; fused_model: that with the model's rotary cos and sin "
-        "looked up in a table and its final norm in the last layer's adds), or the fastest of them "
+        "looked up in a table and its final norm in the last layer's adds; fused_step: that with the model's decode "
+        "forward skipping HF's positions and mask, the attention reading the rotary tables at the cache's write "
+        "position and masking the slots past it), or the fastest of them "
         "at batch 1 with the FFNs zeroed, if its logits are as accurate as stock's (auto)",
     )
     ap.add_argument(
@@ -1504,7 +1612,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--branch-streams",
         choices=("auto", "1", "2"),
         default="auto",
-        help="fused_layer / fused_gemv / fused_model attention on CUDA: each decoder layer's attention branch on a "
+        help="fused_layer / fused_gemv / fused_model / fused_step attention on CUDA: each decoder layer's attention "
+        "branch on a "
         "second stream "
         "beside its MLP (2), one stream (1), or each model's fastest configuration at batch 1 (with "
         "--branch-priority's; auto)",

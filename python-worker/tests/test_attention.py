@@ -17,6 +17,7 @@ from sm90 import compile_sm90
 from tardis.kernels.attention import (
     BLOCK_SLOTS,
     attention_ticket,
+    length_mask,
     mqa_decode_attention,
     mqa_decode_reference,
     mqa_rope_attention,
@@ -491,6 +492,164 @@ def _rope_attention_graph_matches_the_two_ops() -> None:
     torch.testing.assert_close(values, v2, rtol=0, atol=0)
 
 
+# ------------------------------------------------------------------------------------- mqa_rope_attention by_length
+
+
+def _rope_tables(n_pos: int, hd: int, dtype: torch.dtype, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotary tables cos / sin [P, hd] of positions 0..P−1, computed as _rope_case's rows (so row pos is the
+    same bits as _rope_case's cos / sin at pos)."""
+    inv = 1.0 / (10000 ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    ang = torch.arange(n_pos, dtype=torch.float64)[:, None] * inv[None, :]
+    ang = torch.cat([ang, ang], -1)
+    return ang.cos().to(device=device, dtype=dtype), ang.sin().to(device=device, dtype=dtype)
+
+
+def _extra_mask(b: int, n_slots: int, pos: int, kind: str, dtype: torch.dtype, device: str, seed: int):
+    """A mask on top of by_length's causal one: random slots dropped (each row keeps its own slot pos), bool or
+    additive in dtype, or none."""
+    if kind == "none":
+        return None
+    g = torch.Generator().manual_seed(seed)
+    keep = (torch.rand(b, n_slots, generator=g) > 0.3) | (torch.arange(n_slots) == pos)[None, :]
+    if kind == "bool":
+        return keep.to(device)
+    return torch.zeros(b, n_slots, dtype=dtype).masked_fill(~keep, torch.finfo(dtype).min).to(device)
+
+
+def test_length_mask_is_the_static_cache_causal_mask_with_the_mask_on_top() -> None:
+    keep = torch.tensor([[True, False, True, True, True], [False, True, True, True, False]])
+    causal = torch.tensor([[True, True, True, False, False]] * 2)
+    torch.testing.assert_close(length_mask(torch.tensor(2), 5, 2, None), causal)
+    torch.testing.assert_close(length_mask(torch.tensor(2), 5, 2, keep), keep & causal)
+    add = torch.zeros(2, 5).masked_fill(~keep, -1e9)
+    want = add.masked_fill(~causal, float("-inf"))
+    torch.testing.assert_close(length_mask(torch.tensor(2), 5, 2, add), want)
+
+
+@pytest.mark.parametrize("kind", ["none", "bool", "additive"])
+def test_rope_attention_by_length_cpu_is_the_rows_at_the_position_and_the_causal_mask(kind: str) -> None:
+    # the tables read at the write position and the slots past it masked: the same as the rows op with those rows
+    # and the causal mask (with the extra mask on top), bit for bit in float64; the slots past the position hold
+    # random (stale) values, which the causal mask must keep out
+    b, h, n_slots, hd, pos = 3, 5, 12, 16, 7
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(b, h, n_slots, hd, pos, torch.float64, seed=31)
+    cos_t, sin_t = _rope_tables(n_slots + 3, hd, torch.float64, "cpu")
+    torch.testing.assert_close(cos_t[pos].expand(b, 1, hd), cos, rtol=0, atol=0)
+    extra = _extra_mask(b, n_slots, pos, kind, torch.float64, "cpu", seed=4)
+    k2, v2, len2 = keys.clone(), values.clone(), length.clone()
+    out = mqa_rope_attention(qkv, cos_t, sin_t, keys, values, length, ticket, h, extra, by_length=True)
+    want = mqa_rope_attention(qkv, cos, sin, k2, v2, len2, ticket, h, length_mask(torch.tensor(pos), n_slots, b, extra))
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+    torch.testing.assert_close(keys, k2, rtol=0, atol=0)
+    assert int(length) == int(len2) == pos + 1
+    # and the attention is over slots 0..pos only: the stale slots changed, the output did not
+    keys[:, :, pos + 1 :] += 5
+    values[:, :, pos + 1 :] -= 3
+    length.fill_(pos)
+    again = mqa_rope_attention(qkv, cos_t, sin_t, keys, values, length, ticket, h, extra, by_length=True)
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+
+
+def test_rope_attention_by_length_tables_are_checked_with_the_fix_named() -> None:
+    qkv, cos, sin, keys, values, length, ticket = _rope_case(2, 4, 6, 16, 2, torch.float32, seed=5)
+    short_cos, short_sin = _rope_tables(5, 16, torch.float32, "cpu")
+    with pytest.raises(ValueError, match=r"cos \(5, 16\) with by_length, want a table \[P, 16\] .*\(P ≥ 6\)"):
+        mqa_rope_attention(qkv, short_cos, short_sin, keys, values, length, ticket, 4, by_length=True)
+    with pytest.raises(ValueError, match=r"cos \(2, 1, 16\) with by_length"):
+        mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, 4, by_length=True)
+    assert int(length) == 2 and int(ticket) == 0
+
+
+def test_rope_attention_by_length_under_torch_compile() -> None:
+    qkv, _, _, keys, values, length, ticket = _rope_case(2, 3, 9, 16, 4, torch.float32, seed=6)
+    cos_t, sin_t = _rope_tables(9, 16, torch.float32, "cpu")
+    k2, v2, len2 = keys.clone(), values.clone(), length.clone()
+    want = mqa_rope_attention(qkv, cos_t, sin_t, k2, v2, len2, ticket.clone(), 3, by_length=True)
+    fn = torch.compile(lambda *a: mqa_rope_attention(*a, 3, by_length=True) * 2, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(fn(qkv, cos_t, sin_t, keys, values, length, ticket), 2 * want)
+    torch.testing.assert_close(keys, k2, rtol=0, atol=0)
+    assert int(length) == 5
+
+
+BY_LENGTH_CASES = [  # B, H, L, hd, pos, extra mask
+    (1, 71, 388, 64, 131, "none"),  # Falcon-7B's decode step: 257 stale slots past the position
+    (3, 7, 20, 64, 0, "additive"),  # the first slot: every other slot masked
+    (4, 9, 130, 80, 128, "bool"),  # the last block holds the position's successor only
+]
+INTERPRETER_BY_LENGTH_LAUNCHES = (2, 5, 6)  # the committed launch, the block kernel's own merge, the rows kernel
+
+
+def _check_rope_attention_by_length(
+    device: str, b: int, h: int, n_slots: int, hd: int, pos: int, kind: str, dtype, launch_index: int
+) -> None:
+    from tardis.kernels.attention_triton import launch_rope_attention
+
+    qkv, cos, sin, keys, values, length, _ = _rope_case(b, h, n_slots, hd, pos, dtype, seed=b * 10 + h + 3,
+                                                        device=device)  # fmt: skip
+    cos_t, sin_t = _rope_tables(n_slots + 1, hd, dtype, device)
+    ticket = attention_ticket(h, b, device)
+    extra = _extra_mask(b, n_slots, pos, kind, dtype, device, seed=pos)
+    before_k, before_v = keys.clone(), values.clone()
+    scale = 1 / math.sqrt(hd)
+    with _attention_launch(launch_index):
+        for _ in range(2):  # twice: the ticket back to zero, the position advanced once a call
+            length.fill_(pos)
+            keys.copy_(before_k)
+            values.copy_(before_v)
+            out = launch_rope_attention(
+                qkv.reshape(b, -1), cos_t, sin_t, keys, values, length, ticket, extra, h, scale, BLOCK_SLOTS, True
+            )
+            assert int(length) == pos + 1 and not ticket.any(), (int(length), ticket)
+    q64, k64, v64 = _rope_kv_float64(qkv, cos, sin, before_k, before_v, pos, h)
+    e64 = None if extra is None else (extra.cpu() if extra.dtype == torch.bool else extra.double().cpu())
+    want = mqa_decode_reference(q64, k64[:, 0], v64[:, 0], length_mask(torch.tensor(pos), n_slots, b, e64), scale)
+    err = float((out.double().cpu() - want).abs().max() / want.abs().max())
+    assert err < (1e-5 if dtype == torch.float32 else 2e-2), err
+    kerr = float((keys.double().cpu() - k64).abs().max() / k64.abs().max())
+    assert kerr < (1e-6 if dtype == torch.float32 else 1e-2), kerr
+    torch.testing.assert_close(values.double().cpu(), v64, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
+@pytest.mark.parametrize("launch", INTERPRETER_BY_LENGTH_LAUNCHES)
+@pytest.mark.parametrize("case", BY_LENGTH_CASES)
+def test_rope_attention_by_length_kernels_match_float64_in_the_interpreter(case: tuple, launch: int) -> None:
+    _check_rope_attention_by_length("cpu", *case, torch.float32, launch)
+
+
+@pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("launch", range(N_CANDIDATES))
+@pytest.mark.parametrize("case", BY_LENGTH_CASES)
+def test_rope_attention_by_length_kernels_match_float64_on_gpu(case: tuple, dtype: torch.dtype, launch: int) -> None:
+    _check_rope_attention_by_length("cuda", *case, dtype, launch)
+
+
+@pytest.mark.skipif(not HAS_CUDA or not HAS_TRITON, reason="needs CUDA and Triton")
+def test_rope_attention_by_length_in_a_cuda_graph_matches_the_rows_and_mask_on_gpu() -> None:
+    # replayed at a new position each time, the tables read at it: the same outputs and cache as the rows op with
+    # the table's rows at that position and the causal mask built on the host
+    b, h, n_slots, hd = 2, 71, 388, 64
+    qkv, _, _, keys, values, length, ticket = _rope_case(b, h, n_slots, hd, 3, torch.bfloat16, seed=13, device="cuda")
+    cos_t, sin_t = _rope_tables(n_slots, hd, torch.bfloat16, "cuda")
+    k2, v2, len2, t2 = keys.clone(), values.clone(), length.clone(), ticket.clone()
+    out = torch.empty(b, h, hd, device="cuda", dtype=torch.bfloat16)
+    g = _captured(lambda: out.copy_(mqa_rope_attention(qkv, cos_t, sin_t, keys, values, length, ticket, h,
+                                                       by_length=True)))  # fmt: skip
+    mask = length_mask(len2, n_slots, b, None)  # the warm-up's step at slot 3 on the two-op side too
+    mqa_rope_attention(qkv, cos_t[3], sin_t[3], k2, v2, len2, t2, h, mask)
+    for pos in (10, 11, 12):
+        length.fill_(pos)
+        len2.fill_(pos)
+        g.replay()
+        mask = length_mask(len2, n_slots, b, None)
+        want = mqa_rope_attention(qkv, cos_t[pos], sin_t[pos], k2, v2, len2, t2, h, mask)
+        torch.cuda.synchronize()
+        torch.testing.assert_close(out, want, rtol=0, atol=0)
+    assert int(length) == int(len2) == 13 and int(ticket) == 0
+    torch.testing.assert_close(keys, k2, rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------------------------- offline compile
 
 # the attention kernels' pointer arguments at Falcon-7B's decode step (bf16 model, bool mask as uint8)
@@ -502,14 +661,16 @@ _POINTERS = {
 
 
 @pytest.mark.skipif(not HAS_TRITON or INTERPRET, reason="needs Triton without its interpreter (a compile for sm_90)")
+@pytest.mark.parametrize("by_length", [False, True])
 @pytest.mark.parametrize("launch", range(N_CANDIDATES))
-def test_every_attention_launch_compiles_for_sm90_offline(launch: int) -> None:
+def test_every_attention_launch_compiles_for_sm90_offline(launch: int, by_length: bool) -> None:
     # the rotary attention of Falcon-7B's decode step (71 heads of 64, 388 slots) as each candidate launches it,
     # with grid dependency control and the gpu-scope fence: what only a GPU run would otherwise compile
     from tardis.kernels import attention_triton as at
 
     cfg = at.ATTENTION_CANDIDATES[launch]
-    common = {"HD": 64, "HDP": 64, "MASK": 1, "DOT_PREC": "tf32", "PDL": True, "ROPE": True}
+    common = {"HD": 64, "HDP": 64, "MASK": 0 if by_length else 1, "DOT_PREC": "tf32", "PDL": True, "ROPE": True,
+              "BY_LENGTH": by_length}  # fmt: skip
     slots = cfg.get("slots", BLOCK_SLOTS)
     if cfg["rows"]:
         const = common | {"RB": cfg["rows"], "BL": slots, "STAGES": cfg.get("stages", 2)}

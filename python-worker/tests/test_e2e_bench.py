@@ -273,9 +273,14 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
     counted = ("rope_kv_write", "mqa_rope_attention", "layer_norm_rows", "add3", "add3_layer_norm", "decode_linear")
     for name in counted:
         fn = getattr(bench, name)
-        monkeypatch.setattr(
-            bench, name, lambda *a, name=name, fn=fn: calls.update({name: calls.get(name, 0) + 1}) or fn(*a)
-        )
+
+        def counting(*a: object, name: str = name, fn=fn, **kw: object) -> object:
+            calls[name] = calls.get(name, 0) + 1
+            if kw.get("by_length"):
+                calls["by_length"] = calls.get("by_length", 0) + 1
+            return fn(*a, **kw)
+
+        monkeypatch.setattr(bench, name, counting)
     args, model = _graph_safe_falcon(bench, TINY, "cpu", torch.float32)
     prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(8))
     stock = _decode_logits(bench, model, prompts, 4)
@@ -283,19 +288,21 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
     # and cache write, and the two as tardis::mqa_rope_attention with the decoder layer's norm and residual adds in
     # tardis::layer_norm_rows and tardis::add3, a layer's adds and the next layer's norm in tardis::add3_layer_norm
     # (CPU: their references), and that with the two projections in tardis::decode_linear
-    # (fused_model: the last layer's adds with the final norm in tardis::add3_layer_norm too, the rotary table)
-    for mode in ("mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv", "fused_model"):
+    # (fused_model: the last layer's adds with the final norm in tardis::add3_layer_norm too, the rotary table;
+    # fused_step: that with the attention reading the rotary tables at the write position, no mask)
+    for mode in ("mqa", "mqa_triton", "mqa_fused", "fused_layer", "fused_gemv", "fused_model", "fused_step"):
         assert bench.set_decode_attention(model, mode) == args.layers
         calls.clear()
         for a, b in zip(stock, _decode_logits(bench, model, prompts, 4), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
         steps = 4 * args.layers  # every decode step's layers (the prefill keeps HF's own paths)
         assert calls.get("rope_kv_write", 0) == (steps if mode == "mqa_fused" else 0), (mode, calls)
-        fused = mode in ("fused_layer", "fused_gemv", "fused_model")  # a step: the first layer's norm, the last
-        # layer's adds (fused_model: with the final norm), pairs
-        trimmed = mode == "fused_model"
+        fused = mode in ("fused_layer", "fused_gemv", "fused_model", "fused_step")  # a step: the first layer's
+        # norm, the last layer's adds (fused_model: with the final norm), pairs
+        trimmed = mode in ("fused_model", "fused_step")
         assert calls.get("mqa_rope_attention", 0) == (steps if fused else 0), (mode, calls)
-        gemv = mode in ("fused_gemv", "fused_model")
+        assert calls.get("by_length", 0) == (steps if mode == "fused_step" else 0), (mode, calls)
+        gemv = mode in ("fused_gemv", "fused_model", "fused_step")
         assert calls.get("decode_linear", 0) == (2 * steps if gemv else 0), (mode, calls)
         assert calls.get("layer_norm_rows", 0) == (4 if fused else 0), (mode, calls)
         assert calls.get("add3", 0) == (4 if fused and not trimmed else 0), (mode, calls)
@@ -305,7 +312,7 @@ def test_mqa_decode_attention_decodes_what_hf_attention_decodes(
     with pytest.raises(
         ValueError,
         match="attention mode 'flash': want one of stock, mqa, mqa_triton, mqa_fused, fused_layer, fused_gemv, "
-        "fused_model",
+        "fused_model, fused_step",
     ):
         bench.set_decode_attention(model, "flash")
     r = bench.attention_ab(model, prompts, bench.parse_args([*TINY, "--new-tokens", "3"]), False)
@@ -367,9 +374,9 @@ def test_a_failing_mqa_attention_leaves_hf_attention_in_force(
     r = bench.attention_ab(model, prompts, args, False)
     assert r["choice"] == "stock" and set(r["errors"]) == set(bench.ATTENTION_MODES[1:])
     assert "no kernel for this layout" in r["errors"]["mqa"]
-    # attention modules and decoder layers, and (fused_model) the rotary embedding and final norm
+    # attention modules and decoder layers, (fused_model) the rotary embedding and final norm, (fused_step) the model
     patched = [m for m in model.modules() if "_stock_forward" in vars(m)]
-    assert len(patched) == 2 * args.layers + 2 and all(m.forward == m._stock_forward for m in patched)
+    assert len(patched) == 2 * args.layers + 3 and all(m.forward == m._stock_forward for m in patched)
 
 
 def test_random_falcon_has_the_requested_shape_and_init(bench: ModuleType) -> None:
@@ -554,7 +561,7 @@ def test_the_compiled_decode_step_decodes_what_the_eager_step_decodes(bench: Mod
     assert torch.equal(compiled["tokens"], eager["tokens"])
 
 
-@pytest.mark.parametrize("mode", ["fused_layer", "fused_model"])
+@pytest.mark.parametrize("mode", ["fused_layer", "fused_model", "fused_step"])
 def test_fused_layer_mode_decodes_what_hf_decodes_eager_and_compiled(bench: ModuleType, mode: str) -> None:
     # --attention fused_layer: eager steps run tardis::mqa_rope_attention, layer_norm_rows, add3 and
     # add3_layer_norm (CPU references); fused_model also the rotary table and the final norm in the last adds;
@@ -600,6 +607,58 @@ def test_fused_model_mode_looks_up_the_rotary_embedding_and_takes_the_final_norm
     bench.set_decode_attention(model, "stock")
     for a, b in zip(_decode_logits(bench, model, prompts, 4), fused, strict=True):
         torch.testing.assert_close(b, a, rtol=2e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-2)
+
+
+def test_fused_step_mode_skips_hf_positions_and_mask_and_matches_fused_model_bit_for_bit(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mode fused_step: a decode step builds no causal mask and no position ids (HF's code for them does not run),
+    # the rotary embedding's forward is not called, and the logits are fused_model's bit for bit (the attention's
+    # length mask and table rows are the values HF's mask and fused_model's lookup give); prefill, a mask or
+    # positions given, and a dynamic cache take HF's own forward
+    from transformers.models.falcon import modeling_falcon
+
+    args, model = _graph_safe_falcon(bench, TINY, "cpu", torch.float32)
+    prompts = torch.randint(0, args.vocab, (2, 10), generator=torch.Generator().manual_seed(23))
+    bench.set_decode_attention(model, "fused_model")
+    want = _decode_logits(bench, model, prompts, 5)
+    masks: list[int] = []
+    real_mask = modeling_falcon.create_causal_mask
+    monkeypatch.setattr(modeling_falcon, "create_causal_mask", lambda **kw: masks.append(1) or real_mask(**kw))
+    rotary = model.transformer.rotary_emb
+    bench.set_decode_attention(model, "fused_step")
+    lookups: list[int] = []
+    real_rotary = rotary.forward
+    rotary.forward = lambda x, position_ids: lookups.append(position_ids.shape[1]) or real_rotary(x, position_ids)
+    got = _decode_logits(bench, model, prompts, 5)
+    assert masks == [1] and lookups == [10]  # the prefill's only
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    assert model.transformer.forward.__func__ is bench.step_model_forward
+    # a decode step with a mask, with positions, or over a dynamic cache: HF's own forward, the same logits
+    masks.clear()
+    cache = transformers.StaticCache(config=model.config, max_cache_len=16)
+    with torch.no_grad():
+        model(input_ids=prompts, past_key_values=cache, use_cache=True)
+        tok = prompts[:, -1:]
+        kept = torch.ones(2, 11, dtype=torch.long)
+        a = model(input_ids=tok, past_key_values=cache, use_cache=True, attention_mask=kept).logits
+        bench.rewind_cache(cache, 10)
+        b = model(input_ids=tok, past_key_values=cache, use_cache=True).logits
+        bench.rewind_cache(cache, 10)
+        c = model(input_ids=tok, past_key_values=cache, use_cache=True, position_ids=torch.tensor([[10], [10]])).logits
+        dyn = model(input_ids=prompts, use_cache=True)
+        d = model(input_ids=tok, past_key_values=dyn.past_key_values, use_cache=True).logits
+    assert len(masks) == 5  # the prefill, the masked step, the positioned step, the dynamic prefill and step
+    for t in (a, c, d):
+        torch.testing.assert_close(t, b, rtol=1e-5, atol=1e-5)
+    # a layer whose attention cannot read the tables fails loudly, never silently wrong
+    model.transformer.h[1].self_attention._mqa_kernel = "sdpa"
+    bench.rewind_cache(cache, 10)
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"LengthRope.*need the rope_attention kernel.*'sdpa'"):
+        model(input_ids=tok, past_key_values=cache, use_cache=True)
+    bench.set_decode_attention(model, "stock")
+    assert model.transformer.forward == model.transformer._stock_forward
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

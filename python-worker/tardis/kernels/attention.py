@@ -19,6 +19,13 @@ GPU that is one kernel where HF's rotary embedding and static-cache update take 
 `tardis::mqa_rope_attention` is the two as one op: the attention's block kernel rotates the queries and the key
 itself (every block the queries; the block that owns the write position also writes the key and value), so the
 step launches no rotary kernel at all.
+
+With `by_length` it also takes over the model's own per-step code for positions and the mask: cos / sin are the
+rotary tables of every position (the rotary embedding's cos / sin of positions 0..P−1), read at the cache's write
+position, and the slots past that position are masked (a static cache's causal mask for the one decode token: HF's
+`create_causal_mask` for that step). Every row of the batch is at the same position, as in a static cache, which
+has one write position for all of them. A decode forward of the model that passes the tables needs no position
+ids, no rotary kernels and no mask kernels (about eleven small launches a step).
 """
 
 from __future__ import annotations
@@ -138,10 +145,11 @@ def rope_kv_write(
 
 def _rope_inputs(
     op: str, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-    length: torch.Tensor, ticket: torch.Tensor, n_heads: int,
+    length: torch.Tensor, ticket: torch.Tensor, n_heads: int, by_length: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """The checks of rope_kv_write's arguments (op names the caller in the errors); returns qkv [B, (H + 2)·hd]
-    and cos / sin [B, hd] (one row for the batch: expanded, stride 0)."""
+    and cos / sin [B, hd] (one row for the batch: expanded, stride 0), or with by_length the tables [P, hd] as
+    they are (P ≥ L: a row for every slot of the cache)."""
     b = qkv.shape[0]
     hd = keys.shape[-1]
     width = (n_heads + 2) * hd
@@ -154,27 +162,52 @@ def _rope_inputs(
         raise ValueError(f"{op}: keys {tuple(keys.shape)}, values {tuple(values.shape)}: want both "
                          f"[{b}, 1, L, {hd}] (a static cache layer of one key/value head)")  # fmt: skip
     for name, t in (("cos", cos), ("sin", sin)):
-        if t.numel() not in (hd, b * hd) or t.shape[-1] != hd:
+        if by_length and (t.dim() != 2 or t.shape[1] != hd or t.shape[0] < keys.shape[2]):
+            raise ValueError(f"{op}: {name} {tuple(t.shape)} with by_length, want a table [P, {hd}] with a row for "
+                             f"each of the cache's {keys.shape[2]} slots (P ≥ {keys.shape[2]})")  # fmt: skip
+        if not by_length and (t.numel() not in (hd, b * hd) or t.shape[-1] != hd):
             raise ValueError(f"{op}: {name} {tuple(t.shape)}, want [B, hd] = [{b}, {hd}] (or [1, hd], "
                              "one row for the whole batch)")  # fmt: skip
     if hd % 2 or length.numel() != 1 or ticket.dtype != torch.int32 or ticket.dim() != 1 or ticket.numel() < 1:
         raise ValueError(f"{op}: head size {hd} (want even), length of {length.numel()} elements (want "
                          f"a 0-d counter), ticket {ticket.dtype} {tuple(ticket.shape)} (want int32 [1] zeros, or "
                          "attention_ticket's)")  # fmt: skip
-    cos, sin = (t.reshape(-1, hd).expand(b, hd) for t in (cos, sin))
+    if not by_length:
+        cos, sin = (t.reshape(-1, hd).expand(b, hd) for t in (cos, sin))
     return qkv.reshape(b, width), cos, sin
+
+
+def length_mask(length: torch.Tensor, n_slots: int, batch: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """mqa_rope_attention's mask with by_length, where the write position is `length` (before the step): the slots
+    up to it (the step's own) attend, with `mask` [B, L] (bool or additive) or None on top; [B, L], bool unless
+    mask is additive."""
+    causal = (torch.arange(n_slots, device=length.device) <= length).expand(batch, n_slots)
+    if mask is None:
+        return causal
+    if mask.dtype == torch.bool:
+        return mask & causal
+    return mask.masked_fill(~causal, float("-inf"))
 
 
 @torch.library.custom_op("tardis::mqa_rope_attention", mutates_args=("keys", "values", "length", "ticket"))
 def _mqa_rope_attention_op(
     qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     length: torch.Tensor, ticket: torch.Tensor, mask: torch.Tensor | None, n_heads: int, scale: float,
+    by_length: bool = False,
 ) -> torch.Tensor:  # fmt: skip
-    """rope_kv_write then mqa_decode_attention over the cache: out [B, H, hd]."""
+    """rope_kv_write then mqa_decode_attention over the cache: out [B, H, hd]; by_length: cos / sin tables read at
+    the write position, the slots past it masked."""
     if qkv.is_cuda:
         from tardis.kernels.attention_triton import launch_rope_attention
 
-        return launch_rope_attention(qkv, cos, sin, keys, values, length, ticket, mask, n_heads, scale, BLOCK_SLOTS)
+        return launch_rope_attention(
+            qkv, cos, sin, keys, values, length, ticket, mask, n_heads, scale, BLOCK_SLOTS, by_length
+        )
+    b, n_slots = qkv.shape[0], keys.shape[2]
+    if by_length:  # the write position's table rows for every sequence, and the causal mask up to it
+        mask = length_mask(length, n_slots, b, mask)
+        at = length.reshape(1).clamp(0, cos.shape[0] - 1)  # (a position outside the cache: the reference raises)
+        cos, sin = (t.index_select(0, at).expand(b, t.shape[1]) for t in (cos, sin))
     q = rope_kv_reference(qkv, cos, sin, keys, values, length, n_heads)
     return mqa_decode_reference(q, keys[:, 0], values[:, 0], mask, scale)
 
@@ -183,6 +216,7 @@ def _mqa_rope_attention_op(
 def _(
     qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     length: torch.Tensor, ticket: torch.Tensor, mask: torch.Tensor | None, n_heads: int, scale: float,
+    by_length: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     return qkv.new_empty(qkv.shape[0], n_heads, keys.shape[-1])
 
@@ -190,17 +224,21 @@ def _(
 def mqa_rope_attention(
     qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     length: torch.Tensor, ticket: torch.Tensor, n_heads: int, mask: torch.Tensor | None = None,
-    scale: float | None = None,
+    scale: float | None = None, by_length: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """rope_kv_write (same arguments) and mqa_decode_attention of the rotated queries over the updated cache (mask
     [B, L] or None; scale 1/√hd by default) as one op: on the GPU the attention's block kernel rotates the queries
-    and the key itself and writes the key and value, so the step has no rotary kernel of its own. → [B, H, hd]."""
-    qkv, cos, sin = _rope_inputs("mqa_rope_attention", qkv, cos, sin, keys, values, length, ticket, n_heads)
+    and the key itself and writes the key and value, so the step has no rotary kernel of its own. → [B, H, hd].
+    by_length: cos / sin are the rotary tables of every position [P ≥ L, hd], read at the write position `length`
+    (every sequence's), and the slots past it are masked (a static cache's causal mask, with `mask` on top)."""
+    qkv, cos, sin = _rope_inputs("mqa_rope_attention", qkv, cos, sin, keys, values, length, ticket, n_heads, by_length)
     b, hd = qkv.shape[0], keys.shape[-1]
     if mask is not None and tuple(mask.shape) != (b, keys.shape[2]):
         raise ValueError(f"mqa_rope_attention: mask {tuple(mask.shape)}, want [B, L] = {(b, keys.shape[2])}")
     scale = 1 / math.sqrt(hd) if scale is None else scale
-    return torch.ops.tardis.mqa_rope_attention(qkv, cos, sin, keys, values, length, ticket, mask, n_heads, scale)
+    return torch.ops.tardis.mqa_rope_attention(
+        qkv, cos, sin, keys, values, length, ticket, mask, n_heads, scale, by_length
+    )
 
 
 def mqa_decode_attention(

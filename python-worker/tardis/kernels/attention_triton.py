@@ -93,14 +93,17 @@ def _advance_position(len_ptr, tk_ptr, pos, n_programs):
 
 @triton.jit
 def _queries(
-    q_ptr, qkv_ptr, cos_ptr, sin_ptr, len_ptr, k_ptr, v_ptr, b, rows, cols, rmask, cmask, H, sqb, sqh, sxb, scb, ssb,
-    HD: tl.constexpr, HDP: tl.constexpr, ROPE: tl.constexpr,
+    q_ptr, qkv_ptr, cos_ptr, sin_ptr, len_ptr, k_ptr, v_ptr, b, rows, cols, rmask, cmask, H, L, sqb, sqh, sxb, scb, ssb,
+    HD: tl.constexpr, HDP: tl.constexpr, ROPE: tl.constexpr, BY_LENGTH: tl.constexpr,
 ):  # fmt: skip
     # the program's query rows [RB, HDP]; with ROPE rotated from the fused projection, with the token's new key and
-    # value rows and the cache's write position (without: zeros and 0, not used)
+    # value rows and the cache's write position (without: zeros and 0, not used); BY_LENGTH: cos / sin are tables
+    # of every position, read at the write position (else row b: the sequence's own rows); a table has a row for
+    # each of the L slots, and a position past the cache (which writes nothing) reads the last
     if ROPE:
         pos = tl.load(len_ptr)
-        c, sn, partner = _rope_table(cos_ptr, sin_ptr, b, scb, ssb, cols, cmask, HD)
+        row = tl.minimum(pos, L - 1) if BY_LENGTH else b
+        c, sn, partner = _rope_table(cos_ptr, sin_ptr, row, scb, ssb, cols, cmask, HD)
         base = qkv_ptr + b * sxb
         q = _rope(base + rows[:, None] * HD, cols[None, :], partner[None, :], rmask[:, None] & cmask[None, :],
                   c[None, :], sn[None, :]).to(qkv_ptr.dtype.element_ty)  # fmt: skip
@@ -137,7 +140,7 @@ def _mqa_block_kernel(
     qkv_ptr, cos_ptr, sin_ptr, len_ptr, tk_ptr, sxb, scb, ssb, cnt_ptr, out_ptr, sob, soh,
     HD: tl.constexpr, HDP: tl.constexpr, BH: tl.constexpr, BL: tl.constexpr, MASK: tl.constexpr,
     DOT_PREC: tl.constexpr, PDL: tl.constexpr, ROPE: tl.constexpr, RB: tl.constexpr,
-    MERGE_LAST: tl.constexpr, SP: tl.constexpr, UNROLL: tl.constexpr, FENCE: tl.constexpr,
+    MERGE_LAST: tl.constexpr, SP: tl.constexpr, UNROLL: tl.constexpr, FENCE: tl.constexpr, BY_LENGTH: tl.constexpr,
 ):  # fmt: skip
     # program (b, s, g): query rows [g·RB, (g + 1)·RB) (RB = BH: all of them) against cache block s; MERGE_LAST: the
     # last of a row group's programs to count itself in cnt_ptr[b, g] merges the group's blocks (no merge launch)
@@ -155,7 +158,9 @@ def _mqa_block_kernel(
     smask = slots < L
     # the queries (ROPE: the decode token's rotary embedding here, in every block; the key and value at pos)
     q, k_new, v_new, pos = _queries(q_ptr, qkv_ptr, cos_ptr, sin_ptr, len_ptr, k_ptr, v_ptr, b, rows, cols, rmask,
-                                    cmask, H, sqb, sqh, sxb, scb, ssb, HD, HDP, ROPE)  # fmt: skip
+                                    cmask, H, L, sqb, sqh, sxb, scb, ssb, HD, HDP, ROPE, BY_LENGTH)  # fmt: skip
+    if BY_LENGTH:  # the static cache's causal mask: the slots up to the token's own (the rest not even loaded)
+        smask = smask & (slots <= pos)
     kt = tl.load(
         k_ptr + b * skb + slots[None, :] * skl + cols[:, None], mask=cmask[:, None] & smask[None, :], other=0.0
     )  # [HDP, BL]
@@ -257,7 +262,7 @@ def _mqa_rows_kernel(
     sqb, sqh, skb, skl, svb, svl, smb, sml, sob, soh,
     qkv_ptr, cos_ptr, sin_ptr, len_ptr, tk_ptr, sxb, scb, ssb,
     HD: tl.constexpr, HDP: tl.constexpr, RB: tl.constexpr, BL: tl.constexpr, MASK: tl.constexpr,
-    DOT_PREC: tl.constexpr, PDL: tl.constexpr, ROPE: tl.constexpr, STAGES: tl.constexpr,
+    DOT_PREC: tl.constexpr, PDL: tl.constexpr, ROPE: tl.constexpr, STAGES: tl.constexpr, BY_LENGTH: tl.constexpr,
 ):  # fmt: skip
     if PDL:  # a grid launched after this one with PDL (the output projection's GEMV) may start; it waits for this one
         gdc_launch_dependents()
@@ -269,13 +274,16 @@ def _mqa_rows_kernel(
     cmask = cols < HD
     # the queries (ROPE: this program's rows rotated; every program the key and value)
     q, k_new, v_new, pos = _queries(q_ptr, qkv_ptr, cos_ptr, sin_ptr, len_ptr, k_ptr, v_ptr, b, rows, cols, rmask,
-                                    cmask, H, sqb, sqh, sxb, scb, ssb, HD, HDP, ROPE)  # fmt: skip
+                                    cmask, H, L, sqb, sqh, sxb, scb, ssb, HD, HDP, ROPE, BY_LENGTH)  # fmt: skip
+    end = L
+    if BY_LENGTH:  # the static cache's causal mask: the blocks up to the token's own slot only
+        end = tl.minimum(L, pos + 1)
     m_run = tl.full((RB,), float("-inf"), dtype=tl.float32)
     l_run = tl.zeros((RB,), dtype=tl.float32)
     acc = tl.zeros((RB, HDP), dtype=tl.float32)
-    for s0 in tl.range(0, L, BL, num_stages=STAGES):
+    for s0 in tl.range(0, end, BL, num_stages=STAGES):
         slots = s0 + tl.arange(0, BL)
-        smask = slots < L
+        smask = slots < end
         kt = tl.load(
             k_ptr + b * skb + slots[None, :] * skl + cols[:, None], mask=cmask[:, None] & smask[None, :], other=0.0
         )  # [HDP, BL]
@@ -313,11 +321,12 @@ def launch(
 
 def _launch(
     shape: tuple, q: torch.Tensor, q_strides: tuple, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-    scale: float, block_slots: int, rope_args: tuple | None,
+    scale: float, block_slots: int, rope_args: tuple | None, by_length: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """The block and merge kernels for out [B, H, hd] = shape, of q's dtype; with rope_args (launch_rope_attention's)
     the block kernel takes the queries, key and value from the fused projection (q: that projection, not read as
-    queries)."""
+    queries); by_length (with rope_args): cos / sin are tables read at the write position, and the slots past it
+    are masked."""
     b, h, hd = shape
     n_slots = k.shape[1]
     k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (k, v))
@@ -340,7 +349,7 @@ def _launch(
             *q_strides, k.stride(0), k.stride(1), v.stride(0), v.stride(1), mask.stride(0), mask.stride(-1),
             out.stride(0), out.stride(1), *rope,
             HD=hd, HDP=hdp, RB=rb, BL=block_slots, MASK=kind, DOT_PREC=prec, PDL=pdl, ROPE=rope_args is not None,
-            STAGES=cfg.get("stages", 2), num_warps=cfg.get("warps", 4),
+            STAGES=cfg.get("stages", 2), BY_LENGTH=by_length, num_warps=cfg.get("warps", 4),
         )  # fmt: skip
         return out
     bh = max(16, triton.next_power_of_2(h))
@@ -360,7 +369,7 @@ def _launch(
         *q_strides, k.stride(0), k.stride(1), v.stride(0), v.stride(1), mask.stride(0), mask.stride(-1),
         *rope, cnt, out, out.stride(0), out.stride(1),
         HD=hd, HDP=hdp, BH=bh, BL=block_slots, MASK=kind, DOT_PREC=prec, PDL=pdl, ROPE=rope_args is not None,
-        RB=rb, MERGE_LAST=merge_last, SP=sp, UNROLL=unroll, FENCE=not INTERPRET, num_warps=4,
+        RB=rb, MERGE_LAST=merge_last, SP=sp, UNROLL=unroll, FENCE=not INTERPRET, BY_LENGTH=by_length, num_warps=4,
     )  # fmt: skip
     if merge_last:
         return out
@@ -424,11 +433,12 @@ def launch_rope_kv(
 def launch_rope_attention(
     qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     length: torch.Tensor, ticket: torch.Tensor, mask: torch.Tensor | None, n_heads: int, scale: float,
-    block_slots: int,
+    block_slots: int, by_length: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """`tardis::mqa_rope_attention`'s kernels (shapes checked by attention.mqa_rope_attention): the block kernel
-    rotates the queries and the key of qkv [B, (H + 2)·hd] itself (cos / sin [B, hd]), uses the new key and value at
-    the cache's write position, writes them there and advances it; then the merge. → out [B, H, hd]."""
+    rotates the queries and the key of qkv [B, (H + 2)·hd] itself (cos / sin [B, hd], or with by_length tables
+    [P ≥ L, hd] read at the write position, whose later slots are then masked), uses the new key and value at the
+    cache's write position, writes them there and advances it; then the merge. → out [B, H, hd]."""
     b, hd = qkv.shape[0], keys.shape[-1]
     if keys.dtype != qkv.dtype or values.dtype != qkv.dtype:
         raise ValueError(
@@ -440,4 +450,4 @@ def launch_rope_attention(
             "mqa_rope_attention: the cache's last dimension must be contiguous (a static cache layer's is)"
         )
     rope = (qkv, cos, sin, length, ticket, qkv.stride(0), cos.stride(0), sin.stride(0))
-    return _launch((b, n_heads, hd), qkv, (0, 0), keys[:, 0], values[:, 0], mask, scale, block_slots, rope)
+    return _launch((b, n_heads, hd), qkv, (0, 0), keys[:, 0], values[:, 0], mask, scale, block_slots, rope, by_length)
