@@ -361,11 +361,11 @@ def step_model_forward(
     }  # fmt: skip
     if not plain:
         return self._stock_forward(**stock, **kwargs)
-    hidden = self.word_embeddings(input_ids)
-    tables = rotary_tables(self.rotary_emb, hidden)
+    tables = rotary_tables(self.rotary_emb, self.word_embeddings.weight)  # (the embeddings' device and dtype)
     if tables is None:
         return self._stock_forward(**stock)
     emb = LengthRope(tables)
+    hidden = self.word_embeddings(input_ids)
     for block in self.h:
         hidden = block(hidden, layer_past=past_key_values, attention_mask=None, position_ids=None, use_cache=use_cache,
                        output_attentions=False, alibi=None, position_embeddings=emb)[0]  # fmt: skip
@@ -1613,10 +1613,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", "1", "2"),
         default="auto",
         help="fused_layer / fused_gemv / fused_model / fused_step attention on CUDA: each decoder layer's attention "
-        "branch on a "
-        "second stream "
-        "beside its MLP (2), one stream (1), or each model's fastest configuration at batch 1 (with "
-        "--branch-priority's; auto)",
+        "branch on a second stream beside its MLP (2), one stream (1), or each model's fastest configuration at "
+        "batch 1 (with --branch-priority's; auto)",
     )
     ap.add_argument(
         "--branch-priority",
