@@ -726,8 +726,10 @@ def attention_kernel_ab(model: nn.Module, args: argparse.Namespace, use_graph: b
     --new-tokens + 4 slots, the write position half-way through the decode; the graph puts the positions back
     first), in µs per layer. A launch is correct when every layer's output is within 2e-2 (relative to the largest
     magnitude) of the float64 reference; the fastest correct one becomes ATTENTION_LAUNCH, which every mode using
-    the tardis attention ops then runs (attention_ab times the modes after it). Only on CUDA with graphs and a
-    multi-query Falcon, and where --attention may run those ops."""
+    the tardis attention ops then runs (attention_ab times the modes after it). Where --attention may pick
+    fused_step (auto, or fused_step by name) the op runs as that mode runs it (by_length: the rotary tables read at
+    the write position, the slots past it masked and not loaded), else with the step's rows and a bool mask. Only on
+    CUDA with graphs and a multi-query Falcon, and where --attention may run those ops."""
     attentions = mqa_attentions(model)
     device = next(model.parameters()).device
     wanted = args.attention_kernel == "auto" and args.attention in ATTENTION_KERNEL_MODES
@@ -745,8 +747,11 @@ def attention_kernel_ab(model: nn.Module, args: argparse.Namespace, use_graph: b
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=g, device=device, dtype=torch.float32)
 
-    ang = pos / (10000 ** (torch.arange(0, hd, 2, device=device, dtype=torch.float64) / hd))
-    cos, sin = (t(torch.cat([ang, ang])).to(dtype)[None] for t in (torch.cos, torch.sin))
+    by_length = args.attention in ("auto", "fused_step")
+    inv = 1 / (10000 ** (torch.arange(0, hd, 2, device=device, dtype=torch.float64) / hd))
+    ang = torch.arange(n_slots, device=device, dtype=torch.float64)[:, None] * inv[None, :]
+    cos_t, sin_t = (t(torch.cat([ang, ang], -1)).to(dtype) for t in (torch.cos, torch.sin))  # every slot's row
+    cos, sin = cos_t[pos : pos + 1], sin_t[pos : pos + 1]  # the step's rows (the reference's, and without by_length)
     mask = (torch.arange(n_slots, device=device) <= pos)[None]
     lens = torch.full((len(attentions),), pos, device=device, dtype=torch.long)
     layers = [
@@ -763,6 +768,11 @@ def attention_kernel_ab(model: nn.Module, args: argparse.Namespace, use_graph: b
 
     def body() -> list[torch.Tensor]:
         lens.fill_(pos)
+        if by_length:
+            return [
+                mqa_rope_attention(qkv, cos_t, sin_t, keys, values, lens[i], ticket, h, by_length=True)
+                for i, (qkv, keys, values, ticket) in enumerate(layers)
+            ]
         return [
             mqa_rope_attention(qkv, cos, sin, keys, values, lens[i], ticket, h, mask)
             for i, (qkv, keys, values, ticket) in enumerate(layers)
@@ -774,7 +784,7 @@ def attention_kernel_ab(model: nn.Module, args: argparse.Namespace, use_graph: b
 
     launches = attention_triton.ATTENTION_CANDIDATES
     out.update(fastest_correct_launch(attention_triton, "ATTENTION_LAUNCH", launches, measure, 2e-2))
-    out.update(slots=n_slots, heads=h, layers=len(layers))
+    out.update(slots=n_slots, heads=h, layers=len(layers), by_length=by_length)
     # against the split cache with all rows in one block program (v25's launch)
     whole = [r for r in out["candidates"] if r.get("correct") and r["launch"] == {"rows": 0}]
     if whole and "best_us" in out:

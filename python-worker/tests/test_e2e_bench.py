@@ -806,18 +806,22 @@ def test_the_attention_kernel_a_b_is_for_cuda_graphs_only(bench: ModuleType) -> 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_attention_kernel_a_b_keeps_the_fastest_correct_launch_on_gpu(bench: ModuleType) -> None:
     # --attention-kernel auto: every candidate (split cache, rows kernel) checked against float64 and timed on the
-    # model's own shapes, the fastest kept; committed, or an attention mode without the tardis ops: left alone
+    # model's own shapes, the fastest kept, as fused_step runs the op (by_length) where --attention may pick it,
+    # else with the step's rows and a mask; committed, or an attention mode without the tardis ops: left alone
     from tardis.kernels import attention_triton
 
     args, model = _graph_safe_falcon(bench, TINY, "cuda", torch.bfloat16)
     default = dict(attention_triton.ATTENTION_LAUNCH)
-    try:
-        r = bench.attention_kernel_ab(model, args, True)
-        assert r["applies"] and r["layers"] == args.layers and r["slots"] == args.prompt_len + args.new_tokens + 4
-        _kept_the_fastest_correct(r, attention_triton.ATTENTION_CANDIDATES, attention_triton.ATTENTION_LAUNCH, 2e-2)
-        assert r["default"] == default
-    finally:
-        attention_triton.ATTENTION_LAUNCH = default
+    for extra, by_length in (([], True), (["--attention", "fused_layer"], False)):
+        try:
+            r = bench.attention_kernel_ab(model, bench.parse_args([*TINY, *extra]), True)
+            assert r["applies"] and r["layers"] == args.layers and r["by_length"] is by_length
+            assert r["slots"] == args.prompt_len + args.new_tokens + 4
+            launches = attention_triton.ATTENTION_CANDIDATES
+            _kept_the_fastest_correct(r, launches, attention_triton.ATTENTION_LAUNCH, 2e-2)
+            assert r["default"] == default
+        finally:
+            attention_triton.ATTENTION_LAUNCH = default
     for extra in (["--attention-kernel", "committed"], ["--attention", "mqa"], ["--attention", "stock"]):
         assert bench.attention_kernel_ab(model, bench.parse_args([*TINY, *extra]), True) == {"applies": False}
     assert default == attention_triton.ATTENTION_LAUNCH
