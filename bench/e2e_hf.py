@@ -766,15 +766,13 @@ def attention_kernel_ab(model: nn.Module, args: argparse.Namespace, use_graph: b
                                 torch.tensor(pos), h)  # fmt: skip
         refs.append(mqa_decode_reference(q64, k64[:, 0], v64[:, 0], mask.cpu(), 1 / math.sqrt(hd)))
 
+    # as the op runs in fused_step (the tables, no mask) or in the other modes (the step's rows, the mask)
+    op_cos, op_sin, op_mask = (cos_t, sin_t, None) if by_length else (cos, sin, mask)
+
     def body() -> list[torch.Tensor]:
         lens.fill_(pos)
-        if by_length:
-            return [
-                mqa_rope_attention(qkv, cos_t, sin_t, keys, values, lens[i], ticket, h, by_length=True)
-                for i, (qkv, keys, values, ticket) in enumerate(layers)
-            ]
         return [
-            mqa_rope_attention(qkv, cos, sin, keys, values, lens[i], ticket, h, mask)
+            mqa_rope_attention(qkv, op_cos, op_sin, keys, values, lens[i], ticket, h, op_mask, by_length=by_length)
             for i, (qkv, keys, values, ticket) in enumerate(layers)
         ]
 
