@@ -227,6 +227,8 @@ def fused_decoder_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **
         # the join, and the side stream's next work (the next layer's fork) waits for everything queued here, so
         # neither stream can reuse a block the other still reads.
         cur = torch.cuda.current_stream(x.device)
+        if cur == side:  # the fork and join would be no-ops: one stream, silently (see capture_stream)
+            raise RuntimeError(f"the side stream {side} is the current stream: the branches would not overlap")
         side.wait_stream(cur)
         if vars(self).get("_side_mlp"):
             with torch.cuda.stream(side):
@@ -404,6 +406,38 @@ def fused_layers(model: nn.Module) -> int:
 # side streams per device and priority (True: the device's highest; CUDA graphs keep a kernel's stream priority, as
 # PyTorch instantiates them with per-node priorities)
 SIDE_STREAMS: dict[tuple[torch.device, bool], torch.cuda.Stream] = {}
+# the stream every Replayable graph is captured on, per device. torch.cuda.Stream() hands out PyTorch's pool streams in
+# turn (32 a priority), so two calls 32 apart return the same stream: a side stream drawn after 32 others (warm-up
+# streams, torch.cuda.graph's own default capture stream) could be the capture stream, and the branches then ran on
+# one stream without an error (v31's and v32's "2" rows, equal to one stream's). Side streams are drawn until they
+# differ from this one and from each other.
+CAPTURE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def capture_stream(device: torch.device | None = None) -> torch.cuda.Stream:
+    """The device's graph-capture stream (the current device's by default), drawn once."""
+    dev = torch.device("cuda", torch.cuda.current_device() if device is None or device.index is None else device.index)
+    if dev not in CAPTURE_STREAMS:
+        CAPTURE_STREAMS[dev] = torch.cuda.Stream(dev)
+    return CAPTURE_STREAMS[dev]
+
+
+def side_stream(dev: torch.device, high: bool) -> torch.cuda.Stream:
+    """The device's side stream of that priority, drawn once: never the capture stream, the default stream or the
+    other side stream (a pool stream equal to one of them is drawn past)."""
+    dev = capture_stream(dev).device  # with its index
+    if (dev, high) not in SIDE_STREAMS:
+        taken = {capture_stream(dev), torch.cuda.default_stream(dev), *SIDE_STREAMS.values()}
+        for _ in range(65):  # two pools' worth: a pool has 32 streams of a priority
+            s = torch.cuda.Stream(dev, priority=-1 if high else 0)  # -1: PyTorch clamps it to the device's highest
+            if s not in taken:
+                SIDE_STREAMS[dev, high] = s
+                break
+        else:
+            raise RuntimeError(f"no side stream on {dev} other than {taken}")
+    return SIDE_STREAMS[dev, high]
+
+
 # with two branch streams, which branch gets the scheduler's preference: neither (the attention on a side stream of
 # the same priority), the attention (on a high-priority side stream) or the MLP (on a high-priority side stream, the
 # attention on the current one)
@@ -428,9 +462,7 @@ def set_branch_streams(model: nn.Module, n: int, priority: str = "none") -> int:
             continue
         dev = m.input_layernorm.weight.device
         if n == 2 and is_fused(m) and dev.type == "cuda":
-            if (dev, high) not in SIDE_STREAMS:  # priority -1: PyTorch clamps it to the device's highest
-                SIDE_STREAMS[dev, high] = torch.cuda.Stream(dev, priority=-1 if high else 0)
-            m._side_stream = SIDE_STREAMS[dev, high]
+            m._side_stream = side_stream(dev, high)
             m._side_mlp = priority == "mlp"
             k += 1
         else:
@@ -1020,7 +1052,7 @@ class Replayable:
         self.graph: torch.cuda.CUDAGraph | None = None
         if not use_graph:
             return
-        stream = torch.cuda.Stream()
+        stream = capture_stream()  # warm-up and capture on one stream that no side stream is (side_stream)
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(warmup):
@@ -1029,7 +1061,7 @@ class Replayable:
         torch.cuda.current_stream().wait_stream(stream)
         rewind()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=stream):
             fn()
         self.graph = graph
         rewind()

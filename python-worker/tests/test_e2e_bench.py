@@ -853,6 +853,39 @@ def test_two_branch_streams_decode_what_one_stream_decodes_on_gpu(bench: ModuleT
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_side_stream_is_never_the_capture_stream_on_gpu(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    # PyTorch hands its pool streams out in turn, so a side stream drawn when the pool comes round again would be the
+    # capture stream (the branches then on one stream, silently): side_stream draws past it, and a layer whose side
+    # stream is the current one raises
+    monkeypatch.setattr(bench, "CAPTURE_STREAMS", {})
+    monkeypatch.setattr(bench, "SIDE_STREAMS", {})
+    dev = torch.device("cuda", torch.cuda.current_device())
+    cap = bench.capture_stream()
+    assert bench.capture_stream(torch.device("cuda")) is cap and bench.capture_stream(dev) is cap
+    period = next((n for n in range(1, 129) if torch.cuda.Stream(dev) == cap), None)
+    if period is not None:  # the pool came round: draw so that its next stream is the capture stream
+        assert [torch.cuda.Stream(dev) for _ in range(period)][-1] == cap
+        for _ in range(period - 1):
+            torch.cuda.Stream(dev)
+    low = bench.side_stream(dev, False)
+    high = bench.side_stream(torch.device("cuda"), True)
+    assert low not in (cap, torch.cuda.default_stream(dev), high) and high != cap
+    assert low.priority == 0 and high.priority < 0
+    assert bench.side_stream(dev, False) is low and bench.side_stream(dev, True) is high
+    args, model = _graph_safe_falcon(bench, TINY, "cuda", torch.bfloat16)
+    bench.set_decode_attention(model, "fused_layer")
+    assert bench.set_branch_streams(model, 2) == args.layers
+    assert all(m._side_stream is low for m in model.modules() if hasattr(m, "_side_stream"))
+    prompts = torch.randint(0, args.vocab, (1, 10), generator=torch.Generator().manual_seed(15))
+    assert bench.time_decode(model, prompts, 3, 1, True)["graph_error"] is None
+    for m in model.modules():
+        if hasattr(m, "_side_stream"):
+            m._side_stream = torch.cuda.current_stream(dev)
+    with pytest.raises(RuntimeError, match="is the current stream"):
+        bench.time_decode(model, prompts, 3, 1, False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_branch_stream_a_b_keeps_the_fastest_configuration_on_gpu(bench: ModuleType) -> None:
     # --branch-streams auto: one stream and two with each priority timed on the dense model's batch-1 decode, the
     # same greedy tokens in each, the fastest left in force; --branch-priority mlp: one stream against that only
