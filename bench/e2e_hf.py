@@ -1041,7 +1041,7 @@ def median_seconds(fn: Callable[[], None], device: torch.device, repeats: int) -
 
 
 class Replayable:
-    """`fn` captured as one CUDA graph (after a warm-up on a side stream) when `use_graph`, else run eagerly.
+    """`fn` captured as one CUDA graph (after a warm-up on the capture stream) when `use_graph`, else run eagerly.
 
     `rewind` runs before each warm-up step, before the capture and after it (warm-up runs advance the
     state the step mutates, e.g. the static cache's position counter), so replays start from a known state.
