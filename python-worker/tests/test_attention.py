@@ -407,6 +407,21 @@ ROPE_ATTENTION_CASES = [  # B, H, L, hd, pos, mask
 ]
 
 
+def _mask64(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A decode mask as the float64 reference takes it, on the CPU: bool kept, additive in float64."""
+    return None if mask is None else (mask.cpu() if mask.dtype == torch.bool else mask.double().cpu())
+
+
+def _assert_rope_outputs(out, keys, values, want, k64, v64, dtype) -> None:
+    """The rope-attention op's output against the float64 reference `want`, and the cache it wrote: the rotated
+    keys to rounding, the values copied, not rounded again."""
+    err = float((out.double().cpu() - want).abs().max() / want.abs().max())
+    assert err < (1e-5 if dtype == torch.float32 else 2e-2), err
+    kerr = float((keys.double().cpu() - k64).abs().max() / k64.abs().max())
+    assert kerr < (1e-6 if dtype == torch.float32 else 1e-2), kerr
+    torch.testing.assert_close(values.double().cpu(), v64, rtol=0, atol=0)
+
+
 def _check_rope_attention(
     device: str, b: int, h: int, n_slots: int, hd: int, pos: int, kind: str, dtype, launch_index: int
 ) -> None:
@@ -436,13 +451,8 @@ def _check_rope_attention_launch(device: str, b: int, h: int, n_slots: int, hd: 
         )
         assert int(length) == pos + 1 and not ticket.any(), (rnd, int(length), ticket)
     q64, k64, v64 = _rope_kv_float64(qkv, cos, sin, before_k, before_v, pos, h)
-    m64 = None if mask is None else (mask.cpu() if mask.dtype == torch.bool else mask.double().cpu())
-    want = mqa_decode_reference(q64, k64[:, 0], v64[:, 0], m64, scale)
-    err = float((out.double().cpu() - want).abs().max() / want.abs().max())
-    assert err < (1e-5 if dtype == torch.float32 else 2e-2), err
-    kerr = float((keys.double().cpu() - k64).abs().max() / k64.abs().max())
-    assert kerr < (1e-6 if dtype == torch.float32 else 1e-2), kerr
-    torch.testing.assert_close(values.double().cpu(), v64, rtol=0, atol=0)  # copied, not rounded again
+    want = mqa_decode_reference(q64, k64[:, 0], v64[:, 0], _mask64(mask), scale)
+    _assert_rope_outputs(out, keys, values, want, k64, v64, dtype)
     for t, g in zip((keys, values), guard, strict=True):  # the slot past the cache: untouched
         torch.testing.assert_close(_guard_slot(t, n_slots), g, rtol=0, atol=0)
 
@@ -601,13 +611,9 @@ def _check_rope_attention_by_length(
             )
             assert int(length) == pos + 1 and not ticket.any(), (int(length), ticket)
     q64, k64, v64 = _rope_kv_float64(qkv, cos, sin, before_k, before_v, pos, h)
-    e64 = None if extra is None else (extra.cpu() if extra.dtype == torch.bool else extra.double().cpu())
-    want = mqa_decode_reference(q64, k64[:, 0], v64[:, 0], length_mask(torch.tensor(pos), n_slots, b, e64), scale)
-    err = float((out.double().cpu() - want).abs().max() / want.abs().max())
-    assert err < (1e-5 if dtype == torch.float32 else 2e-2), err
-    kerr = float((keys.double().cpu() - k64).abs().max() / k64.abs().max())
-    assert kerr < (1e-6 if dtype == torch.float32 else 1e-2), kerr
-    torch.testing.assert_close(values.double().cpu(), v64, rtol=0, atol=0)
+    mask64 = length_mask(torch.tensor(pos), n_slots, b, _mask64(extra))
+    want = mqa_decode_reference(q64, k64[:, 0], v64[:, 0], mask64, scale)
+    _assert_rope_outputs(out, keys, values, want, k64, v64, dtype)
 
 
 @pytest.mark.skipif(not HAS_TRITON or not INTERPRET, reason="needs Triton and TRITON_INTERPRET=1")
