@@ -425,9 +425,10 @@ def capture_stream(device: torch.device | None = None) -> torch.cuda.Stream:
 def side_stream(dev: torch.device, high: bool) -> torch.cuda.Stream:
     """The device's side stream of that priority, drawn once: never the capture stream, the default stream or the
     other side stream (a pool stream equal to one of them is drawn past)."""
-    dev = capture_stream(dev).device  # with its index
+    cap = capture_stream(dev)
+    dev = cap.device  # with its index
     if (dev, high) not in SIDE_STREAMS:
-        taken = {capture_stream(dev), torch.cuda.default_stream(dev), *SIDE_STREAMS.values()}
+        taken = {cap, torch.cuda.default_stream(dev), *SIDE_STREAMS.values()}
         for _ in range(65):  # two pools' worth: a pool has 32 streams of a priority
             s = torch.cuda.Stream(dev, priority=-1 if high else 0)  # -1: PyTorch clamps it to the device's highest
             if s not in taken:
